@@ -1,0 +1,112 @@
+package actors
+
+import "time"
+
+// Config configures a node's actors. The zero value means every default.
+type Config struct {
+	// Room configures every room.
+	Room RoomConfig
+	// Conn configures every connection.
+	Conn ConnConfig
+	// ServerVersion is reported in ConnectReply. Default "dev".
+	ServerVersion string
+	// PingInterval is reported in ConnectReply (the transport does the pinging). Default 25s.
+	PingInterval time.Duration
+	// MaxFrameBytes is reported in ConnectReply. Default 65536.
+	MaxFrameBytes int
+	// FaultText, when not empty, makes a room panic while handling a publish
+	// whose text body equals it, and a connection actor panic on a publish whose
+	// text equals FaultText+"!conn". It exists to test supervision; leave it empty.
+	FaultText string
+}
+
+// RoomConfig configures rooms.
+type RoomConfig struct {
+	// HistorySize is how many recent messages a room keeps. Default 100; negative disables history.
+	HistorySize int
+	// HistoryTTL is how long a message stays in history. Default 10m.
+	HistoryTTL time.Duration
+	// HistoryMaxLimit caps one history query. Default 1000.
+	HistoryMaxLimit int
+	// IdleTimeout stops a room with no members after this long without messages. Default 1m.
+	IdleTimeout time.Duration
+	// MaxMembers caps the members of one room. Default 0 (unlimited).
+	MaxMembers int
+	// TypingTTL is how long a typing indicator lasts without a refresh. Default 5s.
+	TypingTTL time.Duration
+	// DedupeWindow is how many recent client message ids a room remembers for idempotent retries. Default 4096.
+	DedupeWindow int
+}
+
+// ConnConfig configures connections.
+type ConnConfig struct {
+	// MaxRoomNameBytes limits a room name's length. Default 128.
+	MaxRoomNameBytes int
+	// MaxNameBytes limits an anonymous client's name. Default 64.
+	MaxNameBytes int
+	// MaxMessageBytes limits a published body. Default 32768.
+	MaxMessageBytes int
+	// MaxRooms caps the rooms one connection may join. Default 100.
+	MaxRooms int
+	// RequestTimeout bounds the wait for a room's answer. Default 5s.
+	RequestTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.ServerVersion == "" {
+		c.ServerVersion = "dev"
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = 64 << 10
+	}
+	c.Room = c.Room.withDefaults()
+	c.Conn = c.Conn.withDefaults()
+	return c
+}
+
+func (c RoomConfig) withDefaults() RoomConfig {
+	if c.HistorySize == 0 {
+		c.HistorySize = 100
+	}
+	if c.HistorySize < 0 {
+		c.HistorySize = 0
+	}
+	if c.HistoryTTL <= 0 {
+		c.HistoryTTL = 10 * time.Minute
+	}
+	if c.HistoryMaxLimit <= 0 {
+		c.HistoryMaxLimit = 1000
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = time.Minute
+	}
+	if c.TypingTTL <= 0 {
+		c.TypingTTL = 5 * time.Second
+	}
+	if c.DedupeWindow <= 0 {
+		c.DedupeWindow = 4096
+	}
+	return c
+}
+
+func (c ConnConfig) withDefaults() ConnConfig {
+	if c.MaxRoomNameBytes <= 0 {
+		c.MaxRoomNameBytes = 128
+	}
+	if c.MaxNameBytes <= 0 {
+		c.MaxNameBytes = 64
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 32 << 10
+	}
+	if c.MaxRooms <= 0 {
+		c.MaxRooms = 100
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	return c
+}

@@ -1,0 +1,304 @@
+package actors
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// conn is the actor of one client connection: identity, joined rooms and
+// command handling. It never touches the network: replies go to its Sink.
+type conn struct {
+	node     *Node
+	cfg      ConnConfig
+	sink     Sink
+	clientID string
+	done     chan struct{}
+
+	behavior actor.Behavior
+	member   *nodev1.Member       // set by connect
+	rooms    map[string]*joinedRoom // joined or joining
+	gone     bool                 // the transport closed the socket
+}
+
+type joinedRoom struct {
+	pid    *actor.PID
+	joined bool
+}
+
+// connGone tells the connection actor that its socket is closed.
+type connGone struct{}
+
+func (c *conn) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		c.rooms = map[string]*joinedRoom{}
+		c.behavior = actor.NewBehavior()
+		c.behavior.Become(c.awaitingConnect)
+	case connGone:
+		c.gone = true
+		ctx.Stop(ctx.Self())
+	case *actor.Stopping:
+		c.onStopping(ctx)
+	case *actor.Stopped:
+		ctx.Send(c.node.relay, unregisterConn{id: ctx.Self().Id})
+		close(c.done)
+	case *actor.Restarting, *actor.ReceiveTimeout:
+	case *hubbubv1.ClientFrame:
+		c.behavior.Receive(ctx)
+	default:
+		c.node.log.Warn("conn: unexpected message dropped", "type", slog.AnyValue(msg).String())
+	}
+}
+
+// onStopping leaves every room; a stop the transport did not ask for is a failure.
+func (c *conn) onStopping(ctx actor.Context) {
+	if c.member != nil {
+		for name, jr := range c.rooms {
+			ctx.Send(jr.pid, &nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true})
+		}
+	}
+	if !c.gone {
+		c.sink.Close(wire.CloseInternal, "internal error")
+	}
+}
+
+// awaitingConnect accepts only a connect command.
+func (c *conn) awaitingConnect(ctx actor.Context) {
+	f := ctx.Message().(*hubbubv1.ClientFrame)
+	req := f.GetConnect()
+	if req == nil {
+		if f.GetCommand() == nil {
+			c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNKNOWN_COMMAND, false, "unknown command")
+			return
+		}
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_CONNECTED, false, "connect first")
+		return
+	}
+	name := req.GetName()
+	if len(name) > c.cfg.MaxNameBytes || !validDisplayName(name) {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "invalid name")
+		return
+	}
+	if name == "" {
+		name = "anon-" + c.clientID[:8]
+	}
+	info := &hubbubv1.ClientInfo{User: name, ClientId: c.clientID}
+	enc := nodev1.Encoding_ENCODING_PROTO
+	if c.sink.Encoding() == wire.JSON {
+		enc = nodev1.Encoding_ENCODING_JSON
+	}
+	c.member = &nodev1.Member{Address: ctx.Self().Address, ActorId: ctx.Self().Id, Client: info, Encoding: enc}
+	c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Connect{Connect: &hubbubv1.ConnectReply{
+		Client: info, PingIntervalMs: uint32(c.node.cfg.PingInterval / time.Millisecond),
+		ServerVersion: c.node.cfg.ServerVersion, MaxFrameBytes: uint32(c.node.cfg.MaxFrameBytes),
+	}}})
+	c.behavior.Become(c.connected)
+}
+
+// connected handles every command after connect.
+func (c *conn) connected(ctx actor.Context) {
+	f := ctx.Message().(*hubbubv1.ClientFrame)
+	switch cmd := f.GetCommand().(type) {
+	case *hubbubv1.ClientFrame_Join:
+		c.onJoin(ctx, f, cmd.Join)
+	case *hubbubv1.ClientFrame_Leave:
+		c.onLeave(ctx, f, cmd.Leave)
+	case *hubbubv1.ClientFrame_Publish:
+		c.onPublish(ctx, f, cmd.Publish)
+	case *hubbubv1.ClientFrame_History:
+		c.onRoomQuery(ctx, f, cmd.History.GetRoom(), &nodev1.RoomHistory{Request: cmd.History, RequestId: f.GetId(), Trace: f.GetTrace()})
+	case *hubbubv1.ClientFrame_Presence:
+		c.onRoomQuery(ctx, f, cmd.Presence.GetRoom(), &nodev1.RoomPresence{Room: cmd.Presence.GetRoom(), RequestId: f.GetId(), Trace: f.GetTrace()})
+	case *hubbubv1.ClientFrame_Typing:
+		c.onTyping(ctx, f, cmd.Typing)
+	case *hubbubv1.ClientFrame_Ping:
+		c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Ping{Ping: &hubbubv1.PingReply{ServerTimeUnixMs: time.Now().UnixMilli()}}})
+	case *hubbubv1.ClientFrame_Connect:
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_ALREADY_CONNECTED, false, "already connected")
+	default:
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNKNOWN_COMMAND, false, "unknown command")
+	}
+}
+
+func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.JoinRequest) {
+	name := req.GetRoom()
+	if !c.checkRoom(f.GetId(), name) {
+		return
+	}
+	if _, ok := c.rooms[name]; ok {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_ALREADY_JOINED, false, "already joined %q", name)
+		return
+	}
+	if len(c.rooms) >= c.cfg.MaxRooms {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED, false, "at most %d rooms per connection", c.cfg.MaxRooms)
+		return
+	}
+	jr := &joinedRoom{}
+	c.rooms[name] = jr
+	msg := &nodev1.RoomJoin{Room: name, Member: c.member, Since: req.GetSince(), RequestId: f.GetId(), Trace: f.GetTrace()}
+	c.ask(ctx, name, msg, f.GetId(), func(pid *actor.PID, rr *nodev1.RoomReply, err error) {
+		if c.rooms[name] != jr {
+			return // left meanwhile
+		}
+		jr.pid = pid
+		switch {
+		case err != nil:
+			delete(c.rooms, name)
+			// The room may still process the join late; undo it.
+			ctx.Send(pid, &nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true})
+		case rr.GetFrame().GetError() != nil:
+			delete(c.rooms, name)
+			c.forward(f.GetId(), rr.GetFrame())
+		default:
+			jr.joined = true // the join reply itself reaches the client through the relay
+		}
+	})
+}
+
+func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.LeaveRequest) {
+	name := req.GetRoom()
+	if !c.checkRoom(f.GetId(), name) {
+		return
+	}
+	if _, ok := c.rooms[name]; !ok {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, false, "not joined to %q", name)
+		return
+	}
+	delete(c.rooms, name)
+	msg := &nodev1.RoomLeave{Room: name, Member: c.member, RequestId: f.GetId(), Trace: f.GetTrace()}
+	c.ask(ctx, name, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
+		if err == nil && rr.GetFrame().GetError() != nil {
+			c.forward(f.GetId(), rr.GetFrame())
+		}
+	})
+}
+
+func (c *conn) onPublish(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.PublishRequest) {
+	if !c.checkRoom(f.GetId(), req.GetRoom()) {
+		return
+	}
+	if req.GetBody().GetKind() == nil {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "publish needs a body")
+		return
+	}
+	if size := proto.Size(req.GetBody()); size > c.cfg.MaxMessageBytes {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE, false, "body is %d bytes, limit %d", size, c.cfg.MaxMessageBytes)
+		return
+	}
+	if fault := c.node.cfg.FaultText; fault != "" && req.GetBody().GetText() == fault+"!conn" {
+		panic("conn: injected fault")
+	}
+	msg := &nodev1.RoomPublish{Room: req.GetRoom(), Member: c.member, Body: req.GetBody(), MessageId: req.GetMessageId(),
+		Key: req.GetKey(), RequestId: f.GetId(), Trace: f.GetTrace()}
+	c.ask(ctx, req.GetRoom(), msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
+		if err == nil {
+			c.forward(f.GetId(), rr.GetFrame())
+		}
+	})
+}
+
+func (c *conn) onRoomQuery(ctx actor.Context, f *hubbubv1.ClientFrame, room string, msg proto.Message) {
+	if !c.checkRoom(f.GetId(), room) {
+		return
+	}
+	c.ask(ctx, room, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
+		if err == nil {
+			c.forward(f.GetId(), rr.GetFrame())
+		}
+	})
+}
+
+func (c *conn) onTyping(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.TypingRequest) {
+	if !c.checkRoom(f.GetId(), req.GetRoom()) {
+		return
+	}
+	if jr, ok := c.rooms[req.GetRoom()]; !ok || !jr.joined {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, false, "not joined to %q", req.GetRoom())
+		return
+	}
+	c.onRoomQuery(ctx, f, req.GetRoom(), &nodev1.RoomTyping{Room: req.GetRoom(), Member: c.member, Typing: req.GetTyping(),
+		RequestId: f.GetId(), Trace: f.GetTrace()})
+}
+
+// ask sends a request to a room and continues with its reply inside this
+// actor. A dead letter (the room stopped meanwhile) is retried once on a fresh
+// activation; a timeout gets a temporary UNAVAILABLE error for the client, and
+// then is called with the error so the caller can undo state.
+func (c *conn) ask(ctx actor.Context, room string, msg proto.Message, id uint64, then func(*actor.PID, *nodev1.RoomReply, error)) {
+	c.askAttempt(ctx, room, msg, id, then, 0)
+}
+
+func (c *conn) askAttempt(ctx actor.Context, room string, msg proto.Message, id uint64, then func(*actor.PID, *nodev1.RoomReply, error), attempt int) {
+	pid := c.roomPID(room)
+	fut := ctx.RequestFuture(pid, msg, c.cfg.RequestTimeout)
+	ctx.ReenterAfter(fut, func(res any, err error) {
+		if errors.Is(err, actor.ErrDeadLetter) && attempt == 0 {
+			if jr := c.rooms[room]; jr != nil {
+				jr.pid = nil
+			}
+			c.askAttempt(ctx, room, msg, id, then, attempt+1)
+			return
+		}
+		rr, ok := res.(*nodev1.RoomReply)
+		if err == nil && !ok {
+			err = errors.New("unexpected reply")
+		}
+		if err != nil {
+			c.node.counters.RoomTimeouts.Add(1)
+			c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q did not answer", room)
+			then(pid, nil, err)
+			return
+		}
+		then(pid, rr, nil)
+	})
+}
+
+func (c *conn) roomPID(room string) *actor.PID {
+	if jr := c.rooms[room]; jr != nil && jr.pid != nil {
+		return jr.pid
+	}
+	return c.node.placement.RoomPID(room)
+}
+
+func (c *conn) checkRoom(id uint64, room string) bool {
+	if room == "" || len(room) > c.cfg.MaxRoomNameBytes || !validName(room) {
+		c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_INVALID_ROOM, false,
+			"room names are 1-%d bytes of printable UTF-8 without spaces", c.cfg.MaxRoomNameBytes)
+		return false
+	}
+	return true
+}
+
+// forward sends a room's reply frame to the client with the request id.
+func (c *conn) forward(id uint64, f *hubbubv1.ServerFrame) {
+	if f == nil {
+		return
+	}
+	f.Id = id
+	if e := f.GetError(); e != nil {
+		c.node.counters.CountError(e.GetCode().String())
+	}
+	c.send(f)
+}
+
+func (c *conn) replyErr(id uint64, code hubbubv1.ErrorCode, temporary bool, format string, args ...any) {
+	c.node.counters.CountError(code.String())
+	c.send(errFrame(id, code, temporary, format, args...))
+}
+
+func (c *conn) send(f *hubbubv1.ServerFrame) {
+	b, err := wire.Marshal(f, c.sink.Encoding())
+	if err != nil {
+		c.node.log.Error("conn: encode reply", "err", err)
+		return
+	}
+	_ = c.sink.Send(b)
+}

@@ -1,0 +1,24 @@
+// Package actors holds Hubbub's actor graph: one connection actor per socket,
+// one room actor per room, and one relay per node that hands a room's pushes
+// to the local connections that joined it.
+//
+// A client command travels transport -> connection actor -> room. The room
+// assigns offsets, keeps presence, typing state and history, and sends every
+// push for members once per node to that node's relay (RelayDeliver), already
+// encoded, once per encoding in use. The relay appends the same bytes to each
+// local member's outbound queue (the Sink the transport implements). Join
+// replies and leave replies travel the same room -> relay path, so a member
+// sees its join reply before the first push that follows it and no push after
+// its leave reply.
+//
+// Room placement sits behind the Placement interface, so rooms can be local
+// actors (one node) or cluster grains without the rest of the package knowing.
+//
+// # Concurrency
+//
+// Each actor's Receive runs on one goroutine at a time, owned by protoactor's
+// dispatcher; actor state is touched only there. Receive never blocks: rooms
+// are asked with RequestFuture and the answer is handled by ReenterAfter.
+// Node's methods and ConnHandle's methods may be called from any goroutine.
+// A Sink's Send and Close are called from actor goroutines and must not block.
+package actors

@@ -1,0 +1,18 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+)
+
+// ErrNodeStopped is returned by Node methods after Shutdown.
+var ErrNodeStopped = errors.New("actors: node stopped")
+
+// errFrame builds an error ServerFrame for request id.
+func errFrame(id uint64, code hubbubv1.ErrorCode, temporary bool, format string, args ...any) *hubbubv1.ServerFrame {
+	return &hubbubv1.ServerFrame{Id: id, Body: &hubbubv1.ServerFrame_Error{Error: &hubbubv1.Error{
+		Code: code, Message: fmt.Sprintf(format, args...), Temporary: temporary,
+	}}}
+}

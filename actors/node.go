@@ -1,0 +1,168 @@
+package actors
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/telemetry"
+)
+
+// Node is one Hubbub node's actor system: its relay, its rooms (through a
+// Placement) and the connection actors of its sockets.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	counters  *telemetry.Counters
+	system    *actor.ActorSystem
+	conns     *actor.RootContext // spawns connection actors: a panic stops only that actor
+	relay     *actor.PID
+	placement Placement
+	nodeID    string
+	nextConn  atomic.Uint64
+	stopped   atomic.Bool
+	stopOnce  sync.Once
+}
+
+// Options are a node's collaborators. The zero value discards logs and
+// allocates fresh counters.
+type Options struct {
+	Logger   *slog.Logger
+	Counters *telemetry.Counters
+}
+
+// NewNode starts a single-node actor system with local room placement.
+func NewNode(cfg Config, opts Options) *Node {
+	cfg = cfg.withDefaults()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Counters == nil {
+		opts.Counters = &telemetry.Counters{}
+	}
+	log := opts.Logger
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(warnOnly{log.Handler()}).With("lib", "protoactor")
+	}))
+	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4)}
+	n.conns = system.Root.WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("connection", actor.StopDirective)))
+	rooms := system.Root.WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.ResumeDirective)))
+	var lp *localPlacement
+	lp = newLocalPlacement(system, rooms, func(name string) *actor.Props {
+		return roomProps(name, cfg.Room, cfg.FaultText, log, n.counters, func(pid *actor.PID) { lp.stopped(name, pid) })
+	})
+	n.placement = lp
+	n.relay, _ = system.Root.SpawnNamed(relayProps(log, n.counters), relayID)
+	return n
+}
+
+// decide returns a supervisor decider that logs and counts a panic and applies
+// the directive: a room resumes with its state (the failing message is
+// dropped), a connection stops and its socket is closed with 1011.
+func (n *Node) decide(kind string, d actor.Directive) actor.DeciderFunc {
+	return func(reason any) actor.Directive {
+		n.counters.ActorPanics.Add(1)
+		n.log.Error("actor panicked", "kind", kind, "reason", reason, "directive", d.String())
+		return d
+	}
+}
+
+// Counters returns the node's counters.
+func (n *Node) Counters() *telemetry.Counters { return n.counters }
+
+// Config returns the node's configuration with defaults applied.
+func (n *Node) Config() Config { return n.cfg }
+
+// ConnHandle is the transport's handle on one connection actor.
+type ConnHandle struct {
+	pid  *actor.PID
+	root *actor.RootContext
+	done chan struct{}
+}
+
+// OpenConn spawns the actor of a new connection whose frames go to sink.
+func (n *Node) OpenConn(sink Sink) (*ConnHandle, error) {
+	if n.stopped.Load() {
+		return nil, ErrNodeStopped
+	}
+	clientID := n.nodeID + randomID(6) + "-" + hexCount(n.nextConn.Add(1))
+	done := make(chan struct{})
+	props := actor.PropsFromProducer(func() actor.Actor {
+		return &conn{node: n, cfg: n.cfg.Conn, sink: sink, clientID: clientID, done: done}
+	})
+	pid := n.conns.SpawnPrefix(props, "conn")
+	n.system.Root.Send(n.relay, registerConn{id: pid.Id, sink: sink})
+	return &ConnHandle{pid: pid, root: n.system.Root, done: done}, nil
+}
+
+// Receive hands a decoded client frame to the connection actor.
+func (h *ConnHandle) Receive(f *hubbubv1.ClientFrame) { h.root.Send(h.pid, f) }
+
+// Close tells the connection actor its socket is gone and waits (at most
+// timeout) until it has left its rooms and stopped.
+func (h *ConnHandle) Close(timeout time.Duration) {
+	h.root.Send(h.pid, connGone{})
+	select {
+	case <-h.done:
+	case <-time.After(timeout):
+	}
+}
+
+// Done is closed when the connection actor has stopped.
+func (h *ConnHandle) Done() <-chan struct{} { return h.done }
+
+// Shutdown stops the rooms and the relay. Close every connection first. It is
+// idempotent; it returns when the actors stopped or ctx ended.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		n.stopped.Store(true)
+		timeout := 5 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = time.Until(dl)
+		}
+		n.placement.StopAll(timeout)
+		_ = n.system.Root.StopFuture(n.relay).Wait()
+		n.system.Shutdown()
+	})
+	return ctx.Err()
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func hexCount(v uint64) string {
+	const digits = "0123456789abcdef"
+	if v == 0 {
+		return "0"
+	}
+	var buf [16]byte
+	i := len(buf)
+	for v > 0 {
+		i--
+		buf[i] = digits[v&15]
+		v >>= 4
+	}
+	return string(buf[i:])
+}
+
+// warnOnly passes on the actor library's records at WARN and above.
+type warnOnly struct{ slog.Handler }
+
+func (h warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}
+
+func (h warnOnly) WithAttrs(a []slog.Attr) slog.Handler { return warnOnly{h.Handler.WithAttrs(a)} }
+
+func (h warnOnly) WithGroup(g string) slog.Handler { return warnOnly{h.Handler.WithGroup(g)} }

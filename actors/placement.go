@@ -1,0 +1,80 @@
+package actors
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// Placement finds the actor of a room, activating the room when it is not
+// running. A single node places rooms as local actors; a cluster places them
+// as grains. Callers cache the PID they get and ask again after a dead letter
+// or a timeout.
+type Placement interface {
+	// RoomPID returns the room's actor, starting it if needed.
+	RoomPID(room string) *actor.PID
+	// StopAll stops the rooms this node hosts, waiting at most timeout.
+	StopAll(timeout time.Duration)
+}
+
+// localPlacement runs every room on this node as a named actor "room/<name>".
+type localPlacement struct {
+	system *actor.ActorSystem
+	root   *actor.RootContext
+	props  func(room string) *actor.Props
+
+	mu     sync.Mutex
+	active map[string]*actor.PID
+}
+
+const roomPrefix = "room/"
+
+func newLocalPlacement(system *actor.ActorSystem, root *actor.RootContext, props func(string) *actor.Props) *localPlacement {
+	return &localPlacement{system: system, root: root, props: props, active: map[string]*actor.PID{}}
+}
+
+func (p *localPlacement) RoomPID(room string) *actor.PID {
+	id := roomPrefix + room
+	if _, ok := p.system.ProcessRegistry.GetLocal(id); ok {
+		return actor.NewPID(p.system.Address(), id)
+	}
+	pid, err := p.root.SpawnNamed(p.props(room), id)
+	if err != nil && !errors.Is(err, actor.ErrNameExists) {
+		return actor.NewPID(p.system.Address(), id)
+	}
+	p.mu.Lock()
+	p.active[room] = pid
+	p.mu.Unlock()
+	return pid
+}
+
+// stopped forgets a room that stopped by itself (idle).
+func (p *localPlacement) stopped(room string, pid *actor.PID) {
+	p.mu.Lock()
+	if cur, ok := p.active[room]; ok && cur.Equal(pid) {
+		delete(p.active, room)
+	}
+	p.mu.Unlock()
+}
+
+func (p *localPlacement) StopAll(timeout time.Duration) {
+	p.mu.Lock()
+	pids := make([]*actor.PID, 0, len(p.active))
+	for _, pid := range p.active {
+		pids = append(pids, pid)
+	}
+	p.mu.Unlock()
+	futures := make([]*actor.Future, 0, len(pids))
+	for _, pid := range pids {
+		futures = append(futures, p.root.StopFuture(pid))
+	}
+	deadline := time.Now().Add(timeout)
+	for _, f := range futures {
+		if time.Now().After(deadline) {
+			return
+		}
+		_ = f.Wait()
+	}
+}

@@ -1,0 +1,294 @@
+package actors
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/telemetry"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// room is the actor of one room: members, offsets, history, presence, typing.
+type room struct {
+	name     string
+	cfg      RoomConfig
+	fault    string
+	log      *slog.Logger
+	counters *telemetry.Counters
+	onStop   func(*actor.PID)
+
+	epoch   string
+	offset  uint64
+	members map[string]*nodev1.Member // by memberKey
+	nodes   map[string]int            // members per node address
+	relays  map[string]*actor.PID     // relay per node address
+	json    int                       // members speaking JSON
+	binary  int                       // members speaking protobuf
+	history *history
+	dedupe  *dedupe
+	typing  *typingState
+}
+
+// roomProps returns the props of the room actor for one room name.
+func roomProps(name string, cfg RoomConfig, fault string, log *slog.Logger, c *telemetry.Counters, onStop func(*actor.PID)) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &room{name: name, cfg: cfg, fault: fault, log: log, counters: c, onStop: onStop}
+	})
+}
+
+func memberKey(m *nodev1.Member) string { return m.GetAddress() + "/" + m.GetActorId() }
+
+// typingSweep is the room's own timer message for expiring typing indicators.
+type typingSweep struct{}
+
+func (r *room) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		r.onStarted(ctx)
+	case *nodev1.RoomJoin:
+		r.onJoin(ctx, msg)
+	case *nodev1.RoomLeave:
+		r.onLeave(ctx, msg)
+	case *nodev1.RoomPublish:
+		r.onPublish(ctx, msg)
+	case *nodev1.RoomHistory:
+		r.onHistory(ctx, msg)
+	case *nodev1.RoomPresence:
+		r.onPresence(ctx, msg)
+	case *nodev1.RoomTyping:
+		r.onTyping(ctx, msg)
+	case typingSweep:
+		r.onTypingSweep(ctx)
+	case *actor.ReceiveTimeout:
+		r.onIdle(ctx)
+	case *actor.Stopped:
+		r.typing.stop()
+		r.counters.RoomsStopped.Add(1)
+		if r.onStop != nil {
+			r.onStop(ctx.Self())
+		}
+	case *actor.Stopping, *actor.Restarting:
+	default:
+		r.log.Warn("room: unexpected message dropped", "room", r.name, "type", slog.AnyValue(msg).String())
+	}
+}
+
+func (r *room) onStarted(ctx actor.Context) {
+	r.epoch = newEpoch()
+	r.members = map[string]*nodev1.Member{}
+	r.nodes = map[string]int{}
+	r.relays = map[string]*actor.PID{}
+	r.history = newHistory(r.cfg.HistorySize, r.cfg.HistoryTTL)
+	r.dedupe = newDedupe(r.cfg.DedupeWindow)
+	r.typing = newTypingState(r.cfg.TypingTTL)
+	r.counters.RoomsStarted.Add(1)
+	ctx.SetReceiveTimeout(r.cfg.IdleTimeout)
+}
+
+func newEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (r *room) position() *hubbubv1.StreamPosition {
+	return &hubbubv1.StreamPosition{Offset: r.offset, Epoch: r.epoch}
+}
+
+func (r *room) reply(ctx actor.Context, id uint64, f *hubbubv1.ServerFrame) {
+	if ctx.Sender() != nil {
+		ctx.Respond(&nodev1.RoomReply{RequestId: id, Frame: f})
+	}
+}
+
+func (r *room) fail(ctx actor.Context, id uint64, code hubbubv1.ErrorCode, format string, args ...any) {
+	r.reply(ctx, id, errFrame(id, code, false, format, args...))
+}
+
+func (r *room) relay(address string) *actor.PID {
+	pid, ok := r.relays[address]
+	if !ok {
+		pid = actor.NewPID(address, relayID)
+		r.relays[address] = pid
+	}
+	return pid
+}
+
+func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
+	m := msg.GetMember()
+	key := memberKey(m)
+	if _, ok := r.members[key]; ok {
+		r.fail(ctx, msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_ALREADY_JOINED, "already joined %q", r.name)
+		return
+	}
+	if r.cfg.MaxMembers > 0 && len(r.members) >= r.cfg.MaxMembers {
+		r.reply(ctx, msg.GetRequestId(), errFrame(msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED,
+			true, "room %q is full (%d members)", r.name, r.cfg.MaxMembers))
+		return
+	}
+	r.addMember(key, m)
+	reply := &hubbubv1.JoinReply{Room: r.name, Position: r.position()}
+	if since := msg.GetSince(); since != nil {
+		reply.Recovered, reply.Messages = r.recover(since)
+	}
+	ctx.Send(r.relay(m.GetAddress()), &nodev1.RelaySubscribe{
+		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: reply, Trace: msg.GetTrace(),
+	})
+	r.reply(ctx, msg.GetRequestId(), nil)
+	r.broadcast(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_PresenceEvent{PresenceEvent: &hubbubv1.PresenceEvent{
+		Room: r.name, Action: hubbubv1.PresenceAction_PRESENCE_ACTION_JOIN, Client: m.GetClient(),
+	}}}, 0)
+}
+
+// recover returns the messages after since, or false when they are gone.
+func (r *room) recover(since *hubbubv1.StreamPosition) (bool, []*hubbubv1.Message) {
+	if since.GetEpoch() != r.epoch || since.GetOffset() > r.offset {
+		return false, nil
+	}
+	r.history.trim(time.Now())
+	if !r.history.covers(since.GetOffset(), r.offset) {
+		return false, nil
+	}
+	return true, r.history.since(since.GetOffset(), 0)
+}
+
+func (r *room) addMember(key string, m *nodev1.Member) {
+	r.members[key] = m
+	r.nodes[m.GetAddress()]++
+	if m.GetEncoding() == nodev1.Encoding_ENCODING_JSON {
+		r.json++
+	} else {
+		r.binary++
+	}
+}
+
+func (r *room) removeMember(key string, m *nodev1.Member) {
+	delete(r.members, key)
+	if r.nodes[m.GetAddress()]--; r.nodes[m.GetAddress()] <= 0 {
+		delete(r.nodes, m.GetAddress())
+	}
+	if m.GetEncoding() == nodev1.Encoding_ENCODING_JSON {
+		r.json--
+	} else {
+		r.binary--
+	}
+}
+
+func (r *room) onLeave(ctx actor.Context, msg *nodev1.RoomLeave) {
+	key := memberKey(msg.GetMember())
+	m, ok := r.members[key]
+	if !ok {
+		if !msg.GetDisconnect() {
+			r.fail(ctx, msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, "not joined to %q", r.name)
+		}
+		return
+	}
+	r.removeMember(key, m)
+	ctx.Send(r.relay(m.GetAddress()), &nodev1.RelayUnsubscribe{
+		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: !msg.GetDisconnect(), Trace: msg.GetTrace(),
+	})
+	r.reply(ctx, msg.GetRequestId(), nil)
+	if r.typing.remove(m.GetClient().GetClientId()) {
+		r.broadcastTyping(ctx, m.GetClient(), false)
+	}
+	r.broadcast(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_PresenceEvent{PresenceEvent: &hubbubv1.PresenceEvent{
+		Room: r.name, Action: hubbubv1.PresenceAction_PRESENCE_ACTION_LEAVE, Client: m.GetClient(),
+	}}}, 0)
+}
+
+func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
+	if r.fault != "" && msg.GetBody().GetText() == r.fault {
+		panic("room: injected fault")
+	}
+	sender := msg.GetMember().GetClient()
+	if id := msg.GetMessageId(); id != "" {
+		if off, ok := r.dedupe.get(sender.GetUser(), id); ok {
+			r.counters.DuplicatePublish.Add(1)
+			r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
+				Room: r.name, Offset: off, Epoch: r.epoch, Duplicate: true,
+			}}})
+			return
+		}
+	}
+	r.offset++
+	m := &hubbubv1.Message{
+		Room: r.name, Offset: r.offset, Epoch: r.epoch, Sender: sender, Body: msg.GetBody(),
+		TimeUnixMs: time.Now().UnixMilli(), MessageId: msg.GetMessageId(), Key: msg.GetKey(),
+	}
+	if id := msg.GetMessageId(); id != "" {
+		r.dedupe.put(sender.GetUser(), id, r.offset)
+	}
+	r.history.append(m)
+	r.counters.Publishes.Add(1)
+	r.broadcast(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: m}}, r.offset)
+	r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
+		Room: r.name, Offset: r.offset, Epoch: r.epoch,
+	}}})
+}
+
+// broadcast encodes a push once per encoding in use and sends it to the relay of every node with members.
+func (r *room) broadcast(ctx actor.Context, f *hubbubv1.ServerFrame, offset uint64) {
+	if len(r.nodes) == 0 {
+		return
+	}
+	d := &nodev1.RelayDeliver{Room: r.name, Offset: offset}
+	var err error
+	if r.binary > 0 {
+		if d.ProtoFrame, err = proto.Marshal(f); err != nil {
+			r.log.Error("room: encode push", "room", r.name, "err", err)
+			return
+		}
+	}
+	if r.json > 0 {
+		if d.JsonFrame, err = wire.Marshal(f, wire.JSON); err != nil {
+			r.log.Error("room: encode push", "room", r.name, "err", err)
+			return
+		}
+	}
+	for addr := range r.nodes {
+		ctx.Send(r.relay(addr), d)
+	}
+}
+
+func (r *room) onHistory(ctx actor.Context, msg *nodev1.RoomHistory) {
+	req := msg.GetRequest()
+	limit := int(req.GetLimit())
+	if limit <= 0 || limit > r.cfg.HistoryMaxLimit {
+		limit = r.cfg.HistoryMaxLimit
+	}
+	r.history.trim(time.Now())
+	var msgs []*hubbubv1.Message
+	if req.GetReverse() {
+		msgs = r.history.newest(req.GetSinceOffset(), limit)
+	} else {
+		msgs = r.history.since(req.GetSinceOffset(), limit)
+	}
+	r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_History{History: &hubbubv1.HistoryReply{
+		Room: r.name, Messages: msgs, Position: r.position(),
+	}}})
+}
+
+func (r *room) onPresence(ctx actor.Context, msg *nodev1.RoomPresence) {
+	members := make([]*hubbubv1.ClientInfo, 0, len(r.members))
+	for _, m := range r.members {
+		members = append(members, m.GetClient())
+	}
+	r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Presence{Presence: &hubbubv1.PresenceReply{
+		Room: r.name, Members: members,
+	}}})
+}
+
+func (r *room) onIdle(ctx actor.Context) {
+	if len(r.members) == 0 {
+		ctx.Stop(ctx.Self())
+		return
+	}
+	ctx.SetReceiveTimeout(r.cfg.IdleTimeout)
+}

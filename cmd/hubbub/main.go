@@ -1,0 +1,46 @@
+// Command hubbub runs and talks to Hubbub servers.
+//
+//	hubbub serve     run a server
+//	hubbub version   print the version
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		usage()
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:])
+	case "version", "--version", "-version":
+		fmt.Println("hubbub", version)
+		return 0
+	case "help", "-h", "--help":
+		usage()
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "hubbub: unknown command %q\n", args[0])
+	usage()
+	return 2
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: hubbub <command> [flags]
+
+commands:
+  serve     run a Hubbub server (hubbub serve -h lists its flags)
+  version   print the version
+`)
+}

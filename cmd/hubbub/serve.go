@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hubbub-chat/hubbub/actors"
+	"github.com/hubbub-chat/hubbub/transport"
+)
+
+// serveConfig is everything `hubbub serve` reads from flags and environment.
+type serveConfig struct {
+	listen          string
+	logFormat       string
+	logLevel        string
+	tlsCert, tlsKey string
+	shutdownTimeout time.Duration
+	node            actors.Config
+	transport       transport.Config
+}
+
+func parseServe(args []string) (*serveConfig, error) {
+	c := &serveConfig{}
+	f := newEnvFlags("serve")
+	f.StringVar(&c.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	f.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (serves wss:// with --tls-key)")
+	f.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file")
+	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	f.IntVar(&c.transport.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close with 1009")
+	f.IntVar(&c.transport.MaxQueuedBytes, "max-queued-bytes", 1<<20, "outbound queue bound per connection; beyond it a client is closed as a slow consumer (4000)")
+	f.DurationVar(&c.transport.PingInterval, "ping-interval", 25*time.Second, "interval of server pings")
+	f.DurationVar(&c.transport.PongTimeout, "pong-timeout", 10*time.Second, "silence past a ping interval after which a peer is dead")
+	f.DurationVar(&c.transport.WriteTimeout, "write-timeout", 10*time.Second, "bound on every socket write")
+	f.IntVar(&c.node.Room.HistorySize, "history-size", 100, "messages kept per room (negative: none)")
+	f.DurationVar(&c.node.Room.HistoryTTL, "history-ttl", 10*time.Minute, "how long a message stays in history")
+	f.DurationVar(&c.node.Room.IdleTimeout, "room-idle-timeout", time.Minute, "an empty room stops after this long without activity")
+	f.IntVar(&c.node.Room.MaxMembers, "max-room-members", 0, "members per room (0: unlimited)")
+	f.DurationVar(&c.node.Room.TypingTTL, "typing-ttl", 5*time.Second, "how long a typing indicator lasts without a refresh")
+	f.IntVar(&c.node.Conn.MaxMessageBytes, "max-message-bytes", 32<<10, "largest published body")
+	f.IntVar(&c.node.Conn.MaxRoomNameBytes, "max-room-name-bytes", 128, "longest room name")
+	f.IntVar(&c.node.Conn.MaxRooms, "max-rooms-per-conn", 100, "rooms one connection may join")
+	f.DurationVar(&c.node.Conn.RequestTimeout, "request-timeout", 5*time.Second, "bound on waiting for a room's answer")
+	f.StringVar(&c.node.FaultText, "fault-text", "", "testing only: a publish with this text panics its room")
+	if err := f.parse(args); err != nil {
+		return nil, err
+	}
+	if f.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %v", f.Args())
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	c.node.ServerVersion = version
+	c.node.PingInterval = c.transport.PingInterval
+	c.node.MaxFrameBytes = c.transport.MaxFrameBytes
+	c.transport.ShutdownTimeout = c.shutdownTimeout
+	return c, nil
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
+}
+
+func serve(args []string) int {
+	cfg, err := parseServe(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
+		return 2
+	}
+	log, err := newLogger(cfg.logFormat, cfg.logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
+		return 2
+	}
+	node := actors.NewNode(cfg.node, actors.Options{Logger: log})
+	srv := transport.NewServer(node, cfg.transport, log)
+	l, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		log.Error("listen", "addr", cfg.listen, "err", err)
+		_ = node.Shutdown(context.Background())
+		return 1
+	}
+	scheme := "ws"
+	if cfg.tlsCert != "" {
+		scheme = "wss"
+	}
+	log.Info("hubbub listening", "version", version, "url", fmt.Sprintf("%s://%s/ws", scheme, l.Addr()))
+
+	errc := make(chan error, 1)
+	go func() { // owner: serve; joined through errc or after Shutdown
+		if cfg.tlsCert != "" {
+			errc <- srv.ServeTLS(l, cfg.tlsCert, cfg.tlsKey)
+		} else {
+			errc <- srv.Serve(l)
+		}
+	}()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	select {
+	case err := <-errc:
+		log.Error("serve", "err", err)
+		_ = srv.Shutdown(context.Background())
+		return 1
+	case sig := <-sigs:
+		log.Info("shutting down", "signal", sig.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	<-errc
+	log.Info("stopped")
+	return 0
+}

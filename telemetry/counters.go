@@ -1,0 +1,76 @@
+package telemetry
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Counters counts what happens on one node. The zero value is ready to use.
+type Counters struct {
+	ConnectionsOpened atomic.Int64
+	ConnectionsClosed atomic.Int64
+	UpgradesRefused   atomic.Int64
+	FramesIn          atomic.Int64
+	FramesOut         atomic.Int64
+	BytesIn           atomic.Int64
+	BytesOut          atomic.Int64
+	MalformedFrames   atomic.Int64
+	ErrorReplies      atomic.Int64
+	SlowConsumers     atomic.Int64
+	Publishes         atomic.Int64
+	DuplicatePublish  atomic.Int64
+	Deliveries        atomic.Int64
+	DeliveryDrops     atomic.Int64
+	RoomsStarted      atomic.Int64
+	RoomsStopped      atomic.Int64
+	ActorPanics       atomic.Int64
+	RoomTimeouts      atomic.Int64
+
+	mu         sync.Mutex
+	closeCodes map[int]int64
+	errorCodes map[string]int64
+}
+
+// CountClose records a connection closed with a WebSocket close code.
+func (c *Counters) CountClose(code int) {
+	c.ConnectionsClosed.Add(1)
+	c.mu.Lock()
+	if c.closeCodes == nil {
+		c.closeCodes = map[int]int64{}
+	}
+	c.closeCodes[code]++
+	c.mu.Unlock()
+}
+
+// CountError records an error reply by its code name.
+func (c *Counters) CountError(code string) {
+	c.ErrorReplies.Add(1)
+	c.mu.Lock()
+	if c.errorCodes == nil {
+		c.errorCodes = map[string]int64{}
+	}
+	c.errorCodes[code]++
+	c.mu.Unlock()
+}
+
+// Closes returns how many connections closed with each code.
+func (c *Counters) Closes() map[int]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[int]int64, len(c.closeCodes))
+	for k, v := range c.closeCodes {
+		out[k] = v
+	}
+	return out
+}
+
+// Errors returns how many error replies were sent per error code.
+func (c *Counters) Errors() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int64, len(c.errorCodes))
+	for k, v := range c.errorCodes {
+		out[k] = v
+	}
+	return out
+}

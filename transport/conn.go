@@ -1,0 +1,261 @@
+package transport
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/hubbub-chat/hubbub/actors"
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/telemetry"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// wsConn is one WebSocket: the actors' Sink, the read loop and the write pump.
+type wsConn struct {
+	ws       *websocket.Conn
+	nc       net.Conn
+	enc      wire.Encoding
+	opcode   byte
+	cfg      *Config
+	log      *slog.Logger
+	counters *telemetry.Counters
+
+	q          outQueue
+	wake       chan struct{} // cap 1: frames are queued
+	pongs      chan []byte   // cap 1: a ping to answer
+	closeReq   atomic.Pointer[closeRequest]
+	closeCh    chan struct{} // closed once closeReq is set
+	readerDone chan struct{} // closed when the read loop returns
+	pumpDone   chan struct{} // closed when the write pump returns
+	peerCode   atomic.Int32  // close code the peer sent, if any
+	closeOnce  sync.Once
+}
+
+type closeRequest struct {
+	code   int
+	reason string
+	drain  bool // write what is queued first
+}
+
+func newWSConn(ws *websocket.Conn, enc wire.Encoding, cfg *Config, log *slog.Logger, c *telemetry.Counters) *wsConn {
+	w := &wsConn{
+		ws: ws, nc: ws.NetConn(), enc: enc, opcode: opBinary, cfg: cfg, log: log, counters: c,
+		wake: make(chan struct{}, 1), pongs: make(chan []byte, 1),
+		closeCh: make(chan struct{}), readerDone: make(chan struct{}), pumpDone: make(chan struct{}),
+	}
+	if enc == wire.JSON {
+		w.opcode = opText
+	}
+	w.q.maxBytes = cfg.MaxQueuedBytes
+	return w
+}
+
+// Encoding implements actors.Sink.
+func (c *wsConn) Encoding() wire.Encoding { return c.enc }
+
+// Send implements actors.Sink: it queues a frame without blocking.
+func (c *wsConn) Send(frame []byte) error {
+	wake, err := c.q.push(frame)
+	if errors.Is(err, ErrSlowConsumer) {
+		c.counters.SlowConsumers.Add(1)
+		c.requestClose(wire.CloseSlowConsumer, "slow consumer", false)
+		// Unblock a pump stuck writing to a peer that does not read.
+		_ = c.nc.SetWriteDeadline(time.Now())
+		return err
+	}
+	if wake {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// Close implements actors.Sink: queued frames are written, then a Disconnect
+// push and a close frame with the code.
+func (c *wsConn) Close(code int, reason string) { c.requestClose(code, reason, true) }
+
+func (c *wsConn) requestClose(code int, reason string, drain bool) {
+	if c.closeReq.CompareAndSwap(nil, &closeRequest{code: code, reason: reason, drain: drain}) {
+		close(c.closeCh)
+	}
+}
+
+var readBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readLoop decodes client frames and hands them to the connection actor
+// until the peer goes away, breaks the protocol or the connection closes.
+func (c *wsConn) readLoop(h *actors.ConnHandle) {
+	defer close(c.readerDone)
+	keepAlive := c.cfg.PingInterval + c.cfg.PongTimeout
+	extend := func() { _ = c.ws.SetReadDeadline(time.Now().Add(keepAlive)) }
+	extend()
+	c.ws.SetPongHandler(func(string) error { extend(); return nil })
+	c.ws.SetPingHandler(func(p string) error {
+		extend()
+		select {
+		case c.pongs <- []byte(p):
+		default:
+		}
+		return nil
+	})
+	c.ws.SetCloseHandler(func(code int, _ string) error {
+		c.peerCode.Store(int32(code))
+		return nil
+	})
+	// A backstop far above our own limit; gorilla answers it with 1009 itself.
+	c.ws.SetReadLimit(int64(c.cfg.MaxFrameBytes)*4 + 4096)
+	for {
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			return
+		}
+		extend()
+		if c.closeReq.Load() != nil {
+			continue // closing: discard until the peer's close reply or the deadline
+		}
+		c.readFrame(h, mt, r)
+	}
+}
+
+func (c *wsConn) readFrame(h *actors.ConnHandle, mt int, r io.Reader) {
+	buf := readBufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			buf.Reset()
+			readBufPool.Put(buf)
+		}
+	}()
+	n, err := buf.ReadFrom(io.LimitReader(r, int64(c.cfg.MaxFrameBytes)+1))
+	if err != nil {
+		return // the next NextReader reports the broken connection
+	}
+	c.counters.FramesIn.Add(1)
+	c.counters.BytesIn.Add(n)
+	if n > int64(c.cfg.MaxFrameBytes) {
+		c.counters.MalformedFrames.Add(1)
+		c.requestClose(wire.CloseTooBig, "frame too big", true)
+		return
+	}
+	if (mt == websocket.TextMessage) != (c.enc == wire.JSON) {
+		c.counters.MalformedFrames.Add(1)
+		c.requestClose(wire.CloseUnsupportedData, "wrong frame type for the subprotocol", true)
+		return
+	}
+	f, err := wire.DecodeClientFrame(buf.Bytes(), c.enc)
+	if err != nil {
+		c.counters.MalformedFrames.Add(1)
+		c.requestClose(wire.CloseInvalidPayload, "malformed frame", true)
+		return
+	}
+	h.Receive(f)
+}
+
+// writePump is the only writer of the socket. It ends after a close or a write error.
+func (c *wsConn) writePump() {
+	defer close(c.pumpDone)
+	ticker := time.NewTicker(c.cfg.PingInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-c.wake:
+			if c.flush() != nil {
+				c.abort()
+				return
+			}
+		case <-ticker.C:
+			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteTimeout)) != nil {
+				c.abort()
+				return
+			}
+		case p := <-c.pongs:
+			if c.ws.WriteControl(websocket.PongMessage, p, time.Now().Add(c.cfg.WriteTimeout)) != nil {
+				c.abort()
+				return
+			}
+		case <-c.closeCh:
+			c.finishClose()
+			return
+		case <-c.readerDone:
+			c.q.close(true)
+			if code := int(c.peerCode.Load()); code != 0 && c.closeReq.Load() == nil {
+				// Echo the peer's close (RFC 6455 section 5.5.1).
+				c.requestClose(code, "", false)
+				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(c.cfg.WriteTimeout))
+			}
+			return
+		}
+	}
+}
+
+// flush writes everything queued.
+func (c *wsConn) flush() error {
+	batch := c.q.take()
+	if len(batch) == 0 {
+		return nil
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	n, err := writeFrames(c.nc, c.opcode, batch)
+	c.counters.FramesOut.Add(int64(len(batch)))
+	c.counters.BytesOut.Add(int64(n))
+	c.q.recycle(batch)
+	return err
+}
+
+// finishClose writes the queue (or drops it), a Disconnect push and the close
+// frame, then waits for the peer's close reply for at most CloseTimeout.
+func (c *wsConn) finishClose() {
+	req := c.closeReq.Load()
+	c.q.close(!req.drain)
+	if req.drain && c.flush() != nil {
+		c.abort()
+		return
+	}
+	disc := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Disconnect{Disconnect: &hubbubv1.Disconnect{
+		Code: uint32(req.code), Reason: req.reason, Reconnect: wire.Reconnect(req.code),
+	}}}
+	if b, err := wire.Marshal(disc, c.enc); err == nil {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		if _, err := writeFrames(c.nc, c.opcode, [][]byte{b}); err != nil {
+			c.abort()
+			return
+		}
+	}
+	reason := req.reason
+	if len(reason) > 120 {
+		reason = reason[:120]
+	}
+	deadline := time.Now().Add(c.cfg.WriteTimeout)
+	if c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(req.code, reason), deadline) != nil {
+		c.abort()
+		return
+	}
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.CloseTimeout))
+	<-c.readerDone
+}
+
+// abort drops the TCP connection, which ends the read loop.
+func (c *wsConn) abort() {
+	c.q.close(true)
+	_ = c.nc.Close()
+}
+
+// closeCode is the code this connection ended with, for counting.
+func (c *wsConn) closeCode() int {
+	if req := c.closeReq.Load(); req != nil {
+		return req.code
+	}
+	if code := c.peerCode.Load(); code != 0 {
+		return int(code)
+	}
+	return websocket.CloseAbnormalClosure
+}

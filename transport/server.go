@@ -1,0 +1,223 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/hubbub-chat/hubbub/actors"
+	"github.com/hubbub-chat/hubbub/telemetry"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// Server serves Hubbub over HTTP: /ws (WebSocket), /healthz and /readyz.
+type Server struct {
+	cfg      Config
+	node     *actors.Node
+	log      *slog.Logger
+	counters *telemetry.Counters
+	upgrader websocket.Upgrader
+	mux      *http.ServeMux
+	http     *http.Server
+
+	closing  atomic.Bool
+	mu       sync.Mutex
+	conns    map[*wsConn]struct{}
+	handlers sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// NewServer returns a server for node. Extra handlers may be added with Handle
+// before Serve.
+func NewServer(node *actors.Node, cfg Config, log *slog.Logger) *Server {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{cfg: cfg, node: node, log: log, counters: node.Counters(), conns: map[*wsConn]struct{}{}, mux: http.NewServeMux()}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   cfg.ReadBufferBytes,
+		WriteBufferSize:  256, // data frames bypass gorilla's writer; see frame.go
+		WriteBufferPool:  &sync.Pool{},
+		Subprotocols:     wire.Subprotocols,
+		CheckOrigin:      s.checkOrigin,
+		Error:            s.upgradeError,
+	}
+	s.mux.HandleFunc("/ws", s.serveWS)
+	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	s.mux.HandleFunc("/readyz", s.serveReady)
+	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Handle registers an extra HTTP handler (for example a page or metrics).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve accepts connections on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ServeTLS is Serve with TLS from the certificate and key files.
+func (s *Server) ServeTLS(l net.Listener, certFile, keyFile string) error {
+	err := s.http.ServeTLS(l, certFile, keyFile)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if s.closing.Load() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if s.cfg.CheckOrigin != nil {
+		return s.cfg.CheckOrigin(origin, r.Host)
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+func (s *Server) upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+	s.counters.UpgradesRefused.Add(1)
+	http.Error(w, "hubbub: "+reason.Error(), status)
+}
+
+// selectEncoding picks the first of the client's subprotocols the server speaks.
+func selectEncoding(r *http.Request) (wire.Encoding, bool) {
+	for _, p := range websocket.Subprotocols(r) {
+		if enc, ok := wire.EncodingFor(p); ok {
+			return enc, true
+		}
+	}
+	return 0, false
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if s.closing.Load() {
+		s.counters.UpgradesRefused.Add(1)
+		http.Error(w, "hubbub: shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	enc, ok := selectEncoding(r)
+	if !ok && websocket.IsWebSocketUpgrade(r) {
+		s.counters.UpgradesRefused.Add(1)
+		w.Header().Set("Sec-WebSocket-Protocol", strings.Join(wire.Subprotocols, ", "))
+		http.Error(w, "hubbub: offer the WebSocket subprotocol "+wire.SubprotocolProto+" or "+wire.SubprotocolJSON, http.StatusBadRequest)
+		return
+	}
+	// Upgrade answers with the first server subprotocol the client offered, which is enc.
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader replied
+	}
+	s.handlers.Add(1)
+	defer s.handlers.Done()
+	c := newWSConn(ws, enc, &s.cfg, s.log, s.counters)
+	s.serveConn(c)
+}
+
+// serveConn runs one connection to its end on the calling goroutine.
+func (s *Server) serveConn(c *wsConn) {
+	defer c.ws.Close()
+	if !s.track(c) {
+		c.requestClose(wire.CloseGoingAway, "server shutting down", false)
+	}
+	defer s.untrack(c)
+	s.counters.ConnectionsOpened.Add(1)
+	defer func() { s.counters.CountClose(c.closeCode()) }()
+	h, err := s.node.OpenConn(c)
+	if err != nil {
+		c.requestClose(wire.CloseGoingAway, "server shutting down", false)
+	}
+	go c.writePump() // owner: this goroutine, joined below
+	if h != nil {
+		c.readLoop(h)
+	} else {
+		close(c.readerDone)
+	}
+	<-c.pumpDone
+	_ = c.nc.Close()
+	if h != nil {
+		h.Close(s.cfg.WriteTimeout)
+	}
+}
+
+func (s *Server) track(c *wsConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns[c] = struct{}{}
+	return !s.closing.Load()
+}
+
+func (s *Server) untrack(c *wsConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting connections, closes every WebSocket with 1001
+// (after writing what is queued to it), waits for their handlers, then stops
+// the node's actors. It is safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+			defer cancel()
+		}
+		// Order matters: no new sockets, then close the open ones, then stop
+		// the rooms they were talking to, so no room outlives its members' actors.
+		s.mu.Lock()
+		s.closing.Store(true)
+		for c := range s.conns {
+			c.Close(wire.CloseGoingAway, "server shutting down")
+		}
+		s.mu.Unlock()
+		s.stopErr = s.http.Shutdown(ctx)
+		done := make(chan struct{})
+		go func() { s.handlers.Wait(); close(done) }() // owner: Shutdown; ends when the handlers do
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.mu.Lock()
+			for c := range s.conns {
+				c.abort()
+			}
+			s.mu.Unlock()
+			<-done
+		}
+		if err := s.node.Shutdown(ctx); err != nil && s.stopErr == nil {
+			s.stopErr = err
+		}
+	})
+	return s.stopErr
+}
