@@ -23,9 +23,9 @@ type conn struct {
 	done     chan struct{}
 
 	behavior actor.Behavior
-	member   *nodev1.Member       // set by connect
+	member   *nodev1.Member         // set by connect
 	rooms    map[string]*joinedRoom // joined or joining
-	gone     bool                 // the transport closed the socket
+	gone     bool                   // the transport closed the socket
 }
 
 type joinedRoom struct {

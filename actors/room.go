@@ -34,7 +34,14 @@ type room struct {
 	history *history
 	dedupe  *dedupe
 	typing  *typingState
+
+	lastActive time.Time
+	idleTimer  *time.Timer
 }
+
+// idleCheck is the room's own timer message for stopping when idle.
+// (protoactor's SetReceiveTimeout races with its timer under -race, so rooms keep their own.)
+type idleCheck struct{}
 
 // roomProps returns the props of the room actor for one room name.
 func roomProps(name string, cfg RoomConfig, fault string, log *slog.Logger, c *telemetry.Counters, onStop func(*actor.PID)) *actor.Props {
@@ -49,7 +56,11 @@ func memberKey(m *nodev1.Member) string { return m.GetAddress() + "/" + m.GetAct
 type typingSweep struct{}
 
 func (r *room) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
+	msg := ctx.Message()
+	if _, ok := msg.(idleCheck); !ok {
+		r.lastActive = time.Now()
+	}
+	switch msg := msg.(type) {
 	case *actor.Started:
 		r.onStarted(ctx)
 	case *nodev1.RoomJoin:
@@ -66,10 +77,13 @@ func (r *room) Receive(ctx actor.Context) {
 		r.onTyping(ctx, msg)
 	case typingSweep:
 		r.onTypingSweep(ctx)
-	case *actor.ReceiveTimeout:
+	case idleCheck:
 		r.onIdle(ctx)
 	case *actor.Stopped:
 		r.typing.stop()
+		if r.idleTimer != nil {
+			r.idleTimer.Stop()
+		}
 		r.counters.RoomsStopped.Add(1)
 		if r.onStop != nil {
 			r.onStop(ctx.Self())
@@ -89,7 +103,12 @@ func (r *room) onStarted(ctx actor.Context) {
 	r.dedupe = newDedupe(r.cfg.DedupeWindow)
 	r.typing = newTypingState(r.cfg.TypingTTL)
 	r.counters.RoomsStarted.Add(1)
-	ctx.SetReceiveTimeout(r.cfg.IdleTimeout)
+	r.scheduleIdle(ctx, r.cfg.IdleTimeout)
+}
+
+func (r *room) scheduleIdle(ctx actor.Context, after time.Duration) {
+	self, system := ctx.Self(), ctx.ActorSystem()
+	r.idleTimer = time.AfterFunc(after, func() { system.Root.Send(self, idleCheck{}) })
 }
 
 func newEpoch() string {
@@ -286,9 +305,10 @@ func (r *room) onPresence(ctx actor.Context, msg *nodev1.RoomPresence) {
 }
 
 func (r *room) onIdle(ctx actor.Context) {
-	if len(r.members) == 0 {
+	quiet := time.Since(r.lastActive)
+	if len(r.members) == 0 && quiet >= r.cfg.IdleTimeout {
 		ctx.Stop(ctx.Self())
 		return
 	}
-	ctx.SetReceiveTimeout(r.cfg.IdleTimeout)
+	r.scheduleIdle(ctx, max(r.cfg.IdleTimeout-quiet, r.cfg.IdleTimeout/4))
 }
