@@ -53,8 +53,10 @@ func NewNode(cfg Config, opts Options) *Node {
 		return slog.New(warnOnly{log.Handler()}).With("lib", "protoactor")
 	}))
 	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4)}
-	n.conns = system.Root.WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("connection", actor.StopDirective)))
-	rooms := system.Root.WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.ResumeDirective)))
+	// WithGuardian sets the strategy on the context it is called on, so each
+	// kind of actor gets a root context of its own.
+	n.conns = actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("connection", actor.StopDirective)))
+	rooms := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.ResumeDirective)))
 	var lp *localPlacement
 	lp = newLocalPlacement(system, rooms, func(name string) *actor.Props {
 		return roomProps(name, cfg.Room, cfg.FaultText, log, n.counters, func(pid *actor.PID) { lp.stopped(name, pid) })
