@@ -61,8 +61,8 @@ func (c *conn) Receive(ctx actor.Context) {
 // onStopping leaves every room; a stop the transport did not ask for is a failure.
 func (c *conn) onStopping(ctx actor.Context) {
 	if c.member != nil {
-		for name, jr := range c.rooms {
-			ctx.Send(jr.pid, &nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true})
+		for name := range c.rooms {
+			ctx.Send(c.roomPID(name), &nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true})
 		}
 	}
 	if !c.gone {
@@ -148,7 +148,6 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 		if c.rooms[name] != jr {
 			return // left meanwhile
 		}
-		jr.pid = pid
 		switch {
 		case err != nil:
 			delete(c.rooms, name)
@@ -261,11 +260,17 @@ func (c *conn) askAttempt(ctx actor.Context, room string, msg proto.Message, id 
 	})
 }
 
+// roomPID returns the room's actor, cached for joined rooms.
 func (c *conn) roomPID(room string) *actor.PID {
-	if jr := c.rooms[room]; jr != nil && jr.pid != nil {
+	jr := c.rooms[room]
+	if jr != nil && jr.pid != nil {
 		return jr.pid
 	}
-	return c.node.placement.RoomPID(room)
+	pid := c.node.placement.RoomPID(room)
+	if jr != nil {
+		jr.pid = pid
+	}
+	return pid
 }
 
 func (c *conn) checkRoom(id uint64, room string) bool {

@@ -77,7 +77,9 @@ func TestSlowConsumerClosedOthersUnaffected(t *testing.T) {
 	})
 }
 
-func http2hdr() map[string][]string { return map[string][]string{"Sec-WebSocket-Protocol": {wire.SubprotocolProto}} }
+func http2hdr() map[string][]string {
+	return map[string][]string{"Sec-WebSocket-Protocol": {wire.SubprotocolProto}}
+}
 
 func writeFrame(t *testing.T, ws *websocket.Conn, f *hubbubv1.ClientFrame) {
 	t.Helper()

@@ -1,0 +1,73 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// countingSink counts frames and signals when a target count is reached.
+type countingSink struct {
+	n      atomic.Int64
+	target atomic.Int64
+	done   chan struct{}
+}
+
+func (s *countingSink) Encoding() wire.Encoding { return wire.Proto }
+func (s *countingSink) Close(int, string)       {}
+func (s *countingSink) Send([]byte) error {
+	if s.n.Add(1) == s.target.Load() {
+		close(s.done)
+	}
+	return nil
+}
+
+// BenchmarkRoomFanout measures one room publishing to N members on one node:
+// the room encodes once, the relay hands the same bytes to every member's sink.
+func BenchmarkRoomFanout(b *testing.B) {
+	for _, members := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
+			node := NewNode(Config{}, Options{})
+			defer func() { _ = node.Shutdown(context.Background()) }()
+			sinks := make([]*countingSink, members)
+			var handles []*ConnHandle
+			for i := range sinks {
+				sinks[i] = &countingSink{done: make(chan struct{})}
+				sinks[i].target.Store(-1)
+				h, _ := node.OpenConn(sinks[i])
+				handles = append(handles, h)
+				h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "m"}}})
+				h.Receive(&hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "bench"}}})
+			}
+			// Wait for the joins: connect reply, join reply and the presence pushes.
+			deadline := time.Now().Add(30 * time.Second)
+			for _, s := range sinks {
+				for s.n.Load() < 2 && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			time.Sleep(200 * time.Millisecond) // let presence pushes settle
+			pub := handles[0]
+			body := &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: string(make([]byte, 128))}}
+			last := sinks[members-1]
+			last.target.Store(last.n.Load() + int64(b.N))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				pub.Receive(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Publish{Publish: &hubbubv1.PublishRequest{Room: "bench", Body: body}}})
+			}
+			<-last.done
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*members)/b.Elapsed().Seconds(), "deliveries/s")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*members), "ns/delivery")
+			for _, h := range handles {
+				h.Close(time.Second)
+			}
+		})
+	}
+}

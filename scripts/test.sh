@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs Hubbub's whole check and test suite. It installs what it needs (buf
+# through the Go module proxy) and is what CI runs.
+#
+#   ./scripts/test.sh            everything
+#   FUZZTIME=30s ./scripts/test.sh   also fuzz each decoder for that long
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUF_VERSION=v1.75.0
+export PATH="$(go env GOPATH)/bin:$PATH"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "tools"
+if ! buf --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
+	go install "github.com/bufbuild/buf/cmd/buf@${BUF_VERSION}"
+fi
+
+step "gofmt"
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+	echo "not gofmt-ed:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "buf lint"
+buf lint
+
+step "generated code is current"
+gen=$(mktemp -d)
+trap 'rm -rf "$gen"' EXIT
+buf generate --output "$gen"
+stale=0
+while IFS= read -r f; do
+	if ! cmp -s "$gen/$f" "$f"; then echo "stale: $f (run: buf generate)"; stale=1; fi
+done < <(cd "$gen" && find . -name '*.pb.go' | sed 's|^\./||')
+[ "$stale" = 0 ]
+
+step "go test -race"
+go test -race -count=1 -timeout 10m ./...
+
+if [ -n "${FUZZTIME:-}" ]; then
+	step "fuzz ($FUZZTIME each)"
+	go test -run '^$' -fuzz '^FuzzDecodeClientFrame$' -fuzztime "$FUZZTIME" ./wire
+	go test -run '^$' -fuzz '^FuzzCommandSequences$' -fuzztime "$FUZZTIME" ./actors
+fi
+echo
+echo "all checks passed"

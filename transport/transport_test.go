@@ -1,0 +1,171 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/hubbub-chat/hubbub/actors"
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// protoactor's dead-letter throttle parks a goroutine for one throttle
+// interval (1s) after a dead letter; it ends by itself.
+var ignoreThrottle = goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1")
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, ignoreThrottle) }
+
+func TestOutQueueBoundsBytes(t *testing.T) {
+	q := outQueue{maxBytes: 10}
+	if wake, err := q.push(make([]byte, 4)); !wake || err != nil {
+		t.Fatalf("first push: %v %v", wake, err)
+	}
+	if wake, err := q.push(make([]byte, 4)); wake || err != nil {
+		t.Fatalf("second push: %v %v", wake, err)
+	}
+	if q.queued() != 8 {
+		t.Fatalf("queued %d", q.queued())
+	}
+	batch := q.take()
+	if len(batch) != 2 || q.queued() != 0 {
+		t.Fatalf("take %d, left %d", len(batch), q.queued())
+	}
+	q.recycle(batch)
+	if wake, err := q.push(make([]byte, 10)); !wake || err != nil {
+		t.Fatalf("push after take: %v %v", wake, err)
+	}
+	if _, err := q.push(make([]byte, 1)); !errors.Is(err, ErrSlowConsumer) {
+		t.Fatalf("overflow: %v", err)
+	}
+	if _, err := q.push(make([]byte, 1)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after overflow: %v", err)
+	}
+}
+
+func TestAppendHeaderLengths(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{{0, "8200"}, {125, "827d"}, {126, "827e007e"}, {65535, "827effff"}, {65536, "827f0000000000010000"}} {
+		if got := fmt.Sprintf("%x", appendHeader(nil, opBinary, tc.n)); got != tc.want {
+			t.Fatalf("len %d: %s want %s", tc.n, got, tc.want)
+		}
+	}
+}
+
+func startTestServer(t *testing.T, nc actors.Config, tc Config) (string, func()) {
+	node := actors.NewNode(nc, actors.Options{})
+	srv := NewServer(node, tc, nil)
+	hs := httptest.NewServer(srv.Handler())
+	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		hs.Close()
+	}
+}
+
+// Frames written by the pump decode in a real WebSocket client at every
+// header length boundary, in both encodings.
+func TestPumpFramesReadByGorilla(t *testing.T) {
+	url, stop := startTestServer(t, actors.Config{Conn: actors.ConnConfig{MaxMessageBytes: 200 << 10}}, Config{MaxFrameBytes: 256 << 10})
+	defer stop()
+	sizes := []int{0, 1, 100, 125, 126, 127, 1000, 65535, 65536, 70000, 150000}
+	for _, enc := range []wire.Encoding{wire.Proto, wire.JSON} {
+		d := websocket.Dialer{Subprotocols: []string{enc.String()}}
+		ws, _, err := d.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func(f *hubbubv1.ClientFrame) {
+			b, _ := wire.Marshal(f, enc)
+			mt := websocket.BinaryMessage
+			if enc == wire.JSON {
+				mt = websocket.TextMessage
+			}
+			if err := ws.WriteMessage(mt, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "f"}}})
+		send(&hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "frames-" + enc.String()}}})
+		for _, n := range sizes {
+			send(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Publish{Publish: &hubbubv1.PublishRequest{
+				Room: "frames-" + enc.String(), Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: strings.Repeat("y", n)}}}}})
+		}
+		var got []int
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for len(got) < len(sizes) {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				t.Fatalf("%v: read after %v: %v", enc, got, err)
+			}
+			f, err := wire.DecodeServerFrame(b, enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := f.GetMessage(); m != nil {
+				got = append(got, len(m.GetBody().GetText()))
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(sizes) {
+			t.Fatalf("%v: sizes %v", enc, got)
+		}
+		_ = ws.Close()
+	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(b *testing.B) (net.Conn, net.Conn) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	c1, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c2, err := l.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c1, c2
+}
+
+// BenchmarkWriteFrames measures the write path: a batch of shared 128-byte
+// payloads written as frames with one writev.
+func BenchmarkWriteFrames(b *testing.B) {
+	for _, batch := range []int{1, 16, 256} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			w, r := tcpPair(b)
+			defer w.Close()
+			go func() { _, _ = io.Copy(io.Discard, r) }() // owner: this benchmark; ends when w closes
+			defer r.Close()
+			payload := make([]byte, 128)
+			payloads := make([][]byte, batch)
+			for i := range payloads {
+				payloads[i] = payload
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := writeFrames(w, opBinary, payloads); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "frames/s")
+		})
+	}
+}
