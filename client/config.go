@@ -1,0 +1,59 @@
+package client
+
+import (
+	"context"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// Config configures a Client. The zero value of each field means its default.
+type Config struct {
+	// URL of the server's WebSocket endpoint, such as ws://127.0.0.1:8080/ws. Required.
+	URL string
+	// Encoding is wire.Proto (default) or wire.JSON.
+	Encoding wire.Encoding
+	// Name is the display name of an anonymous connection.
+	Name string
+	// Token returns the connection token for each (re)connect; nil sends none.
+	Token func(ctx context.Context) (string, error)
+	// MinReconnectDelay is the base of the exponential backoff. Default 200ms.
+	MinReconnectDelay time.Duration
+	// MaxReconnectDelay caps the backoff. Default 20s.
+	MaxReconnectDelay time.Duration
+	// DialTimeout bounds one dial and connect handshake. Default 10s.
+	DialTimeout time.Duration
+	// FailFast makes requests made while disconnected fail at once with
+	// ErrDisconnected instead of waiting (bounded by their context) for the
+	// reconnect.
+	FailFast bool
+	// OnState, when set, is called on every change of connection state.
+	OnState func(StateChange)
+	// Dialer dials the WebSocket. Default: websocket.DefaultDialer's settings.
+	Dialer *websocket.Dialer
+}
+
+func (c Config) withDefaults() Config {
+	if c.Encoding == 0 {
+		c.Encoding = wire.Proto
+	}
+	if c.MinReconnectDelay <= 0 {
+		c.MinReconnectDelay = 200 * time.Millisecond
+	}
+	if c.MaxReconnectDelay <= 0 {
+		c.MaxReconnectDelay = 20 * time.Second
+	}
+	if c.MaxReconnectDelay < c.MinReconnectDelay {
+		c.MaxReconnectDelay = c.MinReconnectDelay
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 10 * time.Second
+	}
+	if c.Dialer == nil {
+		d := *websocket.DefaultDialer
+		c.Dialer = &d
+	}
+	return c
+}

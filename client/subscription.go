@@ -1,0 +1,164 @@
+package client
+
+import (
+	"context"
+	"sync"
+
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+)
+
+// EventKind says what an Event carries.
+type EventKind int
+
+const (
+	// EventMessage: a published message (Message is set).
+	EventMessage EventKind = iota + 1
+	// EventPresence: a member joined or left (Presence is set).
+	EventPresence
+	// EventTyping: a member started or stopped typing (Typing is set).
+	EventTyping
+	// EventNotRecovered: after a reconnect the server no longer had every
+	// missed message (or the room's epoch changed); reload the room's state.
+	// Position is the room's position now; messages after it follow.
+	EventNotRecovered
+)
+
+// Event is one thing that happened in a room.
+type Event struct {
+	Kind     EventKind
+	Room     string
+	Message  *hubbubv1.Message
+	Presence *hubbubv1.PresenceEvent
+	Typing   *hubbubv1.TypingEvent
+	Position *hubbubv1.StreamPosition
+}
+
+// Subscription is the client's membership of one room. It survives
+// reconnects: the client rejoins the room with the last position delivered.
+type Subscription struct {
+	c    *Client
+	room string
+
+	// Set by the client's reader goroutine, under c.mu.
+	position *hubbubv1.StreamPosition
+	joined   bool
+	joinSent bool // a join was sent on the current connection
+	joinErr  error
+	first    chan struct{} // closed at the first join reply (or failure)
+	firstOK  sync.Once
+
+	queue  eventQueue
+	events chan Event
+	done   chan struct{}
+}
+
+func newSubscription(c *Client, room string) *Subscription {
+	s := &Subscription{c: c, room: room, first: make(chan struct{}), events: make(chan Event), done: make(chan struct{})}
+	s.queue.init()
+	go s.feed() // owner: the subscription; ends when its queue closes, joined by close
+	return s
+}
+
+// Room is the room's name.
+func (s *Subscription) Room() string { return s.room }
+
+// Events delivers the room's events in order. It is closed after Leave or Close.
+func (s *Subscription) Events() <-chan Event { return s.events }
+
+// Position is the position of the last message delivered (nil before the first join).
+func (s *Subscription) Position() *hubbubv1.StreamPosition {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.position
+}
+
+// Leave leaves the room and closes Events.
+func (s *Subscription) Leave(ctx context.Context) error {
+	return s.c.leave(ctx, s)
+}
+
+func (s *Subscription) signalFirst(err error) {
+	s.firstOK.Do(func() {
+		s.joinErr = err
+		close(s.first)
+	})
+}
+
+// feed moves events from the unbounded queue to the Events channel.
+func (s *Subscription) feed() {
+	defer close(s.done)
+	defer close(s.events)
+	for {
+		ev, ok := s.queue.pop()
+		if !ok {
+			return
+		}
+		select {
+		case s.events <- ev:
+		case <-s.queue.closedCh:
+			return
+		}
+	}
+}
+
+// close stops the feed and waits for it.
+func (s *Subscription) close() {
+	s.queue.close()
+	<-s.done
+}
+
+// eventQueue is an unbounded FIFO with a blocking pop.
+type eventQueue struct {
+	mu       sync.Mutex
+	items    []Event
+	ready    chan struct{} // cap 1: items were added
+	closedCh chan struct{}
+	closed   bool
+}
+
+func (q *eventQueue) init() {
+	q.ready = make(chan struct{}, 1)
+	q.closedCh = make(chan struct{})
+}
+
+func (q *eventQueue) push(ev Event) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	q.items = append(q.items, ev)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *eventQueue) pop() (Event, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.items) > 0 {
+			ev := q.items[0]
+			q.items[0] = Event{}
+			q.items = q.items[1:]
+			q.mu.Unlock()
+			return ev, true
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.ready:
+		case <-q.closedCh:
+			return Event{}, false
+		}
+	}
+}
+
+func (q *eventQueue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed {
+		q.closed = true
+		close(q.closedCh)
+	}
+}
