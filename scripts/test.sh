@@ -16,6 +16,13 @@ step "tools"
 if ! buf --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
 	go install "github.com/bufbuild/buf/cmd/buf@${BUF_VERSION}"
 fi
+# Headless Chromium (Debian's package) for the browser test.
+if ! command -v chromium >/dev/null; then
+	SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+(cd web/test && npm ci --no-audit --no-fund --silent)
 
 step "gofmt"
 unformatted=$(gofmt -l .)
@@ -38,6 +45,11 @@ while IFS= read -r f; do
 	if ! cmp -s "$gen/$f" "$f"; then echo "stale: $f (run: buf generate)"; stale=1; fi
 done < <(cd "$gen" && find . -name '*.pb.go' | sed 's|^\./||')
 [ "$stale" = 0 ]
+
+step "browser test (headless Chromium)"
+bin="$gen/hubbub"
+go build -o "$bin" ./cmd/hubbub
+(cd web/test && HUBBUB_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-reporter=spec)
 
 step "go test -race"
 go test -race -count=1 -timeout 10m ./...

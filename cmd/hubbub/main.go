@@ -1,6 +1,7 @@
 // Command hubbub runs and talks to Hubbub servers.
 //
 //	hubbub serve     run a server
+//	hubbub chat      chat in a room over standard input and output
 //	hubbub version   print the version
 package main
 
@@ -24,6 +25,8 @@ func run(args []string) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:])
+	case "chat":
+		return chat(args[1:])
 	case "version", "--version", "-version":
 		fmt.Println("hubbub", version)
 		return 0
@@ -41,6 +44,8 @@ func usage() {
 
 commands:
   serve     run a Hubbub server (hubbub serve -h lists its flags)
+  chat      chat in a room from the terminal: stdin lines are published,
+            messages are printed (hubbub chat -h lists its flags)
   version   print the version
 `)
 }

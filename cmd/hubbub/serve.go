@@ -14,6 +14,7 @@ import (
 
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/transport"
+	"github.com/hubbub-chat/hubbub/web"
 )
 
 // serveConfig is everything `hubbub serve` reads from flags and environment.
@@ -98,6 +99,7 @@ func serve(args []string) int {
 	}
 	node := actors.NewNode(cfg.node, actors.Options{Logger: log})
 	srv := transport.NewServer(node, cfg.transport, log)
+	srv.Handle("/", web.Handler())
 	l, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		log.Error("listen", "addr", cfg.listen, "err", err)

@@ -1,0 +1,233 @@
+// Hubbub browser chat: the hubbub.v1.json subprotocol over one WebSocket,
+// with reconnect (exponential backoff, full jitter) and recovery from the
+// last message seen.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SUBPROTOCOL = "hubbub.v1.json";
+const MIN_DELAY_MS = 500, MAX_DELAY_MS = 15000, TYPING_EVERY_MS = 2000, TYPING_SHOW_MS = 6000;
+
+const state = {
+  name: "", room: "", ws: null, nextId: 1, pending: new Map(),
+  me: null, position: null, attempt: 0, stopped: false, joinedOnce: false,
+  members: new Map(), typers: new Map(), lastTypingSent: 0, msgSeq: 0,
+  msgPrefix: Math.random().toString(36).slice(2, 10),
+};
+
+function setStatus(kind, text) {
+  const el = $("status");
+  el.dataset.state = kind;
+  el.textContent = text;
+}
+
+function wsURL() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws`;
+}
+
+function send(command) {
+  const id = String(state.nextId++);
+  const frame = Object.assign({ id }, command);
+  return new Promise((resolve, reject) => {
+    state.pending.set(id, { resolve, reject });
+    try {
+      state.ws.send(JSON.stringify(frame));
+    } catch (err) {
+      state.pending.delete(id);
+      reject(err);
+    }
+  });
+}
+
+function connect() {
+  setStatus(state.attempt ? "reconnecting" : "connecting", state.attempt ? `reconnecting (attempt ${state.attempt})` : "connecting");
+  const ws = new WebSocket(wsURL(), [SUBPROTOCOL]);
+  state.ws = ws;
+  let advice = null;
+  ws.onopen = async () => {
+    try {
+      const c = await send({ connect: { name: state.name } });
+      state.me = c.connect.client;
+      await join();
+      state.attempt = 0;
+      setStatus("connected", `connected as ${state.me.user}`);
+    } catch (err) {
+      notice(`error: ${err.message}`);
+      ws.close();
+    }
+  };
+  ws.onmessage = (ev) => {
+    const f = JSON.parse(ev.data);
+    if (f.disconnect) { advice = f.disconnect; return; }
+    if (f.id && f.id !== "0" && state.pending.has(f.id)) {
+      const p = state.pending.get(f.id);
+      state.pending.delete(f.id);
+      if (f.error) p.reject(new Error(`${f.error.code}: ${f.error.message}`));
+      else p.resolve(f);
+      return;
+    }
+    onPush(f);
+  };
+  ws.onclose = (ev) => {
+    for (const p of state.pending.values()) p.reject(new Error("disconnected"));
+    state.pending.clear();
+    const reconnect = advice ? advice.reconnect : ev.code !== 1000;
+    if (state.stopped || !reconnect) {
+      setStatus("idle", `disconnected (${advice ? advice.reason : ev.code})`);
+      return;
+    }
+    state.attempt++;
+    const hold = state.holdUntil ? Math.max(0, state.holdUntil - Date.now()) : 0;
+    const ceiling = Math.min(MAX_DELAY_MS, MIN_DELAY_MS * 2 ** (state.attempt - 1));
+    const delay = Math.max(Math.random() * ceiling, advice && advice.retryAfterMs ? advice.retryAfterMs : 0, hold);
+    setStatus("reconnecting", `reconnecting in ${(delay / 1000).toFixed(1)}s`);
+    setTimeout(connect, delay);
+  };
+}
+
+async function join() {
+  const since = state.position && state.position.epoch ? state.position : undefined;
+  const r = await send({ join: { room: state.room, since } });
+  const j = r.join;
+  const pos = { offset: j.position.offset || "0", epoch: j.position.epoch || "" };
+  if (since) {
+    if (j.recovered) (j.messages || []).forEach(renderMessage);
+    else {
+      notice("some messages were missed while disconnected");
+      state.position = pos;
+    }
+  } else {
+    state.position = pos;
+    if (!state.joinedOnce) await loadHistory(Number(pos.offset));
+  }
+  state.joinedOnce = true;
+  const p = await send({ presence: { room: state.room } });
+  state.members = new Map((p.presence.members || []).map((m) => [m.clientId, m.user]));
+  renderMembers();
+}
+
+async function loadHistory(upTo) {
+  const h = await send({ history: { room: state.room, limit: 50, reverse: true } });
+  const older = (h.history.messages || []).filter((m) => Number(m.offset) <= upTo).reverse();
+  const list = $("messages");
+  const first = list.firstChild;
+  for (const m of older) list.insertBefore(messageItem(m), first);
+}
+
+function onPush(f) {
+  if (f.message && f.message.room === state.room) renderMessage(f.message);
+  else if (f.presenceEvent && f.presenceEvent.room === state.room) {
+    const ev = f.presenceEvent, c = ev.client;
+    if (ev.action === "PRESENCE_ACTION_JOIN") { state.members.set(c.clientId, c.user); notice(`${c.user} joined`); }
+    else { state.members.delete(c.clientId); state.typers.delete(c.clientId); notice(`${c.user} left`); renderTyping(); }
+    renderMembers();
+  } else if (f.typingEvent && f.typingEvent.room === state.room) {
+    const ev = f.typingEvent;
+    if (state.me && ev.client.clientId === state.me.clientId) return;
+    if (ev.typing) state.typers.set(ev.client.clientId, { user: ev.client.user, until: Date.now() + TYPING_SHOW_MS });
+    else state.typers.delete(ev.client.clientId);
+    renderTyping();
+  }
+}
+
+function messageItem(m) {
+  const li = document.createElement("li");
+  li.dataset.offset = m.offset;
+  const off = document.createElement("span");
+  off.className = "offset";
+  off.textContent = `#${m.offset}`;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = (m.sender && m.sender.user) || "?";
+  const text = document.createElement("span");
+  text.className = "text";
+  const b = m.body || {};
+  text.textContent = b.text !== undefined ? b.text : b.data !== undefined ? JSON.stringify(b.data) : `<${atob(b.binary || "").length} bytes>`;
+  li.append(off, who, text);
+  return li;
+}
+
+function renderMessage(m) {
+  const pos = state.position;
+  if (pos && pos.epoch === m.epoch && Number(m.offset) <= Number(pos.offset)) return; // seen already
+  state.position = { offset: m.offset, epoch: m.epoch };
+  if (m.sender) state.typers.delete(m.sender.clientId);
+  renderTyping();
+  append(messageItem(m));
+}
+
+function notice(text) {
+  const li = document.createElement("li");
+  li.className = "notice";
+  li.textContent = text;
+  append(li);
+}
+
+function append(li) {
+  const list = $("messages");
+  list.append(li);
+  list.scrollTop = list.scrollHeight;
+}
+
+function renderMembers() {
+  const ul = $("members");
+  ul.replaceChildren(...[...state.members.values()].sort().map((u) => {
+    const li = document.createElement("li");
+    li.textContent = u;
+    return li;
+  }));
+}
+
+function renderTyping() {
+  const now = Date.now();
+  for (const [id, t] of state.typers) if (t.until < now) state.typers.delete(id);
+  const names = [...state.typers.values()].map((t) => t.user);
+  $("typing").textContent = names.length === 0 ? "" : `${names.join(", ")} ${names.length === 1 ? "is" : "are"} typing…`;
+}
+setInterval(renderTyping, 1000);
+
+$("join").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  state.name = $("name").value.trim();
+  state.room = $("room").value.trim();
+  $("room-name").textContent = state.room;
+  $("join").hidden = true;
+  $("chat").hidden = false;
+  $("text").focus();
+  connect();
+});
+
+$("text").addEventListener("input", () => {
+  const now = Date.now();
+  if (state.ws && state.ws.readyState === WebSocket.OPEN && now - state.lastTypingSent > TYPING_EVERY_MS) {
+    state.lastTypingSent = now;
+    send({ typing: { room: state.room, typing: true } }).catch(() => {});
+  }
+});
+
+$("send").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const input = $("text");
+  const text = input.value;
+  if (!text.trim()) return;
+  input.value = "";
+  const messageId = `${state.msgPrefix}-${++state.msgSeq}`;
+  state.lastTypingSent = 0;
+  try {
+    await send({ publish: { room: state.room, messageId, body: { text } } });
+    send({ typing: { room: state.room, typing: false } }).catch(() => {});
+  } catch (err) {
+    notice(`not sent: ${err.message}`);
+    input.value = text;
+  }
+});
+
+// A handle for debugging and tests: drop the connection as a network failure
+// would and stay away for at least ms before reconnecting.
+window.hubbubDebug = {
+  drop(ms) {
+    state.holdUntil = Date.now() + (ms || 0);
+    if (state.ws) state.ws.close(4999, "dropped by debug handle");
+  },
+  position: () => state.position,
+};
