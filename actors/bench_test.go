@@ -39,10 +39,10 @@ func BenchmarkRoomFanout(b *testing.B) {
 			for i := range sinks {
 				sinks[i] = &countingSink{done: make(chan struct{})}
 				sinks[i].target.Store(-1)
-				h, _ := node.OpenConn(sinks[i])
+				h, _ := node.OpenConn(sinks[i], ConnInfo{})
 				handles = append(handles, h)
-				h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "m"}}})
-				h.Receive(&hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "bench"}}})
+				h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "m"}}}, 10)
+				h.Receive(&hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "bench"}}}, 10)
 			}
 			// Wait for the joins: connect reply, join reply and the presence pushes.
 			deadline := time.Now().Add(30 * time.Second)
@@ -59,7 +59,7 @@ func BenchmarkRoomFanout(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				pub.Receive(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Publish{Publish: &hubbubv1.PublishRequest{Room: "bench", Body: body}}})
+				pub.Receive(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Publish{Publish: &hubbubv1.PublishRequest{Room: "bench", Body: body}}}, 10)
 			}
 			<-last.done
 			b.StopTimer()

@@ -36,6 +36,10 @@ type RoomConfig struct {
 	TypingTTL time.Duration
 	// DedupeWindow is how many recent client message ids a room remembers for idempotent retries. Default 4096.
 	DedupeWindow int
+	// PublishRate limits accepted publishes per second in one room. Default 0 (unlimited).
+	PublishRate float64
+	// PublishBurst is the room's publish burst. Default max(1, 2*PublishRate).
+	PublishBurst int
 }
 
 // ConnConfig configures connections.
@@ -50,6 +54,21 @@ type ConnConfig struct {
 	MaxRooms int
 	// RequestTimeout bounds the wait for a room's answer. Default 5s.
 	RequestTimeout time.Duration
+	// MaxConnsPerUser caps one user's connections on this node. Default 0 (unlimited).
+	MaxConnsPerUser int
+	// CommandRate limits the commands per second of one connection. Default 1000; negative: unlimited.
+	CommandRate float64
+	// CommandBurst is the command bucket's size. Default 2*CommandRate.
+	CommandBurst int
+	// ByteRate limits the frame bytes per second of one connection. Default 8 MiB/s; negative: unlimited.
+	ByteRate float64
+	// ByteBurst is the byte bucket's size. Default 2*ByteRate.
+	ByteBurst int
+	// MaxStrikes is how many rate-limited commands within StrikeWindow close the
+	// connection with 1008 (sustained abuse). Default 100.
+	MaxStrikes int
+	// StrikeWindow is the window of MaxStrikes. Default 10s.
+	StrikeWindow time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -89,6 +108,9 @@ func (c RoomConfig) withDefaults() RoomConfig {
 	if c.DedupeWindow <= 0 {
 		c.DedupeWindow = 4096
 	}
+	if c.PublishRate > 0 && c.PublishBurst <= 0 {
+		c.PublishBurst = max(1, int(2*c.PublishRate))
+	}
 	return c
 }
 
@@ -107,6 +129,24 @@ func (c ConnConfig) withDefaults() ConnConfig {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.CommandRate == 0 {
+		c.CommandRate = 1000
+	}
+	if c.CommandBurst <= 0 {
+		c.CommandBurst = max(1, int(2*c.CommandRate))
+	}
+	if c.ByteRate == 0 {
+		c.ByteRate = 8 << 20
+	}
+	if c.ByteBurst <= 0 {
+		c.ByteBurst = max(1, int(2*c.ByteRate))
+	}
+	if c.MaxStrikes <= 0 {
+		c.MaxStrikes = 100
+	}
+	if c.StrikeWindow <= 0 {
+		c.StrikeWindow = 10 * time.Second
 	}
 	return c
 }

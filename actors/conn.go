@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hubbub-chat/hubbub/auth"
 	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/wire"
@@ -19,8 +20,14 @@ type conn struct {
 	node     *Node
 	cfg      ConnConfig
 	sink     Sink
+	info     ConnInfo
 	clientID string
 	done     chan struct{}
+
+	identity  *auth.Identity
+	counted   bool        // holds one of the user's connection slots
+	expiry    *time.Timer // token expiry
+	expiryGen int
 
 	behavior actor.Behavior
 	member   *nodev1.Member         // set by connect
@@ -36,6 +43,9 @@ type joinedRoom struct {
 // connGone tells the connection actor that its socket is closed.
 type connGone struct{}
 
+// tokenExpired is the connection's own timer message; gen tells stale timers apart.
+type tokenExpired struct{ gen int }
+
 func (c *conn) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
@@ -49,9 +59,17 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.onStopping(ctx)
 	case *actor.Stopped:
 		ctx.Send(c.node.relay, unregisterConn{id: ctx.Self().Id})
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
 		close(c.done)
 	case *actor.Restarting, *actor.ReceiveTimeout:
-	case *hubbubv1.ClientFrame:
+	case tokenExpired:
+		if msg.gen == c.expiryGen {
+			c.node.counters.Unauthorized.Add(1)
+			c.sink.Close(wire.CloseTokenExpired, "token expired")
+		}
+	case *inbound:
 		c.behavior.Receive(ctx)
 	default:
 		c.node.log.Warn("conn: unexpected message dropped", "type", slog.AnyValue(msg).String())
@@ -65,6 +83,9 @@ func (c *conn) onStopping(ctx actor.Context) {
 			ctx.Send(c.roomPID(name), &nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true})
 		}
 	}
+	if c.counted {
+		ctx.Send(c.node.users, releaseUser{user: c.identity.User})
+	}
 	if !c.gone {
 		c.sink.Close(wire.CloseInternal, "internal error")
 	}
@@ -72,7 +93,7 @@ func (c *conn) onStopping(ctx actor.Context) {
 
 // awaitingConnect accepts only a connect command.
 func (c *conn) awaitingConnect(ctx actor.Context) {
-	f := ctx.Message().(*hubbubv1.ClientFrame)
+	f := ctx.Message().(*inbound).frame
 	req := f.GetConnect()
 	if req == nil {
 		if f.GetCommand() == nil {
@@ -90,22 +111,118 @@ func (c *conn) awaitingConnect(ctx actor.Context) {
 	if name == "" {
 		name = "anon-" + c.clientID[:8]
 	}
-	info := &hubbubv1.ClientInfo{User: name, ClientId: c.clientID}
+	token := req.GetToken()
+	if token == "" {
+		token = c.info.Token
+	}
+	id, err := c.node.auth.Authenticate(token, name)
+	if err != nil {
+		c.refuse(f.GetId(), err)
+		return
+	}
+	c.identity = id
+	if c.cfg.MaxConnsPerUser <= 0 {
+		c.accept(ctx, f.GetId())
+		return
+	}
+	c.behavior.Become(c.connecting)
+	fut := ctx.RequestFuture(c.node.users, acquireUser{user: id.User, max: c.cfg.MaxConnsPerUser}, c.cfg.RequestTimeout)
+	ctx.ReenterAfter(fut, func(res any, err error) {
+		if ok, _ := res.(bool); !ok || err != nil {
+			c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED, false, "at most %d connections per user", c.cfg.MaxConnsPerUser)
+			c.sink.Close(wire.CloseTooManyConnections, "too many connections for this user")
+			return
+		}
+		c.counted = true
+		c.accept(ctx, f.GetId())
+	})
+}
+
+// connecting waits for the per-user connection count.
+func (c *conn) connecting(ctx actor.Context) {
+	f := ctx.Message().(*inbound).frame
+	c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_CONNECTED, true, "connect is in progress")
+}
+
+// refuse answers a connect whose token failed and closes the connection.
+func (c *conn) refuse(id uint64, err error) {
+	c.node.counters.Unauthorized.Add(1)
+	if errors.Is(err, auth.ErrExpired) {
+		c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED, false, "token expired")
+		c.sink.Close(wire.CloseTokenExpired, "token expired")
+		return
+	}
+	c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED, false, "%v", err)
+	c.sink.Close(wire.CloseUnauthorized, "unauthorized")
+}
+
+// accept completes a connect.
+func (c *conn) accept(ctx actor.Context, id uint64) {
+	info := &hubbubv1.ClientInfo{User: c.identity.User, ClientId: c.clientID}
 	enc := nodev1.Encoding_ENCODING_PROTO
 	if c.sink.Encoding() == wire.JSON {
 		enc = nodev1.Encoding_ENCODING_JSON
 	}
 	c.member = &nodev1.Member{Address: ctx.Self().Address, ActorId: ctx.Self().Id, Client: info, Encoding: enc}
-	c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Connect{Connect: &hubbubv1.ConnectReply{
+	c.armExpiry(ctx)
+	c.send(&hubbubv1.ServerFrame{Id: id, Body: &hubbubv1.ServerFrame_Connect{Connect: &hubbubv1.ConnectReply{
 		Client: info, PingIntervalMs: uint32(c.node.cfg.PingInterval / time.Millisecond),
 		ServerVersion: c.node.cfg.ServerVersion, MaxFrameBytes: uint32(c.node.cfg.MaxFrameBytes),
+		ExpiresUnixMs: expiresMs(c.identity),
 	}}})
 	c.behavior.Become(c.connected)
 }
 
+func expiresMs(id *auth.Identity) int64 {
+	if id.Expires.IsZero() {
+		return 0
+	}
+	return id.Expires.UnixMilli()
+}
+
+// armExpiry closes the connection with 4001 when its token expires, unless refreshed.
+func (c *conn) armExpiry(ctx actor.Context) {
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	c.expiryGen++
+	if c.identity.Expires.IsZero() {
+		return
+	}
+	self, root, gen := ctx.Self(), ctx.ActorSystem().Root, c.expiryGen
+	c.expiry = time.AfterFunc(time.Until(c.identity.Expires), func() { root.Send(self, tokenExpired{gen: gen}) })
+}
+
+func (c *conn) onRefresh(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.RefreshRequest) {
+	id, err := c.node.auth.Authenticate(req.GetToken(), "")
+	switch {
+	case err != nil:
+		c.node.counters.Unauthorized.Add(1)
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED, false, "%v", err)
+		return
+	case id.Anonymous || id.User != c.identity.User:
+		c.node.counters.Unauthorized.Add(1)
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, false, "a refreshed token must name the same user")
+		return
+	}
+	c.identity = id
+	c.armExpiry(ctx)
+	c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Refresh{Refresh: &hubbubv1.RefreshReply{ExpiresUnixMs: expiresMs(id)}}})
+}
+
+// permit checks the identity's permission for a room command.
+func (c *conn) permit(id uint64, act auth.Action, room string) bool {
+	if c.identity.Can(act, room) {
+		return true
+	}
+	c.node.counters.PermissionDenied.Add(1)
+	c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, false, "not allowed in %q", room)
+	return false
+}
+
 // connected handles every command after connect.
 func (c *conn) connected(ctx actor.Context) {
-	f := ctx.Message().(*hubbubv1.ClientFrame)
+	f := ctx.Message().(*inbound).frame
 	switch cmd := f.GetCommand().(type) {
 	case *hubbubv1.ClientFrame_Join:
 		c.onJoin(ctx, f, cmd.Join)
@@ -114,9 +231,15 @@ func (c *conn) connected(ctx actor.Context) {
 	case *hubbubv1.ClientFrame_Publish:
 		c.onPublish(ctx, f, cmd.Publish)
 	case *hubbubv1.ClientFrame_History:
-		c.onRoomQuery(ctx, f, cmd.History.GetRoom(), &nodev1.RoomHistory{Request: cmd.History, RequestId: f.GetId(), Trace: f.GetTrace()})
+		if c.checkRoom(f.GetId(), cmd.History.GetRoom()) && c.permit(f.GetId(), auth.Read, cmd.History.GetRoom()) {
+			c.onRoomQuery(ctx, f, cmd.History.GetRoom(), &nodev1.RoomHistory{Request: cmd.History, RequestId: f.GetId(), Trace: f.GetTrace()})
+		}
 	case *hubbubv1.ClientFrame_Presence:
-		c.onRoomQuery(ctx, f, cmd.Presence.GetRoom(), &nodev1.RoomPresence{Room: cmd.Presence.GetRoom(), RequestId: f.GetId(), Trace: f.GetTrace()})
+		if c.checkRoom(f.GetId(), cmd.Presence.GetRoom()) && c.permit(f.GetId(), auth.Read, cmd.Presence.GetRoom()) {
+			c.onRoomQuery(ctx, f, cmd.Presence.GetRoom(), &nodev1.RoomPresence{Room: cmd.Presence.GetRoom(), RequestId: f.GetId(), Trace: f.GetTrace()})
+		}
+	case *hubbubv1.ClientFrame_Refresh:
+		c.onRefresh(ctx, f, cmd.Refresh)
 	case *hubbubv1.ClientFrame_Typing:
 		c.onTyping(ctx, f, cmd.Typing)
 	case *hubbubv1.ClientFrame_Ping:
@@ -130,7 +253,7 @@ func (c *conn) connected(ctx actor.Context) {
 
 func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.JoinRequest) {
 	name := req.GetRoom()
-	if !c.checkRoom(f.GetId(), name) {
+	if !c.checkRoom(f.GetId(), name) || !c.permit(f.GetId(), auth.Join, name) {
 		return
 	}
 	if _, ok := c.rooms[name]; ok {
@@ -181,7 +304,7 @@ func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1
 }
 
 func (c *conn) onPublish(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.PublishRequest) {
-	if !c.checkRoom(f.GetId(), req.GetRoom()) {
+	if !c.checkRoom(f.GetId(), req.GetRoom()) || !c.permit(f.GetId(), auth.Publish, req.GetRoom()) {
 		return
 	}
 	if req.GetBody().GetKind() == nil {

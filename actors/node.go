@@ -12,6 +12,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/hubbub-chat/hubbub/auth"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/telemetry"
 )
@@ -26,6 +27,8 @@ type Node struct {
 	conns     *actor.RootContext // spawns connection actors: a panic stops only that actor
 	relay     *actor.PID
 	placement Placement
+	users     *actor.PID
+	auth      *auth.Authenticator
 	nodeID    string
 	nextConn  atomic.Uint64
 	stopped   atomic.Bool
@@ -37,6 +40,8 @@ type Node struct {
 type Options struct {
 	Logger   *slog.Logger
 	Counters *telemetry.Counters
+	// Auth verifies connection tokens; nil means development mode (everyone anonymous).
+	Auth *auth.Authenticator
 }
 
 // NewNode starts a single-node actor system with local room placement.
@@ -52,7 +57,10 @@ func NewNode(cfg Config, opts Options) *Node {
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(warnOnly{log.Handler()}).With("lib", "protoactor")
 	}))
-	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4)}
+	if opts.Auth == nil {
+		opts.Auth, _ = auth.New(auth.Config{}) // development mode cannot fail
+	}
+	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth}
 	// WithGuardian sets the strategy on the context it is called on, so each
 	// kind of actor gets a root context of its own.
 	n.conns = actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("connection", actor.StopDirective)))
@@ -63,6 +71,7 @@ func NewNode(cfg Config, opts Options) *Node {
 	})
 	n.placement = lp
 	n.relay, _ = system.Root.SpawnNamed(relayProps(log, n.counters), relayID)
+	n.users, _ = system.Root.SpawnNamed(usersProps(), "hubbub/users")
 	return n
 }
 
@@ -90,23 +99,34 @@ type ConnHandle struct {
 	done chan struct{}
 }
 
+// ConnInfo is what the transport knows of a connection before its first frame.
+type ConnInfo struct {
+	// Token from the upgrade request's query, used when connect carries none.
+	Token string
+	// RemoteAddr is the peer's address.
+	RemoteAddr string
+}
+
 // OpenConn spawns the actor of a new connection whose frames go to sink.
-func (n *Node) OpenConn(sink Sink) (*ConnHandle, error) {
+func (n *Node) OpenConn(sink Sink, info ConnInfo) (*ConnHandle, error) {
 	if n.stopped.Load() {
 		return nil, ErrNodeStopped
 	}
 	clientID := n.nodeID + randomID(6) + "-" + hexCount(n.nextConn.Add(1))
 	done := make(chan struct{})
+	limiter := newConnLimiter(n.cfg.Conn, sink, n.counters)
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &conn{node: n, cfg: n.cfg.Conn, sink: sink, clientID: clientID, done: done}
-	})
+		return &conn{node: n, cfg: n.cfg.Conn, sink: sink, info: info, clientID: clientID, done: done}
+	}, actor.WithReceiverMiddleware(limiter.middleware))
 	pid := n.conns.SpawnPrefix(props, "conn")
 	n.system.Root.Send(n.relay, registerConn{id: pid.Id, sink: sink})
 	return &ConnHandle{pid: pid, root: n.system.Root, done: done}, nil
 }
 
-// Receive hands a decoded client frame to the connection actor.
-func (h *ConnHandle) Receive(f *hubbubv1.ClientFrame) { h.root.Send(h.pid, f) }
+// Receive hands a decoded client frame, size bytes on the wire, to the connection actor.
+func (h *ConnHandle) Receive(f *hubbubv1.ClientFrame, size int) {
+	h.root.Send(h.pid, &inbound{frame: f, size: size})
+}
 
 // Close tells the connection actor its socket is gone and waits (at most
 // timeout) until it has left its rooms and stopped.
@@ -132,6 +152,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		n.placement.StopAll(timeout)
 		_ = n.system.Root.StopFuture(n.relay).Wait()
+		_ = n.system.Root.StopFuture(n.users).Wait()
 		n.system.Shutdown()
 	})
 	return ctx.Err()

@@ -134,13 +134,13 @@ func FuzzCommandSequences(f *testing.F) {
 		leaves := make([]map[uint64]string, nClients)
 		for i := range sinks {
 			sinks[i] = &recordingSink{enc: []wire.Encoding{wire.Proto, wire.JSON}[i%2]}
-			h, err := node.OpenConn(sinks[i])
+			h, err := node.OpenConn(sinks[i], ConnInfo{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			handles[i] = h
 			joins[i], leaves[i] = map[uint64]string{}, map[uint64]string{}
-			h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: fmt.Sprint("u", i)}}})
+			h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: fmt.Sprint("u", i)}}}, 10)
 		}
 		for k, op := range ops {
 			c := int(op) % nClients
@@ -152,10 +152,10 @@ func FuzzCommandSequences(f *testing.F) {
 			if l := cmd.GetLeave(); l != nil {
 				leaves[c][id] = l.GetRoom()
 			}
-			handles[c].Receive(cmd)
+			handles[c].Receive(cmd, 10)
 		}
 		for i, h := range handles {
-			h.Receive(&hubbubv1.ClientFrame{Id: 10_000, Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}})
+			h.Receive(&hubbubv1.ClientFrame{Id: 10_000, Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}}, 10)
 			h.Close(5 * time.Second)
 			frames, err := sinks[i].snapshot()
 			if err != nil {
@@ -174,12 +174,12 @@ func FuzzCommandSequences(f *testing.F) {
 func TestNodeShutdownIsIdempotent(t *testing.T) {
 	node := NewNode(Config{}, Options{})
 	s := &recordingSink{enc: wire.Proto}
-	h, err := node.OpenConn(s)
+	h, err := node.OpenConn(s, ConnInfo{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{}}})
-	h.Receive(&hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "x"}}})
+	h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{}}}, 10)
+	h.Receive(&hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "x"}}}, 10)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		frames, _ := s.snapshot()
@@ -197,7 +197,7 @@ func TestNodeShutdownIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := node.OpenConn(s); err == nil {
+	if _, err := node.OpenConn(s, ConnInfo{}); err == nil {
 		t.Fatal("OpenConn after Shutdown")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
@@ -37,6 +38,7 @@ type room struct {
 
 	lastActive time.Time
 	idleTimer  *time.Timer
+	publishes  *rate.Limiter // nil when unlimited
 }
 
 // idleCheck is the room's own timer message for stopping when idle.
@@ -102,6 +104,9 @@ func (r *room) onStarted(ctx actor.Context) {
 	r.history = newHistory(r.cfg.HistorySize, r.cfg.HistoryTTL)
 	r.dedupe = newDedupe(r.cfg.DedupeWindow)
 	r.typing = newTypingState(r.cfg.TypingTTL)
+	if r.cfg.PublishRate > 0 {
+		r.publishes = rate.NewLimiter(rate.Limit(r.cfg.PublishRate), r.cfg.PublishBurst)
+	}
 	r.counters.RoomsStarted.Add(1)
 	r.scheduleIdle(ctx, r.cfg.IdleTimeout)
 }
@@ -233,6 +238,18 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 			r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
 				Room: r.name, Offset: off, Epoch: r.epoch, Duplicate: true,
 			}}})
+			return
+		}
+	}
+	if r.publishes != nil {
+		now := time.Now()
+		if res := r.publishes.ReserveN(now, 1); res.DelayFrom(now) > 0 {
+			wait := res.DelayFrom(now)
+			res.CancelAt(now)
+			r.counters.RateLimited.Add(1)
+			f := errFrame(msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_RATE_LIMITED, true, "room %q takes at most %g publishes/s", r.name, r.cfg.PublishRate)
+			f.GetError().RetryAfterMs = uint32(max(1, wait.Milliseconds()))
+			r.reply(ctx, msg.GetRequestId(), f)
 			return
 		}
 	}

@@ -25,6 +25,9 @@ type Counters struct {
 	RoomsStopped      atomic.Int64
 	ActorPanics       atomic.Int64
 	RoomTimeouts      atomic.Int64
+	RateLimited       atomic.Int64
+	Unauthorized      atomic.Int64
+	PermissionDenied  atomic.Int64
 
 	mu         sync.Mutex
 	closeCodes map[int]int64

@@ -157,7 +157,7 @@ func (c *wsConn) readFrame(h *actors.ConnHandle, mt int, r io.Reader) {
 		c.requestClose(wire.CloseInvalidPayload, "malformed frame", true)
 		return
 	}
-	h.Receive(f)
+	h.Receive(f, int(n))
 }
 
 // writePump is the only writer of the socket. It ends after a close or a write error.

@@ -142,11 +142,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.handlers.Add(1)
 	defer s.handlers.Done()
 	c := newWSConn(ws, enc, &s.cfg, s.log, s.counters)
-	s.serveConn(c)
+	s.serveConn(c, actors.ConnInfo{Token: r.URL.Query().Get("token"), RemoteAddr: r.RemoteAddr})
 }
 
 // serveConn runs one connection to its end on the calling goroutine.
-func (s *Server) serveConn(c *wsConn) {
+func (s *Server) serveConn(c *wsConn, info actors.ConnInfo) {
 	defer c.ws.Close()
 	if !s.track(c) {
 		c.requestClose(wire.CloseGoingAway, "server shutting down", false)
@@ -154,7 +154,7 @@ func (s *Server) serveConn(c *wsConn) {
 	defer s.untrack(c)
 	s.counters.ConnectionsOpened.Add(1)
 	defer func() { s.counters.CountClose(c.closeCode()) }()
-	h, err := s.node.OpenConn(c)
+	h, err := s.node.OpenConn(c, info)
 	if err != nil {
 		c.requestClose(wire.CloseGoingAway, "server shutting down", false)
 	}

@@ -31,13 +31,15 @@ const (
 	CloseTokenExpired = 4001
 	// CloseUnauthorized: the token was refused; do not reconnect with it.
 	CloseUnauthorized = 4002
+	// CloseTooManyConnections: the user has the most connections allowed.
+	CloseTooManyConnections = 4003
 )
 
 // Reconnect reports whether a client should reconnect after a close code.
 func Reconnect(code int) bool {
 	switch code {
 	case CloseNormal, CloseProtocolError, CloseUnsupportedData, CloseInvalidPayload,
-		ClosePolicy, CloseTooBig, CloseUnauthorized:
+		ClosePolicy, CloseTooBig, CloseUnauthorized, CloseTooManyConnections:
 		return false
 	}
 	return true

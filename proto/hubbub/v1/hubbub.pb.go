@@ -195,6 +195,7 @@ type ClientFrame struct {
 	//	*ClientFrame_Presence
 	//	*ClientFrame_Typing
 	//	*ClientFrame_Ping
+	//	*ClientFrame_Refresh
 	Command isClientFrame_Command `protobuf_oneof:"command"`
 	// W3C trace context (traceparent, tracestate) the server's spans continue.
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -318,6 +319,15 @@ func (x *ClientFrame) GetPing() *PingRequest {
 	return nil
 }
 
+func (x *ClientFrame) GetRefresh() *RefreshRequest {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_Refresh); ok {
+			return x.Refresh
+		}
+	}
+	return nil
+}
+
 func (x *ClientFrame) GetTrace() map[string]string {
 	if x != nil {
 		return x.Trace
@@ -361,6 +371,10 @@ type ClientFrame_Ping struct {
 	Ping *PingRequest `protobuf:"bytes,9,opt,name=ping,proto3,oneof"`
 }
 
+type ClientFrame_Refresh struct {
+	Refresh *RefreshRequest `protobuf:"bytes,10,opt,name=refresh,proto3,oneof"`
+}
+
 func (*ClientFrame_Connect) isClientFrame_Command() {}
 
 func (*ClientFrame_Join) isClientFrame_Command() {}
@@ -376,6 +390,8 @@ func (*ClientFrame_Presence) isClientFrame_Command() {}
 func (*ClientFrame_Typing) isClientFrame_Command() {}
 
 func (*ClientFrame_Ping) isClientFrame_Command() {}
+
+func (*ClientFrame_Refresh) isClientFrame_Command() {}
 
 // ServerFrame is a reply to one command (id set) or a push (id zero).
 type ServerFrame struct {
@@ -393,6 +409,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Presence
 	//	*ServerFrame_Typing
 	//	*ServerFrame_Ping
+	//	*ServerFrame_Refresh
 	//	*ServerFrame_Message
 	//	*ServerFrame_PresenceEvent
 	//	*ServerFrame_TypingEvent
@@ -529,6 +546,15 @@ func (x *ServerFrame) GetPing() *PingReply {
 	return nil
 }
 
+func (x *ServerFrame) GetRefresh() *RefreshReply {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Refresh); ok {
+			return x.Refresh
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetMessage() *Message {
 	if x != nil {
 		if x, ok := x.Body.(*ServerFrame_Message); ok {
@@ -612,6 +638,10 @@ type ServerFrame_Ping struct {
 	Ping *PingReply `protobuf:"bytes,10,opt,name=ping,proto3,oneof"`
 }
 
+type ServerFrame_Refresh struct {
+	Refresh *RefreshReply `protobuf:"bytes,11,opt,name=refresh,proto3,oneof"`
+}
+
 type ServerFrame_Message struct {
 	// Pushes.
 	Message *Message `protobuf:"bytes,20,opt,name=message,proto3,oneof"`
@@ -646,6 +676,8 @@ func (*ServerFrame_Presence) isServerFrame_Body() {}
 func (*ServerFrame_Typing) isServerFrame_Body() {}
 
 func (*ServerFrame_Ping) isServerFrame_Body() {}
+
+func (*ServerFrame_Refresh) isServerFrame_Body() {}
 
 func (*ServerFrame_Message) isServerFrame_Body() {}
 
@@ -926,6 +958,8 @@ func (x *ConnectRequest) GetName() string {
 type ConnectReply struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Client *ClientInfo            `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	// When the connection's token expires (0: never); refresh before then.
+	ExpiresUnixMs int64 `protobuf:"varint,5,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
 	// The server pings at this interval; clients should consider the connection dead after two missed pings.
 	PingIntervalMs uint32 `protobuf:"varint,2,opt,name=ping_interval_ms,json=pingIntervalMs,proto3" json:"ping_interval_ms,omitempty"`
 	ServerVersion  string `protobuf:"bytes,3,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
@@ -970,6 +1004,13 @@ func (x *ConnectReply) GetClient() *ClientInfo {
 		return x.Client
 	}
 	return nil
+}
+
+func (x *ConnectReply) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
 }
 
 func (x *ConnectReply) GetPingIntervalMs() uint32 {
@@ -1681,6 +1722,98 @@ func (x *TypingReply) GetRoom() string {
 	return ""
 }
 
+// RefreshRequest replaces the connection's token before it expires. The new
+// token must name the same user.
+type RefreshRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshRequest) Reset() {
+	*x = RefreshRequest{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshRequest) ProtoMessage() {}
+
+func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
+func (*RefreshRequest) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RefreshRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// RefreshReply accepts a refreshed token.
+type RefreshReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the new token expires (0: never).
+	ExpiresUnixMs int64 `protobuf:"varint,1,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshReply) Reset() {
+	*x = RefreshReply{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshReply) ProtoMessage() {}
+
+func (x *RefreshReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshReply.ProtoReflect.Descriptor instead.
+func (*RefreshReply) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RefreshReply) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
 // PingRequest is an application-level ping.
 type PingRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1690,7 +1823,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1835,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1848,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{21}
 }
 
 // PingReply answers a PingRequest.
@@ -1728,7 +1861,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1873,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1886,7 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PingReply) GetServerTimeUnixMs() int64 {
@@ -1780,7 +1913,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1925,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1938,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{21}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Message) GetRoom() string {
@@ -1876,7 +2009,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2021,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2034,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{22}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PresenceEvent) GetRoom() string {
@@ -1937,7 +2070,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2082,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2095,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TypingEvent) GetRoom() string {
@@ -2001,7 +2134,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2146,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2159,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -2072,7 +2205,7 @@ type Disconnect struct {
 
 func (x *Disconnect) Reset() {
 	*x = Disconnect{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2217,7 @@ func (x *Disconnect) String() string {
 func (*Disconnect) ProtoMessage() {}
 
 func (x *Disconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2230,7 @@ func (x *Disconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disconnect.ProtoReflect.Descriptor instead.
 func (*Disconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Disconnect) GetCode() uint32 {
@@ -2132,7 +2265,7 @@ var File_hubbub_v1_hubbub_proto protoreflect.FileDescriptor
 
 const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\n" +
-	"\x16hubbub/v1/hubbub.proto\x12\thubbub.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xbb\x04\n" +
+	"\x16hubbub/v1/hubbub.proto\x12\thubbub.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf2\x04\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
 	"\aconnect\x18\x02 \x01(\v2\x19.hubbub.v1.ConnectRequestH\x00R\aconnect\x12,\n" +
@@ -2142,13 +2275,15 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\ahistory\x18\x06 \x01(\v2\x19.hubbub.v1.HistoryRequestH\x00R\ahistory\x128\n" +
 	"\bpresence\x18\a \x01(\v2\x1a.hubbub.v1.PresenceRequestH\x00R\bpresence\x122\n" +
 	"\x06typing\x18\b \x01(\v2\x18.hubbub.v1.TypingRequestH\x00R\x06typing\x12,\n" +
-	"\x04ping\x18\t \x01(\v2\x16.hubbub.v1.PingRequestH\x00R\x04ping\x127\n" +
+	"\x04ping\x18\t \x01(\v2\x16.hubbub.v1.PingRequestH\x00R\x04ping\x125\n" +
+	"\arefresh\x18\n" +
+	" \x01(\v2\x19.hubbub.v1.RefreshRequestH\x00R\arefresh\x127\n" +
 	"\x05trace\x18\x0f \x03(\v2!.hubbub.v1.ClientFrame.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acommand\"\xe3\x05\n" +
+	"\acommand\"\x98\x06\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.hubbub.v1.ErrorH\x00R\x05error\x123\n" +
@@ -2160,7 +2295,8 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\bpresence\x18\b \x01(\v2\x18.hubbub.v1.PresenceReplyH\x00R\bpresence\x120\n" +
 	"\x06typing\x18\t \x01(\v2\x16.hubbub.v1.TypingReplyH\x00R\x06typing\x12*\n" +
 	"\x04ping\x18\n" +
-	" \x01(\v2\x14.hubbub.v1.PingReplyH\x00R\x04ping\x12.\n" +
+	" \x01(\v2\x14.hubbub.v1.PingReplyH\x00R\x04ping\x123\n" +
+	"\arefresh\x18\v \x01(\v2\x17.hubbub.v1.RefreshReplyH\x00R\arefresh\x12.\n" +
 	"\amessage\x18\x14 \x01(\v2\x12.hubbub.v1.MessageH\x00R\amessage\x12A\n" +
 	"\x0epresence_event\x18\x15 \x01(\v2\x18.hubbub.v1.PresenceEventH\x00R\rpresenceEvent\x12;\n" +
 	"\ftyping_event\x18\x16 \x01(\v2\x16.hubbub.v1.TypingEventH\x00R\vtypingEvent\x127\n" +
@@ -2183,9 +2319,10 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\":\n" +
 	"\x0eConnectRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xb6\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xde\x01\n" +
 	"\fConnectReply\x12-\n" +
-	"\x06client\x18\x01 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x12(\n" +
+	"\x06client\x18\x01 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x05 \x01(\x03R\rexpiresUnixMs\x12(\n" +
 	"\x10ping_interval_ms\x18\x02 \x01(\rR\x0epingIntervalMs\x12%\n" +
 	"\x0eserver_version\x18\x03 \x01(\tR\rserverVersion\x12&\n" +
 	"\x0fmax_frame_bytes\x18\x04 \x01(\rR\rmaxFrameBytes\"R\n" +
@@ -2231,7 +2368,11 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
 	"\x06typing\x18\x02 \x01(\bR\x06typing\"!\n" +
 	"\vTypingReply\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room\"\r\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"&\n" +
+	"\x0eRefreshRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"6\n" +
+	"\fRefreshReply\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x01 \x01(\x03R\rexpiresUnixMs\"\r\n" +
 	"\vPingRequest\":\n" +
 	"\tPingReply\x12-\n" +
 	"\x13server_time_unix_ms\x18\x01 \x01(\x03R\x10serverTimeUnixMs\"\xf2\x01\n" +
@@ -2300,7 +2441,7 @@ func file_hubbub_v1_hubbub_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(PresenceAction)(0),     // 0: hubbub.v1.PresenceAction
 	(ErrorCode)(0),          // 1: hubbub.v1.ErrorCode
@@ -2323,15 +2464,17 @@ var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(*PresenceReply)(nil),   // 18: hubbub.v1.PresenceReply
 	(*TypingRequest)(nil),   // 19: hubbub.v1.TypingRequest
 	(*TypingReply)(nil),     // 20: hubbub.v1.TypingReply
-	(*PingRequest)(nil),     // 21: hubbub.v1.PingRequest
-	(*PingReply)(nil),       // 22: hubbub.v1.PingReply
-	(*Message)(nil),         // 23: hubbub.v1.Message
-	(*PresenceEvent)(nil),   // 24: hubbub.v1.PresenceEvent
-	(*TypingEvent)(nil),     // 25: hubbub.v1.TypingEvent
-	(*Error)(nil),           // 26: hubbub.v1.Error
-	(*Disconnect)(nil),      // 27: hubbub.v1.Disconnect
-	nil,                     // 28: hubbub.v1.ClientFrame.TraceEntry
-	(*structpb.Value)(nil),  // 29: google.protobuf.Value
+	(*RefreshRequest)(nil),  // 21: hubbub.v1.RefreshRequest
+	(*RefreshReply)(nil),    // 22: hubbub.v1.RefreshReply
+	(*PingRequest)(nil),     // 23: hubbub.v1.PingRequest
+	(*PingReply)(nil),       // 24: hubbub.v1.PingReply
+	(*Message)(nil),         // 25: hubbub.v1.Message
+	(*PresenceEvent)(nil),   // 26: hubbub.v1.PresenceEvent
+	(*TypingEvent)(nil),     // 27: hubbub.v1.TypingEvent
+	(*Error)(nil),           // 28: hubbub.v1.Error
+	(*Disconnect)(nil),      // 29: hubbub.v1.Disconnect
+	nil,                     // 30: hubbub.v1.ClientFrame.TraceEntry
+	(*structpb.Value)(nil),  // 31: google.protobuf.Value
 }
 var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	7,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
@@ -2341,41 +2484,43 @@ var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	15, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
 	17, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
 	19, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
-	21, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
-	28, // 8: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
-	26, // 9: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
-	8,  // 10: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
-	10, // 11: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
-	12, // 12: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
-	14, // 13: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
-	16, // 14: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
-	18, // 15: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
-	20, // 16: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
-	22, // 17: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
-	23, // 18: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
-	24, // 19: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
-	25, // 20: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
-	27, // 21: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
-	29, // 22: hubbub.v1.Body.data:type_name -> google.protobuf.Value
-	6,  // 23: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
-	4,  // 24: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
-	4,  // 25: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
-	23, // 26: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
-	5,  // 27: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	23, // 28: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
-	4,  // 29: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
-	6,  // 30: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
-	6,  // 31: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
-	5,  // 32: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
-	0,  // 33: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
-	6,  // 34: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
-	6,  // 35: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
-	1,  // 36: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	23, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
+	21, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
+	30, // 9: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
+	28, // 10: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
+	8,  // 11: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
+	10, // 12: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
+	12, // 13: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
+	14, // 14: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
+	16, // 15: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
+	18, // 16: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
+	20, // 17: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
+	24, // 18: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
+	22, // 19: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
+	25, // 20: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
+	26, // 21: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
+	27, // 22: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
+	29, // 23: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
+	31, // 24: hubbub.v1.Body.data:type_name -> google.protobuf.Value
+	6,  // 25: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
+	4,  // 26: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
+	4,  // 27: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
+	25, // 28: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
+	5,  // 29: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	25, // 30: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
+	4,  // 31: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
+	6,  // 32: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
+	6,  // 33: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
+	5,  // 34: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
+	0,  // 35: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
+	6,  // 36: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
+	6,  // 37: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
+	1,  // 38: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_v1_hubbub_proto_init() }
@@ -2392,6 +2537,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ClientFrame_Presence)(nil),
 		(*ClientFrame_Typing)(nil),
 		(*ClientFrame_Ping)(nil),
+		(*ClientFrame_Refresh)(nil),
 	}
 	file_hubbub_v1_hubbub_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),
@@ -2403,6 +2549,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ServerFrame_Presence)(nil),
 		(*ServerFrame_Typing)(nil),
 		(*ServerFrame_Ping)(nil),
+		(*ServerFrame_Refresh)(nil),
 		(*ServerFrame_Message)(nil),
 		(*ServerFrame_PresenceEvent)(nil),
 		(*ServerFrame_TypingEvent)(nil),
@@ -2419,7 +2566,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_v1_hubbub_proto_rawDesc), len(file_hubbub_v1_hubbub_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
