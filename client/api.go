@@ -194,3 +194,13 @@ func (c *Client) Ping(ctx context.Context) error {
 	_, err := c.do(ctx, &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}}, false)
 	return err
 }
+
+// Refresh replaces the connection's token before it expires; Config.Token
+// should return the new one too, for later reconnects.
+func (c *Client) Refresh(ctx context.Context, token string) (*hubbubv1.RefreshReply, error) {
+	f, err := c.do(ctx, &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Refresh{Refresh: &hubbubv1.RefreshRequest{Token: token}}}, false)
+	if err != nil {
+		return nil, err
+	}
+	return f.GetRefresh(), nil
+}

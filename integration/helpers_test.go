@@ -29,13 +29,17 @@ type testServer struct {
 	done chan struct{}
 }
 
-func startServer(t testing.TB, nc actors.Config, tc transport.Config) *testServer {
+func startServer(t testing.TB, nc actors.Config, tc transport.Config, opts ...actors.Options) *testServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := actors.NewNode(nc, actors.Options{})
+	var o actors.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	node := actors.NewNode(nc, o)
 	s := &testServer{URL: "ws://" + l.Addr().String() + "/ws", node: node, srv: transport.NewServer(node, tc, nil), done: make(chan struct{})}
 	go func() { // owner: the test; joined in shutdown
 		_ = s.srv.Serve(l)
@@ -147,8 +151,12 @@ func (c *client) close() {
 func (c *client) writeRaw(mt int, data []byte) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(mt, data); err != nil {
-		c.t.Errorf("write: %v", err)
+	if err := c.ws.WriteMessage(mt, data); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+		select {
+		case <-c.done: // the server closed the connection; tests check why
+		default:
+			c.t.Errorf("write: %v", err)
+		}
 	}
 }
 

@@ -23,9 +23,18 @@ type Config struct {
 	ReadBufferBytes int
 	// ShutdownTimeout bounds a graceful shutdown when the caller's context has no deadline. Default 10s.
 	ShutdownTimeout time.Duration
-	// CheckOrigin decides whether a browser's Origin may connect. Default: same origin only
-	// (requests without an Origin header, from non-browser clients, are allowed).
-	CheckOrigin func(origin, host string) bool
+	// AllowedOrigins lists the browser origins that may connect, exactly
+	// ("https://chat.example.com") or by pattern ("https://*.example.com").
+	// Default: the page's own origin only. Requests without an Origin header
+	// (non-browser clients) are always allowed; a refused origin gets HTTP 403.
+	AllowedOrigins []string
+	// MaxConnections caps open WebSockets; beyond it upgrades get HTTP 503. Default 0 (unlimited).
+	MaxConnections int
+	// ConnectRatePerIP limits upgrade attempts per second from one IP address;
+	// beyond it they get HTTP 429. Default 0 (unlimited).
+	ConnectRatePerIP float64
+	// ConnectBurstPerIP is the per-IP bucket's size. Default max(1, 2*ConnectRatePerIP).
+	ConnectBurstPerIP int
 }
 
 func (c Config) withDefaults() Config {
@@ -49,6 +58,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReadBufferBytes <= 0 {
 		c.ReadBufferBytes = 1024
+	}
+	if c.ConnectRatePerIP > 0 && c.ConnectBurstPerIP <= 0 {
+		c.ConnectBurstPerIP = max(1, int(2*c.ConnectRatePerIP))
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second

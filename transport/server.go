@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +29,8 @@ type Server struct {
 	mux      *http.ServeMux
 	http     *http.Server
 
+	perIP    *ipLimiter
+	open     atomic.Int64 // open WebSockets
 	closing  atomic.Bool
 	mu       sync.Mutex
 	conns    map[*wsConn]struct{}
@@ -45,7 +46,8 @@ func NewServer(node *actors.Node, cfg Config, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{cfg: cfg, node: node, log: log, counters: node.Counters(), conns: map[*wsConn]struct{}{}, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, node: node, log: log, counters: node.Counters(), conns: map[*wsConn]struct{}{}, mux: http.NewServeMux(),
+		perIP: newIPLimiter(cfg.ConnectRatePerIP, cfg.ConnectBurstPerIP)}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   cfg.ReadBufferBytes,
@@ -94,18 +96,6 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	_, _ = io.WriteString(w, "ready\n")
 }
 
-func (s *Server) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	if s.cfg.CheckOrigin != nil {
-		return s.cfg.CheckOrigin(origin, r.Host)
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
-}
-
 func (s *Server) upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 	s.counters.UpgradesRefused.Add(1)
 	http.Error(w, "hubbub: "+reason.Error(), status)
@@ -127,6 +117,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "hubbub: shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	if !s.perIP.allow(r.RemoteAddr) {
+		s.counters.UpgradesRefused.Add(1)
+		s.counters.RateLimited.Add(1)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "hubbub: too many connection attempts from your address", http.StatusTooManyRequests)
+		return
+	}
+	if max := s.cfg.MaxConnections; max > 0 && s.open.Load() >= int64(max) {
+		s.counters.UpgradesRefused.Add(1)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "hubbub: server at its connection limit", http.StatusServiceUnavailable)
+		return
+	}
 	enc, ok := selectEncoding(r)
 	if !ok && websocket.IsWebSocketUpgrade(r) {
 		s.counters.UpgradesRefused.Add(1)
@@ -141,6 +144,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.handlers.Add(1)
 	defer s.handlers.Done()
+	s.open.Add(1)
+	defer s.open.Add(-1)
 	c := newWSConn(ws, enc, &s.cfg, s.log, s.counters)
 	s.serveConn(c, actors.ConnInfo{Token: r.URL.Query().Get("token"), RemoteAddr: r.RemoteAddr})
 }

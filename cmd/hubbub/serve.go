@@ -9,10 +9,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hubbub-chat/hubbub/actors"
+	"github.com/hubbub-chat/hubbub/auth"
 	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/web"
 )
@@ -26,6 +28,10 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	node            actors.Config
 	transport       transport.Config
+	auth            auth.Config
+	hmacSecretFile  string
+	anonymousRooms  string
+	allowedOrigins  string
 }
 
 func parseServe(args []string) (*serveConfig, error) {
@@ -52,6 +58,20 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.IntVar(&c.node.Conn.MaxRooms, "max-rooms-per-conn", 100, "rooms one connection may join")
 	f.DurationVar(&c.node.Conn.RequestTimeout, "request-timeout", 5*time.Second, "bound on waiting for a room's answer")
 	f.StringVar(&c.node.FaultText, "fault-text", "", "testing only: a publish with this text panics its room")
+	f.StringVar(&c.auth.Algorithm, "jwt-alg", "", "the one JWT algorithm accepted (HS256, RS256, ES256, ...); setting a key switches on production mode")
+	f.StringVar(&c.hmacSecretFile, "jwt-hmac-secret-file", "", "file holding the HMAC secret for HS* tokens")
+	f.StringVar(&c.auth.PublicKeyFile, "jwt-public-key-file", "", "PEM RSA or ECDSA public key for RS*, PS* and ES* tokens")
+	f.StringVar(&c.auth.JWKSFile, "jwks-file", "", "JSON Web Key Set file; a token's kid picks the key")
+	f.StringVar(&c.auth.Issuer, "jwt-issuer", "", "required token issuer (iss)")
+	f.StringVar(&c.auth.Audience, "jwt-audience", "", "required token audience (aud)")
+	f.StringVar(&c.anonymousRooms, "anonymous-rooms", "", "comma-separated room patterns open to clients without a token (default: all rooms without a key, none with one)")
+	f.StringVar(&c.allowedOrigins, "allowed-origins", "", "comma-separated browser origins allowed besides the page's own, e.g. https://*.example.com")
+	f.IntVar(&c.transport.MaxConnections, "max-connections", 0, "open WebSockets at most (0: unlimited); beyond it HTTP 503")
+	f.Float64Var(&c.transport.ConnectRatePerIP, "conn-rate-per-ip", 0, "upgrade attempts per second per IP (0: unlimited); beyond it HTTP 429")
+	f.IntVar(&c.node.Conn.MaxConnsPerUser, "max-conns-per-user", 0, "connections per user on this node (0: unlimited); beyond it close 4003")
+	f.Float64Var(&c.node.Conn.CommandRate, "command-rate", 1000, "commands per second per connection (negative: unlimited)")
+	f.Float64Var(&c.node.Conn.ByteRate, "byte-rate", 8<<20, "frame bytes per second per connection (negative: unlimited)")
+	f.Float64Var(&c.node.Room.PublishRate, "room-publish-rate", 0, "publishes per second per room (0: unlimited)")
 	if err := f.parse(args); err != nil {
 		return nil, err
 	}
@@ -61,11 +81,37 @@ func parseServe(args []string) (*serveConfig, error) {
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together")
 	}
+	if c.hmacSecretFile != "" {
+		secret, err := os.ReadFile(c.hmacSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-hmac-secret-file: %w", err)
+		}
+		c.auth.HMACSecret = []byte(strings.TrimSpace(string(secret)))
+	}
+	if c.anonymousRooms != "" {
+		c.auth.AnonymousRooms = splitList(c.anonymousRooms)
+	}
+	c.transport.AllowedOrigins = splitList(c.allowedOrigins)
 	c.node.ServerVersion = version
 	c.node.PingInterval = c.transport.PingInterval
 	c.node.MaxFrameBytes = c.transport.MaxFrameBytes
 	c.transport.ShutdownTimeout = c.shutdownTimeout
 	return c, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 func newLogger(format, level string) (*slog.Logger, error) {
@@ -97,7 +143,12 @@ func serve(args []string) int {
 		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
 		return 2
 	}
-	node := actors.NewNode(cfg.node, actors.Options{Logger: log})
+	authn, err := auth.New(cfg.auth)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
+		return 2
+	}
+	node := actors.NewNode(cfg.node, actors.Options{Logger: log, Auth: authn})
 	srv := transport.NewServer(node, cfg.transport, log)
 	srv.Handle("/", web.Handler())
 	l, err := net.Listen("tcp", cfg.listen)
@@ -110,7 +161,11 @@ func serve(args []string) int {
 	if cfg.tlsCert != "" {
 		scheme = "wss"
 	}
-	log.Info("hubbub listening", "version", version, "url", fmt.Sprintf("%s://%s/ws", scheme, l.Addr()))
+	log.Info("hubbub listening", "version", version, "url", fmt.Sprintf("%s://%s/ws", scheme, l.Addr()), "auth", authn.Enabled())
+	if authn.AnonymousOpen() && !isLoopback(l.Addr()) {
+		log.Warn("anonymous access is open on a non-loopback address; configure a JWT key (--jwt-alg with --jwt-hmac-secret-file, --jwt-public-key-file or --jwks-file) for production",
+			"addr", l.Addr().String(), "anonymous_rooms", cfg.auth.AnonymousRooms)
+	}
 
 	errc := make(chan error, 1)
 	go func() { // owner: serve; joined through errc or after Shutdown
