@@ -58,6 +58,7 @@ if [ -n "${FUZZTIME:-}" ]; then
 	step "fuzz ($FUZZTIME each)"
 	go test -run '^$' -fuzz '^FuzzDecodeClientFrame$' -fuzztime "$FUZZTIME" ./wire
 	go test -run '^$' -fuzz '^FuzzCommandSequences$' -fuzztime "$FUZZTIME" ./actors
+	go test -run '^$' -fuzz '^FuzzPermissions$' -fuzztime "$FUZZTIME" ./actors
 fi
 echo
 echo "all checks passed"
