@@ -378,3 +378,16 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("message over TLS: %d bytes", len(m.GetBody().GetText()))
 	}
 }
+
+func TestRoomMemberLimit(t *testing.T) {
+	s := startServer(t, actors.Config{Room: actors.RoomConfig{MaxMembers: 2}}, transport.Config{})
+	connect(t, s.URL, wire.Proto, "a").join("small", nil)
+	connect(t, s.URL, wire.Proto, "b").join("small", nil)
+	c := connect(t, s.URL, wire.JSON, "c")
+	r := c.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "small"}}})
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED || !r.GetError().GetTemporary() {
+		t.Fatalf("third member: %v", r)
+	}
+	// The refused join left no trace: the client may join elsewhere and retry later.
+	c.join("big", nil)
+}
