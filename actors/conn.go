@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hubbub-chat/hubbub/auth"
@@ -24,6 +25,7 @@ type conn struct {
 	clientID string
 	done     chan struct{}
 
+	spans     map[uint64]trace.Span // open command spans by request id
 	identity  *auth.Identity
 	counted   bool        // holds one of the user's connection slots
 	expiry    *time.Timer // token expiry
@@ -50,6 +52,7 @@ func (c *conn) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		c.rooms = map[string]*joinedRoom{}
+		c.spans = map[uint64]trace.Span{}
 		c.behavior = actor.NewBehavior()
 		c.behavior.Become(c.awaitingConnect)
 	case connGone:
@@ -70,6 +73,7 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.sink.Close(wire.CloseTokenExpired, "token expired")
 		}
 	case *inbound:
+		c.node.counters.CountCommand(commandName(msg.frame))
 		c.behavior.Receive(ctx)
 	default:
 		c.node.log.Warn("conn: unexpected message dropped", "type", slog.AnyValue(msg).String())
@@ -89,6 +93,7 @@ func (c *conn) onStopping(ctx actor.Context) {
 	if !c.gone {
 		c.sink.Close(wire.CloseInternal, "internal error")
 	}
+	c.endAll()
 }
 
 // awaitingConnect accepts only a connect command.
@@ -223,6 +228,7 @@ func (c *conn) permit(id uint64, act auth.Action, room string) bool {
 // connected handles every command after connect.
 func (c *conn) connected(ctx actor.Context) {
 	f := ctx.Message().(*inbound).frame
+	f.Trace = c.beginCommand(f, roomOf(f))
 	switch cmd := f.GetCommand().(type) {
 	case *hubbubv1.ClientFrame_Join:
 		c.onJoin(ctx, f, cmd.Join)
@@ -281,6 +287,7 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 			c.forward(f.GetId(), rr.GetFrame())
 		default:
 			jr.joined = true // the join reply itself reaches the client through the relay
+			c.endCommand(f.GetId(), nil)
 		}
 	})
 }
@@ -300,6 +307,7 @@ func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1
 		if err == nil && rr.GetFrame().GetError() != nil {
 			c.forward(f.GetId(), rr.GetFrame())
 		}
+		c.endCommand(f.GetId(), nil) // the leave reply itself went through the relay
 	})
 }
 
@@ -423,10 +431,30 @@ func (c *conn) replyErr(id uint64, code hubbubv1.ErrorCode, temporary bool, form
 }
 
 func (c *conn) send(f *hubbubv1.ServerFrame) {
+	c.endCommand(f.GetId(), f)
 	b, err := wire.Marshal(f, c.sink.Encoding())
 	if err != nil {
 		c.node.log.Error("conn: encode reply", "err", err)
 		return
 	}
 	_ = c.sink.Send(b)
+}
+
+// roomOf returns the room a command is about, or "".
+func roomOf(f *hubbubv1.ClientFrame) string {
+	switch cmd := f.GetCommand().(type) {
+	case *hubbubv1.ClientFrame_Join:
+		return cmd.Join.GetRoom()
+	case *hubbubv1.ClientFrame_Leave:
+		return cmd.Leave.GetRoom()
+	case *hubbubv1.ClientFrame_Publish:
+		return cmd.Publish.GetRoom()
+	case *hubbubv1.ClientFrame_History:
+		return cmd.History.GetRoom()
+	case *hubbubv1.ClientFrame_Presence:
+		return cmd.Presence.GetRoom()
+	case *hubbubv1.ClientFrame_Typing:
+		return cmd.Typing.GetRoom()
+	}
+	return ""
 }

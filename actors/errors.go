@@ -7,8 +7,14 @@ import (
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 )
 
-// ErrNodeStopped is returned by Node methods after Shutdown.
-var ErrNodeStopped = errors.New("actors: node stopped")
+var (
+	// ErrNodeStopped is returned by Node methods after Shutdown.
+	ErrNodeStopped = errors.New("actors: node stopped")
+	// ErrSlowConsumer is what a Sink's Send returns (or wraps) when the
+	// connection's outbound queue overflowed.
+	ErrSlowConsumer = errors.New("slow consumer")
+	errNoFrame      = errors.New("no frame in the member's encoding")
+)
 
 // errFrame builds an error ServerFrame for request id.
 func errFrame(id uint64, code hubbubv1.ErrorCode, temporary bool, format string, args ...any) *hubbubv1.ServerFrame {

@@ -29,6 +29,7 @@ type Node struct {
 	placement Placement
 	users     *actor.PID
 	auth      *auth.Authenticator
+	tracing   *telemetry.Tracing
 	nodeID    string
 	nextConn  atomic.Uint64
 	stopped   atomic.Bool
@@ -42,6 +43,8 @@ type Options struct {
 	Counters *telemetry.Counters
 	// Auth verifies connection tokens; nil means development mode (everyone anonymous).
 	Auth *auth.Authenticator
+	// Tracing traces commands, rooms and fan-out; nil means off.
+	Tracing *telemetry.Tracing
 }
 
 // NewNode starts a single-node actor system with local room placement.
@@ -60,17 +63,20 @@ func NewNode(cfg Config, opts Options) *Node {
 	if opts.Auth == nil {
 		opts.Auth, _ = auth.New(auth.Config{}) // development mode cannot fail
 	}
-	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth}
+	if opts.Tracing == nil {
+		opts.Tracing = &telemetry.Tracing{}
+	}
+	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing}
 	// WithGuardian sets the strategy on the context it is called on, so each
 	// kind of actor gets a root context of its own.
 	n.conns = actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("connection", actor.StopDirective)))
 	rooms := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.ResumeDirective)))
 	var lp *localPlacement
 	lp = newLocalPlacement(system, rooms, func(name string) *actor.Props {
-		return roomProps(name, cfg.Room, cfg.FaultText, log, n.counters, func(pid *actor.PID) { lp.stopped(name, pid) })
+		return roomProps(name, cfg.Room, cfg.FaultText, log, n.counters, n.tracing, func(pid *actor.PID) { lp.stopped(name, pid) })
 	})
 	n.placement = lp
-	n.relay, _ = system.Root.SpawnNamed(relayProps(log, n.counters), relayID)
+	n.relay, _ = system.Root.SpawnNamed(relayProps(log, n.counters, n.tracing), relayID)
 	n.users, _ = system.Root.SpawnNamed(usersProps(), "hubbub/users")
 	return n
 }
@@ -117,7 +123,7 @@ func (n *Node) OpenConn(sink Sink, info ConnInfo) (*ConnHandle, error) {
 	limiter := newConnLimiter(n.cfg.Conn, sink, n.counters)
 	props := actor.PropsFromProducer(func() actor.Actor {
 		return &conn{node: n, cfg: n.cfg.Conn, sink: sink, info: info, clientID: clientID, done: done}
-	}, actor.WithReceiverMiddleware(limiter.middleware))
+	}, actor.WithReceiverMiddleware(limiter.middleware), actor.WithMailbox(actor.Unbounded(&n.counters.Mailboxes.Conn)))
 	pid := n.conns.SpawnPrefix(props, "conn")
 	n.system.Root.Send(n.relay, registerConn{id: pid.Id, sink: sink})
 	return &ConnHandle{pid: pid, root: n.system.Root, done: done}, nil

@@ -1,7 +1,12 @@
 package actors
 
 import (
+	"context"
+	"errors"
 	"log/slog"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -20,11 +25,14 @@ const relayID = "hubbub/relay"
 type relay struct {
 	log      *slog.Logger
 	counters *telemetry.Counters
+	tracing  *telemetry.Tracing
+	address  string
 	conns    map[string]*localConn            // by connection actor id
 	rooms    map[string]map[string]*localConn // room -> actor id -> conn
 }
 
 type localConn struct {
+	id    string
 	sink  Sink
 	rooms map[string]struct{}
 }
@@ -37,22 +45,28 @@ type registerConn struct {
 
 type unregisterConn struct{ id string }
 
-func relayProps(log *slog.Logger, c *telemetry.Counters) *actor.Props {
+func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &relay{log: log, counters: c, conns: map[string]*localConn{}, rooms: map[string]map[string]*localConn{}}
-	})
+		return &relay{log: log, counters: c, tracing: t, conns: map[string]*localConn{}, rooms: map[string]map[string]*localConn{}}
+	}, actor.WithMailbox(actor.Unbounded(&c.Mailboxes.Relay)))
 }
 
 func (r *relay) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		r.address = ctx.Self().Address
 	case *nodev1.RelayDeliver:
-		r.onDeliver(msg)
+		if r.tracing.Enabled && len(msg.GetTrace()) > 0 {
+			r.onDeliverTraced(msg)
+		} else {
+			r.onDeliver(msg)
+		}
 	case *nodev1.RelaySubscribe:
 		r.onSubscribe(msg)
 	case *nodev1.RelayUnsubscribe:
 		r.onUnsubscribe(msg)
 	case registerConn:
-		r.conns[msg.id] = &localConn{sink: msg.sink, rooms: map[string]struct{}{}}
+		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink, rooms: map[string]struct{}{}}
 	case unregisterConn:
 		r.onUnregister(msg.id)
 	case actor.SystemMessage, actor.AutoReceiveMessage:
@@ -61,19 +75,69 @@ func (r *relay) Receive(ctx actor.Context) {
 	}
 }
 
+// onDeliver is the hot path: the same bytes to every local member's queue.
 func (r *relay) onDeliver(msg *nodev1.RelayDeliver) {
 	subs := r.rooms[msg.GetRoom()]
+	delivered := 0
 	for _, c := range subs {
-		frame := msg.GetProtoFrame()
-		if c.sink.Encoding() == wire.JSON {
-			frame = msg.GetJsonFrame()
+		if r.deliver(msg, c) == nil {
+			delivered++
 		}
-		if len(frame) == 0 || c.sink.Send(frame) != nil {
-			r.counters.DeliveryDrops.Add(1)
-			continue
-		}
-		r.counters.Deliveries.Add(1)
 	}
+	r.count(msg, len(subs), delivered)
+}
+
+func (r *relay) deliver(msg *nodev1.RelayDeliver, c *localConn) error {
+	frame := msg.GetProtoFrame()
+	if c.sink.Encoding() == wire.JSON {
+		frame = msg.GetJsonFrame()
+	}
+	if len(frame) == 0 {
+		return errNoFrame
+	}
+	return c.sink.Send(frame)
+}
+
+func (r *relay) count(msg *nodev1.RelayDeliver, recipients, delivered int) {
+	r.counters.Deliveries.Add(int64(delivered))
+	r.counters.CountPushes(msg.GetKind(), delivered)
+	r.counters.DeliveryDrops.Add(int64(recipients - delivered))
+	if msg.GetOffset() > 0 {
+		r.counters.Hist.Load().RecordFanout(recipients, msg.GetAcceptedUnixNano())
+	}
+}
+
+// onDeliverTraced is onDeliver with a fan-out span on the publish's trace:
+// counts as attributes, drops and slow consumers as events, and per-recipient
+// events or spans when configured.
+func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver) {
+	ctx := telemetry.Extract(context.Background(), msg.GetTrace())
+	ctx, span := r.tracing.Tracer.Start(ctx, "hubbub.fanout", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attrRoom.String(msg.GetRoom()), attrOffset.Int64(int64(msg.GetOffset())), attrNode.String(r.address)))
+	defer span.End()
+	subs := r.rooms[msg.GetRoom()]
+	delivered := 0
+	for _, c := range subs {
+		err := r.deliver(msg, c)
+		switch {
+		case errors.Is(err, ErrSlowConsumer):
+			span.AddEvent("hubbub.slow_consumer", trace.WithAttributes(attrClient.String(c.id)))
+		case err != nil:
+			span.AddEvent("hubbub.drop", trace.WithAttributes(attrClient.String(c.id), attribute.String("error.type", err.Error())))
+		default:
+			delivered++
+		}
+		switch {
+		case err != nil:
+		case r.tracing.Deliveries == telemetry.DeliveryEvents:
+			span.AddEvent("hubbub.deliver", trace.WithAttributes(attrClient.String(c.id)))
+		case r.tracing.Deliveries == telemetry.DeliverySpans:
+			_, s := r.tracing.Tracer.Start(ctx, "hubbub.deliver", trace.WithAttributes(attrClient.String(c.id)))
+			s.End()
+		}
+	}
+	span.SetAttributes(attrRecipients.Int(len(subs)), attrDelivered.Int(delivered), attrDropped.Int(len(subs)-delivered))
+	r.count(msg, len(subs), delivered)
 }
 
 func (r *relay) onSubscribe(msg *nodev1.RelaySubscribe) {
@@ -88,7 +152,7 @@ func (r *relay) onSubscribe(msg *nodev1.RelaySubscribe) {
 	}
 	subs[msg.GetActorId()] = c
 	c.rooms[msg.GetRoom()] = struct{}{}
-	r.send(c, &hubbubv1.ServerFrame{Id: msg.GetRequestId(), Body: &hubbubv1.ServerFrame_Join{Join: msg.GetReply()}})
+	r.send(c, &hubbubv1.ServerFrame{Id: msg.GetRequestId(), Body: &hubbubv1.ServerFrame_Join{Join: msg.GetReply()}, TraceId: traceID(msg.GetTrace())})
 }
 
 func (r *relay) onUnsubscribe(msg *nodev1.RelayUnsubscribe) {

@@ -1,12 +1,14 @@
 package actors
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
@@ -23,6 +25,7 @@ type room struct {
 	fault    string
 	log      *slog.Logger
 	counters *telemetry.Counters
+	tracing  *telemetry.Tracing
 	onStop   func(*actor.PID)
 
 	epoch   string
@@ -46,10 +49,10 @@ type room struct {
 type idleCheck struct{}
 
 // roomProps returns the props of the room actor for one room name.
-func roomProps(name string, cfg RoomConfig, fault string, log *slog.Logger, c *telemetry.Counters, onStop func(*actor.PID)) *actor.Props {
+func roomProps(name string, cfg RoomConfig, fault string, log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing, onStop func(*actor.PID)) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &room{name: name, cfg: cfg, fault: fault, log: log, counters: c, onStop: onStop}
-	})
+		return &room{name: name, cfg: cfg, fault: fault, log: log, counters: c, tracing: t, onStop: onStop}
+	}, actor.WithMailbox(actor.Unbounded(&c.Mailboxes.Room)))
 }
 
 func memberKey(m *nodev1.Member) string { return m.GetAddress() + "/" + m.GetActorId() }
@@ -162,8 +165,14 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 	if since := msg.GetSince(); since != nil {
 		reply.Recovered, reply.Messages = r.recover(since)
 	}
+	trace := msg.GetTrace()
+	if span := r.startSpan(trace, "hubbub.room join"); span != nil {
+		span.SetAttributes(attrMembers.Int(len(r.members)), attrRecovered.Bool(reply.GetRecovered()))
+		trace = injectSpan(span)
+		span.End()
+	}
 	ctx.Send(r.relay(m.GetAddress()), &nodev1.RelaySubscribe{
-		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: reply, Trace: msg.GetTrace(),
+		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: reply, Trace: trace,
 	})
 	r.reply(ctx, msg.GetRequestId(), nil)
 	r.broadcast(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_PresenceEvent{PresenceEvent: &hubbubv1.PresenceEvent{
@@ -185,6 +194,7 @@ func (r *room) recover(since *hubbubv1.StreamPosition) (bool, []*hubbubv1.Messag
 
 func (r *room) addMember(key string, m *nodev1.Member) {
 	r.members[key] = m
+	defer func() { r.counters.Hist.Load().RecordMembers(len(r.members)) }()
 	r.nodes[m.GetAddress()]++
 	if m.GetEncoding() == nodev1.Encoding_ENCODING_JSON {
 		r.json++
@@ -195,6 +205,7 @@ func (r *room) addMember(key string, m *nodev1.Member) {
 
 func (r *room) removeMember(key string, m *nodev1.Member) {
 	delete(r.members, key)
+	defer func() { r.counters.Hist.Load().RecordMembers(len(r.members)) }()
 	if r.nodes[m.GetAddress()]--; r.nodes[m.GetAddress()] <= 0 {
 		delete(r.nodes, m.GetAddress())
 	}
@@ -263,7 +274,15 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 	}
 	r.history.append(m)
 	r.counters.Publishes.Add(1)
-	r.broadcast(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: m}}, r.offset)
+	span := r.startSpan(msg.GetTrace(), "hubbub.room publish")
+	var trace map[string]string
+	if span != nil {
+		span.SetAttributes(attrOffset.Int64(int64(r.offset)), attrEpoch.String(r.epoch),
+			attrMembers.Int(len(r.members)), attrNodes.Int(len(r.nodes)))
+		trace = injectSpan(span)
+		defer span.End()
+	}
+	r.broadcastTraced(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: m}}, r.offset, trace)
 	r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
 		Room: r.name, Offset: r.offset, Epoch: r.epoch,
 	}}})
@@ -271,10 +290,14 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 
 // broadcast encodes a push once per encoding in use and sends it to the relay of every node with members.
 func (r *room) broadcast(ctx actor.Context, f *hubbubv1.ServerFrame, offset uint64) {
+	r.broadcastTraced(ctx, f, offset, nil)
+}
+
+func (r *room) broadcastTraced(ctx actor.Context, f *hubbubv1.ServerFrame, offset uint64, trace map[string]string) {
 	if len(r.nodes) == 0 {
 		return
 	}
-	d := &nodev1.RelayDeliver{Room: r.name, Offset: offset}
+	d := &nodev1.RelayDeliver{Room: r.name, Offset: offset, Trace: trace, AcceptedUnixNano: time.Now().UnixNano(), Kind: pushKind(f)}
 	var err error
 	if r.binary > 0 {
 		if d.ProtoFrame, err = proto.Marshal(f); err != nil {
@@ -328,4 +351,32 @@ func (r *room) onIdle(ctx actor.Context) {
 		return
 	}
 	r.scheduleIdle(ctx, max(r.cfg.IdleTimeout-quiet, r.cfg.IdleTimeout/4))
+}
+
+// startSpan starts a room span continuing the trace map, or returns nil when
+// tracing is off or the request carries no trace.
+func (r *room) startSpan(carrier map[string]string, name string) trace.Span {
+	if !r.tracing.Enabled || len(carrier) == 0 {
+		return nil
+	}
+	ctx := telemetry.Extract(context.Background(), carrier)
+	_, span := r.tracing.Tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrRoom.String(r.name)))
+	return span
+}
+
+// injectSpan returns the trace map of a span.
+func injectSpan(span trace.Span) map[string]string {
+	return telemetry.Inject(trace.ContextWithSpan(context.Background(), span))
+}
+
+func pushKind(f *hubbubv1.ServerFrame) string {
+	switch f.GetBody().(type) {
+	case *hubbubv1.ServerFrame_Message:
+		return "message"
+	case *hubbubv1.ServerFrame_PresenceEvent:
+		return "presence"
+	case *hubbubv1.ServerFrame_TypingEvent:
+		return "typing"
+	}
+	return ""
 }

@@ -23,6 +23,13 @@ if ! command -v chromium >/dev/null; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 (cd web/test && npm ci --no-audit --no-fund --silent)
+# Jaeger (a real trace backend) from the tools/jaeger module, built once per machine.
+JAEGER_VERSION=$(awk '$1 == "github.com/jaegertracing/jaeger" {print $2}' tools/jaeger/go.mod)
+export JAEGER_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/hubbub-tools/jaeger-$JAEGER_VERSION"
+if [ ! -x "$JAEGER_BIN" ]; then
+	echo "building Jaeger $JAEGER_VERSION (a few minutes, once)"
+	go build -C tools/jaeger -o "$JAEGER_BIN" github.com/jaegertracing/jaeger/cmd/jaeger
+fi
 
 step "gofmt"
 unformatted=$(gofmt -l .)

@@ -29,6 +29,16 @@ type Counters struct {
 	Unauthorized      atomic.Int64
 	PermissionDenied  atomic.Int64
 
+	// Commands counts client commands by type; Pushes counts pushes handed to
+	// connections by type. Index with CommandIndex and PushIndex.
+	Commands [len(CommandNames)]atomic.Int64
+	Pushes   [len(PushNames)]atomic.Int64
+
+	// Hist holds the histograms once metrics are set up; nil records nothing.
+	Hist atomic.Pointer[Histograms]
+	// Mailboxes tracks the mailbox depth of each kind of actor.
+	Mailboxes MailboxDepths
+
 	mu         sync.Mutex
 	closeCodes map[int]int64
 	errorCodes map[string]int64
@@ -76,4 +86,31 @@ func (c *Counters) Errors() map[string]int64 {
 		out[k] = v
 	}
 	return out
+}
+
+// CommandNames are the client commands counted in Counters.Commands.
+var CommandNames = [...]string{"connect", "join", "leave", "publish", "history", "presence", "typing", "ping", "refresh", "unknown"}
+
+// PushNames are the push types counted in Counters.Pushes.
+var PushNames = [...]string{"message", "presence", "typing"}
+
+// CountCommand counts one command by name.
+func (c *Counters) CountCommand(name string) {
+	for i, n := range CommandNames {
+		if n == name {
+			c.Commands[i].Add(1)
+			return
+		}
+	}
+	c.Commands[len(CommandNames)-1].Add(1)
+}
+
+// CountPushes counts n pushes of a type.
+func (c *Counters) CountPushes(kind string, n int) {
+	for i, k := range PushNames {
+		if k == kind {
+			c.Pushes[i].Add(int64(n))
+			return
+		}
+	}
 }

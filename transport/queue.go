@@ -3,13 +3,15 @@ package transport
 import (
 	"errors"
 	"sync"
+
+	"github.com/hubbub-chat/hubbub/actors"
 )
 
 var (
 	// ErrClosed is returned by Send after the connection started closing.
 	ErrClosed = errors.New("transport: connection closed")
 	// ErrSlowConsumer is returned by Send when the outbound queue overflowed.
-	ErrSlowConsumer = errors.New("transport: slow consumer")
+	ErrSlowConsumer = actors.ErrSlowConsumer
 )
 
 // outQueue is a connection's byte-bounded outbound queue of encoded frames.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/auth"
+	"github.com/hubbub-chat/hubbub/telemetry"
 	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/web"
 )
@@ -29,6 +30,9 @@ type serveConfig struct {
 	node            actors.Config
 	transport       transport.Config
 	auth            auth.Config
+	tracing         telemetry.TracingConfig
+	traceDeliveries string
+	metrics         bool
 	hmacSecretFile  string
 	anonymousRooms  string
 	allowedOrigins  string
@@ -58,6 +62,14 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.IntVar(&c.node.Conn.MaxRooms, "max-rooms-per-conn", 100, "rooms one connection may join")
 	f.DurationVar(&c.node.Conn.RequestTimeout, "request-timeout", 5*time.Second, "bound on waiting for a room's answer")
 	f.StringVar(&c.node.FaultText, "fault-text", "", "testing only: a publish with this text panics its room")
+	f.StringVar(&c.tracing.Exporter, "otel-traces-exporter", "", "traces exporter: otlp, console or none (default $OTEL_TRACES_EXPORTER, else none)")
+	f.StringVar(&c.tracing.Endpoint, "otel-endpoint", "", "OTLP endpoint URL, e.g. http://127.0.0.1:4317 (default $OTEL_EXPORTER_OTLP_ENDPOINT)")
+	f.StringVar(&c.tracing.Protocol, "otel-protocol", "", "OTLP protocol: grpc or http/protobuf (default $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
+	f.StringVar(&c.tracing.Sampler, "otel-sampler", "", "trace sampler as in OTEL_TRACES_SAMPLER (default parentbased_always_on)")
+	f.StringVar(&c.tracing.SamplerArg, "otel-sampler-arg", "", "sampler argument as in OTEL_TRACES_SAMPLER_ARG")
+	f.StringVar(&c.tracing.ServiceName, "otel-service-name", "", "service.name of traces (default $OTEL_SERVICE_NAME, else hubbub)")
+	f.StringVar(&c.traceDeliveries, "trace-deliveries", "counts", "how recipients appear on traces: counts, events (one span event each) or spans (one span each)")
+	f.BoolVar(&c.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 	f.StringVar(&c.auth.Algorithm, "jwt-alg", "", "the one JWT algorithm accepted (HS256, RS256, ES256, ...); setting a key switches on production mode")
 	f.StringVar(&c.hmacSecretFile, "jwt-hmac-secret-file", "", "file holding the HMAC secret for HS* tokens")
 	f.StringVar(&c.auth.PublicKeyFile, "jwt-public-key-file", "", "PEM RSA or ECDSA public key for RS*, PS* and ES* tokens")
@@ -92,6 +104,11 @@ func parseServe(args []string) (*serveConfig, error) {
 		c.auth.AnonymousRooms = splitList(c.anonymousRooms)
 	}
 	c.transport.AllowedOrigins = splitList(c.allowedOrigins)
+	d, err := telemetry.ParseDeliveryDetail(c.traceDeliveries)
+	if err != nil {
+		return nil, fmt.Errorf("--trace-deliveries: %w", err)
+	}
+	c.tracing.Deliveries = d
 	c.node.ServerVersion = version
 	c.node.PingInterval = c.transport.PingInterval
 	c.node.MaxFrameBytes = c.transport.MaxFrameBytes
@@ -148,9 +165,37 @@ func serve(args []string) int {
 		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
 		return 2
 	}
-	node := actors.NewNode(cfg.node, actors.Options{Logger: log, Auth: authn})
+	tracing, err := telemetry.NewTracing(context.Background(), cfg.tracing)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
+		return 2
+	}
+	tracing.SetGlobal()
+	counters := &telemetry.Counters{}
+	node := actors.NewNode(cfg.node, actors.Options{Logger: log, Auth: authn, Tracing: tracing, Counters: counters})
 	srv := transport.NewServer(node, cfg.transport, log)
 	srv.Handle("/", web.Handler())
+	var metrics *telemetry.Metrics
+	if cfg.metrics {
+		if metrics, err = telemetry.NewMetrics(counters); err == nil {
+			err = srv.RegisterMetrics(metrics.Meter())
+		}
+		if err != nil {
+			log.Error("metrics", "err", err)
+			return 1
+		}
+		srv.Handle("/metrics", metrics.Handler())
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(ctx); err != nil {
+			log.Warn("flushing traces", "err", err)
+		}
+		if metrics != nil {
+			_ = metrics.Shutdown(ctx)
+		}
+	}()
 	l, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		log.Error("listen", "addr", cfg.listen, "err", err)
@@ -161,7 +206,7 @@ func serve(args []string) int {
 	if cfg.tlsCert != "" {
 		scheme = "wss"
 	}
-	log.Info("hubbub listening", "version", version, "url", fmt.Sprintf("%s://%s/ws", scheme, l.Addr()), "auth", authn.Enabled())
+	log.Info("hubbub listening", "version", version, "url", fmt.Sprintf("%s://%s/ws", scheme, l.Addr()), "auth", authn.Enabled(), "tracing", tracing.Enabled)
 	if authn.AnonymousOpen() && !isLoopback(l.Addr()) {
 		log.Warn("anonymous access is open on a non-loopback address; configure a JWT key (--jwt-alg with --jwt-hmac-secret-file, --jwt-public-key-file or --jwks-file) for production",
 			"addr", l.Addr().String(), "anonymous_rooms", cfg.auth.AnonymousRooms)

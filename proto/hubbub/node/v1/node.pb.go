@@ -822,7 +822,11 @@ type RelayDeliver struct {
 	// The ServerFrame in the JSON encoding (empty when no member needs it).
 	JsonFrame []byte `protobuf:"bytes,3,opt,name=json_frame,json=jsonFrame,proto3" json:"json_frame,omitempty"`
 	// Offset of the message, 0 for pushes that are not messages.
-	Offset        uint64            `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	Offset uint64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// When the room accepted the message (Unix nanoseconds), for latency metrics.
+	AcceptedUnixNano int64 `protobuf:"varint,5,opt,name=accepted_unix_nano,json=acceptedUnixNano,proto3" json:"accepted_unix_nano,omitempty"`
+	// The push's type (message, presence, typing), for metrics.
+	Kind          string            `protobuf:"bytes,6,opt,name=kind,proto3" json:"kind,omitempty"`
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -884,6 +888,20 @@ func (x *RelayDeliver) GetOffset() uint64 {
 		return x.Offset
 	}
 	return 0
+}
+
+func (x *RelayDeliver) GetAcceptedUnixNano() int64 {
+	if x != nil {
+		return x.AcceptedUnixNano
+	}
+	return 0
+}
+
+func (x *RelayDeliver) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
 }
 
 func (x *RelayDeliver) GetTrace() map[string]string {
@@ -1001,14 +1019,16 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf3\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb5\x02\n" +
 	"\fRelayDeliver\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1f\n" +
 	"\vproto_frame\x18\x02 \x01(\fR\n" +
 	"protoFrame\x12\x1d\n" +
 	"\n" +
 	"json_frame\x18\x03 \x01(\fR\tjsonFrame\x12\x16\n" +
-	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12=\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12,\n" +
+	"\x12accepted_unix_nano\x18\x05 \x01(\x03R\x10acceptedUnixNano\x12\x12\n" +
+	"\x04kind\x18\x06 \x01(\tR\x04kind\x12=\n" +
 	"\x05trace\x18\x0f \x03(\v2'.hubbub.node.v1.RelayDeliver.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +

@@ -1,0 +1,266 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// scrape reads /metrics and returns each sample's value by its series text.
+func scrape(t *testing.T, base string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || line == "" {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// sum adds the samples of a metric whose labels contain every given label.
+func sum(samples map[string]float64, name string, labels ...string) float64 {
+	total := 0.0
+	for series, v := range samples {
+		if series != name && !strings.HasPrefix(series, name+"{") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(series, l)
+		}
+		if ok {
+			total += v
+		}
+	}
+	return total
+}
+
+func httpBase(wsURL string) string {
+	return strings.TrimSuffix(strings.Replace(wsURL, "ws://", "http://", 1), "/ws")
+}
+
+// /metrics moves with real traffic.
+func TestMetricsFollowTraffic(t *testing.T) {
+	p := startProcess(t)
+	base := httpBase(p.URL)
+	before := scrape(t, base)
+	subs := []*client{connect(t, p.URL, wire.Proto, "m1"), connect(t, p.URL, wire.JSON, "m2"), connect(t, p.URL, wire.Proto, "m3")}
+	for _, c := range subs {
+		c.join("metered", nil)
+	}
+	pub := connect(t, p.URL, wire.Proto, "pub")
+	for i := 0; i < 10; i++ {
+		pub.publish("metered", fmt.Sprint(i))
+	}
+	for _, c := range subs {
+		for i := 0; i < 10; i++ {
+			c.nextMessage()
+		}
+	}
+	pub.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "bad room"}}})
+	bad := dial(t, p.URL, wire.Proto)
+	bad.writeRaw(2, []byte{0xff, 0xff})
+	for bad.read(waitFor) != nil {
+	}
+	var after map[string]float64
+	eventually(t, "the malformed frame's close to be counted", func() bool {
+		after = scrape(t, base)
+		return sum(after, "hubbub_connections_closed_total", `websocket_close_code="1007"`) == 1
+	})
+	delta := func(name string, labels ...string) float64 {
+		return sum(after, name, labels...) - sum(before, name, labels...)
+	}
+	checks := []struct {
+		name   string
+		labels []string
+		min    float64
+	}{
+		{"hubbub_publishes_total", nil, 10},
+		{"hubbub_deliveries_total", nil, 30},
+		{"hubbub_pushes_total", []string{`hubbub_push="message"`}, 30},
+		{"hubbub_pushes_total", []string{`hubbub_push="presence"`}, 1},
+		{"hubbub_commands_total", []string{`hubbub_command="publish"`}, 10},
+		{"hubbub_commands_total", []string{`hubbub_command="join"`}, 4},
+		{"hubbub_connections_opened_total", nil, 5},
+		{"hubbub_frames_total", []string{`network_io_direction="receive"`}, 15},
+		{"hubbub_frames_total", []string{`network_io_direction="transmit"`}, 30},
+		{"hubbub_io_bytes_total", []string{`network_io_direction="transmit"`}, 1000},
+		{"hubbub_errors_total", []string{`error_type="ERROR_CODE_INVALID_ROOM"`}, 1},
+		{"hubbub_frames_malformed_total", nil, 1},
+		{"hubbub_delivery_latency_seconds_count", nil, 10},
+		{"hubbub_fanout_size_sum", nil, 30},
+		{"hubbub_room_members_count", nil, 3},
+	}
+	for _, c := range checks {
+		if d := delta(c.name, c.labels...); d < c.min {
+			t.Errorf("%s%v moved by %v, want >= %v", c.name, c.labels, d, c.min)
+		}
+	}
+	if got := sum(after, "hubbub_connections_active"); got < 4 {
+		t.Errorf("active connections %v", got)
+	}
+	if got := sum(after, "hubbub_rooms_active"); got < 1 {
+		t.Errorf("active rooms %v", got)
+	}
+	if _, ok := after[`hubbub_actor_mailbox_depth{hubbub_actor_kind="room",otel_scope_name="github.com/hubbub-chat/hubbub",otel_scope_schema_url="",otel_scope_version=""}`]; !ok {
+		t.Errorf("no room mailbox depth")
+	}
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	p := startProcess(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(httpBase(p.URL) + path)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %v %v", path, resp, err)
+		}
+		resp.Body.Close()
+	}
+}
+
+// jaegerConfig is a Jaeger v2 all-in-one with memory storage on the given ports.
+const jaegerConfig = `service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_query:
+    storage:
+      traces: mem
+    http:
+      endpoint: %s
+    grpc:
+      endpoint: %s
+  jaeger_storage:
+    backends:
+      mem:
+        memory:
+          max_traces: 10000
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: %s
+processors:
+  batch:
+    timeout: 100ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: mem
+`
+
+type jaegerTrace struct {
+	Data []struct {
+		TraceID string `json:"traceID"`
+		Spans   []struct {
+			SpanID        string `json:"spanID"`
+			OperationName string `json:"operationName"`
+			References    []struct {
+				RefType string `json:"refType"`
+				SpanID  string `json:"spanID"`
+			} `json:"references"`
+			Tags []struct {
+				Key   string `json:"key"`
+				Value any    `json:"value"`
+			} `json:"tags"`
+		} `json:"spans"`
+	} `json:"data"`
+}
+
+// A publish's trace, sent by Hubbub over OTLP to a real Jaeger, comes back
+// from Jaeger's query API with its spans linked. Needs JAEGER_BIN (the
+// test script builds it from the tools/jaeger module).
+func TestTraceInJaeger(t *testing.T) {
+	bin := os.Getenv("JAEGER_BIN")
+	if bin == "" {
+		t.Skip("JAEGER_BIN is not set; ./scripts/test.sh builds Jaeger and sets it")
+	}
+	query, grpcQuery, otlp := freePort(t), freePort(t), freePort(t)
+	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(jaegerConfig, query, grpcQuery, otlp)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	jaeger := exec.Command(bin, "--config", "file:"+cfg)
+	if err := jaeger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = jaeger.Process.Kill(); _ = jaeger.Wait() }()
+	eventually(t, "jaeger to answer", func() bool {
+		resp, err := http.Get("http://" + query + "/api/services")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
+
+	p := startProcess(t, "--otel-traces-exporter", "otlp", "--otel-endpoint", "http://"+otlp, "--otel-service-name", "hubbub-it")
+	sub := connect(t, p.URL, wire.JSON, "sub")
+	sub.join("jaeger", nil)
+	pub := connect(t, p.URL, wire.Proto, "pub")
+	traceHex := "4bf92f3577b34da6a3ce929d0e0e4736"
+	f := publishFrame("jaeger", "find me", "")
+	f.Trace = map[string]string{"traceparent": "00-" + traceHex + "-00f067aa0ba902b7-01"}
+	if r := pub.request(f); r.GetTraceId() != traceHex {
+		t.Fatalf("reply %v", r)
+	}
+	sub.nextMessage()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM) // flushes the batch of spans
+	var tr jaegerTrace
+	eventually(t, "the trace in jaeger", func() bool {
+		resp, err := http.Get("http://" + query + "/api/traces/" + traceHex)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		tr = jaegerTrace{}
+		return json.NewDecoder(resp.Body).Decode(&tr) == nil && len(tr.Data) == 1 && len(tr.Data[0].Spans) >= 3
+	})
+	byName := map[string]string{}
+	parent := map[string]string{}
+	for _, s := range tr.Data[0].Spans {
+		byName[s.OperationName] = s.SpanID
+		for _, r := range s.References {
+			if r.RefType == "CHILD_OF" {
+				parent[s.OperationName] = r.SpanID
+			}
+		}
+	}
+	if parent["hubbub publish"] != "00f067aa0ba902b7" || parent["hubbub.room publish"] != byName["hubbub publish"] ||
+		parent["hubbub.fanout"] != byName["hubbub.room publish"] {
+		t.Fatalf("spans %v, parents %v", byName, parent)
+	}
+}
