@@ -27,6 +27,8 @@ func run(args []string) int {
 		return serve(args[1:])
 	case "chat":
 		return chat(args[1:])
+	case "bench":
+		return bench(args[1:])
 	case "version", "--version", "-version":
 		fmt.Println("hubbub", version)
 		return 0
@@ -46,6 +48,7 @@ commands:
   serve     run a Hubbub server (hubbub serve -h lists its flags)
   chat      chat in a room from the terminal: stdin lines are published,
             messages are printed (hubbub chat -h lists its flags)
+  bench     load-test a server on this machine (hubbub bench -h)
   version   print the version
 `)
 }
