@@ -29,27 +29,29 @@ type wsConn struct {
 	counters *telemetry.Counters
 
 	q          outQueue
-	wake       chan struct{} // cap 1: frames are queued
-	pongs      chan []byte   // cap 1: a ping to answer
+	pumping    atomic.Bool            // a pump goroutine is running
+	pumps      sync.WaitGroup         // joins pump goroutines
+	pumpExit   chan struct{}          // cap 1: a pump goroutine ended
+	closed     atomic.Bool            // the close was written (or abandoned)
+	pingDue    atomic.Bool            // the shared pinger asked for a ping
+	pong       atomic.Pointer[[]byte] // a peer's ping to answer
 	closeReq   atomic.Pointer[closeRequest]
 	closeCh    chan struct{} // closed once closeReq is set
 	readerDone chan struct{} // closed when the read loop returns
-	pumpDone   chan struct{} // closed when the write pump returns
 	peerCode   atomic.Int32  // close code the peer sent, if any
-	closeOnce  sync.Once
 }
 
 type closeRequest struct {
 	code   int
 	reason string
 	drain  bool // write what is queued first
+	echo   bool // answering the peer's close: no Disconnect push
 }
 
 func newWSConn(ws *websocket.Conn, enc wire.Encoding, cfg *Config, log *slog.Logger, c *telemetry.Counters) *wsConn {
 	w := &wsConn{
 		ws: ws, nc: ws.NetConn(), enc: enc, opcode: opBinary, cfg: cfg, log: log, counters: c,
-		wake: make(chan struct{}, 1), pongs: make(chan []byte, 1),
-		closeCh: make(chan struct{}), readerDone: make(chan struct{}), pumpDone: make(chan struct{}),
+		closeCh: make(chan struct{}), readerDone: make(chan struct{}), pumpExit: make(chan struct{}, 1),
 	}
 	if enc == wire.JSON {
 		w.opcode = opText
@@ -72,10 +74,7 @@ func (c *wsConn) Send(frame []byte) error {
 		return err
 	}
 	if wake {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.kick()
 	}
 	return err
 }
@@ -85,8 +84,28 @@ func (c *wsConn) Send(frame []byte) error {
 func (c *wsConn) Close(code int, reason string) { c.requestClose(code, reason, true) }
 
 func (c *wsConn) requestClose(code int, reason string, drain bool) {
-	if c.closeReq.CompareAndSwap(nil, &closeRequest{code: code, reason: reason, drain: drain}) {
+	c.setClose(&closeRequest{code: code, reason: reason, drain: drain})
+}
+
+func (c *wsConn) setClose(req *closeRequest) {
+	if c.closeReq.CompareAndSwap(nil, req) {
 		close(c.closeCh)
+		c.kick()
+	}
+}
+
+// ping asks for a ping to be written (from the server's shared pinger).
+func (c *wsConn) ping() {
+	c.pingDue.Store(true)
+	c.kick()
+}
+
+// kick makes sure a pump goroutine runs. An idle connection has none: only
+// its reader goroutine.
+func (c *wsConn) kick() {
+	if c.pumping.CompareAndSwap(false, true) {
+		c.pumps.Add(1)
+		go c.pump() // owner: the connection's handler, which waits on c.pumps
 	}
 }
 
@@ -102,10 +121,9 @@ func (c *wsConn) readLoop(h *actors.ConnHandle) {
 	c.ws.SetPongHandler(func(string) error { extend(); return nil })
 	c.ws.SetPingHandler(func(p string) error {
 		extend()
-		select {
-		case c.pongs <- []byte(p):
-		default:
-		}
+		b := []byte(p)
+		c.pong.Store(&b)
+		c.kick()
 		return nil
 	})
 	c.ws.SetCloseHandler(func(code int, _ string) error {
@@ -117,6 +135,10 @@ func (c *wsConn) readLoop(h *actors.ConnHandle) {
 	for {
 		mt, r, err := c.ws.NextReader()
 		if err != nil {
+			if code := int(c.peerCode.Load()); code != 0 {
+				// Echo the peer's close (RFC 6455 section 5.5.1).
+				c.setClose(&closeRequest{code: code, echo: true})
+			}
 			return
 		}
 		extend()
@@ -160,41 +182,52 @@ func (c *wsConn) readFrame(h *actors.ConnHandle, mt int, r io.Reader) {
 	h.Receive(f, int(n))
 }
 
-// writePump is the only writer of the socket. It ends after a close or a write error.
-func (c *wsConn) writePump() {
-	defer close(c.pumpDone)
-	ticker := time.NewTicker(c.cfg.PingInterval)
-	defer ticker.Stop()
-	for {
+// pump is the only writer of the socket while it runs. It writes what is
+// due (pong, ping, queued frames, close) and exits when nothing is; kick
+// starts the next one.
+func (c *wsConn) pump() {
+	defer func() {
 		select {
-		case <-c.wake:
-			if c.flush() != nil {
-				c.abort()
-				return
-			}
-		case <-ticker.C:
-			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteTimeout)) != nil {
-				c.abort()
-				return
-			}
-		case p := <-c.pongs:
-			if c.ws.WriteControl(websocket.PongMessage, p, time.Now().Add(c.cfg.WriteTimeout)) != nil {
-				c.abort()
-				return
-			}
-		case <-c.closeCh:
+		case c.pumpExit <- struct{}{}:
+		default:
+		}
+	}()
+	defer c.pumps.Done()
+	for {
+		if c.closeReq.Load() != nil {
 			c.finishClose()
-			return
-		case <-c.readerDone:
-			c.q.close(true)
-			if code := int(c.peerCode.Load()); code != 0 && c.closeReq.Load() == nil {
-				// Echo the peer's close (RFC 6455 section 5.5.1).
-				c.requestClose(code, "", false)
-				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(c.cfg.WriteTimeout))
-			}
+			c.closed.Store(true)
+			return // pumping stays true: no pump after the close
+		}
+		if c.writeDue() != nil {
+			c.abort()
+			c.closed.Store(true)
+			return // the connection is broken; pumping stays true
+		}
+		c.pumping.Store(false)
+		if !c.hasWork() || !c.pumping.CompareAndSwap(false, true) {
 			return
 		}
 	}
+}
+
+// writeDue writes a pending pong, a due ping and the queue.
+func (c *wsConn) writeDue() error {
+	if p := c.pong.Swap(nil); p != nil {
+		if err := c.ws.WriteControl(websocket.PongMessage, *p, time.Now().Add(c.cfg.WriteTimeout)); err != nil {
+			return err
+		}
+	}
+	if c.pingDue.Swap(false) {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteTimeout)); err != nil {
+			return err
+		}
+	}
+	return c.flush()
+}
+
+func (c *wsConn) hasWork() bool {
+	return c.closeReq.Load() != nil || c.pingDue.Load() || c.pong.Load() != nil || c.q.queued() > 0
 }
 
 // flush writes everything queued.
@@ -220,6 +253,10 @@ func (c *wsConn) finishClose() {
 		c.abort()
 		return
 	}
+	if req.echo {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(req.code, ""), time.Now().Add(c.cfg.WriteTimeout))
+		return
+	}
 	disc := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Disconnect{Disconnect: &hubbubv1.Disconnect{
 		Code: uint32(req.code), Reason: req.reason, Reconnect: wire.Reconnect(req.code),
 	}}}
@@ -240,7 +277,10 @@ func (c *wsConn) finishClose() {
 		return
 	}
 	_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.CloseTimeout))
-	<-c.readerDone
+	select {
+	case <-c.readerDone:
+	case <-time.After(c.cfg.CloseTimeout + time.Second):
+	}
 }
 
 // abort drops the TCP connection, which ends the read loop.
@@ -251,6 +291,9 @@ func (c *wsConn) abort() {
 
 // closeCode is the code this connection ended with, for counting.
 func (c *wsConn) closeCode() int {
+	if req := c.closeReq.Load(); req != nil && !req.echo {
+		return req.code
+	}
 	if req := c.closeReq.Load(); req != nil {
 		return req.code
 	}
@@ -258,4 +301,16 @@ func (c *wsConn) closeCode() int {
 		return int(code)
 	}
 	return websocket.CloseAbnormalClosure
+}
+
+// stopPumps keeps any new pump from starting and waits for a running one.
+// The handler calls it once the read loop has ended.
+func (c *wsConn) stopPumps() {
+	for !c.pumping.CompareAndSwap(false, true) && !c.closed.Load() {
+		select {
+		case <-c.pumpExit:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	c.pumps.Wait()
 }

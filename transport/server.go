@@ -37,6 +37,8 @@ type Server struct {
 	handlers sync.WaitGroup
 	stopOnce sync.Once
 	stopErr  error
+
+	pingerStop, pingerDone chan struct{}
 }
 
 // NewServer returns a server for node. Extra handlers may be added with Handle
@@ -61,7 +63,29 @@ func NewServer(node *actors.Node, cfg Config, log *slog.Logger) *Server {
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("/readyz", s.serveReady)
 	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.pingerStop, s.pingerDone = make(chan struct{}), make(chan struct{})
+	go s.pinger() // owner: the server; joined by Shutdown
 	return s
+}
+
+// pinger pings every connection once per PingInterval from one goroutine and
+// one ticker, instead of a ticker per connection.
+func (s *Server) pinger() {
+	defer close(s.pingerDone)
+	t := time.NewTicker(s.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.pingerStop:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			for c := range s.conns {
+				c.ping()
+			}
+			s.mu.Unlock()
+		}
+	}
 }
 
 // Handle registers an extra HTTP handler (for example a page or metrics).
@@ -163,13 +187,15 @@ func (s *Server) serveConn(c *wsConn, info actors.ConnInfo) {
 	if err != nil {
 		c.requestClose(wire.CloseGoingAway, "server shutting down", false)
 	}
-	go c.writePump() // owner: this goroutine, joined below
 	if h != nil {
 		c.readLoop(h)
 	} else {
 		close(c.readerDone)
 	}
-	<-c.pumpDone
+	if c.closeReq.Load() == nil {
+		c.abort() // the peer went away without a close frame
+	}
+	c.stopPumps() // the close, if any, is written by a pump
 	_ = c.nc.Close()
 	if h != nil {
 		h.Close(s.cfg.WriteTimeout)
@@ -220,6 +246,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.mu.Unlock()
 			<-done
 		}
+		close(s.pingerStop)
+		<-s.pingerDone
 		if err := s.node.Shutdown(ctx); err != nil && s.stopErr == nil {
 			s.stopErr = err
 		}
