@@ -310,7 +310,7 @@ func Idle(ctx context.Context, o Options) (Result, error) {
 	}
 	defer closeAll(conns)
 	r.DurationSec = time.Since(start).Seconds()
-	time.Sleep(2 * time.Second) // let the server settle
+	time.Sleep(min(o.Duration, 30*time.Second)) // hold the connections; let the server settle
 	after, err := readProc(o.ServerPID)
 	if err != nil {
 		return r, err

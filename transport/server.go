@@ -166,15 +166,23 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader replied
 	}
-	s.handlers.Add(1)
-	defer s.handlers.Done()
-	s.open.Add(1)
-	defer s.open.Add(-1)
+	info := actors.ConnInfo{Token: r.URL.Query().Get("token"), RemoteAddr: r.RemoteAddr}
 	c := newWSConn(ws, enc, &s.cfg, s.log, s.counters)
-	s.serveConn(c, actors.ConnInfo{Token: r.URL.Query().Get("token"), RemoteAddr: r.RemoteAddr})
+	// The connection gets a goroutine of its own and the HTTP handler returns:
+	// net/http's per-request state (its 4 KiB read and write buffers, the
+	// request and its context) would otherwise live as long as the socket.
+	s.handlers.Add(1)
+	s.open.Add(1)
+	go func() { // owner: the server; joined by Shutdown through s.handlers
+		defer s.handlers.Done()
+		defer s.open.Add(-1)
+		s.serveConn(c, info)
+	}()
 }
 
-// serveConn runs one connection to its end on the calling goroutine.
+// serveConn runs one connection to its end on the calling goroutine, which
+// owns the socket: it runs the read loop and, when that ends, waits for the
+// write pump and stops the connection actor.
 func (s *Server) serveConn(c *wsConn, info actors.ConnInfo) {
 	defer c.ws.Close()
 	if !s.track(c) {

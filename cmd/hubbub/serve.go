@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -33,6 +35,7 @@ type serveConfig struct {
 	tracing         telemetry.TracingConfig
 	traceDeliveries string
 	metrics         bool
+	pprof           bool
 	hmacSecretFile  string
 	anonymousRooms  string
 	allowedOrigins  string
@@ -70,6 +73,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.StringVar(&c.tracing.ServiceName, "otel-service-name", "", "service.name of traces (default $OTEL_SERVICE_NAME, else hubbub)")
 	f.StringVar(&c.traceDeliveries, "trace-deliveries", "counts", "how recipients appear on traces: counts, events (one span event each) or spans (one span each)")
 	f.BoolVar(&c.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
+	f.BoolVar(&c.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (for profiling; keep it off in production)")
 	f.StringVar(&c.auth.Algorithm, "jwt-alg", "", "the one JWT algorithm accepted (HS256, RS256, ES256, ...); setting a key switches on production mode")
 	f.StringVar(&c.hmacSecretFile, "jwt-hmac-secret-file", "", "file holding the HMAC secret for HS* tokens")
 	f.StringVar(&c.auth.PublicKeyFile, "jwt-public-key-file", "", "PEM RSA or ECDSA public key for RS*, PS* and ES* tokens")
@@ -175,6 +179,12 @@ func serve(args []string) int {
 	node := actors.NewNode(cfg.node, actors.Options{Logger: log, Auth: authn, Tracing: tracing, Counters: counters})
 	srv := transport.NewServer(node, cfg.transport, log)
 	srv.Handle("/", web.Handler())
+	if cfg.pprof {
+		srv.Handle("/debug/pprof/", http.HandlerFunc(pprof.Index))
+		srv.Handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+		srv.Handle("/debug/pprof/heap", pprof.Handler("heap"))
+		srv.Handle("/debug/pprof/goroutine", pprof.Handler("goroutine"))
+	}
 	var metrics *telemetry.Metrics
 	if cfg.metrics {
 		if metrics, err = telemetry.NewMetrics(counters); err == nil {
