@@ -40,6 +40,9 @@ type RoomConfig struct {
 	PublishRate float64
 	// PublishBurst is the room's publish burst. Default max(1, 2*PublishRate).
 	PublishBurst int
+	// Overflow gives rooms matching a pattern an overflow policy for members
+	// whose outbound queue is full; the first match wins. Default: disconnect.
+	Overflow []OverflowRule
 }
 
 // ConnConfig configures connections.

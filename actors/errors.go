@@ -13,7 +13,9 @@ var (
 	// ErrSlowConsumer is what a Sink's Send returns (or wraps) when the
 	// connection's outbound queue overflowed.
 	ErrSlowConsumer = errors.New("slow consumer")
-	errNoFrame      = errors.New("no frame in the member's encoding")
+	// ErrDropped is what Push returns when the room's overflow policy dropped the push.
+	ErrDropped = errors.New("dropped by the room's overflow policy")
+	errNoFrame = errors.New("no frame in the member's encoding")
 )
 
 // errFrame builds an error ServerFrame for request id.

@@ -42,6 +42,8 @@ func (s *recordingSink) Send(b []byte) error {
 	return nil
 }
 
+func (s *recordingSink) Push(b []byte, _ PushInfo) error { return s.Send(b) }
+
 func (s *recordingSink) Close(code int, _ string) {
 	s.mu.Lock()
 	s.closed = code

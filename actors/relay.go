@@ -95,7 +95,7 @@ func (r *relay) deliver(msg *nodev1.RelayDeliver, c *localConn) error {
 	if len(frame) == 0 {
 		return errNoFrame
 	}
-	return c.sink.Send(frame)
+	return c.sink.Push(frame, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy()})
 }
 
 func (r *relay) count(msg *nodev1.RelayDeliver, recipients, delivered int) {

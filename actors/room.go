@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hubbub-chat/hubbub/auth"
 	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/telemetry"
@@ -42,6 +43,7 @@ type room struct {
 	lastActive time.Time
 	idleTimer  *time.Timer
 	publishes  *rate.Limiter // nil when unlimited
+	overflow   Overflow
 }
 
 // idleCheck is the room's own timer message for stopping when idle.
@@ -107,6 +109,12 @@ func (r *room) onStarted(ctx actor.Context) {
 	r.history = newHistory(r.cfg.HistorySize, r.cfg.HistoryTTL)
 	r.dedupe = newDedupe(r.cfg.DedupeWindow)
 	r.typing = newTypingState(r.cfg.TypingTTL)
+	for _, rule := range r.cfg.Overflow {
+		if auth.Match(rule.Pattern, r.name) {
+			r.overflow = rule.Policy
+			break
+		}
+	}
 	if r.cfg.PublishRate > 0 {
 		r.publishes = rate.NewLimiter(rate.Limit(r.cfg.PublishRate), r.cfg.PublishBurst)
 	}
@@ -297,7 +305,8 @@ func (r *room) broadcastTraced(ctx actor.Context, f *hubbubv1.ServerFrame, offse
 	if len(r.nodes) == 0 {
 		return
 	}
-	d := &nodev1.RelayDeliver{Room: r.name, Offset: offset, Trace: trace, AcceptedUnixNano: time.Now().UnixNano(), Kind: pushKind(f)}
+	d := &nodev1.RelayDeliver{Room: r.name, Offset: offset, Trace: trace, AcceptedUnixNano: time.Now().UnixNano(), Kind: pushKind(f),
+		Policy: r.overflow, Key: f.GetMessage().GetKey()}
 	var err error
 	if r.binary > 0 {
 		if d.ProtoFrame, err = proto.Marshal(f); err != nil {

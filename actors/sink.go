@@ -1,18 +1,61 @@
 package actors
 
-import "github.com/hubbub-chat/hubbub/wire"
+import (
+	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
+	"github.com/hubbub-chat/hubbub/wire"
+)
 
 // Sink is what the actors need from a client's socket. The transport
 // implements it with a byte-bounded outbound queue drained by a write pump.
 type Sink interface {
 	// Encoding is the connection's frame encoding; it never changes.
 	Encoding() wire.Encoding
-	// Send queues one encoded ServerFrame. It never blocks. The slice is shared
-	// with other recipients and must not be modified. It returns an error when
-	// the connection is closing or its queue overflowed (the sink then closes
-	// itself as a slow consumer).
+	// Send queues one encoded reply. It never blocks. The slice must not be
+	// modified. It returns an error when the connection is closing or its
+	// queue overflowed (the sink then closes itself as a slow consumer).
 	Send(frame []byte) error
+	// Push queues one encoded push of a room. The slice is shared with other
+	// recipients. When the queue is full the room's overflow policy applies:
+	// disconnect (ErrSlowConsumer), or drop the room's oldest queued pushes
+	// (ErrDropped when even the new one did not fit), or conflate by key.
+	Push(frame []byte, p PushInfo) error
 	// Close sends a Disconnect push and closes the socket with the code. It is
 	// idempotent and never blocks; frames queued before it are written first.
 	Close(code int, reason string)
+}
+
+// Overflow is a room's policy for members whose outbound queue is full.
+type Overflow = nodev1.OverflowPolicy
+
+// The overflow policies.
+const (
+	OverflowDisconnect = nodev1.OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED
+	OverflowDropOldest = nodev1.OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST
+	OverflowConflate   = nodev1.OverflowPolicy_OVERFLOW_POLICY_CONFLATE
+)
+
+// PushInfo describes a push for the outbound queue's overflow policy.
+type PushInfo struct {
+	Room   string
+	Key    string // conflation key
+	Policy Overflow
+}
+
+// OverflowRule gives the rooms matching Pattern an overflow policy.
+type OverflowRule struct {
+	Pattern string
+	Policy  Overflow
+}
+
+// ParseOverflow parses "disconnect", "drop-oldest" or "conflate".
+func ParseOverflow(s string) (Overflow, bool) {
+	switch s {
+	case "disconnect", "":
+		return OverflowDisconnect, true
+	case "drop-oldest":
+		return OverflowDropOldest, true
+	case "conflate", "conflate-by-key":
+		return OverflowConflate, true
+	}
+	return 0, false
 }

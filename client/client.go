@@ -450,9 +450,14 @@ func (c *Client) onPush(f *hubbubv1.ServerFrame) {
 		c.mu.Unlock()
 		return
 	}
-	if ev.Kind == EventMessage && !s.advance(ev.Message) {
-		c.mu.Unlock()
-		return // already delivered
+	if ev.Kind == EventMessage {
+		if p := s.position; p != nil && p.GetEpoch() == ev.Message.GetEpoch() && ev.Message.GetOffset() > p.GetOffset()+1 {
+			ev.Skipped = ev.Message.GetOffset() - p.GetOffset() - 1
+		}
+		if !s.advance(ev.Message) {
+			c.mu.Unlock()
+			return // already delivered
+		}
 	}
 	c.mu.Unlock()
 	s.queue.push(ev)

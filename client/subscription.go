@@ -31,6 +31,10 @@ type Event struct {
 	Presence *hubbubv1.PresenceEvent
 	Typing   *hubbubv1.TypingEvent
 	Position *hubbubv1.StreamPosition
+	// Skipped counts the messages before this one that the client will never
+	// see: the room's overflow policy dropped or conflated them because the
+	// client fell behind. Reload state (or read history) if they matter.
+	Skipped uint64
 }
 
 // Subscription is the client's membership of one room. It survives

@@ -28,6 +28,8 @@ type Counters struct {
 	RateLimited       atomic.Int64
 	Unauthorized      atomic.Int64
 	PermissionDenied  atomic.Int64
+	OverflowDropped   atomic.Int64
+	Conflated         atomic.Int64
 
 	// Commands counts client commands by type; Pushes counts pushes handed to
 	// connections by type. Index with CommandIndex and PushIndex.

@@ -83,6 +83,8 @@ func (m *Metrics) observeCounters(c *Counters) error {
 		{"hubbub.rate_limited", "{request}", "commands, publishes and upgrades refused by a rate limit", &c.RateLimited, nil},
 		{"hubbub.auth.unauthorized", "{request}", "refused or expired tokens", &c.Unauthorized, nil},
 		{"hubbub.auth.denied", "{request}", "commands refused for lack of permission", &c.PermissionDenied, nil},
+		{"hubbub.overflow.dropped", "{message}", "pushes dropped by a room's drop-oldest or conflate policy", &c.OverflowDropped, nil},
+		{"hubbub.overflow.conflated", "{message}", "queued pushes replaced by a newer one with the same key", &c.Conflated, nil},
 	}
 	instruments := map[string]metric.Int64ObservableCounter{}
 	var obs []metric.Observable

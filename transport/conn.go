@@ -63,9 +63,24 @@ func newWSConn(ws *websocket.Conn, enc wire.Encoding, cfg *Config, log *slog.Log
 // Encoding implements actors.Sink.
 func (c *wsConn) Encoding() wire.Encoding { return c.enc }
 
-// Send implements actors.Sink: it queues a frame without blocking.
+// Send implements actors.Sink: it queues a reply without blocking.
 func (c *wsConn) Send(frame []byte) error {
-	wake, err := c.q.push(frame)
+	return c.enqueue(item{b: frame})
+}
+
+// Push implements actors.Sink: it queues a room's push under the room's overflow policy.
+func (c *wsConn) Push(frame []byte, p actors.PushInfo) error {
+	return c.enqueue(item{b: frame, room: p.Room, key: p.Key, policy: p.Policy})
+}
+
+func (c *wsConn) enqueue(it item) error {
+	wake, res, err := c.q.push(it)
+	if res.dropped > 0 {
+		c.counters.OverflowDropped.Add(int64(res.dropped))
+	}
+	if res.conflated > 0 {
+		c.counters.Conflated.Add(int64(res.conflated))
+	}
 	if errors.Is(err, ErrSlowConsumer) {
 		c.counters.SlowConsumers.Add(1)
 		c.requestClose(wire.CloseSlowConsumer, "slow consumer", false)
@@ -236,13 +251,26 @@ func (c *wsConn) flush() error {
 	if len(batch) == 0 {
 		return nil
 	}
+	payloads := payloadPool.Get().(*[][]byte)
+	for _, it := range batch {
+		if it.b != nil { // skip conflated tombstones
+			*payloads = append(*payloads, it.b)
+		}
+	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-	n, err := writeFrames(c.nc, c.opcode, batch)
-	c.counters.FramesOut.Add(int64(len(batch)))
+	n, err := writeFrames(c.nc, c.opcode, *payloads)
+	c.counters.FramesOut.Add(int64(len(*payloads)))
 	c.counters.BytesOut.Add(int64(n))
+	clear(*payloads)
+	if cap(*payloads) <= 4096 {
+		*payloads = (*payloads)[:0]
+		payloadPool.Put(payloads)
+	}
 	c.q.recycle(batch)
 	return err
 }
+
+var payloadPool = sync.Pool{New: func() any { return new([][]byte) }}
 
 // finishClose writes the queue (or drops it), a Disconnect push and the close
 // frame, then waits for the peer's close reply for at most CloseTimeout.

@@ -14,48 +14,118 @@ var (
 	ErrSlowConsumer = actors.ErrSlowConsumer
 )
 
+// item is one queued frame. A nil b is a conflated item's tombstone.
+type item struct {
+	b      []byte
+	room   string
+	key    string
+	policy actors.Overflow
+}
+
+// pushResult reports what an overflow policy did.
+type pushResult struct {
+	dropped   int // queued pushes evicted (or the new one refused)
+	conflated int // older pushes replaced by this one
+}
+
 // outQueue is a connection's byte-bounded outbound queue of encoded frames.
 // Producers (actors) push without blocking; the write pump takes everything
-// queued at once.
+// queued at once. When the bound is reached, the pushing room's overflow
+// policy decides: close the connection, drop that room's oldest pushes, or
+// keep the newest push per key.
 type outQueue struct {
 	mu       sync.Mutex
-	items    [][]byte
-	spare    [][]byte
+	items    []item
+	spare    []item
 	bytes    int
 	maxBytes int
 	closed   bool
+	latest   map[string]int // conflation key -> index of its newest queued item
 }
 
-// push queues b. It reports whether the queue was empty (the pump needs a
-// wake-up), or an error when closed or over the byte bound (it then closes).
-func (q *outQueue) push(b []byte) (bool, error) {
+// push queues it. It reports whether the queue was empty (the pump needs a
+// wake-up), what an overflow policy did, or an error when closed or over the
+// bound under the disconnect policy (the queue then closes).
+func (q *outQueue) push(it item) (bool, pushResult, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	var res pushResult
 	if q.closed {
-		return false, ErrClosed
+		return false, res, ErrClosed
 	}
-	if q.bytes+len(b) > q.maxBytes {
-		q.closed = true
-		q.items, q.bytes = nil, 0
-		return false, ErrSlowConsumer
+	ck := ""
+	if it.policy == actors.OverflowConflate && it.key != "" {
+		ck = it.room + "\x00" + it.key
+		if i, ok := q.latest[ck]; ok {
+			q.bytes -= len(q.items[i].b)
+			q.items[i].b = nil // tombstone: the newer value goes to the back
+			res.conflated++
+		}
 	}
-	q.items = append(q.items, b)
-	q.bytes += len(b)
-	return len(q.items) == 1, nil
+	if q.bytes+len(it.b) > q.maxBytes {
+		if it.policy == actors.OverflowDisconnect {
+			q.closed = true
+			q.items, q.bytes, q.latest = nil, 0, nil
+			return false, res, ErrSlowConsumer
+		}
+		res.dropped += q.evict(it.room, q.bytes+len(it.b)-q.maxBytes)
+		if q.bytes+len(it.b) > q.maxBytes {
+			res.dropped++
+			return false, res, actors.ErrDropped
+		}
+	}
+	q.items = append(q.items, it)
+	q.bytes += len(it.b)
+	if ck != "" {
+		if q.latest == nil {
+			q.latest = map[string]int{}
+		}
+		q.latest[ck] = len(q.items) - 1
+	}
+	return len(q.items) == 1, res, nil
+}
+
+// evict drops the oldest queued pushes of the room (never replies, never
+// other rooms') until need bytes are free; it returns how many it dropped.
+func (q *outQueue) evict(room string, need int) int {
+	dropped, freed := 0, 0
+	kept := q.items[:0]
+	for _, it := range q.items {
+		if freed < need && it.b != nil && it.room == room && it.policy != actors.OverflowDisconnect {
+			freed += len(it.b)
+			dropped++
+			continue
+		}
+		kept = append(kept, it)
+	}
+	clear(q.items[len(kept):])
+	q.items = kept
+	q.bytes -= freed
+	q.latest = nil // indexes moved
+	for i, it := range q.items {
+		if it.policy == actors.OverflowConflate && it.key != "" && it.b != nil {
+			if q.latest == nil {
+				q.latest = map[string]int{}
+			}
+			q.latest[it.room+"\x00"+it.key] = i
+		}
+	}
+	return dropped
 }
 
 // take returns everything queued; give it back with recycle after writing.
-func (q *outQueue) take() [][]byte {
+func (q *outQueue) take() []item {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	batch := q.items
 	q.items, q.spare = q.spare[:0], nil
 	q.bytes = 0
+	q.latest = nil
 	return batch
 }
 
 // recycle returns a written batch's slice for reuse, dropping its references.
-func (q *outQueue) recycle(batch [][]byte) {
+func (q *outQueue) recycle(batch []item) {
 	clear(batch)
 	if cap(batch) > 1024 {
 		return // do not keep a burst's large slice on an idle connection
@@ -72,7 +142,7 @@ func (q *outQueue) close(drop bool) {
 	q.mu.Lock()
 	q.closed = true
 	if drop {
-		q.items, q.bytes = nil, 0
+		q.items, q.bytes, q.latest = nil, 0, nil
 	}
 	q.mu.Unlock()
 }

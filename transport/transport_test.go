@@ -27,10 +27,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, ignoreThrottle) }
 
 func TestOutQueueBoundsBytes(t *testing.T) {
 	q := outQueue{maxBytes: 10}
-	if wake, err := q.push(make([]byte, 4)); !wake || err != nil {
+	push := func(n int) (bool, error) {
+		wake, _, err := q.push(item{b: make([]byte, n)})
+		return wake, err
+	}
+	if wake, err := push(4); !wake || err != nil {
 		t.Fatalf("first push: %v %v", wake, err)
 	}
-	if wake, err := q.push(make([]byte, 4)); wake || err != nil {
+	if wake, err := push(4); wake || err != nil {
 		t.Fatalf("second push: %v %v", wake, err)
 	}
 	if q.queued() != 8 {
@@ -41,14 +45,71 @@ func TestOutQueueBoundsBytes(t *testing.T) {
 		t.Fatalf("take %d, left %d", len(batch), q.queued())
 	}
 	q.recycle(batch)
-	if wake, err := q.push(make([]byte, 10)); !wake || err != nil {
+	if wake, err := push(10); !wake || err != nil {
 		t.Fatalf("push after take: %v %v", wake, err)
 	}
-	if _, err := q.push(make([]byte, 1)); !errors.Is(err, ErrSlowConsumer) {
+	if _, err := push(1); !errors.Is(err, ErrSlowConsumer) {
 		t.Fatalf("overflow: %v", err)
 	}
-	if _, err := q.push(make([]byte, 1)); !errors.Is(err, ErrClosed) {
+	if _, err := push(1); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after overflow: %v", err)
+	}
+}
+
+func texts(batch []item) string {
+	var out []string
+	for _, it := range batch {
+		if it.b != nil {
+			out = append(out, string(it.b))
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func TestOutQueueDropOldest(t *testing.T) {
+	q := outQueue{maxBytes: 7}
+	push := func(room, s string) (pushResult, error) {
+		_, res, err := q.push(item{b: []byte(s), room: room, policy: actors.OverflowDropOldest})
+		return res, err
+	}
+	_, _, _ = q.push(item{b: []byte("R1")}) // a reply: never evicted
+	_, _ = push("a", "a1")
+	_, _ = push("b", "b1")
+	res, err := push("a", "a2") // full: a1 goes
+	if err != nil || res.dropped != 1 {
+		t.Fatalf("res %+v err %v", res, err)
+	}
+	if res, err := push("a", "a3-too-big"); !errors.Is(err, actors.ErrDropped) || res.dropped < 1 {
+		t.Fatalf("oversized: %+v %v", res, err)
+	}
+	if got := texts(q.take()); !strings.HasPrefix(got, "R1,b1") {
+		t.Fatalf("queue %s", got)
+	}
+}
+
+func TestOutQueueConflate(t *testing.T) {
+	q := outQueue{maxBytes: 1 << 10}
+	push := func(key, s string) pushResult {
+		_, res, err := q.push(item{b: []byte(s), room: "m", key: key, policy: actors.OverflowConflate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	push("x", "x1")
+	push("y", "y1")
+	if res := push("x", "x2"); res.conflated != 1 {
+		t.Fatalf("res %+v", res)
+	}
+	push("y", "y2")
+	push("x", "x3")
+	if got := texts(q.take()); got != "y2,x3" {
+		t.Fatalf("queue %s", got)
+	}
+	// After a take the index starts over.
+	push("x", "x4")
+	if got := texts(q.take()); got != "x4" {
+		t.Fatalf("queue %s", got)
 	}
 }
 

@@ -36,6 +36,7 @@ type serveConfig struct {
 	traceDeliveries string
 	metrics         bool
 	pprof           bool
+	overflow        string
 	hmacSecretFile  string
 	anonymousRooms  string
 	allowedOrigins  string
@@ -72,6 +73,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.StringVar(&c.tracing.SamplerArg, "otel-sampler-arg", "", "sampler argument as in OTEL_TRACES_SAMPLER_ARG")
 	f.StringVar(&c.tracing.ServiceName, "otel-service-name", "", "service.name of traces (default $OTEL_SERVICE_NAME, else hubbub)")
 	f.StringVar(&c.traceDeliveries, "trace-deliveries", "counts", "how recipients appear on traces: counts, events (one span event each) or spans (one span each)")
+	f.StringVar(&c.overflow, "overflow-policy", "", "comma-separated room-pattern=policy rules for members whose queue is full: disconnect (default), drop-oldest or conflate, e.g. 'market:*=conflate,game:*=drop-oldest'")
 	f.BoolVar(&c.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 	f.BoolVar(&c.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (for profiling; keep it off in production)")
 	f.StringVar(&c.auth.Algorithm, "jwt-alg", "", "the one JWT algorithm accepted (HS256, RS256, ES256, ...); setting a key switches on production mode")
@@ -108,6 +110,14 @@ func parseServe(args []string) (*serveConfig, error) {
 		c.auth.AnonymousRooms = splitList(c.anonymousRooms)
 	}
 	c.transport.AllowedOrigins = splitList(c.allowedOrigins)
+	for _, rule := range splitList(c.overflow) {
+		pattern, policy, ok := strings.Cut(rule, "=")
+		p, valid := actors.ParseOverflow(policy)
+		if !ok || !valid || pattern == "" {
+			return nil, fmt.Errorf("--overflow-policy: %q is not pattern=disconnect|drop-oldest|conflate", rule)
+		}
+		c.node.Room.Overflow = append(c.node.Room.Overflow, actors.OverflowRule{Pattern: pattern, Policy: p})
+	}
 	d, err := telemetry.ParseDeliveryDetail(c.traceDeliveries)
 	if err != nil {
 		return nil, fmt.Errorf("--trace-deliveries: %w", err)

@@ -77,6 +77,59 @@ func (Encoding) EnumDescriptor() ([]byte, []int) {
 	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{0}
 }
 
+// OverflowPolicy is what a room does for a member whose outbound queue is full.
+type OverflowPolicy int32
+
+const (
+	// Close the member's connection as a slow consumer (4000); it recovers from history.
+	OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED OverflowPolicy = 0
+	// Drop the member's oldest queued messages of the room to make space.
+	OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST OverflowPolicy = 1
+	// Keep only the newest queued message per key; messages without a key drop oldest.
+	OverflowPolicy_OVERFLOW_POLICY_CONFLATE OverflowPolicy = 2
+)
+
+// Enum value maps for OverflowPolicy.
+var (
+	OverflowPolicy_name = map[int32]string{
+		0: "OVERFLOW_POLICY_UNSPECIFIED",
+		1: "OVERFLOW_POLICY_DROP_OLDEST",
+		2: "OVERFLOW_POLICY_CONFLATE",
+	}
+	OverflowPolicy_value = map[string]int32{
+		"OVERFLOW_POLICY_UNSPECIFIED": 0,
+		"OVERFLOW_POLICY_DROP_OLDEST": 1,
+		"OVERFLOW_POLICY_CONFLATE":    2,
+	}
+)
+
+func (x OverflowPolicy) Enum() *OverflowPolicy {
+	p := new(OverflowPolicy)
+	*p = x
+	return p
+}
+
+func (x OverflowPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OverflowPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_hubbub_node_v1_node_proto_enumTypes[1].Descriptor()
+}
+
+func (OverflowPolicy) Type() protoreflect.EnumType {
+	return &file_hubbub_node_v1_node_proto_enumTypes[1]
+}
+
+func (x OverflowPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OverflowPolicy.Descriptor instead.
+func (OverflowPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
 // Member identifies one connection in a room.
 type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -826,7 +879,11 @@ type RelayDeliver struct {
 	// When the room accepted the message (Unix nanoseconds), for latency metrics.
 	AcceptedUnixNano int64 `protobuf:"varint,5,opt,name=accepted_unix_nano,json=acceptedUnixNano,proto3" json:"accepted_unix_nano,omitempty"`
 	// The push's type (message, presence, typing), for metrics.
-	Kind          string            `protobuf:"bytes,6,opt,name=kind,proto3" json:"kind,omitempty"`
+	Kind string `protobuf:"bytes,6,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The room's overflow policy, applied by each member's outbound queue.
+	Policy OverflowPolicy `protobuf:"varint,7,opt,name=policy,proto3,enum=hubbub.node.v1.OverflowPolicy" json:"policy,omitempty"`
+	// The message's conflation key.
+	Key           string            `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -900,6 +957,20 @@ func (x *RelayDeliver) GetAcceptedUnixNano() int64 {
 func (x *RelayDeliver) GetKind() string {
 	if x != nil {
 		return x.Kind
+	}
+	return ""
+}
+
+func (x *RelayDeliver) GetPolicy() OverflowPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED
+}
+
+func (x *RelayDeliver) GetKey() string {
+	if x != nil {
+		return x.Key
 	}
 	return ""
 }
@@ -1019,7 +1090,7 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb5\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xff\x02\n" +
 	"\fRelayDeliver\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1f\n" +
 	"\vproto_frame\x18\x02 \x01(\fR\n" +
@@ -1028,7 +1099,9 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"json_frame\x18\x03 \x01(\fR\tjsonFrame\x12\x16\n" +
 	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12,\n" +
 	"\x12accepted_unix_nano\x18\x05 \x01(\x03R\x10acceptedUnixNano\x12\x12\n" +
-	"\x04kind\x18\x06 \x01(\tR\x04kind\x12=\n" +
+	"\x04kind\x18\x06 \x01(\tR\x04kind\x126\n" +
+	"\x06policy\x18\a \x01(\x0e2\x1e.hubbub.node.v1.OverflowPolicyR\x06policy\x12\x10\n" +
+	"\x03key\x18\b \x01(\tR\x03key\x12=\n" +
 	"\x05trace\x18\x0f \x03(\v2'.hubbub.node.v1.RelayDeliver.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -1037,7 +1110,11 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\bEncoding\x12\x18\n" +
 	"\x14ENCODING_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eENCODING_PROTO\x10\x01\x12\x11\n" +
-	"\rENCODING_JSON\x10\x02B;Z9github.com/hubbub-chat/hubbub/proto/hubbub/node/v1;nodev1b\x06proto3"
+	"\rENCODING_JSON\x10\x02*p\n" +
+	"\x0eOverflowPolicy\x12\x1f\n" +
+	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01\x12\x1c\n" +
+	"\x18OVERFLOW_POLICY_CONFLATE\x10\x02B;Z9github.com/hubbub-chat/hubbub/proto/hubbub/node/v1;nodev1b\x06proto3"
 
 var (
 	file_hubbub_node_v1_node_proto_rawDescOnce sync.Once
@@ -1051,65 +1128,67 @@ func file_hubbub_node_v1_node_proto_rawDescGZIP() []byte {
 	return file_hubbub_node_v1_node_proto_rawDescData
 }
 
-var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(Encoding)(0),             // 0: hubbub.node.v1.Encoding
-	(*Member)(nil),            // 1: hubbub.node.v1.Member
-	(*RoomJoin)(nil),          // 2: hubbub.node.v1.RoomJoin
-	(*RoomLeave)(nil),         // 3: hubbub.node.v1.RoomLeave
-	(*RoomPublish)(nil),       // 4: hubbub.node.v1.RoomPublish
-	(*RoomHistory)(nil),       // 5: hubbub.node.v1.RoomHistory
-	(*RoomPresence)(nil),      // 6: hubbub.node.v1.RoomPresence
-	(*RoomTyping)(nil),        // 7: hubbub.node.v1.RoomTyping
-	(*RoomReply)(nil),         // 8: hubbub.node.v1.RoomReply
-	(*RelaySubscribe)(nil),    // 9: hubbub.node.v1.RelaySubscribe
-	(*RelayUnsubscribe)(nil),  // 10: hubbub.node.v1.RelayUnsubscribe
-	(*RelayDeliver)(nil),      // 11: hubbub.node.v1.RelayDeliver
-	nil,                       // 12: hubbub.node.v1.RoomJoin.TraceEntry
-	nil,                       // 13: hubbub.node.v1.RoomLeave.TraceEntry
-	nil,                       // 14: hubbub.node.v1.RoomPublish.TraceEntry
-	nil,                       // 15: hubbub.node.v1.RoomHistory.TraceEntry
-	nil,                       // 16: hubbub.node.v1.RoomPresence.TraceEntry
-	nil,                       // 17: hubbub.node.v1.RoomTyping.TraceEntry
-	nil,                       // 18: hubbub.node.v1.RoomReply.TraceEntry
-	nil,                       // 19: hubbub.node.v1.RelaySubscribe.TraceEntry
-	nil,                       // 20: hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	nil,                       // 21: hubbub.node.v1.RelayDeliver.TraceEntry
-	(*v1.ClientInfo)(nil),     // 22: hubbub.v1.ClientInfo
-	(*v1.StreamPosition)(nil), // 23: hubbub.v1.StreamPosition
-	(*v1.Body)(nil),           // 24: hubbub.v1.Body
-	(*v1.HistoryRequest)(nil), // 25: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),    // 26: hubbub.v1.ServerFrame
-	(*v1.JoinReply)(nil),      // 27: hubbub.v1.JoinReply
+	(OverflowPolicy)(0),       // 1: hubbub.node.v1.OverflowPolicy
+	(*Member)(nil),            // 2: hubbub.node.v1.Member
+	(*RoomJoin)(nil),          // 3: hubbub.node.v1.RoomJoin
+	(*RoomLeave)(nil),         // 4: hubbub.node.v1.RoomLeave
+	(*RoomPublish)(nil),       // 5: hubbub.node.v1.RoomPublish
+	(*RoomHistory)(nil),       // 6: hubbub.node.v1.RoomHistory
+	(*RoomPresence)(nil),      // 7: hubbub.node.v1.RoomPresence
+	(*RoomTyping)(nil),        // 8: hubbub.node.v1.RoomTyping
+	(*RoomReply)(nil),         // 9: hubbub.node.v1.RoomReply
+	(*RelaySubscribe)(nil),    // 10: hubbub.node.v1.RelaySubscribe
+	(*RelayUnsubscribe)(nil),  // 11: hubbub.node.v1.RelayUnsubscribe
+	(*RelayDeliver)(nil),      // 12: hubbub.node.v1.RelayDeliver
+	nil,                       // 13: hubbub.node.v1.RoomJoin.TraceEntry
+	nil,                       // 14: hubbub.node.v1.RoomLeave.TraceEntry
+	nil,                       // 15: hubbub.node.v1.RoomPublish.TraceEntry
+	nil,                       // 16: hubbub.node.v1.RoomHistory.TraceEntry
+	nil,                       // 17: hubbub.node.v1.RoomPresence.TraceEntry
+	nil,                       // 18: hubbub.node.v1.RoomTyping.TraceEntry
+	nil,                       // 19: hubbub.node.v1.RoomReply.TraceEntry
+	nil,                       // 20: hubbub.node.v1.RelaySubscribe.TraceEntry
+	nil,                       // 21: hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	nil,                       // 22: hubbub.node.v1.RelayDeliver.TraceEntry
+	(*v1.ClientInfo)(nil),     // 23: hubbub.v1.ClientInfo
+	(*v1.StreamPosition)(nil), // 24: hubbub.v1.StreamPosition
+	(*v1.Body)(nil),           // 25: hubbub.v1.Body
+	(*v1.HistoryRequest)(nil), // 26: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),    // 27: hubbub.v1.ServerFrame
+	(*v1.JoinReply)(nil),      // 28: hubbub.v1.JoinReply
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
-	22, // 0: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
+	23, // 0: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
 	0,  // 1: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
-	1,  // 2: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
-	23, // 3: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	12, // 4: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
-	1,  // 5: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	13, // 6: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
-	1,  // 7: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	24, // 8: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	14, // 9: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	25, // 10: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	15, // 11: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	16, // 12: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
-	1,  // 13: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	17, // 14: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	26, // 15: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
-	18, // 16: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	27, // 17: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	19, // 18: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	20, // 19: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	21, // 20: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	2,  // 2: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
+	24, // 3: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
+	13, // 4: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	2,  // 5: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
+	14, // 6: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	2,  // 7: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
+	25, // 8: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	15, // 9: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	26, // 10: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	16, // 11: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	17, // 12: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	2,  // 13: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
+	18, // 14: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	27, // 15: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	19, // 16: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	28, // 17: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	20, // 18: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	21, // 19: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 20: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	22, // 21: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
@@ -1122,7 +1201,7 @@ func file_hubbub_node_v1_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_node_v1_node_proto_rawDesc), len(file_hubbub_node_v1_node_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
