@@ -34,9 +34,16 @@ var dialer = &websocket.Dialer{
 	NetDialContext:   (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
 }
 
+// compressedDialer offers permessage-deflate.
+var compressedDialer = func() *websocket.Dialer { d := *dialer; d.EnableCompression = true; return &d }()
+
 // open dials and completes the connect handshake.
-func open(ctx context.Context, url, name string) (*lconn, error) {
-	ws, resp, err := dialer.DialContext(ctx, url, nil)
+func open(ctx context.Context, url, name string, compress bool) (*lconn, error) {
+	d := dialer
+	if compress {
+		d = compressedDialer
+	}
+	ws, resp, err := d.DialContext(ctx, url, nil)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}

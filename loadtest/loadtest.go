@@ -40,6 +40,8 @@ type Options struct {
 	Dialers int // concurrent dialers (50)
 	Workers int // churn: connect/join/leave/disconnect loops (20)
 
+	Compression bool // offer permessage-deflate
+
 	Progress io.Writer // progress lines, nil for none
 }
 
@@ -160,7 +162,7 @@ func openMany(ctx context.Context, o Options, n int, prefix string, setup func(i
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				c, err := open(ctx, o.URL, fmt.Sprintf("%s%d", prefix, i))
+				c, err := open(ctx, o.URL, fmt.Sprintf("%s%d", prefix, i), o.Compression)
 				if err == nil && setup != nil {
 					if err = setup(i, c); err != nil {
 						c.close()

@@ -371,7 +371,7 @@ func Churn(ctx context.Context, o Options) (Result, error) {
 		go func() { // owner: Churn; joined below
 			defer wg.Done()
 			for churnCtx.Err() == nil {
-				c, err := open(churnCtx, o.URL, fmt.Sprint("churn", w))
+				c, err := open(churnCtx, o.URL, fmt.Sprint("churn", w), o.Compression)
 				if err != nil {
 					errs.Add(1)
 					continue

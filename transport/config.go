@@ -21,6 +21,12 @@ type Config struct {
 	CloseTimeout time.Duration
 	// ReadBufferBytes is the size of each connection's socket read buffer. Default 1024.
 	ReadBufferBytes int
+	// Compression enables permessage-deflate for clients that offer it
+	// (without context takeover). Default off: it costs server CPU per message
+	// and recipient.
+	Compression bool
+	// CompressionLevel is the flate level, 1 (fastest) to 9. Default 1.
+	CompressionLevel int
 	// ShutdownTimeout bounds a graceful shutdown when the caller's context has no deadline. Default 10s.
 	ShutdownTimeout time.Duration
 	// AllowedOrigins lists the browser origins that may connect, exactly
@@ -61,6 +67,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectRatePerIP > 0 && c.ConnectBurstPerIP <= 0 {
 		c.ConnectBurstPerIP = max(1, int(2*c.ConnectRatePerIP))
+	}
+	if c.CompressionLevel < 1 || c.CompressionLevel > 9 {
+		c.CompressionLevel = 1
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second

@@ -24,6 +24,7 @@ type wsConn struct {
 	nc       net.Conn
 	enc      wire.Encoding
 	opcode   byte
+	deflate  bool // permessage-deflate was negotiated
 	cfg      *Config
 	log      *slog.Logger
 	counters *telemetry.Counters
@@ -257,8 +258,15 @@ func (c *wsConn) flush() error {
 			*payloads = append(*payloads, it.b)
 		}
 	}
+	frames, opcode := *payloads, c.opcode
+	if c.deflate {
+		d := getDeflater(c.cfg.CompressionLevel)
+		defer d.release()
+		frames = d.compressAll(frames, make([][]byte, 0, len(frames)))
+		opcode |= rsv1Bit
+	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-	n, err := writeFrames(c.nc, c.opcode, *payloads)
+	n, err := writeFrames(c.nc, opcode, frames)
 	c.counters.FramesOut.Add(int64(len(*payloads)))
 	c.counters.BytesOut.Add(int64(n))
 	clear(*payloads)

@@ -51,13 +51,14 @@ func NewServer(node *actors.Node, cfg Config, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, node: node, log: log, counters: node.Counters(), conns: map[*wsConn]struct{}{}, mux: http.NewServeMux(),
 		perIP: newIPLimiter(cfg.ConnectRatePerIP, cfg.ConnectBurstPerIP)}
 	s.upgrader = websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   cfg.ReadBufferBytes,
-		WriteBufferSize:  256, // data frames bypass gorilla's writer; see frame.go
-		WriteBufferPool:  &sync.Pool{},
-		Subprotocols:     wire.Subprotocols,
-		CheckOrigin:      s.checkOrigin,
-		Error:            s.upgradeError,
+		HandshakeTimeout:  10 * time.Second,
+		ReadBufferSize:    cfg.ReadBufferBytes,
+		WriteBufferSize:   256, // data frames bypass gorilla's writer; see frame.go
+		WriteBufferPool:   &sync.Pool{},
+		Subprotocols:      wire.Subprotocols,
+		CheckOrigin:       s.checkOrigin,
+		EnableCompression: cfg.Compression,
+		Error:             s.upgradeError,
 	}
 	s.mux.HandleFunc("/ws", s.serveWS)
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -168,6 +169,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	info := actors.ConnInfo{Token: r.URL.Query().Get("token"), RemoteAddr: r.RemoteAddr}
 	c := newWSConn(ws, enc, &s.cfg, s.log, s.counters)
+	c.deflate = s.cfg.Compression && offersDeflate(r)
 	// The connection gets a goroutine of its own and the HTTP handler returns:
 	// net/http's per-request state (its 4 KiB read and write buffers, the
 	// request and its context) would otherwise live as long as the socket.

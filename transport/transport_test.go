@@ -139,11 +139,25 @@ func startTestServer(t *testing.T, nc actors.Config, tc Config) (string, func())
 // Frames written by the pump decode in a real WebSocket client at every
 // header length boundary, in both encodings.
 func TestPumpFramesReadByGorilla(t *testing.T) {
-	url, stop := startTestServer(t, actors.Config{Conn: actors.ConnConfig{MaxMessageBytes: 200 << 10}}, Config{MaxFrameBytes: 256 << 10})
-	defer stop()
+	for _, compress := range []bool{false, true} {
+		t.Run(fmt.Sprint("compression=", compress), func(t *testing.T) { testPumpFrames(t, compress) })
+	}
+}
+
+func testPumpFrames(t *testing.T, compress bool) {
+	node := actors.NewNode(actors.Config{Conn: actors.ConnConfig{MaxMessageBytes: 200 << 10}}, actors.Options{})
+	srv := NewServer(node, Config{MaxFrameBytes: 256 << 10, Compression: compress}, nil)
+	hs := httptest.NewServer(srv.Handler())
+	url := "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		hs.Close()
+	}()
 	sizes := []int{0, 1, 100, 125, 126, 127, 1000, 65535, 65536, 70000, 150000}
 	for _, enc := range []wire.Encoding{wire.Proto, wire.JSON} {
-		d := websocket.Dialer{Subprotocols: []string{enc.String()}}
+		d := websocket.Dialer{Subprotocols: []string{enc.String()}, EnableCompression: compress}
 		ws, _, err := d.Dial(url, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -183,6 +197,15 @@ func TestPumpFramesReadByGorilla(t *testing.T) {
 			t.Fatalf("%v: sizes %v", enc, got)
 		}
 		_ = ws.Close()
+	}
+	// Repetitive payloads shrink on the wire only with compression.
+	total := 0
+	for _, n := range sizes {
+		total += 2 * n
+	}
+	out := node.Counters().BytesOut.Load()
+	if compress != (out < int64(total/4)) {
+		t.Fatalf("compression %v: %d bytes out for %d payload bytes", compress, out, total)
 	}
 }
 

@@ -41,6 +41,7 @@ func bench(args []string) int {
 	f.IntVar(&o.Conns, "conns", 1000, "idle, storm: connections; churn: stable subscribers")
 	f.IntVar(&o.Dialers, "dialers", 50, "concurrent dialers")
 	f.IntVar(&o.Workers, "workers", 20, "churn: connect/join/leave/disconnect loops")
+	f.BoolVar(&o.Compression, "compression", false, "offer permessage-deflate (the server needs --compression)")
 	jsonOnly := f.Bool("json", false, "print JSON lines only")
 	timeout := f.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	if err := f.Parse(args[1:]); err != nil {

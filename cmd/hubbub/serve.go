@@ -55,6 +55,8 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.IntVar(&c.transport.MaxQueuedBytes, "max-queued-bytes", 1<<20, "outbound queue bound per connection; beyond it a client is closed as a slow consumer (4000)")
 	f.DurationVar(&c.transport.PingInterval, "ping-interval", 25*time.Second, "interval of server pings")
 	f.DurationVar(&c.transport.PongTimeout, "pong-timeout", 10*time.Second, "silence past a ping interval after which a peer is dead")
+	f.BoolVar(&c.transport.Compression, "compression", false, "permessage-deflate for clients that offer it (costs server CPU per message and recipient)")
+	f.IntVar(&c.transport.CompressionLevel, "compression-level", 1, "flate level 1-9 for --compression")
 	f.DurationVar(&c.transport.WriteTimeout, "write-timeout", 10*time.Second, "bound on every socket write")
 	f.IntVar(&c.node.Room.HistorySize, "history-size", 100, "messages kept per room (negative: none)")
 	f.DurationVar(&c.node.Room.HistoryTTL, "history-ttl", 10*time.Minute, "how long a message stays in history")

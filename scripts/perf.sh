@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Measures Hubbub (and, for comparison, the gorilla hub fixture) with
+# `hubbub bench` on this machine, each scenario RUNS times against a fresh
+# server, and prints the median of each figure. Loopback only.
+#
+#   ./scripts/perf.sh                 everything, 3 runs each
+#   RUNS=5 ./scripts/perf.sh fanout   one scenario
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+out=${OUT:-/tmp/hubbub-perf}
+mkdir -p "$out"
+go build -o "$out/hubbub" ./cmd/hubbub
+go build -o "$out/gorillahub" ./loadtest/gorillahub
+only=${1:-all}
+
+port=18180
+server_pid=""
+start_server() { # kind, extra flags...
+	local kind=$1; shift
+	port=$((port + 1))
+	if [ "$kind" = hubbub ]; then
+		"$out/hubbub" serve --listen "127.0.0.1:$port" --log-level warn --command-rate -1 --byte-rate -1 "$@" 2>>"$out/server.log" &
+	else
+		"$out/gorillahub" --listen "127.0.0.1:$port" 2>>"$out/server.log" &
+	fi
+	server_pid=$!
+	for _ in $(seq 50); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return; fi
+		sleep 0.1
+	done
+	echo "server did not start" >&2; exit 1
+}
+stop_server() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
+
+run() { # label, kind, scenario, bench flags...
+	local label=$1 kind=$2 scenario=$3; shift 3
+	if [ "$only" != all ] && [ "$only" != "$scenario" ]; then return; fi
+	for i in $(seq "$RUNS"); do
+		start_server "$kind"
+		"$out/hubbub" bench "$scenario" --url "ws://127.0.0.1:$port/ws" --server-pid "$server_pid" --json "$@" \
+			| sed "s/^{/{\"label\":\"$label\",\"run\":$i,/" >>"$out/results.jsonl" || echo "$label run $i failed" >&2
+		stop_server
+		sleep 1
+	done
+}
+
+: >"$out/results.jsonl"
+run hubbub-fanout-1M hubbub fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s
+run hubbub-fanout-1M-slow hubbub fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s --slow-readers 1
+run hubbub-fanout-200k hubbub fanout --subscribers 1000 --publishers 10 --rate 200 --size 128 --duration 10s
+run hubbub-maxtp hubbub maxtp --subscribers 1000 --publishers 10 --start-rate 800 --step 1.25 --duration 5s --p99-bound 250ms
+run hubbub-rooms hubbub rooms --rooms 10000 --members 10 --rooms-per-conn 100 --rate-per-room 1 --publishers 10 --duration 10s
+run hubbub-ack-10k hubbub fanout --subscribers 10 --publishers 10 --rate 10000 --size 128 --duration 10s
+run hubbub-idle hubbub idle --conns 10000 --duration 5s
+run hubbub-storm hubbub storm --conns 10000 --dialers 50
+run gorillahub-fanout-1M gorilla fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s
+run gorillahub-idle gorilla idle --conns 10000 --duration 5s
+run gorillahub-storm gorilla storm --conns 10000 --dialers 50
+python3 - "$out/results.jsonl" <<'PY'
+import json, sys, statistics, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("scenario") == "maxtp-step":
+        continue
+    rows[r["label"]].append(r)
+keys = ["deliveries_per_s", "loss", "p50_ms", "p99_ms", "max_ms", "ack_p99_ms", "server_cpu_s",
+        "deliveries_per_server_cpu_s", "rss_per_conn_bytes", "conns_per_s", "slow_readers_closed"]
+for label, rs in rows.items():
+    med = {k: statistics.median(r.get(k, 0) for r in rs) for k in keys if any(k in r for r in rs)}
+    print(f"{label} (median of {len(rs)}): " + ", ".join(f"{k}={v:.6g}" for k, v in med.items()))
+PY
