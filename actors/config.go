@@ -14,6 +14,8 @@ type Config struct {
 	PingInterval time.Duration
 	// MaxFrameBytes is reported in ConnectReply. Default 65536.
 	MaxFrameBytes int
+	// Cluster joins the node to a cluster; the zero value is a single node.
+	Cluster ClusterConfig
 	// FaultText, when not empty, makes a room panic while handling a publish
 	// whose text body equals it, and a connection actor panic on a publish whose
 	// text equals FaultText+"!conn". It exists to test supervision; leave it empty.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/hubbub-chat/hubbub/auth"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
@@ -27,6 +28,7 @@ type Node struct {
 	conns     *actor.RootContext // spawns connection actors: a panic stops only that actor
 	relay     *actor.PID
 	placement Placement
+	cluster   *cluster.Cluster
 	users     *actor.PID
 	auth      *auth.Authenticator
 	tracing   *telemetry.Tracing
@@ -47,8 +49,18 @@ type Options struct {
 	Tracing *telemetry.Tracing
 }
 
-// NewNode starts a single-node actor system with local room placement.
+// NewNode starts a node: a single node with local room placement, or a
+// cluster member when cfg.Cluster names a provider.
 func NewNode(cfg Config, opts Options) *Node {
+	n, err := StartNode(cfg, opts)
+	if err != nil {
+		panic(err) // only a cluster configuration can fail; use StartNode for those
+	}
+	return n
+}
+
+// StartNode is NewNode that reports configuration errors.
+func StartNode(cfg Config, opts Options) (*Node, error) {
 	cfg = cfg.withDefaults()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -71,14 +83,25 @@ func NewNode(cfg Config, opts Options) *Node {
 	// kind of actor gets a root context of its own.
 	n.conns = actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("connection", actor.StopDirective)))
 	rooms := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.ResumeDirective)))
-	var lp *localPlacement
-	lp = newLocalPlacement(system, rooms, func(name string) *actor.Props {
-		return roomProps(name, cfg.Room, cfg.FaultText, log, n.counters, n.tracing, func(pid *actor.PID) { lp.stopped(name, pid) })
-	})
-	n.placement = lp
 	n.relay, _ = system.Root.SpawnNamed(relayProps(log, n.counters, n.tracing), relayID)
+	if cfg.Cluster.Provider != "" {
+		props := roomProps("", cfg.Room, cfg.FaultText, log, n.counters, n.tracing, nil).
+			Configure(actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.ResumeDirective))))
+		c, err := n.startCluster(cfg.Cluster, props)
+		if err != nil {
+			return nil, err
+		}
+		n.cluster = c
+		n.placement = &clusterPlacement{c: c}
+	} else {
+		var lp *localPlacement
+		lp = newLocalPlacement(system, rooms, func(name string) *actor.Props {
+			return roomProps(name, cfg.Room, cfg.FaultText, log, n.counters, n.tracing, func(pid *actor.PID) { lp.stopped(name, pid) })
+		})
+		n.placement = lp
+	}
 	n.users, _ = system.Root.SpawnNamed(usersProps(), "hubbub/users")
-	return n
+	return n, nil
 }
 
 // decide returns a supervisor decider that logs and counts a panic and applies
@@ -159,7 +182,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.placement.StopAll(timeout)
 		_ = n.system.Root.StopFuture(n.relay).Wait()
 		_ = n.system.Root.StopFuture(n.users).Wait()
-		n.system.Shutdown()
+		if n.cluster == nil {
+			n.system.Shutdown() // cluster.Shutdown closed it already
+		}
 	})
 	return ctx.Err()
 }

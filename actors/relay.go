@@ -56,6 +56,7 @@ func (r *relay) Receive(ctx actor.Context) {
 	case *actor.Started:
 		r.address = ctx.Self().Address
 	case *nodev1.RelayDeliver:
+		r.counters.RelayDelivers.Add(1)
 		if r.tracing.Enabled && len(msg.GetTrace()) > 0 {
 			r.onDeliverTraced(msg)
 		} else {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
@@ -70,6 +71,8 @@ func (r *room) Receive(ctx actor.Context) {
 	switch msg := msg.(type) {
 	case *actor.Started:
 		r.onStarted(ctx)
+	case *cluster.ClusterInit:
+		r.setName(msg.Identity.GetIdentity()) // a grain learns its name after Started
 	case *nodev1.RoomJoin:
 		r.onJoin(ctx, msg)
 	case *nodev1.RoomLeave:
@@ -109,11 +112,8 @@ func (r *room) onStarted(ctx actor.Context) {
 	r.history = newHistory(r.cfg.HistorySize, r.cfg.HistoryTTL)
 	r.dedupe = newDedupe(r.cfg.DedupeWindow)
 	r.typing = newTypingState(r.cfg.TypingTTL)
-	for _, rule := range r.cfg.Overflow {
-		if auth.Match(rule.Pattern, r.name) {
-			r.overflow = rule.Policy
-			break
-		}
+	if r.name != "" {
+		r.setName(r.name)
 	}
 	if r.cfg.PublishRate > 0 {
 		r.publishes = rate.NewLimiter(rate.Limit(r.cfg.PublishRate), r.cfg.PublishBurst)
@@ -125,6 +125,18 @@ func (r *room) onStarted(ctx actor.Context) {
 func (r *room) scheduleIdle(ctx actor.Context, after time.Duration) {
 	self, system := ctx.Self(), ctx.ActorSystem()
 	r.idleTimer = time.AfterFunc(after, func() { system.Root.Send(self, idleCheck{}) })
+}
+
+// setName sets the room's name and what depends on it.
+func (r *room) setName(name string) {
+	r.name = name
+	r.overflow = OverflowDisconnect
+	for _, rule := range r.cfg.Overflow {
+		if auth.Match(rule.Pattern, name) {
+			r.overflow = rule.Policy
+			break
+		}
+	}
 }
 
 func newEpoch() string {

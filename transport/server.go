@@ -118,6 +118,10 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	if !s.node.Ready() {
+		http.Error(w, "not ready: the node has not joined its cluster", http.StatusServiceUnavailable)
+		return
+	}
 	_, _ = io.WriteString(w, "ready\n")
 }
 

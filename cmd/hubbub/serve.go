@@ -37,6 +37,7 @@ type serveConfig struct {
 	metrics         bool
 	pprof           bool
 	overflow        string
+	clusterSeeds    string
 	hmacSecretFile  string
 	anonymousRooms  string
 	allowedOrigins  string
@@ -76,6 +77,11 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.StringVar(&c.tracing.ServiceName, "otel-service-name", "", "service.name of traces (default $OTEL_SERVICE_NAME, else hubbub)")
 	f.StringVar(&c.traceDeliveries, "trace-deliveries", "counts", "how recipients appear on traces: counts, events (one span event each) or spans (one span each)")
 	f.StringVar(&c.overflow, "overflow-policy", "", "comma-separated room-pattern=policy rules for members whose queue is full: disconnect (default), drop-oldest or conflate, e.g. 'market:*=conflate,game:*=drop-oldest'")
+	f.StringVar(&c.node.Cluster.Provider, "cluster-provider", "", "cluster membership: empty for a single node, or automanaged (static seed list, no external server)")
+	f.StringVar(&c.node.Cluster.Name, "cluster-name", "hubbub", "cluster name; nodes of other clusters do not join")
+	f.StringVar(&c.node.Cluster.Bind, "cluster-bind", "127.0.0.1:8090", "host:port of this node's actor transport")
+	f.IntVar(&c.node.Cluster.AutoManagePort, "cluster-automanage-port", 6330, "automanaged: this node's membership HTTP port")
+	f.StringVar(&c.clusterSeeds, "cluster-seeds", "", "automanaged: comma-separated host:automanage-port of every node")
 	f.BoolVar(&c.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 	f.BoolVar(&c.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (for profiling; keep it off in production)")
 	f.StringVar(&c.auth.Algorithm, "jwt-alg", "", "the one JWT algorithm accepted (HS256, RS256, ES256, ...); setting a key switches on production mode")
@@ -112,6 +118,7 @@ func parseServe(args []string) (*serveConfig, error) {
 		c.auth.AnonymousRooms = splitList(c.anonymousRooms)
 	}
 	c.transport.AllowedOrigins = splitList(c.allowedOrigins)
+	c.node.Cluster.Seeds = splitList(c.clusterSeeds)
 	for _, rule := range splitList(c.overflow) {
 		pattern, policy, ok := strings.Cut(rule, "=")
 		p, valid := actors.ParseOverflow(policy)
@@ -188,7 +195,11 @@ func serve(args []string) int {
 	}
 	tracing.SetGlobal()
 	counters := &telemetry.Counters{}
-	node := actors.NewNode(cfg.node, actors.Options{Logger: log, Auth: authn, Tracing: tracing, Counters: counters})
+	node, err := actors.StartNode(cfg.node, actors.Options{Logger: log, Auth: authn, Tracing: tracing, Counters: counters})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
+		return 2
+	}
 	srv := transport.NewServer(node, cfg.transport, log)
 	srv.Handle("/", web.Handler())
 	if cfg.pprof {

@@ -1,0 +1,85 @@
+package actors
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/clusterproviders/automanaged"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
+	"github.com/asynkron/protoactor-go/remote"
+)
+
+// ClusterConfig joins the node to a cluster of Hubbub nodes through
+// protoactor's cluster: rooms become virtual actors (grains) placed by its
+// identity lookup, and room pushes reach other nodes' relays over its remote
+// transport. The zero value is a single node with no cluster.
+type ClusterConfig struct {
+	// Provider is "" (single node) or "automanaged" (a static list of seed
+	// nodes, no external server).
+	Provider string
+	// Name is the cluster's name; nodes with other names do not join. Default "hubbub".
+	Name string
+	// Bind is the host:port of this node's actor transport (gRPC).
+	Bind string
+	// AutoManagePort is the HTTP port the automanaged provider serves on this node.
+	AutoManagePort int
+	// Seeds are the automanaged host:port of every node (this one included).
+	Seeds []string
+}
+
+const roomKind = "room"
+
+// startCluster starts the actor transport and cluster membership, with rooms as grains.
+func (n *Node) startCluster(cc ClusterConfig, roomProps *actor.Props) (*cluster.Cluster, error) {
+	host, portStr, err := net.SplitHostPort(cc.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster bind %q: %w", cc.Bind, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster bind %q: %w", cc.Bind, err)
+	}
+	if cc.Provider != "automanaged" {
+		return nil, fmt.Errorf("unknown cluster provider %q", cc.Provider)
+	}
+	if cc.Name == "" {
+		cc.Name = "hubbub"
+	}
+	provider := automanaged.NewWithConfig(time.Second, cc.AutoManagePort, cc.Seeds...)
+	cfg := cluster.Configure(cc.Name, provider, disthash.New(), remote.Configure(host, port),
+		cluster.WithKinds(cluster.NewKind(roomKind, roomProps)), cluster.WithRequestTimeout(n.cfg.Conn.RequestTimeout))
+	c := cluster.New(n.system, cfg)
+	c.StartMember()
+	return c, nil
+}
+
+// clusterPlacement places rooms as grains of the cluster.
+type clusterPlacement struct {
+	c *cluster.Cluster
+}
+
+func (p *clusterPlacement) RoomPID(room string) *actor.PID {
+	if pid := p.c.Get(room, roomKind); pid != nil {
+		return pid
+	}
+	// The lookup failed (no member yet, or a node is gone): a PID that
+	// dead-letters, so the caller's request fails and is retried.
+	return actor.NewPID("nonhost", "unplaced/"+room)
+}
+
+func (p *clusterPlacement) StopAll(time.Duration) {
+	p.c.Shutdown(true)
+}
+
+// Ready reports whether the node can place rooms: always on a single node,
+// once the cluster has members otherwise.
+func (n *Node) Ready() bool {
+	if n.cluster == nil {
+		return true
+	}
+	return n.cluster.MemberList != nil && n.cluster.MemberList.Members().Len() > 0
+}
