@@ -49,6 +49,12 @@ func (n *Node) startCluster(cc ClusterConfig, roomProps *actor.Props) (*cluster.
 	if cc.Name == "" {
 		cc.Name = "hubbub"
 	}
+	// protoactor's remote panics when it cannot listen: check first.
+	l, err := net.Listen("tcp", cc.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster bind: %w", err)
+	}
+	_ = l.Close()
 	provider := automanaged.NewWithConfig(time.Second, cc.AutoManagePort, cc.Seeds...)
 	cfg := cluster.Configure(cc.Name, provider, disthash.New(), remote.Configure(host, port),
 		cluster.WithKinds(cluster.NewKind(roomKind, roomProps)), cluster.WithRequestTimeout(n.cfg.Conn.RequestTimeout))

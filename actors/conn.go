@@ -66,6 +66,8 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.expiry.Stop()
 		}
 		close(c.done)
+	case *actor.Terminated:
+		c.onRoomTerminated(msg.GetWho())
 	case *actor.Restarting, *actor.ReceiveTimeout:
 	case tokenExpired:
 		if msg.gen == c.expiryGen {
@@ -287,6 +289,7 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 			c.forward(f.GetId(), rr.GetFrame())
 		default:
 			jr.joined = true // the join reply itself reaches the client through the relay
+			ctx.Watch(pid)   // a room that dies under its members sends Terminated
 			c.endCommand(f.GetId(), nil)
 		}
 	})
@@ -300,6 +303,9 @@ func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1
 	if _, ok := c.rooms[name]; !ok {
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, false, "not joined to %q", name)
 		return
+	}
+	if jr := c.rooms[name]; jr.joined && jr.pid != nil {
+		ctx.Unwatch(jr.pid)
 	}
 	delete(c.rooms, name)
 	msg := &nodev1.RoomLeave{Room: name, Member: c.member, RequestId: f.GetId(), Trace: f.GetTrace()}
@@ -457,4 +463,18 @@ func roomOf(f *hubbubv1.ClientFrame) string {
 		return cmd.Typing.GetRoom()
 	}
 	return ""
+}
+
+// onRoomTerminated handles the death of a joined room (its node died, or it
+// moved): the membership is gone with it, so the client is told to reconnect
+// and rejoin with its last positions, and learns from the join replies
+// whether its messages were recovered.
+func (c *conn) onRoomTerminated(who *actor.PID) {
+	for _, jr := range c.rooms {
+		if jr.joined && jr.pid != nil && jr.pid.Equal(who) {
+			c.node.counters.RoomsLost.Add(1)
+			c.sink.Close(wire.CloseRoomMoved, "a joined room moved; rejoin")
+			return
+		}
+	}
 }

@@ -63,6 +63,17 @@ func (c *Client) joinCallLocked(s *Subscription) *call {
 func (c *Client) onJoinReply(s *Subscription, f *hubbubv1.ServerFrame) {
 	if e := f.GetError(); e != nil {
 		c.mu.Lock()
+		rejoin := s.joined && c.subs[s.room] == s
+		if rejoin && e.GetTemporary() {
+			// The room is moving (its node died): reconnect with backoff and
+			// rejoin then, rather than give the subscription up.
+			sock := c.sock
+			c.mu.Unlock()
+			if sock != nil {
+				_ = sock.Close()
+			}
+			return
+		}
 		if c.subs[s.room] == s {
 			delete(c.subs, s.room)
 		}

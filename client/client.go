@@ -34,6 +34,7 @@ type Client struct {
 	started   bool
 	msgPrefix string
 	msgSeq    uint64
+	dials     int // dial attempts, for rotating through URLs
 
 	wmu     sync.Mutex // one writer at a time on ws
 	closed  chan struct{}
@@ -224,12 +225,15 @@ func (c *Client) dial() (*websocket.Conn, error) {
 	}()
 	d := *c.cfg.Dialer
 	d.Subprotocols = []string{c.cfg.Encoding.String()}
-	ws, resp, err := d.DialContext(ctx, c.cfg.URL, nil)
+	urls := append([]string{c.cfg.URL}, c.cfg.URLs...)
+	url := urls[c.dials%len(urls)]
+	c.dials++
+	ws, resp, err := d.DialContext(ctx, url, nil)
 	if resp != nil && resp.Body != nil {
 		_ = resp.Body.Close()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", c.cfg.URL, err)
+		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
 	req := &hubbubv1.ConnectRequest{Name: c.cfg.Name}
 	if c.cfg.Token != nil {

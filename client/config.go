@@ -13,6 +13,9 @@ import (
 type Config struct {
 	// URL of the server's WebSocket endpoint, such as ws://127.0.0.1:8080/ws. Required.
 	URL string
+	// URLs are more endpoints (other nodes of a cluster); reconnects go round
+	// URL and URLs in turn.
+	URLs []string
 	// Encoding is wire.Proto (default) or wire.JSON.
 	Encoding wire.Encoding
 	// Name is the display name of an anonymous connection.

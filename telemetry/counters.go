@@ -30,6 +30,7 @@ type Counters struct {
 	PermissionDenied  atomic.Int64
 	OverflowDropped   atomic.Int64
 	RelayDelivers     atomic.Int64
+	RoomsLost         atomic.Int64
 	Conflated         atomic.Int64
 
 	// Commands counts client commands by type; Pushes counts pushes handed to

@@ -33,6 +33,9 @@ const (
 	CloseUnauthorized = 4002
 	// CloseTooManyConnections: the user has the most connections allowed.
 	CloseTooManyConnections = 4003
+	// CloseRoomMoved: a room the connection had joined went away (its node
+	// died or it moved); reconnect and rejoin with the last positions.
+	CloseRoomMoved = 4004
 )
 
 // Reconnect reports whether a client should reconnect after a close code.
