@@ -9,8 +9,10 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/cluster/clusterproviders/automanaged"
+	"github.com/asynkron/protoactor-go/cluster/clusterproviders/etcd"
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // ClusterConfig joins the node to a cluster of Hubbub nodes through
@@ -18,8 +20,8 @@ import (
 // identity lookup, and room pushes reach other nodes' relays over its remote
 // transport. The zero value is a single node with no cluster.
 type ClusterConfig struct {
-	// Provider is "" (single node) or "automanaged" (a static list of seed
-	// nodes, no external server).
+	// Provider is "" (single node), "automanaged" (a static list of seed
+	// nodes, no external server) or "etcd" (membership in etcd).
 	Provider string
 	// Name is the cluster's name; nodes with other names do not join. Default "hubbub".
 	Name string
@@ -29,6 +31,8 @@ type ClusterConfig struct {
 	AutoManagePort int
 	// Seeds are the automanaged host:port of every node (this one included).
 	Seeds []string
+	// EtcdEndpoints are the etcd servers for the etcd provider. Default 127.0.0.1:2379.
+	EtcdEndpoints []string
 }
 
 const roomKind = "room"
@@ -43,9 +47,6 @@ func (n *Node) startCluster(cc ClusterConfig, roomProps *actor.Props) (*cluster.
 	if err != nil {
 		return nil, fmt.Errorf("cluster bind %q: %w", cc.Bind, err)
 	}
-	if cc.Provider != "automanaged" {
-		return nil, fmt.Errorf("unknown cluster provider %q", cc.Provider)
-	}
 	if cc.Name == "" {
 		cc.Name = "hubbub"
 	}
@@ -55,7 +56,21 @@ func (n *Node) startCluster(cc ClusterConfig, roomProps *actor.Props) (*cluster.
 		return nil, fmt.Errorf("cluster bind: %w", err)
 	}
 	_ = l.Close()
-	provider := automanaged.NewWithConfig(time.Second, cc.AutoManagePort, cc.Seeds...)
+	var provider cluster.ClusterProvider
+	switch cc.Provider {
+	case "automanaged":
+		provider = automanaged.NewWithConfig(time.Second, cc.AutoManagePort, cc.Seeds...)
+	case "etcd":
+		endpoints := cc.EtcdEndpoints
+		if len(endpoints) == 0 {
+			endpoints = []string{"127.0.0.1:2379"}
+		}
+		if provider, err = etcd.NewWithConfig("/hubbub", clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second}); err != nil {
+			return nil, fmt.Errorf("etcd: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("unknown cluster provider %q (automanaged or etcd)", cc.Provider)
+	}
 	cfg := cluster.Configure(cc.Name, provider, disthash.New(), remote.Configure(host, port),
 		cluster.WithKinds(cluster.NewKind(roomKind, roomProps)), cluster.WithRequestTimeout(n.cfg.Conn.RequestTimeout))
 	c := cluster.New(n.system, cfg)

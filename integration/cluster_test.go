@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -237,5 +238,55 @@ func TestClusterNodeKilled(t *testing.T) {
 	// The room's in-memory history died with its node: listeners are told.
 	if resets == 0 {
 		t.Fatal("no listener was told its messages were not recovered")
+	}
+}
+
+// startEtcd runs a real etcd (Debian's etcd-server) on 127.0.0.1 and returns its client endpoint.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Skip("etcd is not installed; ./scripts/test.sh installs Debian's etcd-server")
+	}
+	client, peer := freePort(t), freePort(t)
+	cmd := exec.Command(bin, "--name", "hubbub-test", "--data-dir", t.TempDir(),
+		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
+		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
+		"--initial-cluster", "hubbub-test=http://"+peer, "--log-level", "error")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	eventually(t, "etcd to answer", func() bool {
+		code, err := httpGet("http://" + client + "/health")
+		return err == nil && code == 200
+	})
+	return client
+}
+
+// Two nodes find each other through a real etcd and share a room.
+func TestClusterWithEtcd(t *testing.T) {
+	endpoint := startEtcd(t)
+	var nodes []*serverProcess
+	for i := 0; i < 2; i++ {
+		nodes = append(nodes, startProcess(t, "--cluster-provider", "etcd", "--etcd-endpoints", endpoint, "--cluster-bind", freePort(t)))
+	}
+	for _, p := range nodes {
+		eventually(t, "node ready", func() bool {
+			code, err := httpGet(httpBase(p.URL) + "/readyz")
+			return err == nil && code == 200
+		})
+	}
+	a := connect(t, nodes[0].URL, wire.Proto, "a")
+	b := connect(t, nodes[1].URL, wire.JSON, "b")
+	a.join("etcd-room", nil)
+	b.join("etcd-room", nil)
+	eventually(t, "both members listed", func() bool {
+		r := a.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: "etcd-room"}}})
+		return len(r.GetPresence().GetMembers()) == 2
+	})
+	b.publish("etcd-room", "through etcd")
+	if m := a.nextMessage(); m.GetBody().GetText() != "through etcd" {
+		t.Fatalf("got %v", m)
 	}
 }

@@ -16,11 +16,14 @@ step "tools"
 if ! buf --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
 	go install "github.com/bufbuild/buf/cmd/buf@${BUF_VERSION}"
 fi
-# Headless Chromium (Debian's package) for the browser test.
-if ! command -v chromium >/dev/null; then
+# Debian packages: headless Chromium for the browser test, etcd for the cluster test.
+missing=""
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v etcd >/dev/null || missing="$missing etcd-server"
+if [ -n "$missing" ]; then
 	SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 (cd web/test && npm ci --no-audit --no-fund --silent)
 # Jaeger (a real trace backend) from the tools/jaeger module, built once per machine.

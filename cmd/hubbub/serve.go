@@ -38,6 +38,7 @@ type serveConfig struct {
 	pprof           bool
 	overflow        string
 	clusterSeeds    string
+	etcdEndpoints   string
 	hmacSecretFile  string
 	anonymousRooms  string
 	allowedOrigins  string
@@ -77,11 +78,12 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.StringVar(&c.tracing.ServiceName, "otel-service-name", "", "service.name of traces (default $OTEL_SERVICE_NAME, else hubbub)")
 	f.StringVar(&c.traceDeliveries, "trace-deliveries", "counts", "how recipients appear on traces: counts, events (one span event each) or spans (one span each)")
 	f.StringVar(&c.overflow, "overflow-policy", "", "comma-separated room-pattern=policy rules for members whose queue is full: disconnect (default), drop-oldest or conflate, e.g. 'market:*=conflate,game:*=drop-oldest'")
-	f.StringVar(&c.node.Cluster.Provider, "cluster-provider", "", "cluster membership: empty for a single node, or automanaged (static seed list, no external server)")
+	f.StringVar(&c.node.Cluster.Provider, "cluster-provider", "", "cluster membership: empty for a single node, automanaged (static seed list, no external server) or etcd")
 	f.StringVar(&c.node.Cluster.Name, "cluster-name", "hubbub", "cluster name; nodes of other clusters do not join")
 	f.StringVar(&c.node.Cluster.Bind, "cluster-bind", "127.0.0.1:8090", "host:port of this node's actor transport")
 	f.IntVar(&c.node.Cluster.AutoManagePort, "cluster-automanage-port", 6330, "automanaged: this node's membership HTTP port")
 	f.StringVar(&c.clusterSeeds, "cluster-seeds", "", "automanaged: comma-separated host:automanage-port of every node")
+	f.StringVar(&c.etcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "etcd: comma-separated etcd endpoints")
 	f.BoolVar(&c.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 	f.BoolVar(&c.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (for profiling; keep it off in production)")
 	f.StringVar(&c.auth.Algorithm, "jwt-alg", "", "the one JWT algorithm accepted (HS256, RS256, ES256, ...); setting a key switches on production mode")
@@ -119,6 +121,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	}
 	c.transport.AllowedOrigins = splitList(c.allowedOrigins)
 	c.node.Cluster.Seeds = splitList(c.clusterSeeds)
+	c.node.Cluster.EtcdEndpoints = splitList(c.etcdEndpoints)
 	for _, rule := range splitList(c.overflow) {
 		pattern, policy, ok := strings.Cut(rule, "=")
 		p, valid := actors.ParseOverflow(policy)
