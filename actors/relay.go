@@ -53,9 +53,8 @@ func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing) *
 
 func (r *relay) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
-	case *actor.Started:
-		r.address = ctx.Self().Address
 	case *nodev1.RelayDeliver:
+		r.address = ctx.ActorSystem().Address() // set once the cluster's transport runs
 		r.counters.RelayDelivers.Add(1)
 		if r.tracing.Enabled && len(msg.GetTrace()) > 0 {
 			r.onDeliverTraced(msg)

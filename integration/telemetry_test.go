@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -202,7 +203,8 @@ type jaegerTrace struct {
 }
 
 // A publish's trace, sent by Hubbub over OTLP to a real Jaeger, comes back
-// from Jaeger's query API with its spans linked. Needs JAEGER_BIN (the
+// from Jaeger's query API as one trace across two cluster nodes: the client's
+// span -> the command -> the room -> a fan-out span on each node. Needs JAEGER_BIN (the
 // test script builds it from the tools/jaeger module).
 func TestTraceInJaeger(t *testing.T) {
 	bin := os.Getenv("JAEGER_BIN")
@@ -227,18 +229,38 @@ func TestTraceInJaeger(t *testing.T) {
 		return err == nil && resp.StatusCode == http.StatusOK
 	})
 
-	p := startProcess(t, "--otel-traces-exporter", "otlp", "--otel-endpoint", "http://"+otlp, "--otel-service-name", "hubbub-it")
-	sub := connect(t, p.URL, wire.JSON, "sub")
-	sub.join("jaeger", nil)
-	pub := connect(t, p.URL, wire.Proto, "pub")
+	// Two cluster nodes, a member on each: the publish's trace spans both.
+	m1, m2 := freePort(t), freePort(t)
+	_, port1, _ := net.SplitHostPort(m1)
+	_, port2, _ := net.SplitHostPort(m2)
+	var nodes []*serverProcess
+	for _, port := range []string{port1, port2} {
+		nodes = append(nodes, startProcess(t, "--otel-traces-exporter", "otlp", "--otel-endpoint", "http://"+otlp, "--otel-service-name", "hubbub-it",
+			"--cluster-provider", "automanaged", "--cluster-bind", freePort(t), "--cluster-automanage-port", port, "--cluster-seeds", m1+","+m2))
+	}
+	for _, p := range nodes {
+		eventually(t, "node ready", func() bool {
+			code, err := httpGet(httpBase(p.URL) + "/readyz")
+			return err == nil && code == 200
+		})
+	}
+	subs := []*client{connect(t, nodes[0].URL, wire.JSON, "sub0"), connect(t, nodes[1].URL, wire.Proto, "sub1")}
+	for _, c := range subs {
+		c.join("jaeger", nil)
+	}
+	pub := connect(t, nodes[0].URL, wire.Proto, "pub")
 	traceHex := "4bf92f3577b34da6a3ce929d0e0e4736"
 	f := publishFrame("jaeger", "find me", "")
 	f.Trace = map[string]string{"traceparent": "00-" + traceHex + "-00f067aa0ba902b7-01"}
 	if r := pub.request(f); r.GetTraceId() != traceHex {
 		t.Fatalf("reply %v", r)
 	}
-	sub.nextMessage()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM) // flushes the batch of spans
+	for _, c := range subs {
+		c.nextMessage()
+	}
+	for _, p := range nodes {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM) // flushes the batches of spans
+	}
 	var tr jaegerTrace
 	eventually(t, "the trace in jaeger", func() bool {
 		resp, err := http.Get("http://" + query + "/api/traces/" + traceHex)
@@ -247,20 +269,33 @@ func TestTraceInJaeger(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		tr = jaegerTrace{}
-		return json.NewDecoder(resp.Body).Decode(&tr) == nil && len(tr.Data) == 1 && len(tr.Data[0].Spans) >= 3
+		return json.NewDecoder(resp.Body).Decode(&tr) == nil && len(tr.Data) == 1 && len(tr.Data[0].Spans) >= 4
 	})
-	byName := map[string]string{}
+	ids := map[string]string{}
 	parent := map[string]string{}
+	fanoutNodes := map[string]bool{}
 	for _, s := range tr.Data[0].Spans {
-		byName[s.OperationName] = s.SpanID
+		ids[s.OperationName] = s.SpanID
 		for _, r := range s.References {
 			if r.RefType == "CHILD_OF" {
-				parent[s.OperationName] = r.SpanID
+				parent[s.SpanID] = r.SpanID
 			}
 		}
 	}
-	if parent["hubbub publish"] != "00f067aa0ba902b7" || parent["hubbub.room publish"] != byName["hubbub publish"] ||
-		parent["hubbub.fanout"] != byName["hubbub.room publish"] {
-		t.Fatalf("spans %v, parents %v", byName, parent)
+	for _, s := range tr.Data[0].Spans {
+		if s.OperationName != "hubbub.fanout" {
+			continue
+		}
+		if parent[s.SpanID] != ids["hubbub.room publish"] {
+			t.Fatalf("fanout span's parent %s, room span %s", parent[s.SpanID], ids["hubbub.room publish"])
+		}
+		for _, tag := range s.Tags {
+			if tag.Key == "hubbub.node" {
+				fanoutNodes[fmt.Sprint(tag.Value)] = true
+			}
+		}
+	}
+	if parent[ids["hubbub publish"]] != "00f067aa0ba902b7" || parent[ids["hubbub.room publish"]] != ids["hubbub publish"] || len(fanoutNodes) != 2 {
+		t.Fatalf("spans %v, parents %v, fan-out on nodes %v", ids, parent, fanoutNodes)
 	}
 }
