@@ -290,3 +290,56 @@ func TestClusterWithEtcd(t *testing.T) {
 		t.Fatalf("got %v", m)
 	}
 }
+
+// A node that joins later takes its share of new rooms, and members of
+// existing rooms keep receiving (after a rejoin if their room moved).
+func TestClusterNodeJoinsLater(t *testing.T) {
+	manage := []string{freePort(t), freePort(t), freePort(t)}
+	seeds := strings.Join(manage, ",")
+	start := func(i int) *serverProcess {
+		_, port, _ := net.SplitHostPort(manage[i])
+		p := startProcess(t, "--cluster-provider", "automanaged", "--cluster-bind", freePort(t), "--cluster-automanage-port", port, "--cluster-seeds", seeds)
+		eventually(t, "node ready", func() bool {
+			code, err := httpGet(httpBase(p.URL) + "/readyz")
+			return err == nil && code == 200
+		})
+		return p
+	}
+	nodes := []*serverProcess{start(0), start(1)}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := hubclient.Config{URL: nodes[0].URL, URLs: []string{nodes[1].URL}, Name: "member",
+		MinReconnectDelay: 50 * time.Millisecond, MaxReconnectDelay: 300 * time.Millisecond}
+	member := hubclient.New(cfg)
+	defer member.Close()
+	if err := member.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := member.Join(ctx, "stay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes = append(nodes, start(2))
+	pub := connect(t, nodes[1].URL, wire.Proto, "pub")
+	for i := 0; i < 60; i++ {
+		pub.publish(fmt.Sprint("new-", i), "x")
+	}
+	if n := sum(scrape(t, httpBase(nodes[2].URL)), "hubbub_rooms_active"); n == 0 {
+		t.Fatal("the new node hosts none of 60 new rooms")
+	}
+	// The member of "stay" keeps receiving.
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the member of an existing room stopped receiving after a node joined")
+		}
+		pub.request(publishFrame("stay", fmt.Sprint("after-join-", i), ""))
+		select {
+		case ev := <-sub.Events():
+			if ev.Kind == hubclient.EventMessage {
+				return
+			}
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
