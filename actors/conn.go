@@ -86,7 +86,7 @@ func (c *conn) Receive(ctx actor.Context) {
 func (c *conn) onStopping(ctx actor.Context) {
 	if c.member != nil {
 		for name := range c.rooms {
-			ctx.Send(c.roomPID(name), &nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true})
+			ctx.Send(c.roomPID(name), wrap(&nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true}))
 		}
 	}
 	if c.counted {
@@ -283,7 +283,7 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 		case err != nil:
 			delete(c.rooms, name)
 			// The room may still process the join late; undo it.
-			ctx.Send(pid, &nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true})
+			ctx.Send(pid, wrap(&nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true}))
 		case rr.GetFrame().GetError() != nil:
 			delete(c.rooms, name)
 			c.forward(f.GetId(), rr.GetFrame())
@@ -374,7 +374,7 @@ func (c *conn) ask(ctx actor.Context, room string, msg proto.Message, id uint64,
 
 func (c *conn) askAttempt(ctx actor.Context, room string, msg proto.Message, id uint64, then func(*actor.PID, *nodev1.RoomReply, error), attempt int) {
 	pid := c.roomPID(room)
-	fut := ctx.RequestFuture(pid, msg, c.cfg.RequestTimeout)
+	fut := ctx.RequestFuture(pid, wrap(msg), c.cfg.RequestTimeout)
 	ctx.ReenterAfter(fut, func(res any, err error) {
 		if errors.Is(err, actor.ErrDeadLetter) && attempt == 0 {
 			if jr := c.rooms[room]; jr != nil {
@@ -383,7 +383,7 @@ func (c *conn) askAttempt(ctx actor.Context, room string, msg proto.Message, id 
 			c.askAttempt(ctx, room, msg, id, then, attempt+1)
 			return
 		}
-		rr, ok := res.(*nodev1.RoomReply)
+		rr, ok := unwrap(res).(*nodev1.RoomReply)
 		if err == nil && !ok {
 			err = errors.New("unexpected reply")
 		}

@@ -52,7 +52,7 @@ func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing) *
 }
 
 func (r *relay) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
+	switch msg := unwrap(ctx.Message()).(type) {
 	case *nodev1.RelayDeliver:
 		r.address = ctx.ActorSystem().Address() // set once the cluster's transport runs
 		r.counters.RelayDelivers.Add(1)

@@ -64,7 +64,7 @@ func memberKey(m *nodev1.Member) string { return m.GetAddress() + "/" + m.GetAct
 type typingSweep struct{}
 
 func (r *room) Receive(ctx actor.Context) {
-	msg := ctx.Message()
+	msg := unwrap(ctx.Message())
 	if _, ok := msg.(idleCheck); !ok {
 		r.lastActive = time.Now()
 	}
@@ -151,7 +151,7 @@ func (r *room) position() *hubbubv1.StreamPosition {
 
 func (r *room) reply(ctx actor.Context, id uint64, f *hubbubv1.ServerFrame) {
 	if ctx.Sender() != nil {
-		ctx.Respond(&nodev1.RoomReply{RequestId: id, Frame: f})
+		ctx.Respond(wrap(&nodev1.RoomReply{RequestId: id, Frame: f}))
 	}
 }
 
@@ -191,9 +191,9 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 		trace = injectSpan(span)
 		span.End()
 	}
-	ctx.Send(r.relay(m.GetAddress()), &nodev1.RelaySubscribe{
+	ctx.Send(r.relay(m.GetAddress()), wrap(&nodev1.RelaySubscribe{
 		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: reply, Trace: trace,
-	})
+	}))
 	r.reply(ctx, msg.GetRequestId(), nil)
 	r.broadcast(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_PresenceEvent{PresenceEvent: &hubbubv1.PresenceEvent{
 		Room: r.name, Action: hubbubv1.PresenceAction_PRESENCE_ACTION_JOIN, Client: m.GetClient(),
@@ -246,9 +246,9 @@ func (r *room) onLeave(ctx actor.Context, msg *nodev1.RoomLeave) {
 		return
 	}
 	r.removeMember(key, m)
-	ctx.Send(r.relay(m.GetAddress()), &nodev1.RelayUnsubscribe{
+	ctx.Send(r.relay(m.GetAddress()), wrap(&nodev1.RelayUnsubscribe{
 		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: !msg.GetDisconnect(), Trace: msg.GetTrace(),
-	})
+	}))
 	r.reply(ctx, msg.GetRequestId(), nil)
 	if r.typing.remove(m.GetClient().GetClientId()) {
 		r.broadcastTyping(ctx, m.GetClient(), false)
@@ -332,8 +332,9 @@ func (r *room) broadcastTraced(ctx actor.Context, f *hubbubv1.ServerFrame, offse
 			return
 		}
 	}
+	env := wrap(d)
 	for addr := range r.nodes {
-		ctx.Send(r.relay(addr), d)
+		ctx.Send(r.relay(addr), env)
 	}
 }
 

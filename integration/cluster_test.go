@@ -105,11 +105,18 @@ func TestClusterRoomAcrossNodes(t *testing.T) {
 	}
 }
 
-// kill -9 of one node of three while clients publish and listen: every client
+// kill -9 (or SIGTERM) of the node hosting a room of a three-node cluster
+// while clients publish and listen: every client
 // (Go SDK, given every node's URL) keeps receiving, never sees a message twice
 // or out of order within an epoch, and learns of a lost gap through
 // EventNotRecovered rather than silently.
-func TestClusterNodeKilled(t *testing.T) {
+func TestClusterNodeLost(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) { testNodeLost(t, sig) })
+	}
+}
+
+func testNodeLost(t *testing.T, sig syscall.Signal) {
 	nodes := startCluster(t, 3)
 	urls := []string{nodes[0].URL, nodes[1].URL, nodes[2].URL}
 	rotate := func(i int) hubclient.Config {
@@ -188,7 +195,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	if host < 0 {
 		t.Fatal("no node hosts the room")
 	}
-	if err := nodes[host].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := nodes[host].cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	for i := 20; i < 40; i++ {

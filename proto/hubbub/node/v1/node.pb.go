@@ -130,6 +130,219 @@ func (OverflowPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{1}
 }
 
+// Envelope carries every message that crosses from one actor to another
+// node. A node that does not know a newer body gets an empty envelope, which
+// it drops, rather than a message type it cannot decode.
+type Envelope struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*Envelope_RoomJoin
+	//	*Envelope_RoomLeave
+	//	*Envelope_RoomPublish
+	//	*Envelope_RoomHistory
+	//	*Envelope_RoomPresence
+	//	*Envelope_RoomTyping
+	//	*Envelope_RoomReply
+	//	*Envelope_RelaySubscribe
+	//	*Envelope_RelayUnsubscribe
+	//	*Envelope_RelayDeliver
+	Body          isEnvelope_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Envelope) Reset() {
+	*x = Envelope{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Envelope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Envelope) ProtoMessage() {}
+
+func (x *Envelope) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
+func (*Envelope) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Envelope) GetBody() isEnvelope_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *Envelope) GetRoomJoin() *RoomJoin {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomJoin); ok {
+			return x.RoomJoin
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRoomLeave() *RoomLeave {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomLeave); ok {
+			return x.RoomLeave
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRoomPublish() *RoomPublish {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomPublish); ok {
+			return x.RoomPublish
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRoomHistory() *RoomHistory {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomHistory); ok {
+			return x.RoomHistory
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRoomPresence() *RoomPresence {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomPresence); ok {
+			return x.RoomPresence
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRoomTyping() *RoomTyping {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomTyping); ok {
+			return x.RoomTyping
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRoomReply() *RoomReply {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomReply); ok {
+			return x.RoomReply
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRelaySubscribe() *RelaySubscribe {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RelaySubscribe); ok {
+			return x.RelaySubscribe
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRelayUnsubscribe() *RelayUnsubscribe {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RelayUnsubscribe); ok {
+			return x.RelayUnsubscribe
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetRelayDeliver() *RelayDeliver {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RelayDeliver); ok {
+			return x.RelayDeliver
+		}
+	}
+	return nil
+}
+
+type isEnvelope_Body interface {
+	isEnvelope_Body()
+}
+
+type Envelope_RoomJoin struct {
+	RoomJoin *RoomJoin `protobuf:"bytes,1,opt,name=room_join,json=roomJoin,proto3,oneof"`
+}
+
+type Envelope_RoomLeave struct {
+	RoomLeave *RoomLeave `protobuf:"bytes,2,opt,name=room_leave,json=roomLeave,proto3,oneof"`
+}
+
+type Envelope_RoomPublish struct {
+	RoomPublish *RoomPublish `protobuf:"bytes,3,opt,name=room_publish,json=roomPublish,proto3,oneof"`
+}
+
+type Envelope_RoomHistory struct {
+	RoomHistory *RoomHistory `protobuf:"bytes,4,opt,name=room_history,json=roomHistory,proto3,oneof"`
+}
+
+type Envelope_RoomPresence struct {
+	RoomPresence *RoomPresence `protobuf:"bytes,5,opt,name=room_presence,json=roomPresence,proto3,oneof"`
+}
+
+type Envelope_RoomTyping struct {
+	RoomTyping *RoomTyping `protobuf:"bytes,6,opt,name=room_typing,json=roomTyping,proto3,oneof"`
+}
+
+type Envelope_RoomReply struct {
+	RoomReply *RoomReply `protobuf:"bytes,7,opt,name=room_reply,json=roomReply,proto3,oneof"`
+}
+
+type Envelope_RelaySubscribe struct {
+	RelaySubscribe *RelaySubscribe `protobuf:"bytes,8,opt,name=relay_subscribe,json=relaySubscribe,proto3,oneof"`
+}
+
+type Envelope_RelayUnsubscribe struct {
+	RelayUnsubscribe *RelayUnsubscribe `protobuf:"bytes,9,opt,name=relay_unsubscribe,json=relayUnsubscribe,proto3,oneof"`
+}
+
+type Envelope_RelayDeliver struct {
+	RelayDeliver *RelayDeliver `protobuf:"bytes,10,opt,name=relay_deliver,json=relayDeliver,proto3,oneof"`
+}
+
+func (*Envelope_RoomJoin) isEnvelope_Body() {}
+
+func (*Envelope_RoomLeave) isEnvelope_Body() {}
+
+func (*Envelope_RoomPublish) isEnvelope_Body() {}
+
+func (*Envelope_RoomHistory) isEnvelope_Body() {}
+
+func (*Envelope_RoomPresence) isEnvelope_Body() {}
+
+func (*Envelope_RoomTyping) isEnvelope_Body() {}
+
+func (*Envelope_RoomReply) isEnvelope_Body() {}
+
+func (*Envelope_RelaySubscribe) isEnvelope_Body() {}
+
+func (*Envelope_RelayUnsubscribe) isEnvelope_Body() {}
+
+func (*Envelope_RelayDeliver) isEnvelope_Body() {}
+
 // Member identifies one connection in a room.
 type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -145,7 +358,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[0]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +370,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[0]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +383,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Member) GetAddress() string {
@@ -215,7 +428,7 @@ type RoomJoin struct {
 
 func (x *RoomJoin) Reset() {
 	*x = RoomJoin{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[1]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -227,7 +440,7 @@ func (x *RoomJoin) String() string {
 func (*RoomJoin) ProtoMessage() {}
 
 func (x *RoomJoin) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[1]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -240,7 +453,7 @@ func (x *RoomJoin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomJoin.ProtoReflect.Descriptor instead.
 func (*RoomJoin) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RoomJoin) GetRoom() string {
@@ -293,7 +506,7 @@ type RoomLeave struct {
 
 func (x *RoomLeave) Reset() {
 	*x = RoomLeave{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[2]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +518,7 @@ func (x *RoomLeave) String() string {
 func (*RoomLeave) ProtoMessage() {}
 
 func (x *RoomLeave) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[2]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +531,7 @@ func (x *RoomLeave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomLeave.ProtoReflect.Descriptor instead.
 func (*RoomLeave) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RoomLeave) GetRoom() string {
@@ -372,7 +585,7 @@ type RoomPublish struct {
 
 func (x *RoomPublish) Reset() {
 	*x = RoomPublish{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[3]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +597,7 @@ func (x *RoomPublish) String() string {
 func (*RoomPublish) ProtoMessage() {}
 
 func (x *RoomPublish) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[3]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +610,7 @@ func (x *RoomPublish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomPublish.ProtoReflect.Descriptor instead.
 func (*RoomPublish) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RoomPublish) GetRoom() string {
@@ -461,7 +674,7 @@ type RoomHistory struct {
 
 func (x *RoomHistory) Reset() {
 	*x = RoomHistory{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[4]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +686,7 @@ func (x *RoomHistory) String() string {
 func (*RoomHistory) ProtoMessage() {}
 
 func (x *RoomHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[4]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +699,7 @@ func (x *RoomHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomHistory.ProtoReflect.Descriptor instead.
 func (*RoomHistory) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RoomHistory) GetRequest() *v1.HistoryRequest {
@@ -522,7 +735,7 @@ type RoomPresence struct {
 
 func (x *RoomPresence) Reset() {
 	*x = RoomPresence{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[5]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +747,7 @@ func (x *RoomPresence) String() string {
 func (*RoomPresence) ProtoMessage() {}
 
 func (x *RoomPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[5]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +760,7 @@ func (x *RoomPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomPresence.ProtoReflect.Descriptor instead.
 func (*RoomPresence) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RoomPresence) GetRoom() string {
@@ -585,7 +798,7 @@ type RoomTyping struct {
 
 func (x *RoomTyping) Reset() {
 	*x = RoomTyping{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[6]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +810,7 @@ func (x *RoomTyping) String() string {
 func (*RoomTyping) ProtoMessage() {}
 
 func (x *RoomTyping) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[6]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +823,7 @@ func (x *RoomTyping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomTyping.ProtoReflect.Descriptor instead.
 func (*RoomTyping) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RoomTyping) GetRoom() string {
@@ -661,7 +874,7 @@ type RoomReply struct {
 
 func (x *RoomReply) Reset() {
 	*x = RoomReply{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[7]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +886,7 @@ func (x *RoomReply) String() string {
 func (*RoomReply) ProtoMessage() {}
 
 func (x *RoomReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[7]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +899,7 @@ func (x *RoomReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomReply.ProtoReflect.Descriptor instead.
 func (*RoomReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RoomReply) GetRequestId() uint64 {
@@ -725,7 +938,7 @@ type RelaySubscribe struct {
 
 func (x *RelaySubscribe) Reset() {
 	*x = RelaySubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[8]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +950,7 @@ func (x *RelaySubscribe) String() string {
 func (*RelaySubscribe) ProtoMessage() {}
 
 func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[8]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +963,7 @@ func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelaySubscribe.ProtoReflect.Descriptor instead.
 func (*RelaySubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RelaySubscribe) GetRoom() string {
@@ -803,7 +1016,7 @@ type RelayUnsubscribe struct {
 
 func (x *RelayUnsubscribe) Reset() {
 	*x = RelayUnsubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[9]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1028,7 @@ func (x *RelayUnsubscribe) String() string {
 func (*RelayUnsubscribe) ProtoMessage() {}
 
 func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[9]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1041,7 @@ func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayUnsubscribe.ProtoReflect.Descriptor instead.
 func (*RelayUnsubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RelayUnsubscribe) GetRoom() string {
@@ -891,7 +1104,7 @@ type RelayDeliver struct {
 
 func (x *RelayDeliver) Reset() {
 	*x = RelayDeliver{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[10]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1116,7 @@ func (x *RelayDeliver) String() string {
 func (*RelayDeliver) ProtoMessage() {}
 
 func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[10]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1129,7 @@ func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayDeliver.ProtoReflect.Descriptor instead.
 func (*RelayDeliver) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RelayDeliver) GetRoom() string {
@@ -986,7 +1199,23 @@ var File_hubbub_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x16hubbub/v1/hubbub.proto\"\xa2\x01\n" +
+	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x16hubbub/v1/hubbub.proto\"\xac\x05\n" +
+	"\bEnvelope\x127\n" +
+	"\troom_join\x18\x01 \x01(\v2\x18.hubbub.node.v1.RoomJoinH\x00R\broomJoin\x12:\n" +
+	"\n" +
+	"room_leave\x18\x02 \x01(\v2\x19.hubbub.node.v1.RoomLeaveH\x00R\troomLeave\x12@\n" +
+	"\froom_publish\x18\x03 \x01(\v2\x1b.hubbub.node.v1.RoomPublishH\x00R\vroomPublish\x12@\n" +
+	"\froom_history\x18\x04 \x01(\v2\x1b.hubbub.node.v1.RoomHistoryH\x00R\vroomHistory\x12C\n" +
+	"\rroom_presence\x18\x05 \x01(\v2\x1c.hubbub.node.v1.RoomPresenceH\x00R\froomPresence\x12=\n" +
+	"\vroom_typing\x18\x06 \x01(\v2\x1a.hubbub.node.v1.RoomTypingH\x00R\n" +
+	"roomTyping\x12:\n" +
+	"\n" +
+	"room_reply\x18\a \x01(\v2\x19.hubbub.node.v1.RoomReplyH\x00R\troomReply\x12I\n" +
+	"\x0frelay_subscribe\x18\b \x01(\v2\x1e.hubbub.node.v1.RelaySubscribeH\x00R\x0erelaySubscribe\x12O\n" +
+	"\x11relay_unsubscribe\x18\t \x01(\v2 .hubbub.node.v1.RelayUnsubscribeH\x00R\x10relayUnsubscribe\x12C\n" +
+	"\rrelay_deliver\x18\n" +
+	" \x01(\v2\x1c.hubbub.node.v1.RelayDeliverH\x00R\frelayDeliverB\x06\n" +
+	"\x04body\"\xa2\x01\n" +
 	"\x06Member\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12-\n" +
@@ -1129,66 +1358,77 @@ func file_hubbub_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(Encoding)(0),             // 0: hubbub.node.v1.Encoding
 	(OverflowPolicy)(0),       // 1: hubbub.node.v1.OverflowPolicy
-	(*Member)(nil),            // 2: hubbub.node.v1.Member
-	(*RoomJoin)(nil),          // 3: hubbub.node.v1.RoomJoin
-	(*RoomLeave)(nil),         // 4: hubbub.node.v1.RoomLeave
-	(*RoomPublish)(nil),       // 5: hubbub.node.v1.RoomPublish
-	(*RoomHistory)(nil),       // 6: hubbub.node.v1.RoomHistory
-	(*RoomPresence)(nil),      // 7: hubbub.node.v1.RoomPresence
-	(*RoomTyping)(nil),        // 8: hubbub.node.v1.RoomTyping
-	(*RoomReply)(nil),         // 9: hubbub.node.v1.RoomReply
-	(*RelaySubscribe)(nil),    // 10: hubbub.node.v1.RelaySubscribe
-	(*RelayUnsubscribe)(nil),  // 11: hubbub.node.v1.RelayUnsubscribe
-	(*RelayDeliver)(nil),      // 12: hubbub.node.v1.RelayDeliver
-	nil,                       // 13: hubbub.node.v1.RoomJoin.TraceEntry
-	nil,                       // 14: hubbub.node.v1.RoomLeave.TraceEntry
-	nil,                       // 15: hubbub.node.v1.RoomPublish.TraceEntry
-	nil,                       // 16: hubbub.node.v1.RoomHistory.TraceEntry
-	nil,                       // 17: hubbub.node.v1.RoomPresence.TraceEntry
-	nil,                       // 18: hubbub.node.v1.RoomTyping.TraceEntry
-	nil,                       // 19: hubbub.node.v1.RoomReply.TraceEntry
-	nil,                       // 20: hubbub.node.v1.RelaySubscribe.TraceEntry
-	nil,                       // 21: hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	nil,                       // 22: hubbub.node.v1.RelayDeliver.TraceEntry
-	(*v1.ClientInfo)(nil),     // 23: hubbub.v1.ClientInfo
-	(*v1.StreamPosition)(nil), // 24: hubbub.v1.StreamPosition
-	(*v1.Body)(nil),           // 25: hubbub.v1.Body
-	(*v1.HistoryRequest)(nil), // 26: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),    // 27: hubbub.v1.ServerFrame
-	(*v1.JoinReply)(nil),      // 28: hubbub.v1.JoinReply
+	(*Envelope)(nil),          // 2: hubbub.node.v1.Envelope
+	(*Member)(nil),            // 3: hubbub.node.v1.Member
+	(*RoomJoin)(nil),          // 4: hubbub.node.v1.RoomJoin
+	(*RoomLeave)(nil),         // 5: hubbub.node.v1.RoomLeave
+	(*RoomPublish)(nil),       // 6: hubbub.node.v1.RoomPublish
+	(*RoomHistory)(nil),       // 7: hubbub.node.v1.RoomHistory
+	(*RoomPresence)(nil),      // 8: hubbub.node.v1.RoomPresence
+	(*RoomTyping)(nil),        // 9: hubbub.node.v1.RoomTyping
+	(*RoomReply)(nil),         // 10: hubbub.node.v1.RoomReply
+	(*RelaySubscribe)(nil),    // 11: hubbub.node.v1.RelaySubscribe
+	(*RelayUnsubscribe)(nil),  // 12: hubbub.node.v1.RelayUnsubscribe
+	(*RelayDeliver)(nil),      // 13: hubbub.node.v1.RelayDeliver
+	nil,                       // 14: hubbub.node.v1.RoomJoin.TraceEntry
+	nil,                       // 15: hubbub.node.v1.RoomLeave.TraceEntry
+	nil,                       // 16: hubbub.node.v1.RoomPublish.TraceEntry
+	nil,                       // 17: hubbub.node.v1.RoomHistory.TraceEntry
+	nil,                       // 18: hubbub.node.v1.RoomPresence.TraceEntry
+	nil,                       // 19: hubbub.node.v1.RoomTyping.TraceEntry
+	nil,                       // 20: hubbub.node.v1.RoomReply.TraceEntry
+	nil,                       // 21: hubbub.node.v1.RelaySubscribe.TraceEntry
+	nil,                       // 22: hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	nil,                       // 23: hubbub.node.v1.RelayDeliver.TraceEntry
+	(*v1.ClientInfo)(nil),     // 24: hubbub.v1.ClientInfo
+	(*v1.StreamPosition)(nil), // 25: hubbub.v1.StreamPosition
+	(*v1.Body)(nil),           // 26: hubbub.v1.Body
+	(*v1.HistoryRequest)(nil), // 27: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),    // 28: hubbub.v1.ServerFrame
+	(*v1.JoinReply)(nil),      // 29: hubbub.v1.JoinReply
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
-	23, // 0: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
-	0,  // 1: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
-	2,  // 2: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
-	24, // 3: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	13, // 4: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
-	2,  // 5: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	14, // 6: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
-	2,  // 7: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	25, // 8: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	15, // 9: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	26, // 10: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	16, // 11: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	17, // 12: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
-	2,  // 13: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	18, // 14: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	27, // 15: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
-	19, // 16: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	28, // 17: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	20, // 18: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	21, // 19: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	1,  // 20: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	22, // 21: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	4,  // 0: hubbub.node.v1.Envelope.room_join:type_name -> hubbub.node.v1.RoomJoin
+	5,  // 1: hubbub.node.v1.Envelope.room_leave:type_name -> hubbub.node.v1.RoomLeave
+	6,  // 2: hubbub.node.v1.Envelope.room_publish:type_name -> hubbub.node.v1.RoomPublish
+	7,  // 3: hubbub.node.v1.Envelope.room_history:type_name -> hubbub.node.v1.RoomHistory
+	8,  // 4: hubbub.node.v1.Envelope.room_presence:type_name -> hubbub.node.v1.RoomPresence
+	9,  // 5: hubbub.node.v1.Envelope.room_typing:type_name -> hubbub.node.v1.RoomTyping
+	10, // 6: hubbub.node.v1.Envelope.room_reply:type_name -> hubbub.node.v1.RoomReply
+	11, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
+	12, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
+	13, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
+	24, // 10: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
+	0,  // 11: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
+	3,  // 12: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
+	25, // 13: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
+	14, // 14: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	3,  // 15: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
+	15, // 16: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	3,  // 17: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
+	26, // 18: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	16, // 19: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	27, // 20: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	17, // 21: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	18, // 22: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	3,  // 23: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
+	19, // 24: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	28, // 25: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	20, // 26: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	29, // 27: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	21, // 28: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	22, // 29: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 30: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	23, // 31: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
@@ -1196,13 +1436,25 @@ func file_hubbub_node_v1_node_proto_init() {
 	if File_hubbub_node_v1_node_proto != nil {
 		return
 	}
+	file_hubbub_node_v1_node_proto_msgTypes[0].OneofWrappers = []any{
+		(*Envelope_RoomJoin)(nil),
+		(*Envelope_RoomLeave)(nil),
+		(*Envelope_RoomPublish)(nil),
+		(*Envelope_RoomHistory)(nil),
+		(*Envelope_RoomPresence)(nil),
+		(*Envelope_RoomTyping)(nil),
+		(*Envelope_RoomReply)(nil),
+		(*Envelope_RelaySubscribe)(nil),
+		(*Envelope_RelayUnsubscribe)(nil),
+		(*Envelope_RelayDeliver)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_node_v1_node_proto_rawDesc), len(file_hubbub_node_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
