@@ -84,12 +84,24 @@ type clusterPlacement struct {
 }
 
 func (p *clusterPlacement) RoomPID(room string) *actor.PID {
+	if pid, ok := p.c.PidCache.Get(room, roomKind); ok {
+		return pid
+	}
 	if pid := p.c.Get(room, roomKind); pid != nil {
+		p.c.PidCache.Set(room, roomKind, pid)
 		return pid
 	}
 	// The lookup failed (no member yet, or a node is gone): a PID that
 	// dead-letters, so the caller's request fails and is retried.
 	return actor.NewPID("nonhost", "unplaced/"+room)
+}
+
+func (p *clusterPlacement) Cached(room string) (*actor.PID, bool) {
+	return p.c.PidCache.Get(room, roomKind)
+}
+
+func (p *clusterPlacement) Forget(room string, pid *actor.PID) {
+	p.c.PidCache.RemoveByValue(room, roomKind, pid)
 }
 
 func (p *clusterPlacement) StopAll(time.Duration) {

@@ -68,6 +68,11 @@ func (c *conn) Receive(ctx actor.Context) {
 		close(c.done)
 	case *actor.Terminated:
 		c.onRoomTerminated(msg.GetWho())
+	case roomPlaced:
+		if jr := c.rooms[msg.room]; jr != nil && jr.pid == nil {
+			jr.pid = msg.pid
+		}
+		msg.then(ctx)
 	case *actor.Restarting, *actor.ReceiveTimeout:
 	case tokenExpired:
 		if msg.gen == c.expiryGen {
@@ -85,8 +90,10 @@ func (c *conn) Receive(ctx actor.Context) {
 // onStopping leaves every room; a stop the transport did not ask for is a failure.
 func (c *conn) onStopping(ctx actor.Context) {
 	if c.member != nil {
-		for name := range c.rooms {
-			ctx.Send(c.roomPID(name), wrap(&nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true}))
+		for name, jr := range c.rooms {
+			if jr.pid != nil { // without a PID the join was never sent
+				ctx.Send(jr.pid, wrap(&nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true}))
+			}
 		}
 	}
 	if c.counted {
@@ -373,13 +380,31 @@ func (c *conn) ask(ctx actor.Context, room string, msg proto.Message, id uint64,
 }
 
 func (c *conn) askAttempt(ctx actor.Context, room string, msg proto.Message, id uint64, then func(*actor.PID, *nodev1.RoomReply, error), attempt int) {
-	pid := c.roomPID(room)
+	pid, ok := c.cachedRoomPID(room)
+	if !ok {
+		// Placing a room may take a cluster round trip (up to the cluster's
+		// lookup timeout): do it off the actor and continue when it is done.
+		self, root, placement := ctx.Self(), ctx.ActorSystem().Root, c.node.placement
+		go func() { // owner: this connection actor; bounded by the placement's lookup timeout
+			pid := placement.RoomPID(room)
+			root.Send(self, roomPlaced{room: room, pid: pid, then: func(ctx actor.Context) {
+				c.askPID(ctx, pid, room, msg, id, then, attempt)
+			}})
+		}()
+		return
+	}
+	c.askPID(ctx, pid, room, msg, id, then, attempt)
+}
+
+// askPID sends the request to the room's actor and continues with the answer.
+func (c *conn) askPID(ctx actor.Context, pid *actor.PID, room string, msg proto.Message, id uint64, then func(*actor.PID, *nodev1.RoomReply, error), attempt int) {
 	fut := ctx.RequestFuture(pid, wrap(msg), c.cfg.RequestTimeout)
 	ctx.ReenterAfter(fut, func(res any, err error) {
 		if errors.Is(err, actor.ErrDeadLetter) && attempt == 0 {
 			if jr := c.rooms[room]; jr != nil {
 				jr.pid = nil
 			}
+			c.node.placement.Forget(room, pid)
 			c.askAttempt(ctx, room, msg, id, then, attempt+1)
 			return
 		}
@@ -397,17 +422,25 @@ func (c *conn) askAttempt(ctx actor.Context, room string, msg proto.Message, id 
 	})
 }
 
-// roomPID returns the room's actor, cached for joined rooms.
-func (c *conn) roomPID(room string) *actor.PID {
+// roomPlaced carries a room's placement back to the connection actor.
+type roomPlaced struct {
+	room string
+	pid  *actor.PID
+	then func(actor.Context)
+}
+
+// cachedRoomPID returns the room's actor when it is known without waiting:
+// cached for a joined room, or from the placement's cache.
+func (c *conn) cachedRoomPID(room string) (*actor.PID, bool) {
 	jr := c.rooms[room]
 	if jr != nil && jr.pid != nil {
-		return jr.pid
+		return jr.pid, true
 	}
-	pid := c.node.placement.RoomPID(room)
-	if jr != nil {
+	pid, ok := c.node.placement.Cached(room)
+	if ok && jr != nil {
 		jr.pid = pid
 	}
-	return pid
+	return pid, ok
 }
 
 func (c *conn) checkRoom(id uint64, room string) bool {

@@ -13,8 +13,13 @@ import (
 // as grains. Callers cache the PID they get and ask again after a dead letter
 // or a timeout.
 type Placement interface {
-	// RoomPID returns the room's actor, starting it if needed.
+	// RoomPID returns the room's actor, starting it if needed. It may wait
+	// (a cluster lookup): call it off actor goroutines unless Cached says yes.
 	RoomPID(room string) *actor.PID
+	// Cached returns the room's actor if it is known without waiting.
+	Cached(room string) (*actor.PID, bool)
+	// Forget drops a cached actor that turned out dead.
+	Forget(room string, pid *actor.PID)
 	// StopAll stops the rooms this node hosts, waiting at most timeout.
 	StopAll(timeout time.Duration)
 }
@@ -49,6 +54,12 @@ func (p *localPlacement) RoomPID(room string) *actor.PID {
 	p.mu.Unlock()
 	return pid
 }
+
+// Cached implements Placement: spawning a local room never waits.
+func (p *localPlacement) Cached(room string) (*actor.PID, bool) { return p.RoomPID(room), true }
+
+// Forget implements Placement; the process registry already forgot a dead local room.
+func (p *localPlacement) Forget(string, *actor.PID) {}
 
 // stopped forgets a room that stopped by itself (idle).
 func (p *localPlacement) stopped(room string, pid *actor.PID) {

@@ -95,11 +95,32 @@ func TestClusterRoomAcrossNodes(t *testing.T) {
 			t.Fatalf("member %d saw %v, member 0 saw %v", i, got, first)
 		}
 	}
+	// Recovery across nodes: leave node 0, miss three messages, come back on node 2.
+	last := members[0]
+	lastMsg := last.nextHistoryTop(t, "global")
+	last.close()
+	for i := 0; i < 3; i++ {
+		pubs[0].publish("global", fmt.Sprint("missed ", i))
+	}
+	back := connect(t, nodes[2].URL, wire.Proto, "back")
+	j := back.join("global", lastMsg)
+	if !j.GetRecovered() || len(j.GetMessages()) != 3 || j.GetMessages()[0].GetBody().GetText() != "missed 0" {
+		t.Fatalf("recovery on another node: %v", j)
+	}
+	// Typing crosses nodes too.
+	members[perNode].request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Typing{Typing: &hubbubv1.TypingRequest{Room: "global", Typing: true}}})
+	for {
+		f := members[2*perNode].nextPush()
+		if ev := f.GetTypingEvent(); ev != nil && ev.GetTyping() {
+			break
+		}
+	}
 	for i, p := range nodes {
 		delivers := sum(scrape(t, httpBase(p.URL)), "hubbub_relay_delivers_total") - before[i]
-		// One per message for this node's members, not one per member (plus
-		// presence pushes for the two publishers, which joined no room).
-		if delivers != msgs {
+		// One per message for this node's members, not one per member: the
+		// messages, the three missed ones, one typing event and the presence
+		// pushes of the member who left and the one who came back.
+		if delivers != msgs+3+1+2 {
 			t.Fatalf("node %d relay got %v delivers for %d messages to %d local members", i, delivers, msgs, perNode)
 		}
 	}
@@ -349,4 +370,11 @@ func TestClusterNodeJoinsLater(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// nextHistoryTop returns the room's current position as seen in history.
+func (c *client) nextHistoryTop(t *testing.T, room string) *hubbubv1.StreamPosition {
+	t.Helper()
+	r := c.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_History{History: &hubbubv1.HistoryRequest{Room: room, Limit: 1, Reverse: true}}})
+	return r.GetHistory().GetPosition()
 }
