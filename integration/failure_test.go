@@ -194,7 +194,11 @@ func TestGracefulShutdownSends1001(t *testing.T) {
 		c.join("bye", nil)
 		clients = append(clients, c)
 	}
+	messages := &s.node.Counters().Pushes[0] // telemetry.PushNames[0] is "message"
+	before := messages.Load()
 	clients[0].publish("bye", "last words")
+	// Queued for all five (the publish ack can overtake the push): the close must not lose it.
+	eventually(t, "the message to be queued for everyone", func() bool { return messages.Load()-before == 5 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {
