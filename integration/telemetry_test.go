@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,8 +12,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/wire"
@@ -217,17 +220,33 @@ func TestTraceInJaeger(t *testing.T) {
 		t.Fatal(err)
 	}
 	jaeger := exec.Command(bin, "--config", "file:"+cfg)
+	jaegerLog := &lockedBuffer{}
+	jaeger.Stdout, jaeger.Stderr = jaegerLog, jaegerLog
 	if err := jaeger.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = jaeger.Process.Kill(); _ = jaeger.Wait() }()
-	eventually(t, "jaeger to answer", func() bool {
+	exited := make(chan struct{})
+	go func() { _ = jaeger.Wait(); close(exited) }() // owner: this test; joined in the deferred kill
+	defer func() { _ = jaeger.Process.Kill(); <-exited }()
+	// Jaeger takes a few seconds to start, more on a busy machine.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
 		resp, err := http.Get("http://" + query + "/api/services")
 		if err == nil {
 			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
 		}
-		return err == nil && resp.StatusCode == http.StatusOK
-	})
+		select {
+		case <-exited:
+			t.Fatalf("jaeger exited:\n%s", jaegerLog.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jaeger did not answer:\n%s", jaegerLog.String())
+		}
+	}
 
 	// Two cluster nodes, a member on each: the publish's trace spans both.
 	m1, m2 := freePort(t), freePort(t)
@@ -298,4 +317,22 @@ func TestTraceInJaeger(t *testing.T) {
 	if parent[ids["hubbub publish"]] != "00f067aa0ba902b7" || parent[ids["hubbub.room publish"]] != ids["hubbub publish"] || len(fanoutNodes) != 2 {
 		t.Fatalf("spans %v, parents %v, fan-out on nodes %v", ids, parent, fanoutNodes)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a process's output goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
