@@ -12,13 +12,21 @@
 // its leave reply.
 //
 // Room placement sits behind the Placement interface, so rooms can be local
-// actors (one node) or cluster grains without the rest of the package knowing.
+// actors (one node) or protoactor cluster grains without the rest of the
+// package knowing. Every message that may cross nodes travels in one
+// hubbub.node.v1.Envelope, so a node never meets a message type it cannot
+// decode. When a joined room dies (its node died or it moved), its members'
+// connections are closed with 4004 and the clients rejoin.
 //
 // # Concurrency
 //
 // Each actor's Receive runs on one goroutine at a time, owned by protoactor's
 // dispatcher; actor state is touched only there. Receive never blocks: rooms
-// are asked with RequestFuture and the answer is handled by ReenterAfter.
-// Node's methods and ConnHandle's methods may be called from any goroutine.
-// A Sink's Send and Close are called from actor goroutines and must not block.
+// are asked with RequestFuture and the answer is handled by ReenterAfter; a
+// room placement that is not cached is looked up on a short-lived goroutine
+// whose result comes back to the connection actor as a message. Rooms' timers
+// (idle, typing) and the connection's token-expiry timer send messages to
+// their actor. Node's methods and ConnHandle's methods may be called from any
+// goroutine. A Sink's methods are called from actor goroutines and must not
+// block.
 package actors
