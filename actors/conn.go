@@ -123,7 +123,7 @@ func (c *conn) awaitingConnect(ctx actor.Context) {
 		return
 	}
 	if name == "" {
-		name = "anon-" + c.clientID[:8]
+		name = "anon-" + c.clientID
 	}
 	token := req.GetToken()
 	if token == "" {
@@ -348,10 +348,8 @@ func (c *conn) onPublish(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbub
 	})
 }
 
+// onRoomQuery asks a room and forwards its reply; callers have checked the room name.
 func (c *conn) onRoomQuery(ctx actor.Context, f *hubbubv1.ClientFrame, room string, msg proto.Message) {
-	if !c.checkRoom(f.GetId(), room) {
-		return
-	}
 	c.ask(ctx, room, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
 		if err == nil {
 			c.forward(f.GetId(), rr.GetFrame())

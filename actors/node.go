@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -141,7 +142,8 @@ func (n *Node) OpenConn(sink Sink, info ConnInfo) (*ConnHandle, error) {
 	if n.stopped.Load() {
 		return nil, ErrNodeStopped
 	}
-	clientID := n.nodeID + randomID(6) + "-" + hexCount(n.nextConn.Add(1))
+	// Unique in the cluster: a random id per node process, then a counter.
+	clientID := n.nodeID + "-" + strconv.FormatUint(n.nextConn.Add(1), 16)
 	done := make(chan struct{})
 	limiter := newConnLimiter(n.cfg.Conn, sink, n.counters)
 	props := actor.PropsFromProducer(func() actor.Actor {
@@ -193,21 +195,6 @@ func randomID(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func hexCount(v uint64) string {
-	const digits = "0123456789abcdef"
-	if v == 0 {
-		return "0"
-	}
-	var buf [16]byte
-	i := len(buf)
-	for v > 0 {
-		i--
-		buf[i] = digits[v&15]
-		v >>= 4
-	}
-	return string(buf[i:])
 }
 
 // warnOnly passes on the actor library's records at WARN and above.

@@ -126,51 +126,72 @@ func FuzzCommandSequences(f *testing.F) {
 	node := NewNode(Config{Room: RoomConfig{TypingTTL: 50 * time.Millisecond}}, Options{})
 	defer func() { _ = node.Shutdown(context.Background()) }()
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		if len(ops) > 200 {
-			ops = ops[:200]
-		}
-		const nClients = 3
-		sinks := make([]*recordingSink, nClients)
-		handles := make([]*ConnHandle, nClients)
-		joins := make([]map[uint64]string, nClients)
-		leaves := make([]map[uint64]string, nClients)
-		for i := range sinks {
-			sinks[i] = &recordingSink{enc: []wire.Encoding{wire.Proto, wire.JSON}[i%2]}
-			h, err := node.OpenConn(sinks[i], ConnInfo{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			handles[i] = h
-			joins[i], leaves[i] = map[uint64]string{}, map[uint64]string{}
-			h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: fmt.Sprint("u", i)}}}, 10)
-		}
-		for k, op := range ops {
-			c := int(op) % nClients
-			id := uint64(k + 2)
-			cmd := commandFor(op, id)
-			if j := cmd.GetJoin(); j != nil {
-				joins[c][id] = j.GetRoom()
-			}
-			if l := cmd.GetLeave(); l != nil {
-				leaves[c][id] = l.GetRoom()
-			}
-			handles[c].Receive(cmd, 10)
-		}
-		for i, h := range handles {
-			h.Receive(&hubbubv1.ClientFrame{Id: 10_000, Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}}, 10)
-			h.Close(5 * time.Second)
-			frames, err := sinks[i].snapshot()
-			if err != nil {
-				t.Fatalf("client %d: undecodable frame: %v", i, err)
-			}
-			if err := checkStream(frames, joins[i], leaves[i]); err != nil {
-				t.Fatalf("client %d: %v", i, err)
-			}
-			if sinks[i].closed != 0 {
-				t.Fatalf("client %d closed with %d", i, sinks[i].closed)
+		connects := []*hubbubv1.ConnectRequest{{Name: "u0"}, {Name: "u1"}, {Name: "u2"}}
+		for i, run := range runCommands(t, node, connects, ops) {
+			if run.closed != 0 {
+				t.Fatalf("client %d closed with %d", i, run.closed)
 			}
 		}
 	})
+}
+
+// fuzzRun is what one client of a fuzzed command sequence received.
+type fuzzRun struct {
+	frames []*hubbubv1.ServerFrame
+	closed int
+}
+
+// runCommands connects one client per connect request (alternating
+// encodings), drives ops through a real node (each byte picks a client, a
+// command and a room), closes the clients, and checks each one's stream: every
+// frame decodes and no push of a room comes outside the client's membership.
+func runCommands(t *testing.T, node *Node, connects []*hubbubv1.ConnectRequest, ops []byte) []fuzzRun {
+	t.Helper()
+	if len(ops) > 200 {
+		ops = ops[:200]
+	}
+	n := len(connects)
+	sinks := make([]*recordingSink, n)
+	handles := make([]*ConnHandle, n)
+	joins, leaves := make([]map[uint64]string, n), make([]map[uint64]string, n)
+	for i, req := range connects {
+		sinks[i] = &recordingSink{enc: []wire.Encoding{wire.Proto, wire.JSON}[i%2]}
+		h, err := node.OpenConn(sinks[i], ConnInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		handles[i] = h
+		joins[i], leaves[i] = map[uint64]string{}, map[uint64]string{}
+		h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: req}}, 100)
+	}
+	for k, op := range ops {
+		c := int(op) % n
+		id := uint64(k + 2)
+		cmd := commandFor(op, id)
+		if j := cmd.GetJoin(); j != nil {
+			joins[c][id] = j.GetRoom()
+		}
+		if l := cmd.GetLeave(); l != nil {
+			leaves[c][id] = l.GetRoom()
+		}
+		handles[c].Receive(cmd, 20)
+	}
+	runs := make([]fuzzRun, n)
+	for i, h := range handles {
+		h.Receive(&hubbubv1.ClientFrame{Id: 10_000, Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}}, 10)
+		h.Close(5 * time.Second)
+		frames, err := sinks[i].snapshot()
+		if err != nil {
+			t.Fatalf("client %d: undecodable frame: %v", i, err)
+		}
+		if err := checkStream(frames, joins[i], leaves[i]); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		sinks[i].mu.Lock()
+		runs[i] = fuzzRun{frames: frames, closed: sinks[i].closed}
+		sinks[i].mu.Unlock()
+	}
+	return runs
 }
 
 func TestNodeShutdownIsIdempotent(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/hubbub-chat/hubbub/auth"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
-	"github.com/hubbub-chat/hubbub/wire"
 )
 
 // FuzzPermissions drives random commands from clients with different
@@ -44,49 +43,13 @@ func FuzzPermissions(f *testing.F) {
 	}
 	node := NewNode(Config{}, Options{Auth: authn})
 	defer func() { _ = node.Shutdown(context.Background()) }()
+	connects := make([]*hubbubv1.ConnectRequest, len(tokens))
+	for i, tok := range tokens {
+		connects[i] = &hubbubv1.ConnectRequest{Token: tok, Name: "anon"}
+	}
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		if len(ops) > 200 {
-			ops = ops[:200]
-		}
-		n := len(tokens)
-		sinks := make([]*recordingSink, n)
-		handles := make([]*ConnHandle, n)
-		joins := make([]map[uint64]string, n)
-		for i := range sinks {
-			sinks[i] = &recordingSink{enc: []wire.Encoding{wire.Proto, wire.JSON}[i%2]}
-			h, err := node.OpenConn(sinks[i], ConnInfo{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			handles[i], joins[i] = h, map[uint64]string{}
-			h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Token: tokens[i], Name: "anon"}}}, 100)
-		}
-		leaves := make([]map[uint64]string, n)
-		for i := range leaves {
-			leaves[i] = map[uint64]string{}
-		}
-		for k, op := range ops {
-			c := int(op) % n
-			id := uint64(k + 2)
-			cmd := commandFor(op, id)
-			if j := cmd.GetJoin(); j != nil {
-				joins[c][id] = j.GetRoom()
-			}
-			if l := cmd.GetLeave(); l != nil {
-				leaves[c][id] = l.GetRoom()
-			}
-			handles[c].Receive(cmd, 20)
-		}
-		for i, h := range handles {
-			h.Close(5 * time.Second)
-			frames, err := sinks[i].snapshot()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := checkStream(frames, joins[i], leaves[i]); err != nil {
-				t.Fatalf("client %d: %v", i, err)
-			}
-			for _, fr := range frames {
+		for i, run := range runCommands(t, node, connects, ops) {
+			for _, fr := range run.frames {
 				if j := fr.GetJoin(); j != nil && !idents[i].Can(auth.Join, j.GetRoom()) {
 					t.Fatalf("client %d joined %q without permission", i, j.GetRoom())
 				}

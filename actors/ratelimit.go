@@ -57,25 +57,15 @@ func (l *connLimiter) allow(in *inbound) bool {
 		return false
 	}
 	now := time.Now()
-	var wait time.Duration
-	var taken []*rate.Reservation
-	for _, t := range []struct {
-		lim *rate.Limiter
-		n   int
-	}{{l.commands, 1}, {l.bytes, min(in.size, l.cfg.ByteBurst)}} {
-		if t.lim == nil {
-			continue
-		}
-		r := t.lim.ReserveN(now, t.n)
-		taken = append(taken, r)
-		wait = max(wait, r.DelayFrom(now))
-	}
-	if wait > 0 {
-		for _, r := range taken {
-			r.CancelAt(now) // a refused command costs no tokens
-		}
-	}
+	n := min(in.size, l.cfg.ByteBurst)
+	wait := max(delay(l.commands, now, 1), delay(l.bytes, now, n))
 	if wait == 0 {
+		if l.commands != nil {
+			l.commands.AllowN(now, 1)
+		}
+		if l.bytes != nil {
+			l.bytes.AllowN(now, n)
+		}
 		return true
 	}
 	l.counters.RateLimited.Add(1)
@@ -102,4 +92,17 @@ func (l *connLimiter) strike(now time.Time) bool {
 	}
 	l.strikes = append(l.strikes[i:], now)
 	return len(l.strikes) >= l.cfg.MaxStrikes
+}
+
+// delay is how long until lim holds n tokens (0: now); a nil limiter never waits.
+// A refused command takes no tokens.
+func delay(lim *rate.Limiter, now time.Time, n int) time.Duration {
+	if lim == nil {
+		return 0
+	}
+	missing := float64(n) - lim.TokensAt(now)
+	if missing <= 0 {
+		return 0
+	}
+	return time.Duration(missing / float64(lim.Limit()) * float64(time.Second))
 }

@@ -26,7 +26,6 @@ type relay struct {
 	log      *slog.Logger
 	counters *telemetry.Counters
 	tracing  *telemetry.Tracing
-	address  string
 	conns    map[string]*localConn            // by connection actor id
 	rooms    map[string]map[string]*localConn // room -> actor id -> conn
 }
@@ -54,10 +53,9 @@ func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing) *
 func (r *relay) Receive(ctx actor.Context) {
 	switch msg := unwrap(ctx.Message()).(type) {
 	case *nodev1.RelayDeliver:
-		r.address = ctx.ActorSystem().Address() // set once the cluster's transport runs
 		r.counters.RelayDelivers.Add(1)
 		if r.tracing.Enabled && len(msg.GetTrace()) > 0 {
-			r.onDeliverTraced(msg)
+			r.onDeliverTraced(msg, ctx.ActorSystem().Address()) // known once the cluster's transport runs
 		} else {
 			r.onDeliver(msg)
 		}
@@ -110,10 +108,10 @@ func (r *relay) count(msg *nodev1.RelayDeliver, recipients, delivered int) {
 // onDeliverTraced is onDeliver with a fan-out span on the publish's trace:
 // counts as attributes, drops and slow consumers as events, and per-recipient
 // events or spans when configured.
-func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver) {
+func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver, address string) {
 	ctx := telemetry.Extract(context.Background(), msg.GetTrace())
 	ctx, span := r.tracing.Tracer.Start(ctx, "hubbub.fanout", trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attrRoom.String(msg.GetRoom()), attrOffset.Int64(int64(msg.GetOffset())), attrNode.String(r.address)))
+		trace.WithAttributes(attrRoom.String(msg.GetRoom()), attrOffset.Int64(int64(msg.GetOffset())), attrNode.String(address)))
 	defer span.End()
 	subs := r.rooms[msg.GetRoom()]
 	delivered := 0

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 )
@@ -87,7 +88,7 @@ func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 		return nil, err
 	}
 	res, err := resource.New(ctx, resource.WithFromEnv(), resource.WithTelemetrySDK(),
-		resource.WithAttributes(semconvServiceName(firstNonEmpty(cfg.ServiceName, os.Getenv("OTEL_SERVICE_NAME"), "hubbub"))))
+		resource.WithAttributes(semconv.ServiceName(firstNonEmpty(cfg.ServiceName, os.Getenv("OTEL_SERVICE_NAME"), "hubbub"))))
 	if err != nil {
 		return nil, err
 	}

@@ -52,13 +52,10 @@ func writeFrames(nc net.Conn, opcode byte, payloads [][]byte) (int, error) {
 	if need := len(payloads) * maxHeaderBytes; cap(w.headers) < need {
 		w.headers = make([]byte, 0, need)
 	}
-	total := 0
 	for _, p := range payloads {
 		start := len(w.headers)
 		w.headers = appendHeader(w.headers, opcode, len(p))
-		hdr := w.headers[start:len(w.headers):len(w.headers)]
-		w.iov = append(w.iov, hdr, p)
-		total += len(hdr) + len(p)
+		w.iov = append(w.iov, w.headers[start:len(w.headers):len(w.headers)], p)
 	}
 	iov := w.iov // WriteTo consumes the slice header
 	n, err := iov.WriteTo(nc)
