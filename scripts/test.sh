@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs Hubbub's whole check and test suite. It installs what it needs (buf
-# through the Go module proxy) and is what CI runs.
+# Runs Hubbub's whole check and test suite; CI runs it too (.ci/run). It
+# installs what is missing: buf (Go module proxy), Debian's chromium and
+# etcd-server (apt-get, as root or through sudo), playwright-core (npm ci in
+# web/test) and Jaeger (built from tools/jaeger into ~/.cache/hubbub-tools).
 #
 #   ./scripts/test.sh            everything
 #   FUZZTIME=30s ./scripts/test.sh   also fuzz each decoder for that long
