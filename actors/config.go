@@ -1,6 +1,10 @@
 package actors
 
-import "time"
+import (
+	"time"
+
+	"github.com/hubbub-chat/hubbub/store"
+)
 
 // Config configures a node's actors. The zero value means every default.
 type Config struct {
@@ -45,6 +49,16 @@ type RoomConfig struct {
 	// Overflow gives rooms matching a pattern an overflow policy for members
 	// whose outbound queue is full; the first match wins. Default: disconnect.
 	Overflow []OverflowRule
+	// Store keeps history durably: a publish is acknowledged and delivered only
+	// after the store accepted it, and a room that starts (first join, after a
+	// move or a restart) continues from the stored position. Nil keeps history
+	// in the room's memory only: it is lost when the room stops or moves.
+	Store store.Store
+	// Ephemeral lists room patterns whose history stays in memory even with a
+	// Store: faster, but lost when the room stops.
+	Ephemeral []string
+	// StoreTimeout bounds one store operation. Default 5s.
+	StoreTimeout time.Duration
 }
 
 // ConnConfig configures connections.
@@ -112,6 +126,9 @@ func (c RoomConfig) withDefaults() RoomConfig {
 	}
 	if c.DedupeWindow <= 0 {
 		c.DedupeWindow = 4096
+	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = 5 * time.Second
 	}
 	if c.PublishRate > 0 && c.PublishBurst <= 0 {
 		c.PublishBurst = max(1, int(2*c.PublishRate))

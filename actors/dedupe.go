@@ -31,3 +31,12 @@ func (d *dedupe) put(user, id string, offset uint64) {
 	}
 	d.byKey[k] = offset
 }
+
+// forget drops an id that still maps to offset (its publish was not stored).
+// Its slot in the ring stays until reused.
+func (d *dedupe) forget(user, id string, offset uint64) {
+	k := dedupeKey(user, id)
+	if d.byKey[k] == offset {
+		delete(d.byKey, k)
+	}
+}

@@ -2,8 +2,6 @@ package actors
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/hubbub-chat/hubbub/auth"
 	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/store"
 	"github.com/hubbub-chat/hubbub/telemetry"
 	"github.com/hubbub-chat/hubbub/wire"
 )
@@ -30,8 +29,14 @@ type room struct {
 	tracing  *telemetry.Tracing
 	onStop   func(*actor.PID)
 
-	epoch   string
-	offset  uint64
+	epoch     string
+	offset    uint64 // newest offset assigned
+	committed uint64 // newest offset acknowledged and delivered
+	store     store.Store
+	loadErr   error
+	pending   []*pendingPublish
+	inflight  *appendBatch
+	stopping  bool
 	members map[string]*nodev1.Member // by memberKey
 	nodes   map[string]int            // members per node address
 	relays  map[string]*actor.PID     // relay per node address
@@ -68,11 +73,14 @@ func (r *room) Receive(ctx actor.Context) {
 	if _, ok := msg.(idleCheck); !ok {
 		r.lastActive = time.Now()
 	}
+	if r.loadErr != nil && r.refuse(ctx, msg) {
+		return
+	}
 	switch msg := msg.(type) {
 	case *actor.Started:
 		r.onStarted(ctx)
 	case *cluster.ClusterInit:
-		r.setName(msg.Identity.GetIdentity()) // a grain learns its name after Started
+		r.setName(ctx, msg.Identity.GetIdentity()) // a grain learns its name after Started
 	case *nodev1.RoomJoin:
 		r.onJoin(ctx, msg)
 	case *nodev1.RoomLeave:
@@ -85,10 +93,15 @@ func (r *room) Receive(ctx actor.Context) {
 		r.onPresence(ctx, msg)
 	case *nodev1.RoomTyping:
 		r.onTyping(ctx, msg)
+	case appendDone:
+		r.onAppendDone(ctx, msg.b)
 	case typingSweep:
 		r.onTypingSweep(ctx)
 	case idleCheck:
 		r.onIdle(ctx)
+	case *actor.Stopping:
+		r.stopping = true
+		r.settle(ctx)
 	case *actor.Stopped:
 		r.typing.stop()
 		if r.idleTimer != nil {
@@ -98,7 +111,7 @@ func (r *room) Receive(ctx actor.Context) {
 		if r.onStop != nil {
 			r.onStop(ctx.Self())
 		}
-	case *actor.Stopping, *actor.Restarting:
+	case *actor.Restarting:
 	default:
 		r.log.Warn("room: unexpected message dropped", "room", r.name, "type", slog.AnyValue(msg).String())
 	}
@@ -113,7 +126,7 @@ func (r *room) onStarted(ctx actor.Context) {
 	r.dedupe = newDedupe(r.cfg.DedupeWindow)
 	r.typing = newTypingState(r.cfg.TypingTTL)
 	if r.name != "" {
-		r.setName(r.name)
+		r.setName(ctx, r.name)
 	}
 	if r.cfg.PublishRate > 0 {
 		r.publishes = rate.NewLimiter(rate.Limit(r.cfg.PublishRate), r.cfg.PublishBurst)
@@ -127,9 +140,14 @@ func (r *room) scheduleIdle(ctx actor.Context, after time.Duration) {
 	r.idleTimer = time.AfterFunc(after, func() { system.Root.Send(self, idleCheck{}) })
 }
 
-// setName sets the room's name and what depends on it.
-func (r *room) setName(name string) {
+// setName sets the room's name and what depends on it, loading the room's
+// position and history when its history is durable. Loading blocks this
+// room's mailbox only, as a first message would.
+func (r *room) setName(ctx actor.Context, name string) {
 	r.name = name
+	if r.store = durableStore(r.cfg, name); r.store != nil {
+		r.load(ctx)
+	}
 	r.overflow = OverflowDisconnect
 	for _, rule := range r.cfg.Overflow {
 		if auth.Match(rule.Pattern, name) {
@@ -139,14 +157,22 @@ func (r *room) setName(name string) {
 	}
 }
 
-func newEpoch() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newEpoch() string { return store.NewEpoch() }
 
 func (r *room) position() *hubbubv1.StreamPosition {
-	return &hubbubv1.StreamPosition{Offset: r.offset, Epoch: r.epoch}
+	return &hubbubv1.StreamPosition{Offset: r.committed, Epoch: r.epoch}
+}
+
+// refuse answers a request to a room whose history could not be loaded.
+func (r *room) refuse(ctx actor.Context, msg any) bool {
+	type request interface{ GetRequestId() uint64 }
+	switch msg.(type) {
+	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping:
+		id := msg.(request).GetRequestId()
+		r.fail(ctx, id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "room %q cannot load its history; retry", r.name)
+		return true
+	}
+	return false
 }
 
 func (r *room) reply(ctx actor.Context, id uint64, f *hubbubv1.ServerFrame) {
@@ -202,11 +228,11 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 
 // recover returns the messages after since, or false when they are gone.
 func (r *room) recover(since *hubbubv1.StreamPosition) (bool, []*hubbubv1.Message) {
-	if since.GetEpoch() != r.epoch || since.GetOffset() > r.offset {
+	if since.GetEpoch() != r.epoch || since.GetOffset() > r.committed {
 		return false, nil
 	}
 	r.history.trim(time.Now())
-	if !r.history.covers(since.GetOffset(), r.offset) {
+	if !r.history.covers(since.GetOffset(), r.committed) {
 		return false, nil
 	}
 	return true, r.history.since(since.GetOffset(), 0)
@@ -266,6 +292,10 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 	if id := msg.GetMessageId(); id != "" {
 		if off, ok := r.dedupe.get(sender.GetUser(), id); ok {
 			r.counters.DuplicatePublish.Add(1)
+			if p := r.findPending(off); p != nil { // not stored yet: answer once it is
+				p.waiters = append(p.waiters, waiter{to: ctx.Sender(), id: msg.GetRequestId(), dup: true})
+				return
+			}
 			r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
 				Room: r.name, Offset: off, Epoch: r.epoch, Duplicate: true,
 			}}})
@@ -292,20 +322,39 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 	if id := msg.GetMessageId(); id != "" {
 		r.dedupe.put(sender.GetUser(), id, r.offset)
 	}
+	p := &pendingPublish{msg: m}
+	if ctx.Sender() != nil {
+		p.waiters = []waiter{{to: ctx.Sender(), id: msg.GetRequestId()}}
+	}
+	if p.span = r.startSpan(msg.GetTrace(), "hubbub.room publish"); p.span != nil {
+		p.span.SetAttributes(attrOffset.Int64(int64(r.offset)), attrEpoch.String(r.epoch),
+			attrMembers.Int(len(r.members)), attrNodes.Int(len(r.nodes)), attrDurable.Bool(r.store != nil))
+		p.trace = injectSpan(p.span)
+	}
+	if r.store != nil {
+		r.enqueue(ctx, p)
+		return
+	}
+	r.commit(ctx, p)
+}
+
+// commit delivers a stored (or in-memory) message to the members, adds it to
+// the history and acknowledges it to its publisher and retries.
+func (r *room) commit(ctx actor.Context, p *pendingPublish) {
+	m := p.msg
+	r.committed = m.GetOffset()
 	r.history.append(m)
 	r.counters.Publishes.Add(1)
-	span := r.startSpan(msg.GetTrace(), "hubbub.room publish")
-	var trace map[string]string
-	if span != nil {
-		span.SetAttributes(attrOffset.Int64(int64(r.offset)), attrEpoch.String(r.epoch),
-			attrMembers.Int(len(r.members)), attrNodes.Int(len(r.nodes)))
-		trace = injectSpan(span)
-		defer span.End()
+	r.broadcastTraced(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: m}}, m.GetOffset(), p.trace)
+	for _, w := range p.waiters {
+		f := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
+			Room: r.name, Offset: m.GetOffset(), Epoch: r.epoch, Duplicate: w.dup,
+		}}}
+		ctx.Send(w.to, wrap(&nodev1.RoomReply{RequestId: w.id, Frame: f}))
 	}
-	r.broadcastTraced(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: m}}, r.offset, trace)
-	r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
-		Room: r.name, Offset: r.offset, Epoch: r.epoch,
-	}}})
+	if p.span != nil {
+		p.span.End()
+	}
 }
 
 // broadcast encodes a push once per encoding in use and sends it to the relay of every node with members.

@@ -15,6 +15,7 @@ import (
 const (
 	attrRoom       = attribute.Key("hubbub.room")
 	attrOffset     = attribute.Key("hubbub.offset")
+	attrDurable    = attribute.Key("hubbub.room.durable")
 	attrEpoch      = attribute.Key("hubbub.epoch")
 	attrCommand    = attribute.Key("hubbub.command")
 	attrClient     = attribute.Key("hubbub.client_id")

@@ -53,9 +53,11 @@ type serverProcess struct {
 	done chan error
 }
 
+// startProcess starts `hubbub serve` with its data in a fresh temporary
+// directory; args come after the defaults, so they override them.
 func startProcess(t *testing.T, args ...string) *serverProcess {
 	t.Helper()
-	cmd := exec.Command(hubbubBinary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json"}, args...)...)
+	cmd := exec.Command(hubbubBinary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir", t.TempDir()}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,11 @@ type Counters struct {
 	RelayDelivers     atomic.Int64
 	RoomsLost         atomic.Int64
 	Conflated         atomic.Int64
+	StoreAppends      atomic.Int64 // batches the history store accepted
+	StoreMessages     atomic.Int64 // messages in those batches
+	StoreErrors       atomic.Int64 // failed appends and loads
+	StoreConflicts    atomic.Int64 // appends refused because another activation wrote first
+	RoomsLoaded       atomic.Int64 // room activations that loaded a position from the store
 
 	// Commands counts client commands by type; Pushes counts pushes handed to
 	// connections by type. Index with CommandIndex and PushIndex.

@@ -85,6 +85,11 @@ func (m *Metrics) observeCounters(c *Counters) error {
 		{"hubbub.auth.unauthorized", "{request}", "refused or expired tokens", &c.Unauthorized, nil},
 		{"hubbub.auth.denied", "{request}", "commands refused for lack of permission", &c.PermissionDenied, nil},
 		{"hubbub.overflow.dropped", "{message}", "pushes dropped by a room's drop-oldest or conflate policy", &c.OverflowDropped, nil},
+		{"hubbub.store.appends", "{batch}", "batches of messages the history store accepted", &c.StoreAppends, nil},
+		{"hubbub.store.messages", "{message}", "messages the history store accepted", &c.StoreMessages, nil},
+		{"hubbub.store.errors", "{error}", "history store appends and loads that failed", &c.StoreErrors, nil},
+		{"hubbub.store.conflicts", "{batch}", "appends refused because another activation of the room wrote first", &c.StoreConflicts, nil},
+		{"hubbub.rooms.loaded", "{room}", "room activations that loaded their position from the history store", &c.RoomsLoaded, nil},
 		{"hubbub.overflow.conflated", "{message}", "queued pushes replaced by a newer one with the same key", &c.Conflated, nil},
 	}
 	instruments := map[string]metric.Int64ObservableCounter{}
@@ -162,6 +167,7 @@ type Histograms struct {
 	fanoutSize    metric.Int64Histogram
 	fanoutLatency metric.Float64Histogram
 	roomMembers   metric.Int64Histogram
+	storeLatency  metric.Float64Histogram
 }
 
 func newHistograms(m metric.Meter) (*Histograms, error) {
@@ -182,7 +188,20 @@ func newHistograms(m metric.Meter) (*Histograms, error) {
 		metric.WithExplicitBucketBoundaries(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000)); err != nil {
 		return nil, err
 	}
+	if h.storeLatency, err = m.Float64Histogram("hubbub.store.append.latency", metric.WithUnit("s"),
+		metric.WithDescription("time for the history store to accept one batch of a room's messages"),
+		metric.WithExplicitBucketBoundaries(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// RecordStoreAppend records how long one store append took.
+func (h *Histograms) RecordStoreAppend(d time.Duration) {
+	if h == nil {
+		return
+	}
+	h.storeLatency.Record(context.Background(), d.Seconds())
 }
 
 // RecordFanout records one push fanned out to n local recipients, accepted at acceptedNano.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/auth"
+	"github.com/hubbub-chat/hubbub/store"
 	"github.com/hubbub-chat/hubbub/telemetry"
 	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/web"
@@ -42,6 +43,10 @@ type serveConfig struct {
 	hmacSecretFile  string
 	anonymousRooms  string
 	allowedOrigins  string
+	historyStore    string
+	dataDir         string
+	redis           store.RedisOptions
+	ephemeralRooms  string
 }
 
 func parseServe(args []string) (*serveConfig, error) {
@@ -100,6 +105,11 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.Float64Var(&c.node.Conn.CommandRate, "command-rate", 1000, "commands per second per connection (negative: unlimited)")
 	f.Float64Var(&c.node.Conn.ByteRate, "byte-rate", 8<<20, "frame bytes per second per connection (negative: unlimited)")
 	f.Float64Var(&c.node.Room.PublishRate, "room-publish-rate", 0, "publishes per second per room (0: unlimited)")
+	f.StringVar(&c.historyStore, "history-store", "auto", "where room history lives: bolt (embedded file under --data-dir, single node), redis (Redis Streams shared by a cluster), memory (lost when a room stops) or auto (bolt on a single node, memory in a cluster)")
+	f.StringVar(&c.dataDir, "data-dir", "hubbub-data", "directory of the embedded history store")
+	f.StringVar(&c.redis.URL, "redis-url", "redis://127.0.0.1:6379/0", "Redis of the redis history store")
+	f.StringVar(&c.redis.Prefix, "redis-prefix", "hubbub:", "prefix of the redis history store's keys")
+	f.StringVar(&c.ephemeralRooms, "ephemeral-rooms", "", "comma-separated room patterns whose history stays in memory even with a durable store (faster; lost when the room stops)")
 	if err := f.parse(args); err != nil {
 		return nil, err
 	}
@@ -120,6 +130,22 @@ func parseServe(args []string) (*serveConfig, error) {
 		c.auth.AnonymousRooms = splitList(c.anonymousRooms)
 	}
 	c.transport.AllowedOrigins = splitList(c.allowedOrigins)
+	c.node.Room.Ephemeral = splitList(c.ephemeralRooms)
+	if c.historyStore == "auto" {
+		c.historyStore = "bolt"
+		if c.node.Cluster.Provider != "" {
+			c.historyStore = "memory"
+		}
+	}
+	switch c.historyStore {
+	case "bolt":
+		if c.node.Cluster.Provider != "" {
+			return nil, errors.New("--history-store=bolt keeps history on one node; a cluster needs --history-store=redis (or memory)")
+		}
+	case "redis", "memory":
+	default:
+		return nil, fmt.Errorf("--history-store: %q is not auto, bolt, redis or memory", c.historyStore)
+	}
 	c.node.Cluster.Seeds = splitList(c.clusterSeeds)
 	c.node.Cluster.EtcdEndpoints = splitList(c.etcdEndpoints)
 	for _, rule := range splitList(c.overflow) {
@@ -197,6 +223,17 @@ func serve(args []string) int {
 		return 2
 	}
 	tracing.SetGlobal()
+	hist, err := openStore(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
+		return 1
+	}
+	if hist != nil {
+		defer hist.Close()
+		cfg.node.Room.Store = hist
+	} else if cfg.node.Cluster.Provider != "" {
+		log.Warn("room history is in memory: it is lost when a room moves or its node stops; use --history-store=redis for a durable cluster")
+	}
 	counters := &telemetry.Counters{}
 	node, err := actors.StartNode(cfg.node, actors.Options{Logger: log, Auth: authn, Tracing: tracing, Counters: counters})
 	if err != nil {
@@ -242,7 +279,8 @@ func serve(args []string) int {
 	if cfg.tlsCert != "" {
 		scheme = "wss"
 	}
-	log.Info("hubbub listening", "version", version, "url", fmt.Sprintf("%s://%s/ws", scheme, l.Addr()), "auth", authn.Enabled(), "tracing", tracing.Enabled)
+	log.Info("hubbub listening", "version", version, "url", fmt.Sprintf("%s://%s/ws", scheme, l.Addr()), "auth", authn.Enabled(), "tracing", tracing.Enabled,
+		"history", cfg.historyStore)
 	if authn.AnonymousOpen() && !isLoopback(l.Addr()) {
 		log.Warn("anonymous access is open on a non-loopback address; configure a JWT key (--jwt-alg with --jwt-hmac-secret-file, --jwt-public-key-file or --jwks-file) for production",
 			"addr", l.Addr().String(), "anonymous_rooms", cfg.auth.AnonymousRooms)
@@ -275,4 +313,18 @@ func serve(args []string) int {
 	<-errc
 	log.Info("stopped")
 	return 0
+}
+
+// openStore opens the configured history store, or returns nil for memory.
+func openStore(cfg *serveConfig) (store.Store, error) {
+	ret := store.Retention{MaxLen: cfg.node.Room.HistorySize, MaxAge: cfg.node.Room.HistoryTTL}
+	switch cfg.historyStore {
+	case "bolt":
+		return store.OpenBolt(cfg.dataDir, ret)
+	case "redis":
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return store.OpenRedis(ctx, cfg.redis, ret)
+	}
+	return nil, nil
 }

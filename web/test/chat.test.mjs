@@ -16,7 +16,7 @@ let tmp, bin, server, baseURL, browser;
 
 function startServer() {
   return new Promise((resolve, reject) => {
-    const proc = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--log-format", "json"], { stdio: ["ignore", "ignore", "pipe"] });
+    const proc = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir", join(tmp, "data")], { stdio: ["ignore", "ignore", "pipe"] });
     const timer = setTimeout(() => reject(new Error("server did not start")), 15000);
     createInterface({ input: proc.stderr }).on("line", (line) => {
       try {
