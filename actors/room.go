@@ -37,14 +37,14 @@ type room struct {
 	pending   []*pendingPublish
 	inflight  *appendBatch
 	stopping  bool
-	members map[string]*nodev1.Member // by memberKey
-	nodes   map[string]int            // members per node address
-	relays  map[string]*actor.PID     // relay per node address
-	json    int                       // members speaking JSON
-	binary  int                       // members speaking protobuf
-	history *history
-	dedupe  *dedupe
-	typing  *typingState
+	members   map[string]*nodev1.Member // by memberKey
+	nodes     map[string]int            // members per node address
+	relays    map[string]*actor.PID     // relay per node address
+	json      int                       // members speaking JSON
+	binary    int                       // members speaking protobuf
+	history   *history
+	dedupe    *dedupe
+	typing    *typingState
 
 	lastActive time.Time
 	idleTimer  *time.Timer

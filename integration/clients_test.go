@@ -95,11 +95,12 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// kill -9 and restart of the server: the Go client reconnects by itself and,
-// as the in-memory history died with the process, says the gap is not recovered.
+// kill -9 and restart of a server keeping history in memory: the Go client
+// reconnects by itself and, as the history died with the process, says the
+// gap is not recovered.
 func TestClientAcrossServerRestart(t *testing.T) {
 	addr := freePort(t)
-	p1 := startProcess(t, "--listen", addr)
+	p1 := startProcess(t, "--listen", addr, "--history-store", "memory")
 	url := p1.URL
 	cfg := hubclient.Config{URL: url, MinReconnectDelay: 50 * time.Millisecond, MaxReconnectDelay: 200 * time.Millisecond}
 	subCfg, pubCfg := cfg, cfg
@@ -131,7 +132,7 @@ func TestClientAcrossServerRestart(t *testing.T) {
 	}
 	<-p1.done
 	p1.done <- nil
-	startProcess(t, "--listen", addr)
+	startProcess(t, "--listen", addr, "--history-store", "memory")
 
 	ev := waitEvent(t, s, hubclient.EventNotRecovered)
 	if ev.Position.GetEpoch() == epoch {

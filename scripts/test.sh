@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Hubbub's whole check and test suite; CI runs it too (.ci/run). It
-# installs what is missing: buf (Go module proxy), Debian's chromium and
-# etcd-server (apt-get, as root or through sudo), playwright-core (npm ci in
+# installs what is missing: buf (Go module proxy), Debian's chromium,
+# etcd-server and redis-server (apt-get, as root or through sudo), playwright-core (npm ci in
 # web/test) and Jaeger (built from tools/jaeger into ~/.cache/hubbub-tools).
 #
 #   ./scripts/test.sh            everything
@@ -18,10 +18,13 @@ step "tools"
 if ! buf --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
 	go install "github.com/bufbuild/buf/cmd/buf@${BUF_VERSION}"
 fi
-# Debian packages: headless Chromium for the browser test, etcd for the cluster test.
+# Debian packages: headless Chromium for the browser test, etcd for the
+# cluster test, Redis for the durable history tests (each test starts its own
+# redis-server on a free loopback port).
 missing=""
 command -v chromium >/dev/null || missing="$missing chromium"
 command -v etcd >/dev/null || missing="$missing etcd-server"
+command -v redis-server >/dev/null || missing="$missing redis-server"
 if [ -n "$missing" ]; then
 	SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 	$SUDO apt-get update -qq

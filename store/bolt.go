@@ -33,17 +33,18 @@ import (
 type Bolt struct {
 	db   *bolt.DB
 	ret  Retention
-	reqs chan *boltAppend
+	reqs chan *boltOp
 	quit chan struct{}
 	done chan struct{}
 	once sync.Once
 }
 
-type boltAppend struct {
-	room, epoch string
-	msgs        []*hubbubv1.Message
-	vals        [][]byte
-	err         chan error
+// boltOp is one room's change, committed by the writer with others. It
+// returns ErrConflict without changing anything, or another error that fails
+// the whole transaction.
+type boltOp struct {
+	apply func(tx *bolt.Tx, now time.Time) error
+	err   chan error
 }
 
 var (
@@ -78,7 +79,7 @@ func OpenBolt(dir string, ret Retention) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	s := &Bolt{db: db, ret: ret.withDefaults(), reqs: make(chan *boltAppend, maxGroup),
+	s := &Bolt{db: db, ret: ret.withDefaults(), reqs: make(chan *boltOp, maxGroup),
 		quit: make(chan struct{}), done: make(chan struct{})}
 	go s.writer()
 	return s, nil
@@ -110,7 +111,8 @@ func (s *Bolt) Load(_ context.Context, room string, limit int) (Position, []*hub
 	if err != nil || found {
 		return pos, msgs, wrapErr(err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	// A new room: created through the writer, in a commit shared with others.
+	err = s.do(context.Background(), func(tx *bolt.Tx, _ time.Time) error {
 		if found, err := read(tx); found || err != nil {
 			return err
 		}
@@ -157,7 +159,7 @@ func (s *Bolt) Append(ctx context.Context, room, epoch string, msgs []*hubbubv1.
 	if err := checkBatch(msgs); err != nil {
 		return err
 	}
-	req := &boltAppend{room: room, epoch: epoch, msgs: msgs, vals: make([][]byte, len(msgs)), err: make(chan error, 1)}
+	vals := make([][]byte, len(msgs))
 	for i, m := range msgs {
 		b, err := proto.Marshal(m)
 		if err != nil {
@@ -165,8 +167,14 @@ func (s *Bolt) Append(ctx context.Context, room, epoch string, msgs []*hubbubv1.
 		}
 		v := make([]byte, 8, 8+len(b))
 		binary.BigEndian.PutUint64(v, uint64(m.GetTimeUnixMs()))
-		req.vals[i] = append(v, b...)
+		vals[i] = append(v, b...)
 	}
+	return s.do(ctx, func(tx *bolt.Tx, now time.Time) error { return s.apply(tx, room, epoch, msgs, vals, now) })
+}
+
+// do hands an operation to the writer and waits for its commit.
+func (s *Bolt) do(ctx context.Context, apply func(*bolt.Tx, time.Time) error) error {
+	req := &boltOp{apply: apply, err: make(chan error, 1)}
 	select {
 	case s.reqs <- req:
 	case <-s.quit:
@@ -194,9 +202,9 @@ var errClosed = errors.New("store: closed")
 // writer commits queued appends, as many as queued, in one transaction.
 func (s *Bolt) writer() {
 	defer close(s.done)
-	group := make([]*boltAppend, 0, maxGroup)
+	group := make([]*boltOp, 0, maxGroup)
 	for {
-		var first *boltAppend
+		var first *boltOp
 		select {
 		case first = <-s.reqs:
 		case <-s.quit:
@@ -223,7 +231,7 @@ func (s *Bolt) writer() {
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			now := time.Now()
 			for i, r := range group {
-				results[i] = s.apply(tx, r, now)
+				results[i] = r.apply(tx, now)
 				if results[i] != nil && !errors.Is(results[i], ErrConflict) {
 					return results[i]
 				}
@@ -242,24 +250,24 @@ func (s *Bolt) writer() {
 
 // apply checks that r continues its room's stream, then writes and trims it.
 // A conflict changes nothing.
-func (s *Bolt) apply(tx *bolt.Tx, r *boltAppend, now time.Time) error {
-	b := tx.Bucket(bucketRooms).Bucket([]byte(r.room))
-	if b == nil || string(b.Get(keyEpoch)) != r.epoch {
+func (s *Bolt) apply(tx *bolt.Tx, room, epoch string, msgs []*hubbubv1.Message, vals [][]byte, now time.Time) error {
+	b := tx.Bucket(bucketRooms).Bucket([]byte(room))
+	if b == nil || string(b.Get(keyEpoch)) != epoch {
 		return ErrConflict
 	}
 	top := decodeTop(b.Get(keyTop))
-	if r.msgs[0].GetOffset() != top+1 {
+	if msgs[0].GetOffset() != top+1 {
 		return ErrConflict
 	}
 	mb := b.Bucket(bucketMsgs)
 	if s.ret.MaxLen > 0 {
-		for i, m := range r.msgs {
-			if err := mb.Put(encodeTop(m.GetOffset()), r.vals[i]); err != nil {
+		for i, m := range msgs {
+			if err := mb.Put(encodeTop(m.GetOffset()), vals[i]); err != nil {
 				return err
 			}
 		}
 	}
-	top = r.msgs[len(r.msgs)-1].GetOffset()
+	top = msgs[len(msgs)-1].GetOffset()
 	if err := b.Put(keyTop, encodeTop(top)); err != nil {
 		return err
 	}

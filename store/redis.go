@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,11 +26,29 @@ import (
 // Durability is Redis's: with appendonly yes and appendfsync always an
 // acknowledged append is on disk; with everysec up to a second can be lost
 // on a crash of the Redis host (not of a Hubbub node).
+//
+// Appends from all rooms are pipelined: a few writers each send whatever
+// queued while their previous pipeline was in flight as one pipeline, so
+// Redis answers (and, with appendfsync always, syncs) many rooms' appends at
+// once instead of one round trip per append.
 type Redis struct {
 	client *redis.Client
 	prefix string
 	ret    Retention
+	reqs   chan *redisAppend
+	quit   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
 }
+
+type redisAppend struct {
+	keys []string
+	args []any
+	err  chan error
+}
+
+// redisWriters is how many pipelines may be in flight at once.
+const redisWriters = 4
 
 // RedisOptions configure the Redis store.
 type RedisOptions struct {
@@ -56,7 +75,70 @@ func OpenRedis(ctx context.Context, o RedisOptions, ret Retention) (*Redis, erro
 		_ = c.Close()
 		return nil, fmt.Errorf("store: redis %s: %w", opts.Addr, err)
 	}
-	return &Redis{client: c, prefix: o.Prefix, ret: ret.withDefaults()}, nil
+	if err := appendScript.Load(ctx, c).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("store: redis %s: load script: %w", opts.Addr, err)
+	}
+	s := &Redis{client: c, prefix: o.Prefix, ret: ret.withDefaults(), reqs: make(chan *redisAppend, maxGroup), quit: make(chan struct{})}
+	for range redisWriters {
+		s.wg.Add(1)
+		go s.writer()
+	}
+	return s, nil
+}
+
+// writer sends queued appends in pipelines.
+func (s *Redis) writer() {
+	defer s.wg.Done()
+	group := make([]*redisAppend, 0, maxGroup)
+	for {
+		select {
+		case r := <-s.reqs:
+			group = append(group[:0], r)
+		case <-s.quit:
+			return
+		}
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case r := <-s.reqs:
+				group = append(group, r)
+			default:
+				break drain
+			}
+		}
+		s.send(group)
+	}
+}
+
+// send runs a group of appends as one pipeline. Scripts evicted from Redis
+// (a restart, SCRIPT FLUSH) are loaded again and the group resent once: an
+// append refused with NOSCRIPT did nothing.
+func (s *Redis) send(group []*redisAppend) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := make([]error, len(group))
+	for attempt := 0; attempt < 2; attempt++ {
+		pipe := s.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(group))
+		for i, r := range group {
+			cmds[i] = appendScript.EvalSha(ctx, pipe, r.keys, r.args...)
+		}
+		_, _ = pipe.Exec(ctx)
+		noScript := false
+		for i, c := range cmds {
+			errs[i] = c.Err()
+			if errs[i] != nil && redis.HasErrorPrefix(errs[i], "NOSCRIPT") {
+				noScript = true
+			}
+		}
+		if !noScript || appendScript.Load(ctx, s.client).Err() != nil {
+			break
+		}
+	}
+	for i, r := range group {
+		r.err <- errs[i]
+	}
 }
 
 // Client is the underlying connection pool.
@@ -179,7 +261,25 @@ func (s *Redis) Append(ctx context.Context, room, epoch string, msgs []*hubbubv1
 		}
 		args = append(args, m.GetTimeUnixMs(), b)
 	}
-	err := appendScript.Run(ctx, s.client, []string{s.metaKey(room), s.streamKey(room)}, args...).Err()
+	select {
+	case <-s.quit:
+		return errClosed
+	default:
+	}
+	req := &redisAppend{keys: []string{s.metaKey(room), s.streamKey(room)}, args: args, err: make(chan error, 1)}
+	select {
+	case s.reqs <- req:
+	case <-s.quit:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	var err error
+	select {
+	case err = <-req.err:
+	case <-ctx.Done():
+		return ctx.Err() // the append may still happen: the room reloads
+	}
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "CONFLICT") {
 			return fmt.Errorf("%w (%s)", ErrConflict, err.Error())
@@ -230,5 +330,22 @@ func decodeEntry(e redis.XMessage) (*hubbubv1.Message, int64, error) {
 	return m, ms, nil
 }
 
-// Close implements Store.
-func (s *Redis) Close() error { return s.client.Close() }
+// Close implements Store: appends not yet sent fail.
+func (s *Redis) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.quit)
+		s.wg.Wait()
+		for {
+			select {
+			case r := <-s.reqs:
+				r.err <- errClosed
+				continue
+			default:
+			}
+			break
+		}
+		err = s.client.Close()
+	})
+	return err
+}
