@@ -169,7 +169,7 @@ func (r *room) refuse(ctx actor.Context, msg any) bool {
 	switch msg.(type) {
 	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping:
 		id := msg.(request).GetRequestId()
-		r.fail(ctx, id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "room %q cannot load its history; retry", r.name)
+		r.reply(ctx, id, errFrame(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q cannot load its history; retry", r.name))
 		return true
 	}
 	return false

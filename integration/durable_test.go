@@ -13,10 +13,12 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/hubbub-chat/hubbub/actors"
 	hubclient "github.com/hubbub-chat/hubbub/client"
 	"github.com/hubbub-chat/hubbub/internal/testredis"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/store"
+	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/wire"
 )
 
@@ -45,7 +47,8 @@ func restartProcess(t *testing.T, p *serverProcess, kill bool, args ...string) *
 // messages it missed, including those published before the restart.
 func TestDurableHistoryAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	p := startProcess(t, "--data-dir", dir)
+	args := []string{"--data-dir", dir, "--ephemeral-rooms", "scratch-*"}
+	p := startProcess(t, args...)
 
 	away := connect(t, p.URL, wire.Proto, "away")
 	pub := connect(t, p.URL, wire.JSON, "pub")
@@ -60,8 +63,12 @@ func TestDurableHistoryAcrossRestart(t *testing.T) {
 	for i := 6; i <= 10; i++ {
 		pub.publish("diary", fmt.Sprint("m", i))
 	}
+	scratch := pub.publish("scratch-1", "kept in memory only")
+	if n := sum(scrape(t, httpBase(p.URL)), "hubbub_store_messages_total"); n != 10 {
+		t.Fatalf("hubbub_store_messages_total = %v, want 10 (the ephemeral room's message is not stored)", n)
+	}
 
-	p = restartProcess(t, p, false, "--data-dir", dir)
+	p = restartProcess(t, p, false, args...)
 
 	back := connect(t, p.URL, wire.Proto, "back")
 	jr := back.join("diary", seen)
@@ -86,6 +93,10 @@ func TestDurableHistoryAcrossRestart(t *testing.T) {
 	h := back.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_History{History: &hubbubv1.HistoryRequest{Room: "diary"}}})
 	if got := len(h.GetHistory().GetMessages()); got != 11 {
 		t.Fatalf("history holds %d messages, want 11", got)
+	}
+	// An ephemeral room starts over: new epoch, its old position not recovered.
+	if jr := back.join("scratch-1", &hubbubv1.StreamPosition{Offset: scratch.GetOffset(), Epoch: scratch.GetEpoch()}); jr.GetRecovered() || jr.GetPosition().GetEpoch() == scratch.GetEpoch() {
+		t.Fatalf("ephemeral room after restart: recovered=%v position %v", jr.GetRecovered(), jr.GetPosition())
 	}
 
 	// A wiped store is real loss: a new epoch, and the client is told.
@@ -573,4 +584,62 @@ func TestClusterDurableHistoryWithRedis(t *testing.T) {
 	if recoveries == 0 {
 		t.Fatal("no subscriber had to recover: the test moved no room")
 	}
+}
+
+// The store going away costs availability, never data: publishes and new
+// rooms get a temporary UNAVAILABLE error (counted), nothing half-written
+// shows up, and once Redis is back a retry with the same message id is
+// accepted once and the stream continues without a gap in the same epoch.
+func TestStoreOutage(t *testing.T) {
+	rs := testredis.New(t)
+	ctx := context.Background()
+	st, err := store.OpenRedis(ctx, store.RedisOptions{URL: rs.URL}, store.Retention{MaxLen: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() }) // after the server's shutdown
+	s := startServer(t, actors.Config{Room: actors.RoomConfig{Store: st, StoreTimeout: 2 * time.Second}}, transport.Config{})
+	sub := connect(t, s.URL, wire.Proto, "sub")
+	epoch := sub.join("outage", nil).GetPosition().GetEpoch()
+	pub := connect(t, s.URL, wire.JSON, "pub")
+	for i := 1; i <= 3; i++ {
+		pub.publish("outage", fmt.Sprint("m", i))
+	}
+
+	rs.Stop()
+	r := pub.request(publishFrame("outage", "m4", "id-4"))
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !r.GetError().GetTemporary() {
+		t.Fatalf("publish with the store down: %v", r)
+	}
+	j := pub.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "never-loaded"}}})
+	if errCode(j) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !j.GetError().GetTemporary() {
+		t.Fatalf("joining a new room with the store down: %v", j)
+	}
+	if s.node.Counters().StoreErrors.Load() < 2 {
+		t.Fatalf("store errors counted: %d", s.node.Counters().StoreErrors.Load())
+	}
+
+	rs.Restart()
+	var reply *hubbubv1.PublishReply
+	eventually(t, "publishing again", func() bool {
+		r := pub.request(publishFrame("outage", "m4", "id-4"))
+		reply = r.GetPublish()
+		return reply != nil
+	})
+	if reply.GetOffset() != 4 || reply.GetEpoch() != epoch {
+		t.Fatalf("after the outage: %v, want offset 4 in epoch %s", reply, epoch)
+	}
+	if again := pub.request(publishFrame("outage", "m4", "id-4")).GetPublish(); !again.GetDuplicate() || again.GetOffset() != 4 {
+		t.Fatalf("retry: %v", again)
+	}
+	for i := 1; i <= 4; i++ {
+		if m := sub.nextMessage(); m.GetOffset() != uint64(i) || m.GetBody().GetText() != fmt.Sprint("m", i) {
+			t.Fatalf("member got %v, want m%d", m, i)
+		}
+	}
+	stored, err := st.Read(ctx, "outage", 0, 0)
+	if err != nil || len(stored) != 4 {
+		t.Fatalf("stream holds %d messages (%v), want 4", len(stored), err)
+	}
+	pub.join("never-loaded", nil)
 }

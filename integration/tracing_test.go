@@ -12,6 +12,7 @@ import (
 
 	"github.com/hubbub-chat/hubbub/actors"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/store"
 	"github.com/hubbub-chat/hubbub/telemetry"
 	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/wire"
@@ -160,5 +161,40 @@ func TestTracingOffByDefault(t *testing.T) {
 	f.Trace = map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
 	if r := c.request(f); r.GetTraceId() != "" {
 		t.Fatalf("trace id with tracing off: %v", r)
+	}
+}
+
+// With a durable store the trace shows the write-through: the room's span has
+// a store append child, and the fan-out follows the room once it is stored.
+func TestDurablePublishTrace(t *testing.T) {
+	st, err := store.OpenBolt(t.TempDir(), store.Retention{MaxLen: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	s, exp := tracedServer(t, telemetry.DeliveryEvents, actors.Config{Room: actors.RoomConfig{Store: st}}, transport.Config{})
+	sub := connect(t, s.URL, wire.Proto, "sub")
+	sub.join("traced-durable", nil)
+	pub := connect(t, s.URL, wire.Proto, "pub")
+	r := pub.request(publishFrame("traced-durable", "stored", ""))
+	tid, err := trace.TraceIDFromHex(r.GetTraceId())
+	if r.GetPublish() == nil || err != nil {
+		t.Fatalf("reply %v", r)
+	}
+	sub.nextMessage()
+	var spans map[string]tracetest.SpanStub
+	eventually(t, "four spans", func() bool {
+		spans = spansOf(exp, tid)
+		return len(spans) == 4
+	})
+	room, app, fan := spans["hubbub.room publish"], spans["hubbub.store append"], spans["hubbub.fanout"]
+	if app.Parent.SpanID() != room.SpanContext.SpanID() || fan.Parent.SpanID() != room.SpanContext.SpanID() {
+		t.Fatalf("store append's parent %v, fanout's parent %v, room %v", app.Parent.SpanID(), fan.Parent.SpanID(), room.SpanContext.SpanID())
+	}
+	if attr(room, "hubbub.room.durable") != "true" || attr(app, "hubbub.store.batch") != "1" {
+		t.Fatalf("room attributes %v, store attributes %v", room.Attributes, app.Attributes)
+	}
+	if app.EndTime.After(fan.StartTime) {
+		t.Fatal("the fan-out started before the store accepted the message")
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,16 @@ type RedisOptions struct {
 	URL string
 	// Prefix starts every key. Default "hubbub:".
 	Prefix string
+}
+
+// SetRedisLogger sends the Redis client's own messages (failed dials, pool
+// trouble) to log at WARN instead of the standard logger. It is process-wide.
+func SetRedisLogger(log *slog.Logger) { redis.SetLogger(redisLogger{log}) }
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
 // OpenRedis connects to Redis and checks that it answers.

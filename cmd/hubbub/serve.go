@@ -223,6 +223,7 @@ func serve(args []string) int {
 		return 2
 	}
 	tracing.SetGlobal()
+	store.SetRedisLogger(log)
 	hist, err := openStore(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hubbub serve:", err)

@@ -8,15 +8,28 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 )
 
-// Start starts redis-server with append-only persistence fsync-ed on every
-// write and returns its redis:// URL. It skips the test when redis-server is
-// not installed (./scripts/test.sh installs Debian's redis-server).
-func Start(t testing.TB) string {
+// Server is a redis-server process that a test may stop and start again on
+// the same port and data (append-only file fsync-ed on every write).
+type Server struct {
+	URL  string
+	t    testing.TB
+	bin  string
+	addr string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// Start starts redis-server and returns its redis:// URL. It skips the test
+// when redis-server is not installed (./scripts/test.sh installs Debian's
+// redis-server).
+func Start(t testing.TB) string { return New(t).URL }
+
+// New starts a redis-server that the test can stop and restart.
+func New(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -26,28 +39,56 @@ func Start(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
+	addr := l.Addr().String()
 	_ = l.Close()
-	dir := t.TempDir()
-	logFile := filepath.Join(dir, "redis.log")
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir, "--logfile", logFile,
+	s := &Server{t: t, bin: bin, addr: addr, dir: t.TempDir(), URL: fmt.Sprintf("redis://%s/0", addr)}
+	t.Cleanup(s.Stop)
+	s.Restart()
+	return s
+}
+
+// Stop kills the server (SIGKILL: what was acknowledged is in its
+// append-only file).
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart starts the server (again) on its port and data and waits until it answers.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	_, port, _ := net.SplitHostPort(s.addr)
+	logFile := filepath.Join(s.dir, "redis.log")
+	cmd := exec.Command(s.bin, "--bind", "127.0.0.1", "--port", port, "--dir", s.dir, "--logfile", logFile,
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes", "--loglevel", "warning")
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s.cmd = cmd
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := net.DialTimeout("tcp", s.addr, time.Second)
 		if err == nil {
+			// Answering PING means the append-only file is loaded.
+			_, _ = c.Write([]byte("PING\r\n"))
+			buf := make([]byte, 64)
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := c.Read(buf)
 			_ = c.Close()
-			return fmt.Sprintf("redis://%s/0", addr)
+			if n > 0 && string(buf[:n]) == "+PONG\r\n" {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(logFile)
-			t.Fatalf("redis-server did not start: %v\n%s", err, log)
+			s.t.Fatalf("redis-server did not start: %v\n%s", err, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
