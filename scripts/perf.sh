@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Measures Hubbub (and, for comparison, the gorilla hub fixture) with
 # `hubbub bench` on this machine, each scenario RUNS times against a fresh
-# server, and prints the median of each figure. Loopback only.
+# server, and prints the median of each figure. Loopback only. Hubbub runs
+# with its default embedded history store (a fresh data directory per run);
+# the ack and rooms scenarios also run with history in memory and, when
+# redis-server is installed, in Redis (a private redis-server, appendfsync
+# always).
 #
 #   ./scripts/perf.sh                 everything, 3 runs each
 #   RUNS=5 ./scripts/perf.sh fanout   one scenario
@@ -16,11 +20,24 @@ only=${1:-all}
 
 port=18180
 server_pid=""
+serve_flags=()
+redis_port=""
+if command -v redis-server >/dev/null; then
+	redis_port=16379
+	mkdir -p "$out/redis"
+	redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$out/redis" --save "" --appendonly yes \
+		--appendfsync always --daemonize yes --logfile "$out/redis/log" --pidfile "$out/redis/pid"
+	trap 'kill "$(cat "$out/redis/pid")" 2>/dev/null || true' EXIT
+	sleep 0.5
+fi
 start_server() { # kind, extra flags...
 	local kind=$1; shift
 	port=$((port + 1))
 	if [ "$kind" = hubbub ]; then
-		"$out/hubbub" serve --listen "127.0.0.1:$port" --log-level warn --command-rate -1 --byte-rate -1 "$@" 2>>"$out/server.log" &
+		rm -rf "$out/data"
+		[ -z "$redis_port" ] || redis-cli -p "$redis_port" flushall >/dev/null
+		"$out/hubbub" serve --listen "127.0.0.1:$port" --log-level warn --command-rate -1 --byte-rate -1 \
+			--data-dir "$out/data" ${serve_flags[@]+"${serve_flags[@]}"} "$@" 2>>"$out/server.log" &
 	else
 		"$out/gorillahub" --listen "127.0.0.1:$port" 2>>"$out/server.log" &
 	fi
@@ -52,6 +69,18 @@ run hubbub-fanout-200k hubbub fanout --subscribers 1000 --publishers 10 --rate 2
 run hubbub-maxtp hubbub maxtp --subscribers 1000 --publishers 10 --start-rate 800 --step 1.25 --duration 5s --p99-bound 250ms
 run hubbub-rooms hubbub rooms --rooms 10000 --members 10 --rooms-per-conn 100 --rate-per-room 1 --publishers 10 --duration 10s
 run hubbub-ack-10k hubbub fanout --subscribers 10 --publishers 10 --rate 10000 --size 128 --duration 10s
+run hubbub-ack-40k hubbub fanout --subscribers 10 --publishers 10 --rate 40000 --size 128 --duration 5s
+serve_flags=(--history-store memory)
+run hubbub-memory-rooms hubbub rooms --rooms 10000 --members 10 --rooms-per-conn 100 --rate-per-room 1 --publishers 10 --duration 10s
+run hubbub-memory-ack-10k hubbub fanout --subscribers 10 --publishers 10 --rate 10000 --size 128 --duration 10s
+run hubbub-memory-ack-40k hubbub fanout --subscribers 10 --publishers 10 --rate 40000 --size 128 --duration 5s
+if [ -n "$redis_port" ]; then
+	serve_flags=(--history-store redis --redis-url "redis://127.0.0.1:$redis_port/0")
+	run hubbub-redis-rooms hubbub rooms --rooms 10000 --members 10 --rooms-per-conn 100 --rate-per-room 1 --publishers 10 --duration 10s
+	run hubbub-redis-ack-10k hubbub fanout --subscribers 10 --publishers 10 --rate 10000 --size 128 --duration 10s
+	run hubbub-redis-ack-40k hubbub fanout --subscribers 10 --publishers 10 --rate 40000 --size 128 --duration 5s
+fi
+serve_flags=()
 run hubbub-idle hubbub idle --conns 10000 --duration 5s
 run hubbub-storm hubbub storm --conns 10000 --dialers 50
 run gorillahub-fanout-1M gorilla fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s
@@ -65,7 +94,7 @@ for line in open(sys.argv[1]):
     if r.get("scenario") == "maxtp-step":
         continue
     rows[r["label"]].append(r)
-keys = ["deliveries_per_s", "loss", "p50_ms", "p99_ms", "max_ms", "ack_p99_ms", "server_cpu_s",
+keys = ["deliveries_per_s", "loss", "p50_ms", "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms", "server_cpu_s",
         "deliveries_per_server_cpu_s", "rss_per_conn_bytes", "conns_per_s", "slow_readers_closed"]
 for label, rs in rows.items():
     med = {k: statistics.median(r.get(k, 0) for r in rs) for k in keys if any(k in r for r in rs)}

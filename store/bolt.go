@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -31,6 +32,7 @@ import (
 // big-endian) and bucket "msgs": 8-byte big-endian offset -> 8-byte
 // big-endian time (Unix ms) followed by the protobuf Message.
 type Bolt struct {
+	log  *slog.Logger
 	db   *bolt.DB
 	ret  Retention
 	reqs chan *boltOp
@@ -52,6 +54,7 @@ var (
 	bucketMsgs  = []byte("msgs")
 	keyEpoch    = []byte("epoch")
 	keyTop      = []byte("top")
+	keyAt       = []byte("at") // 8-byte big-endian Unix ms of the last append (or creation)
 )
 
 // maxGroup bounds the appends committed in one transaction.
@@ -79,7 +82,7 @@ func OpenBolt(dir string, ret Retention) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	s := &Bolt{db: db, ret: ret.withDefaults(), reqs: make(chan *boltOp, maxGroup),
+	s := &Bolt{log: slog.Default(), db: db, ret: ret.withDefaults(), reqs: make(chan *boltOp, maxGroup),
 		quit: make(chan struct{}), done: make(chan struct{})}
 	go s.writer()
 	return s, nil
@@ -125,6 +128,9 @@ func (s *Bolt) Load(_ context.Context, room string, limit int) (Position, []*hub
 		}
 		pos = Position{Epoch: NewEpoch()}
 		if err := b.Put(keyEpoch, []byte(pos.Epoch)); err != nil {
+			return err
+		}
+		if err := b.Put(keyAt, encodeTop(uint64(time.Now().UnixMilli()))); err != nil {
 			return err
 		}
 		return b.Put(keyTop, encodeTop(0))
@@ -203,9 +209,16 @@ var errClosed = errors.New("store: closed")
 func (s *Bolt) writer() {
 	defer close(s.done)
 	group := make([]*boltOp, 0, maxGroup)
+	sweep := time.NewTicker(sweepEvery)
+	defer sweep.Stop()
 	for {
 		var first *boltOp
 		select {
+		case <-sweep.C:
+			if err := s.Sweep(time.Now()); err != nil {
+				s.log.Warn("store: sweep", "err", err)
+			}
+			continue
 		case first = <-s.reqs:
 		case <-s.quit:
 			for {
@@ -271,6 +284,9 @@ func (s *Bolt) apply(tx *bolt.Tx, room, epoch string, msgs []*hubbubv1.Message, 
 	if err := b.Put(keyTop, encodeTop(top)); err != nil {
 		return err
 	}
+	if err := b.Put(keyAt, encodeTop(uint64(now.UnixMilli()))); err != nil {
+		return err
+	}
 	return s.trim(mb, top, now)
 }
 
@@ -291,6 +307,49 @@ func (s *Bolt) trim(mb *bolt.Bucket, top uint64, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// sweepEvery is how often the writer sweeps rooms that no longer publish.
+const sweepEvery = 10 * time.Minute
+
+// Sweep trims aged messages of every room, including rooms that no longer
+// publish (appends trim their own room), and deletes rooms whose last append
+// is older than MetaTTL: their next activation starts a new epoch. The
+// writer runs it every 10 minutes.
+func (s *Bolt) Sweep(now time.Time) error {
+	cutoff := s.ret.cutoffMs(now)
+	expired := now.Add(-s.ret.MetaTTL).UnixMilli()
+	return wrapErr(s.db.Update(func(tx *bolt.Tx) error {
+		rooms := tx.Bucket(bucketRooms)
+		var drop [][]byte
+		err := rooms.ForEachBucket(func(name []byte) error {
+			b := rooms.Bucket(name)
+			if int64(decodeTop(b.Get(keyAt))) < expired {
+				drop = append(drop, append([]byte(nil), name...))
+				return nil
+			}
+			mb := b.Bucket(bucketMsgs)
+			if mb == nil || cutoff == 0 {
+				return nil
+			}
+			c := mb.Cursor()
+			for k, v := c.First(); k != nil && (len(v) < 8 || int64(binary.BigEndian.Uint64(v)) < cutoff); k, v = c.First() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, name := range drop {
+			if err := rooms.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
 }
 
 // Read implements Store.

@@ -304,3 +304,33 @@ func TestBoltGroupCommit(t *testing.T) {
 		t.Fatal("append after close succeeded")
 	}
 }
+
+// The sweep trims rooms that stopped publishing and forgets rooms idle past
+// the position TTL (their next load starts a new epoch).
+func TestBoltSweep(t *testing.T) {
+	s, err := store.OpenBolt(t.TempDir(), store.Retention{MaxLen: 100, MaxAge: time.Minute, MetaTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	pos, _, _ := s.Load(ctx, "quiet", 0)
+	if err := s.Append(ctx, "quiet", pos.Epoch, msgs(1, 3, pos.Epoch, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sweep(time.Now().Add(2 * time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := s.Read(ctx, "quiet", 0, 0); len(left) != 0 {
+		t.Fatalf("%d aged messages left after a sweep", len(left))
+	}
+	if p, _, _ := s.Load(ctx, "quiet", 0); p != (store.Position{Offset: 3, Epoch: pos.Epoch}) {
+		t.Fatalf("position after trimming %+v, want offset 3 epoch %s", p, pos.Epoch)
+	}
+	if err := s.Sweep(time.Now().Add(2 * time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, _ := s.Load(ctx, "quiet", 0); p.Offset != 0 || p.Epoch == pos.Epoch {
+		t.Fatalf("position after the TTL %+v, want a new epoch at 0", p)
+	}
+}

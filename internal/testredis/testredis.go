@@ -91,4 +91,3 @@ func (s *Server) Restart() {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
