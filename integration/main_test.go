@@ -2,14 +2,21 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/hubbub-chat/hubbub/store"
 )
 
 func TestMain(m *testing.M) {
+	// The Redis client's own messages (failed dials while a test stops Redis)
+	// go to a discarded log instead of the test output.
+	store.SetRedisLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	code := m.Run()
 	if binPath != "" {
 		_ = os.RemoveAll(filepath.Dir(binPath))

@@ -167,7 +167,7 @@ func TestTracingOffByDefault(t *testing.T) {
 // With a durable store the trace shows the write-through: the room's span has
 // a store append child, and the fan-out follows the room once it is stored.
 func TestDurablePublishTrace(t *testing.T) {
-	st, err := store.OpenBolt(t.TempDir(), store.Retention{MaxLen: 100})
+	st, err := store.OpenEmbedded(t.TempDir(), store.Retention{MaxLen: 100}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,8 @@ import (
 
 func benchStores(b *testing.B) map[string]func() store.Store {
 	return map[string]func() store.Store{
-		"bolt": func() store.Store {
-			s, err := store.OpenBolt(b.TempDir(), store.Retention{MaxLen: 100})
+		"embedded": func() store.Store {
+			s, err := store.OpenEmbedded(b.TempDir(), store.Retention{MaxLen: 100}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -8,12 +8,14 @@
 // activations of one room, for a moment alive on two nodes during a move,
 // can never both write the same offset: the second gets ErrConflict.
 //
-// Two implementations: Bolt, an embedded on-disk store for a single node, and
-// Redis, a Redis Streams store shared by the nodes of a cluster.
+// Two implementations: Embedded, an on-disk store for a single node (Pebble),
+// and Redis, a Redis Streams store shared by the nodes of a cluster.
 package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"time"
 
@@ -39,9 +41,8 @@ type Retention struct {
 	MaxLen int
 	// MaxAge drops messages older than this. Zero: no age limit.
 	MaxAge time.Duration
-	// MetaTTL is how long a room's position outlives its last publish
-	// (Redis only; the embedded store keeps positions until the room is
-	// deleted). After it, the room starts over with a new epoch. Default 30 days.
+	// MetaTTL is how long a room's position outlives its last publish. After
+	// it, the room starts over with a new epoch. Default 30 days.
 	MetaTTL time.Duration
 }
 
@@ -90,4 +91,11 @@ func checkBatch(msgs []*hubbubv1.Message) error {
 		}
 	}
 	return nil
+}
+
+// NewEpoch returns a new random epoch.
+func NewEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -27,16 +27,16 @@ type backend struct {
 
 func backends() []backend {
 	return []backend{
-		{"bolt", func(t *testing.T, ret store.Retention) (store.Store, func() store.Store) {
+		{"embedded", func(t *testing.T, ret store.Retention) (store.Store, func() store.Store) {
 			dir := t.TempDir()
-			s, err := store.OpenBolt(dir, ret)
+			s, err := store.OpenEmbedded(dir, ret, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = s.Close() })
 			return s, func() store.Store {
 				_ = s.Close()
-				s2, err := store.OpenBolt(dir, ret)
+				s2, err := store.OpenEmbedded(dir, ret, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -252,22 +252,22 @@ func TestStores(t *testing.T) {
 }
 
 // A second process cannot open a data directory in use.
-func TestBoltLocksItsDirectory(t *testing.T) {
+func TestEmbeddedLocksItsDirectory(t *testing.T) {
 	dir := t.TempDir()
-	s, err := store.OpenBolt(dir, store.Retention{MaxLen: 10})
+	s, err := store.OpenEmbedded(dir, store.Retention{MaxLen: 10}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s2, err := store.OpenBolt(dir, store.Retention{MaxLen: 10}); err == nil {
+	if s2, err := store.OpenEmbedded(dir, store.Retention{MaxLen: 10}, nil); err == nil {
 		_ = s2.Close()
 		t.Fatal("opened a data directory that is in use")
 	}
 }
 
 // Many rooms appending at once share commits and each keeps its order.
-func TestBoltGroupCommit(t *testing.T) {
-	s, err := store.OpenBolt(t.TempDir(), store.Retention{MaxLen: 1000})
+func TestEmbeddedGroupCommit(t *testing.T) {
+	s, err := store.OpenEmbedded(t.TempDir(), store.Retention{MaxLen: 1000}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,8 +307,8 @@ func TestBoltGroupCommit(t *testing.T) {
 
 // The sweep trims rooms that stopped publishing and forgets rooms idle past
 // the position TTL (their next load starts a new epoch).
-func TestBoltSweep(t *testing.T) {
-	s, err := store.OpenBolt(t.TempDir(), store.Retention{MaxLen: 100, MaxAge: time.Minute, MetaTTL: time.Hour})
+func TestEmbeddedSweep(t *testing.T) {
+	s, err := store.OpenEmbedded(t.TempDir(), store.Retention{MaxLen: 100, MaxAge: time.Minute, MetaTTL: time.Hour}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func TestBoltSweep(t *testing.T) {
 	if err := s.Append(ctx, "quiet", pos.Epoch, msgs(1, 3, pos.Epoch, time.Now())); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Sweep(time.Now().Add(2 * time.Minute)); err != nil {
+	if err := s.Sweep(ctx, time.Now().Add(2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if left, _ := s.Read(ctx, "quiet", 0, 0); len(left) != 0 {
@@ -327,7 +327,7 @@ func TestBoltSweep(t *testing.T) {
 	if p, _, _ := s.Load(ctx, "quiet", 0); p != (store.Position{Offset: 3, Epoch: pos.Epoch}) {
 		t.Fatalf("position after trimming %+v, want offset 3 epoch %s", p, pos.Epoch)
 	}
-	if err := s.Sweep(time.Now().Add(2 * time.Hour)); err != nil {
+	if err := s.Sweep(ctx, time.Now().Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if p, _, _ := s.Load(ctx, "quiet", 0); p.Offset != 0 || p.Epoch == pos.Epoch {

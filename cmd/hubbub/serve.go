@@ -105,7 +105,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.Float64Var(&c.node.Conn.CommandRate, "command-rate", 1000, "commands per second per connection (negative: unlimited)")
 	f.Float64Var(&c.node.Conn.ByteRate, "byte-rate", 8<<20, "frame bytes per second per connection (negative: unlimited)")
 	f.Float64Var(&c.node.Room.PublishRate, "room-publish-rate", 0, "publishes per second per room (0: unlimited)")
-	f.StringVar(&c.historyStore, "history-store", "auto", "where room history lives: bolt (embedded file under --data-dir, single node), redis (Redis Streams shared by a cluster), memory (lost when a room stops) or auto (bolt on a single node, memory in a cluster)")
+	f.StringVar(&c.historyStore, "history-store", "auto", "where room history lives: embedded (on disk under --data-dir, single node), redis (Redis Streams shared by a cluster), memory (lost when a room stops) or auto (embedded on a single node, memory in a cluster)")
 	f.StringVar(&c.dataDir, "data-dir", "hubbub-data", "directory of the embedded history store")
 	f.StringVar(&c.redis.URL, "redis-url", "redis://127.0.0.1:6379/0", "Redis of the redis history store")
 	f.StringVar(&c.redis.Prefix, "redis-prefix", "hubbub:", "prefix of the redis history store's keys")
@@ -132,19 +132,19 @@ func parseServe(args []string) (*serveConfig, error) {
 	c.transport.AllowedOrigins = splitList(c.allowedOrigins)
 	c.node.Room.Ephemeral = splitList(c.ephemeralRooms)
 	if c.historyStore == "auto" {
-		c.historyStore = "bolt"
+		c.historyStore = "embedded"
 		if c.node.Cluster.Provider != "" {
 			c.historyStore = "memory"
 		}
 	}
 	switch c.historyStore {
-	case "bolt":
+	case "embedded":
 		if c.node.Cluster.Provider != "" {
-			return nil, errors.New("--history-store=bolt keeps history on one node; a cluster needs --history-store=redis (or memory)")
+			return nil, errors.New("--history-store=embedded keeps history on one node; a cluster needs --history-store=redis (or memory)")
 		}
 	case "redis", "memory":
 	default:
-		return nil, fmt.Errorf("--history-store: %q is not auto, bolt, redis or memory", c.historyStore)
+		return nil, fmt.Errorf("--history-store: %q is not auto, embedded, redis or memory", c.historyStore)
 	}
 	c.node.Cluster.Seeds = splitList(c.clusterSeeds)
 	c.node.Cluster.EtcdEndpoints = splitList(c.etcdEndpoints)
@@ -224,7 +224,7 @@ func serve(args []string) int {
 	}
 	tracing.SetGlobal()
 	store.SetRedisLogger(log)
-	hist, err := openStore(cfg)
+	hist, err := openStore(cfg, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
 		return 1
@@ -317,11 +317,11 @@ func serve(args []string) int {
 }
 
 // openStore opens the configured history store, or returns nil for memory.
-func openStore(cfg *serveConfig) (store.Store, error) {
+func openStore(cfg *serveConfig, log *slog.Logger) (store.Store, error) {
 	ret := store.Retention{MaxLen: cfg.node.Room.HistorySize, MaxAge: cfg.node.Room.HistoryTTL}
 	switch cfg.historyStore {
-	case "bolt":
-		return store.OpenBolt(cfg.dataDir, ret)
+	case "embedded":
+		return store.OpenEmbedded(cfg.dataDir, ret, log)
 	case "redis":
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
