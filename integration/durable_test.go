@@ -643,3 +643,51 @@ func TestStoreOutage(t *testing.T) {
 	}
 	pub.join("never-loaded", nil)
 }
+
+// Fencing: when another activation of a room wrote to the store (a move
+// racing with this node), this activation's next append is refused; its
+// publisher gets a temporary error, its members are told the room moved
+// (4004), and the room reloads: the retry lands after the other writer's
+// message, with no offset written twice.
+func TestStaleRoomActivationIsFenced(t *testing.T) {
+	st, err := store.OpenEmbedded(t.TempDir(), store.Retention{MaxLen: 100}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	s := startServer(t, actors.Config{Room: actors.RoomConfig{Store: st}}, transport.Config{})
+	member := connect(t, s.URL, wire.Proto, "member")
+	member.join("fenced", nil)
+	pub := connect(t, s.URL, wire.Proto, "pub")
+	first := pub.publish("fenced", "one")
+
+	// The other activation appends offset 2.
+	other := &hubbubv1.Message{Room: "fenced", Offset: 2, Epoch: first.GetEpoch(), TimeUnixMs: time.Now().UnixMilli(),
+		Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: "from elsewhere"}}}
+	if err := st.Append(context.Background(), "fenced", first.GetEpoch(), []*hubbubv1.Message{other}); err != nil {
+		t.Fatal(err)
+	}
+	r := pub.request(publishFrame("fenced", "two", "id-two"))
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !r.GetError().GetTemporary() {
+		t.Fatalf("publish on the stale activation: %v", r)
+	}
+	if code := closeCode(member.waitClosed()); code != wire.CloseRoomMoved {
+		t.Fatalf("member closed with %d, want %d", code, wire.CloseRoomMoved)
+	}
+	if s.node.Counters().StoreConflicts.Load() != 1 {
+		t.Fatalf("conflicts counted: %d", s.node.Counters().StoreConflicts.Load())
+	}
+	var again *hubbubv1.PublishReply
+	eventually(t, "publishing after the reload", func() bool {
+		again = pub.request(publishFrame("fenced", "two", "id-two")).GetPublish()
+		return again != nil
+	})
+	if again.GetOffset() != 3 || again.GetEpoch() != first.GetEpoch() {
+		t.Fatalf("retry: %v, want offset 3 in epoch %s", again, first.GetEpoch())
+	}
+	back := connect(t, s.URL, wire.Proto, "back")
+	jr := back.join("fenced", &hubbubv1.StreamPosition{Offset: 1, Epoch: first.GetEpoch()})
+	if !jr.GetRecovered() || len(jr.GetMessages()) != 2 || jr.GetMessages()[0].GetBody().GetText() != "from elsewhere" {
+		t.Fatalf("rejoin: recovered=%v %v", jr.GetRecovered(), jr.GetMessages())
+	}
+}
