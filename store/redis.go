@@ -103,11 +103,15 @@ func (s *Redis) writer() {
 	defer s.wg.Done()
 	group := make([]*redisAppend, 0, maxGroup)
 	for {
+		busy := len(group) >= lingerAfter // the previous pipeline was shared
 		select {
 		case r := <-s.reqs:
 			group = append(group[:0], r)
 		case <-s.quit:
 			return
+		}
+		if busy {
+			time.Sleep(linger) // under load: fewer, larger pipelines
 		}
 	drain:
 		for len(group) < maxGroup {
