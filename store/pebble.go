@@ -87,12 +87,36 @@ const maxCachedMetas = 100_000
 // maxGroup bounds the operations committed in one batch.
 const maxGroup = 512
 
-// linger is how long the writer waits for more operations before a commit
-// when the previous commit held at least lingerAfter of them.
+// Under load (the previous commit held at least lingerAfter operations) a
+// writer waits up to linger for a group of lingerEnough before committing:
+// fewer, larger commits cost fewer fsyncs, and the wait is one the
+// operations would mostly have spent in line anyway.
 const (
-	linger      = time.Millisecond
-	lingerAfter = 4
+	linger       = time.Millisecond
+	lingerStep   = 100 * time.Microsecond
+	lingerAfter  = 4
+	lingerEnough = 32
 )
+
+// gather adds to group what is queued on reqs, lingering when busy.
+func gather[T any](reqs <-chan T, group []T, busy bool) []T {
+	deadline := time.Now().Add(linger)
+	for {
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case r := <-reqs:
+				group = append(group, r)
+			default:
+				break drain
+			}
+		}
+		if !busy || len(group) >= lingerEnough || len(group) >= maxGroup || time.Now().After(deadline) {
+			return group
+		}
+		time.Sleep(lingerStep)
+	}
+}
 
 // sweepEvery is how often the writer sweeps rooms that no longer publish.
 const sweepEvery = 10 * time.Minute
@@ -401,21 +425,7 @@ func (s *Embedded) writer() {
 			}
 		}
 		busy := len(group) >= lingerAfter // the previous commit was shared
-		group = append(group[:0], first)
-		if busy {
-			// Under load, wait a moment for more: fewer, larger commits
-			// cost fewer fsyncs, and the commit would have waited in line anyway.
-			time.Sleep(linger)
-		}
-	drain:
-		for len(group) < maxGroup {
-			select {
-			case r := <-s.reqs:
-				group = append(group, r)
-			default:
-				break drain
-			}
-		}
+		group = gather(s.reqs, append(group[:0], first), busy)
 		results := s.commit(group)
 		for i, r := range group {
 			r.err <- results[i]

@@ -106,21 +106,9 @@ func (s *Redis) writer() {
 		busy := len(group) >= lingerAfter // the previous pipeline was shared
 		select {
 		case r := <-s.reqs:
-			group = append(group[:0], r)
+			group = gather(s.reqs, append(group[:0], r), busy)
 		case <-s.quit:
 			return
-		}
-		if busy {
-			time.Sleep(linger) // under load: fewer, larger pipelines
-		}
-	drain:
-		for len(group) < maxGroup {
-			select {
-			case r := <-s.reqs:
-				group = append(group, r)
-			default:
-				break drain
-			}
 		}
 		s.send(group)
 	}
