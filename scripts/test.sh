@@ -74,6 +74,7 @@ if [ -n "${FUZZTIME:-}" ]; then
 	go test -run '^$' -fuzz '^FuzzDecodeClientFrame$' -fuzztime "$FUZZTIME" ./wire
 	go test -run '^$' -fuzz '^FuzzCommandSequences$' -fuzztime "$FUZZTIME" ./actors
 	go test -run '^$' -fuzz '^FuzzPermissions$' -fuzztime "$FUZZTIME" ./actors
+	go test -run '^$' -fuzz '^FuzzEmbeddedStore$' -fuzztime "$FUZZTIME" ./store
 fi
 echo
 echo "all checks passed"

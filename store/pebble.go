@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -135,6 +136,9 @@ func OpenEmbedded(dir string, ret Retention, log *slog.Logger) (*Embedded, error
 	db, err := pebble.Open(dir, &pebble.Options{FS: fs, Logger: pebbleLogger{log}})
 	if err != nil {
 		_ = fsCloser.Close()
+		if errors.Is(err, syscall.EAGAIN) {
+			return nil, fmt.Errorf("store: %s is in use by another process (one hubbub serve per --data-dir): %w", dir, err)
+		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s := &Embedded{log: log, db: db, fsCloser: fsCloser, metas: map[string]meta{}, ret: ret.withDefaults(), reqs: make(chan *embeddedOp, maxGroup),
