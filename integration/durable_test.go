@@ -385,8 +385,8 @@ func (r *recorder) offset(room string) uint64 {
 }
 
 // Three nodes sharing Redis: clients publish into rooms while a third node
-// joins (rooms move) and then a node is killed with SIGKILL (its rooms and
-// connections die). Every acknowledged message is in its room's stream
+// joins (rooms move), a node is killed with SIGKILL (its rooms and
+// connections die), comes back, and another leaves with SIGTERM. Every acknowledged message is in its room's stream
 // exactly once, offsets are gapless, and every subscriber, whichever node it
 // was on, saw each room's stream exactly once and in order, recovering across
 // every reconnect.
@@ -503,9 +503,20 @@ func TestClusterDurableHistoryWithRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "publishing after the kill", func() bool { return count() >= killedAt+200 })
+	// A rolling restart: node 0 comes back (rooms move to it), then node 1
+	// leaves gracefully (SIGTERM: its rooms store what they accepted and stop).
+	nodes[0] = start(0)
+	rejoinedAt := count()
+	eventually(t, "publishing after node 0 came back", func() bool { return count() >= rejoinedAt+200 })
+	if err := nodes[1].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	leftAt := count()
+	eventually(t, "publishing after node 1 left", func() bool { return count() >= leftAt+200 })
 	close(stopPublishing)
 	pwg.Wait()
-	t.Logf("node 2 joined after %d acknowledgements, node 0 was killed after %d, %d in all", joinedAt, killedAt, count())
+	t.Logf("acknowledgements: node 2 joined after %d, node 0 was killed after %d and came back after %d, node 1 left after %d; %d in all",
+		joinedAt, killedAt, rejoinedAt, leftAt, count())
 	if t.Failed() {
 		return
 	}
