@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -33,7 +34,9 @@ import (
 // Redis answers (and, with appendfsync always, syncs) many rooms' appends at
 // once instead of one round trip per append.
 type Redis struct {
-	client *redis.Client
+	client redis.UniversalClient
+	wait   int           // replicas each pipeline waits for (0: none)
+	waitT  time.Duration // how long it waits
 	prefix string
 	ret    Retention
 	reqs   chan *redisAppend
@@ -57,6 +60,18 @@ type RedisOptions struct {
 	URL string
 	// Prefix starts every key. Default "hubbub:".
 	Prefix string
+	// SentinelMaster, when set, finds the primary through Redis Sentinel
+	// (SentinelAddrs) under this master name and follows its failovers; the
+	// URL then gives only the password and database.
+	SentinelMaster string
+	SentinelAddrs  []string
+	// WaitReplicas makes every append wait until that many replicas have it
+	// (Redis WAIT) before it is acknowledged, so a failover to a replica
+	// loses no acknowledged message. An append that reaches fewer within
+	// WaitTimeout fails (temporarily). Default 0: the primary alone.
+	WaitReplicas int
+	// WaitTimeout bounds the wait for replicas. Default 1s.
+	WaitTimeout time.Duration
 }
 
 // SetRedisLogger sends the Redis client's own messages (failed dials, pool
@@ -77,20 +92,35 @@ func OpenRedis(ctx context.Context, o RedisOptions, ret Retention) (*Redis, erro
 	if o.Prefix == "" {
 		o.Prefix = "hubbub:"
 	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = time.Second
+	}
 	opts, err := redis.ParseURL(o.URL)
 	if err != nil {
 		return nil, fmt.Errorf("store: redis url: %w", err)
 	}
-	c := redis.NewClient(opts)
+	var c redis.UniversalClient
+	where := opts.Addr
+	if o.SentinelMaster != "" {
+		if len(o.SentinelAddrs) == 0 {
+			return nil, errors.New("store: redis sentinel master without sentinel addresses")
+		}
+		c = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: o.SentinelMaster, SentinelAddrs: o.SentinelAddrs,
+			Username: opts.Username, Password: opts.Password, DB: opts.DB})
+		where = "sentinel master " + o.SentinelMaster
+	} else {
+		c = redis.NewClient(opts)
+	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("store: redis %s: %w", opts.Addr, err)
+		return nil, fmt.Errorf("store: redis %s: %w", where, err)
 	}
 	if err := appendScript.Load(ctx, c).Err(); err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("store: redis %s: load script: %w", opts.Addr, err)
+		return nil, fmt.Errorf("store: redis %s: load script: %w", where, err)
 	}
-	s := &Redis{client: c, prefix: o.Prefix, ret: ret.withDefaults(), reqs: make(chan *redisAppend, maxGroup), quit: make(chan struct{})}
+	s := &Redis{client: c, wait: o.WaitReplicas, waitT: o.WaitTimeout, prefix: o.Prefix, ret: ret.withDefaults(),
+		reqs: make(chan *redisAppend, maxGroup), quit: make(chan struct{})}
 	for range redisWriters {
 		s.wg.Add(1)
 		go s.writer()
@@ -114,11 +144,12 @@ func (s *Redis) writer() {
 	}
 }
 
-// send runs a group of appends as one pipeline. Scripts evicted from Redis
-// (a restart, SCRIPT FLUSH) are loaded again and the group resent once: an
-// append refused with NOSCRIPT did nothing.
+// send runs a group of appends as one pipeline, on one connection, ending
+// with WAIT when replicas are required. Scripts evicted from Redis (a
+// restart, a failover, SCRIPT FLUSH) are loaded again and the group resent
+// once: an append refused with NOSCRIPT did nothing.
 func (s *Redis) send(group []*redisAppend) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second+s.waitT)
 	defer cancel()
 	errs := make([]error, len(group))
 	for attempt := 0; attempt < 2; attempt++ {
@@ -127,12 +158,29 @@ func (s *Redis) send(group []*redisAppend) {
 		for i, r := range group {
 			cmds[i] = appendScript.EvalSha(ctx, pipe, r.keys, r.args...)
 		}
+		var wait *redis.IntCmd
+		if s.wait > 0 {
+			wait = redis.NewIntCmd(ctx, "wait", s.wait, s.waitT.Milliseconds())
+			_ = pipe.Process(ctx, wait)
+		}
 		_, _ = pipe.Exec(ctx)
 		noScript := false
 		for i, c := range cmds {
 			errs[i] = c.Err()
 			if errs[i] != nil && redis.HasErrorPrefix(errs[i], "NOSCRIPT") {
 				noScript = true
+			}
+		}
+		if wait != nil {
+			if n, err := wait.Result(); err != nil || n < int64(s.wait) {
+				// Written on the primary but not safe from its loss: not
+				// acknowledged. The room rolls back and reloads; a retry with
+				// the same message id finds the message if it survived.
+				for i := range errs {
+					if errs[i] == nil {
+						errs[i] = fmt.Errorf("store: redis: append reached %d of %d replicas in %v (%v)", n, s.wait, s.waitT, err)
+					}
+				}
 			}
 		}
 		if !noScript || appendScript.Load(ctx, s.client).Err() != nil {
@@ -145,7 +193,7 @@ func (s *Redis) send(group []*redisAppend) {
 }
 
 // Client is the underlying connection pool.
-func (s *Redis) Client() *redis.Client { return s.client }
+func (s *Redis) Client() redis.UniversalClient { return s.client }
 
 func (s *Redis) metaKey(room string) string   { return s.prefix + "{" + room + "}:m" }
 func (s *Redis) streamKey(room string) string { return s.prefix + "{" + room + "}:s" }

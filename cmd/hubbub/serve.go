@@ -47,6 +47,7 @@ type serveConfig struct {
 	dataDir         string
 	redis           store.RedisOptions
 	ephemeralRooms  string
+	redisSentinels  string
 }
 
 func parseServe(args []string) (*serveConfig, error) {
@@ -109,6 +110,10 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.StringVar(&c.dataDir, "data-dir", "hubbub-data", "directory of the embedded history store")
 	f.StringVar(&c.redis.URL, "redis-url", "redis://127.0.0.1:6379/0", "Redis of the redis history store")
 	f.StringVar(&c.redis.Prefix, "redis-prefix", "hubbub:", "prefix of the redis history store's keys")
+	f.StringVar(&c.redis.SentinelMaster, "redis-sentinel-master", "", "find the Redis primary through Sentinel under this master name (with --redis-sentinels) and follow its failovers")
+	f.StringVar(&c.redisSentinels, "redis-sentinels", "", "comma-separated host:port of the Redis Sentinels")
+	f.IntVar(&c.redis.WaitReplicas, "redis-wait-replicas", 0, "acknowledge a publish only once this many Redis replicas have it (Redis WAIT), so a failover loses no acknowledged message")
+	f.DurationVar(&c.redis.WaitTimeout, "redis-wait-timeout", time.Second, "how long a publish waits for --redis-wait-replicas before failing (temporarily)")
 	f.StringVar(&c.ephemeralRooms, "ephemeral-rooms", "", "comma-separated room patterns whose history stays in memory even with a durable store (faster; lost when the room stops)")
 	if err := f.parse(args); err != nil {
 		return nil, err
@@ -131,6 +136,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	}
 	c.transport.AllowedOrigins = splitList(c.allowedOrigins)
 	c.node.Room.Ephemeral = splitList(c.ephemeralRooms)
+	c.redis.SentinelAddrs = splitList(c.redisSentinels)
 	if c.historyStore == "auto" {
 		c.historyStore = "embedded"
 		if c.node.Cluster.Provider != "" {

@@ -16,7 +16,9 @@ import (
 // the same port and data (append-only file fsync-ed on every write).
 type Server struct {
 	URL  string
+	Addr string // host:port
 	t    testing.TB
+	args []string
 	bin  string
 	addr string
 	dir  string
@@ -28,8 +30,9 @@ type Server struct {
 // redis-server).
 func Start(t testing.TB) string { return New(t).URL }
 
-// New starts a redis-server that the test can stop and restart.
-func New(t testing.TB) *Server {
+// New starts a redis-server that the test can stop and restart; args are
+// more redis-server options (for example "--replicaof", host, port).
+func New(t testing.TB, args ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -41,7 +44,7 @@ func New(t testing.TB) *Server {
 	}
 	addr := l.Addr().String()
 	_ = l.Close()
-	s := &Server{t: t, bin: bin, addr: addr, dir: t.TempDir(), URL: fmt.Sprintf("redis://%s/0", addr)}
+	s := &Server{t: t, bin: bin, addr: addr, Addr: addr, args: args, dir: t.TempDir(), URL: fmt.Sprintf("redis://%s/0", addr)}
 	t.Cleanup(s.Stop)
 	s.Restart()
 	return s
@@ -64,8 +67,9 @@ func (s *Server) Restart() {
 	s.Stop()
 	_, port, _ := net.SplitHostPort(s.addr)
 	logFile := filepath.Join(s.dir, "redis.log")
-	cmd := exec.Command(s.bin, "--bind", "127.0.0.1", "--port", port, "--dir", s.dir, "--logfile", logFile,
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes", "--loglevel", "warning")
+	cmd := exec.Command(s.bin, append([]string{"--bind", "127.0.0.1", "--port", port, "--dir", s.dir, "--logfile", logFile,
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes", "--loglevel", "warning",
+		"--repl-diskless-sync-delay", "0"}, s.args...)...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
@@ -87,6 +91,54 @@ func (s *Server) Restart() {
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(logFile)
 			s.t.Fatalf("redis-server did not start: %v\n%s", err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Replica starts a redis-server replicating s.
+func (s *Server) Replica() *Server {
+	host, port, _ := net.SplitHostPort(s.addr)
+	return New(s.t, "--replicaof", host, port)
+}
+
+// StartSentinel starts a Redis Sentinel (redis-server --sentinel) watching
+// primary as master, alone in its quorum, declaring it down after 1 s of
+// silence. It returns the sentinel's address.
+func StartSentinel(t testing.TB, master string, primary *Server) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	host, port, _ := net.SplitHostPort(primary.addr)
+	_, own, _ := net.SplitHostPort(addr)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := fmt.Sprintf("bind 127.0.0.1\nport %s\ndir %s\nlogfile %s\n"+
+		"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 1000\n"+
+		"sentinel failover-timeout %s 10000\nsentinel parallel-syncs %s 1\n",
+		own, dir, filepath.Join(dir, "sentinel.log"), master, host, port, master, master, master)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(primary.bin, conf, "--sentinel")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			_ = c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "sentinel.log"))
+			t.Fatalf("redis sentinel did not start: %v\n%s", err, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
