@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,19 +12,26 @@ import (
 	"github.com/hubbub-chat/hubbub/store"
 )
 
-// waitSynced waits until primary reports n connected replicas in sync.
+// waitSynced waits until n replicas of primary acknowledge a fresh write
+// (the primary's own replica list can still show a replica that just died).
 func waitSynced(t *testing.T, primary *testredis.Server, n int) {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: primary.Addr})
 	defer c.Close()
+	ctx := context.Background()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		info, _ := c.Info(context.Background(), "replication").Result()
-		if strings.Count(info, "state=online") >= n {
+		pipe := c.Pipeline() // one connection: WAIT counts replicas of this write
+		pipe.Set(ctx, "hubbub-test-probe", time.Now().UnixNano(), 0)
+		wait := pipe.Do(ctx, "WAIT", n, 200)
+		_, _ = pipe.Exec(ctx)
+		got, err := wait.Int()
+		if err == nil && got >= n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replicas not in sync:\n%s", info)
+			info, _ := c.Info(ctx, "replication").Result()
+			t.Fatalf("replicas not in sync (%d of %d, %v):\n%s", got, n, err, info)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +18,12 @@ import (
 	"github.com/hubbub-chat/hubbub/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The Redis client's own messages (failed dials, Sentinel switches while
+	// tests stop servers) go to a discarded log instead of the test output.
+	store.SetRedisLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	goleak.VerifyTestMain(m)
+}
 
 // backend opens a store with the retention; reopen opens a second handle on
 // the same data (a restarted process, another node).
