@@ -166,9 +166,22 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "hubbub: offer the WebSocket subprotocol "+wire.SubprotocolProto+" or "+wire.SubprotocolJSON, http.StatusBadRequest)
 		return
 	}
+	// Count the handler before upgrading, under the lock Shutdown takes to
+	// set closing: http.Server.Shutdown does not wait for hijacked
+	// connections, so a handler counted any later could race Shutdown's Wait.
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		s.counters.UpgradesRefused.Add(1)
+		http.Error(w, "hubbub: shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.handlers.Add(1)
+	s.mu.Unlock()
 	// Upgrade answers with the first server subprotocol the client offered, which is enc.
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.handlers.Done()
 		return // the upgrader replied
 	}
 	info := actors.ConnInfo{Token: r.URL.Query().Get("token"), RemoteAddr: r.RemoteAddr}
@@ -177,7 +190,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The connection gets a goroutine of its own and the HTTP handler returns:
 	// net/http's per-request state (its 4 KiB read and write buffers, the
 	// request and its context) would otherwise live as long as the socket.
-	s.handlers.Add(1)
 	s.open.Add(1)
 	go func() { // owner: the server; joined by Shutdown through s.handlers
 		defer s.handlers.Done()
