@@ -54,7 +54,7 @@ func BenchmarkAppendOneRoom(b *testing.B) {
 }
 
 // Many rooms appending at once, one message each time: what group commit
-// (bolt) and pipelining (Redis) buy.
+// (embedded) and pipelining (Redis) buy.
 func BenchmarkAppendManyRooms(b *testing.B) {
 	for name, open := range benchStores(b) {
 		b.Run(name, func(b *testing.B) {
