@@ -33,7 +33,8 @@ func (s *countingSink) Send([]byte) error {
 func BenchmarkRoomFanout(b *testing.B) {
 	for _, members := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
-			node := NewNode(Config{}, Options{})
+			// No per-connection rate limits: one connection publishes b.N at once.
+			node := NewNode(Config{Conn: ConnConfig{CommandRate: -1, ByteRate: -1}}, Options{})
 			defer func() { _ = node.Shutdown(context.Background()) }()
 			sinks := make([]*countingSink, members)
 			var handles []*ConnHandle
