@@ -25,10 +25,23 @@ import (
 
 // pendingPublish is a message with an offset that the store has not accepted yet.
 type pendingPublish struct {
-	msg     *hubbubv1.Message
-	waiters []waiter // the publish and its retries
-	span    trace.Span
-	trace   map[string]string
+	msg       *hubbubv1.Message
+	publisher waiter   // to is nil for a publish that wants no answer
+	retries   []waiter // retries with the same message id while it is pending
+	span      trace.Span
+	trace     map[string]string
+}
+
+// waiters yields the requests to answer about p: its publisher, then its retries.
+func (p *pendingPublish) waiters(yield func(waiter) bool) {
+	if p.publisher.to != nil && !yield(p.publisher) {
+		return
+	}
+	for _, w := range p.retries {
+		if !yield(w) {
+			return
+		}
+	}
 }
 
 // waiter is a request to answer when its message is committed.
@@ -54,7 +67,7 @@ const maxBatch = 256
 // durableStore is the store of a room named name, or nil when the room keeps
 // history in memory only.
 func durableStore(cfg RoomConfig, name string) store.Store {
-	if cfg.Store == nil || matchAny(cfg.Ephemeral, name) {
+	if cfg.Store == nil || auth.MatchAny(cfg.Ephemeral, name) {
 		return nil
 	}
 	return cfg.Store
@@ -189,7 +202,7 @@ func (r *room) abort(ctx actor.Context, b *appendBatch) {
 			p.span.SetStatus(codes.Error, "not stored")
 			p.span.End()
 		}
-		for _, w := range p.waiters {
+		for w := range p.waiters {
 			f := errFrame(w.id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q could not store the message; retry", r.name)
 			ctx.Send(w.to, wrap(&nodev1.RoomReply{RequestId: w.id, Frame: f}))
 		}
@@ -222,13 +235,4 @@ func (r *room) settle(ctx actor.Context) {
 			return // abort failed everything pending
 		}
 	}
-}
-
-func matchAny(patterns []string, name string) bool {
-	for _, p := range patterns {
-		if auth.Match(p, name) {
-			return true
-		}
-	}
-	return false
 }

@@ -118,7 +118,7 @@ func (r *room) Receive(ctx actor.Context) {
 }
 
 func (r *room) onStarted(ctx actor.Context) {
-	r.epoch = newEpoch()
+	r.epoch = store.NewEpoch()
 	r.members = map[string]*nodev1.Member{}
 	r.nodes = map[string]int{}
 	r.relays = map[string]*actor.PID{}
@@ -156,8 +156,6 @@ func (r *room) setName(ctx actor.Context, name string) {
 		}
 	}
 }
-
-func newEpoch() string { return store.NewEpoch() }
 
 func (r *room) position() *hubbubv1.StreamPosition {
 	return &hubbubv1.StreamPosition{Offset: r.committed, Epoch: r.epoch}
@@ -293,7 +291,7 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 		if off, ok := r.dedupe.get(sender.GetUser(), id); ok {
 			r.counters.DuplicatePublish.Add(1)
 			if p := r.findPending(off); p != nil { // not stored yet: answer once it is
-				p.waiters = append(p.waiters, waiter{to: ctx.Sender(), id: msg.GetRequestId(), dup: true})
+				p.retries = append(p.retries, waiter{to: ctx.Sender(), id: msg.GetRequestId(), dup: true})
 				return
 			}
 			r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
@@ -322,20 +320,20 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 	if id := msg.GetMessageId(); id != "" {
 		r.dedupe.put(sender.GetUser(), id, r.offset)
 	}
-	p := &pendingPublish{msg: m}
-	if ctx.Sender() != nil {
-		p.waiters = []waiter{{to: ctx.Sender(), id: msg.GetRequestId()}}
-	}
+	// p stays on the stack when history is in memory; only a durable room
+	// keeps a copy until the store answers.
+	p := pendingPublish{msg: m, publisher: waiter{to: ctx.Sender(), id: msg.GetRequestId()}}
 	if p.span = r.startSpan(msg.GetTrace(), "hubbub.room publish"); p.span != nil {
 		p.span.SetAttributes(attrOffset.Int64(int64(r.offset)), attrEpoch.String(r.epoch),
 			attrMembers.Int(len(r.members)), attrNodes.Int(len(r.nodes)), attrDurable.Bool(r.store != nil))
 		p.trace = injectSpan(p.span)
 	}
 	if r.store != nil {
-		r.enqueue(ctx, p)
+		kept := p
+		r.enqueue(ctx, &kept)
 		return
 	}
-	r.commit(ctx, p)
+	r.commit(ctx, &p)
 }
 
 // commit delivers a stored (or in-memory) message to the members, adds it to
@@ -346,7 +344,7 @@ func (r *room) commit(ctx actor.Context, p *pendingPublish) {
 	r.history.append(m)
 	r.counters.Publishes.Add(1)
 	r.broadcastTraced(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: m}}, m.GetOffset(), p.trace)
-	for _, w := range p.waiters {
+	for w := range p.waiters {
 		f := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
 			Room: r.name, Offset: m.GetOffset(), Epoch: r.epoch, Duplicate: w.dup,
 		}}}

@@ -266,21 +266,22 @@ type Identity struct {
 // Can reports whether the identity may do the action in the room. What
 // anonymous clients may do, everyone may.
 func (id *Identity) Can(act Action, room string) bool {
-	if matchAny(id.anonymous, room) {
+	if MatchAny(id.anonymous, room) {
 		return true
 	}
 	switch act {
 	case Join:
-		return matchAny(id.join, room)
+		return MatchAny(id.join, room)
 	case Publish:
-		return matchAny(id.publish, room)
+		return MatchAny(id.publish, room)
 	case Read:
-		return matchAny(id.read, room)
+		return MatchAny(id.read, room)
 	}
 	return false
 }
 
-func matchAny(patterns []string, s string) bool {
+// MatchAny reports whether s matches any of the patterns (see Match).
+func MatchAny(patterns []string, s string) bool {
 	for _, p := range patterns {
 		if Match(p, s) {
 			return true

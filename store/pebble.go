@@ -39,11 +39,9 @@ type Embedded struct {
 	ret Retention
 
 	fsCloser io.Closer
-	reqs     chan *embeddedOp
+	q        *queue[*embeddedOp]
 	// metas caches committed room metas; only the writer goroutine uses it.
 	metas map[string]meta
-	quit  chan struct{}
-	done  chan struct{}
 	once  sync.Once
 }
 
@@ -55,6 +53,8 @@ type embeddedOp struct {
 	apply func(w *wtx) error
 	err   chan error
 }
+
+func (op *embeddedOp) answer() chan error { return op.err }
 
 // wtx is the writer's view of one batch: reads and writes of room metas go
 // through it, so the metas of rooms that keep publishing are read from
@@ -74,7 +74,7 @@ func (w *wtx) getMeta(room string) (meta, bool, error) {
 	if m, ok := w.cache[room]; ok {
 		return m, true, nil
 	}
-	return getMeta(batchGet(w.b), room)
+	return getMeta(w.b, room)
 }
 
 func (w *wtx) putMeta(room string, m meta) error {
@@ -85,41 +85,7 @@ func (w *wtx) putMeta(room string, m meta) error {
 // maxCachedMetas bounds the writer's meta cache; past it the cache starts over.
 const maxCachedMetas = 100_000
 
-// maxGroup bounds the operations committed in one batch.
-const maxGroup = 512
-
-// Under load (the previous commit held at least lingerAfter operations) a
-// writer waits up to linger for a group of lingerEnough before committing:
-// fewer, larger commits cost fewer fsyncs, and the wait is one the
-// operations would mostly have spent in line anyway.
-const (
-	linger       = time.Millisecond
-	lingerStep   = 100 * time.Microsecond
-	lingerAfter  = 4
-	lingerEnough = 32
-)
-
-// gather adds to group what is queued on reqs, lingering when busy.
-func gather[T any](reqs <-chan T, group []T, busy bool) []T {
-	deadline := time.Now().Add(linger)
-	for {
-	drain:
-		for len(group) < maxGroup {
-			select {
-			case r := <-reqs:
-				group = append(group, r)
-			default:
-				break drain
-			}
-		}
-		if !busy || len(group) >= lingerEnough || len(group) >= maxGroup || time.Now().After(deadline) {
-			return group
-		}
-		time.Sleep(lingerStep)
-	}
-}
-
-// sweepEvery is how often the writer sweeps rooms that no longer publish.
+// sweepEvery is how often the store sweeps rooms that no longer publish.
 const sweepEvery = 10 * time.Minute
 
 // OpenEmbedded opens (creating it if needed) the store in dir. Another
@@ -141,9 +107,13 @@ func OpenEmbedded(dir string, ret Retention, log *slog.Logger) (*Embedded, error
 		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	s := &Embedded{log: log, db: db, fsCloser: fsCloser, metas: map[string]meta{}, ret: ret.withDefaults(), reqs: make(chan *embeddedOp, maxGroup),
-		quit: make(chan struct{}), done: make(chan struct{})}
-	go s.writer()
+	s := &Embedded{log: log, db: db, fsCloser: fsCloser, metas: map[string]meta{}, ret: ret.withDefaults(), q: newQueue[*embeddedOp]()}
+	s.q.start(1, s.write) // one writer: the meta cache and the fencing checks rely on it
+	s.q.every(sweepEvery, func() {
+		if err := s.Sweep(context.Background(), time.Now()); err != nil && !errors.Is(err, errClosed) {
+			s.log.Warn("store: sweep", "err", err)
+		}
+	})
 	return s, nil
 }
 
@@ -186,43 +156,24 @@ func msgKey(prefix []byte, offset uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, offset)
 }
 
-// getMeta reads a room's meta; ok is false when the room has none.
-func getMeta(get func([]byte) ([]byte, func(), error), room string) (meta, bool, error) {
-	v, closer, err := get(metaKey(room))
+// getMeta reads a room's meta from the database or a batch; ok is false
+// when the room has none.
+func getMeta(r pebble.Reader, room string) (meta, bool, error) {
+	v, closer, err := r.Get(metaKey(room))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return meta{}, false, nil
 	}
 	if err != nil {
 		return meta{}, false, err
 	}
-	defer closer()
+	defer closer.Close()
 	m, err := decodeMeta(v)
 	return m, err == nil, err
 }
 
-func dbGet(db *pebble.DB) func([]byte) ([]byte, func(), error) {
-	return func(k []byte) ([]byte, func(), error) {
-		v, c, err := db.Get(k)
-		if err != nil {
-			return nil, nil, err
-		}
-		return v, func() { _ = c.Close() }, nil
-	}
-}
-
-func batchGet(b *pebble.Batch) func([]byte) ([]byte, func(), error) {
-	return func(k []byte) ([]byte, func(), error) {
-		v, c, err := b.Get(k)
-		if err != nil {
-			return nil, nil, err
-		}
-		return v, func() { _ = c.Close() }, nil
-	}
-}
-
 // Load implements Store.
 func (s *Embedded) Load(ctx context.Context, room string, limit int) (Position, []*hubbubv1.Message, error) {
-	m, ok, err := getMeta(dbGet(s.db), room)
+	m, ok, err := getMeta(s.db, room)
 	if err != nil {
 		return Position{}, nil, wrapErr(err)
 	}
@@ -336,20 +287,10 @@ func (s *Embedded) trimLength(b *pebble.Batch, prefix []byte, m *meta) error {
 	return nil
 }
 
-// trim deletes messages beyond MaxLen and older than MaxAge from the oldest,
-// at most budget of them, moving m.first.
-func (s *Embedded) trim(b *pebble.Batch, prefix []byte, m *meta, now time.Time, budget int) error {
-	keep := uint64(max(s.ret.MaxLen, 0))
-	if m.top >= keep && m.first < m.top-keep+1 {
-		// Beyond the length: usually one per appended message.
-		for ; m.first < m.top-keep+1 && budget > 0; m.first, budget = m.first+1, budget-1 {
-			if err := b.Delete(msgKey(prefix, m.first), nil); err != nil {
-				return err
-			}
-		}
-	}
+// trimAge deletes the messages older than MaxAge from the oldest, moving m.first.
+func (s *Embedded) trimAge(b *pebble.Batch, prefix []byte, m *meta, now time.Time) error {
 	cutoff := s.ret.cutoffMs(now)
-	for ; cutoff > 0 && m.first <= m.top && budget > 0; m.first, budget = m.first+1, budget-1 {
+	for ; cutoff > 0 && m.first <= m.top; m.first++ {
 		k := msgKey(prefix, m.first)
 		v, closer, err := b.Get(k)
 		if errors.Is(err, pebble.ErrNotFound) {
@@ -372,68 +313,13 @@ func (s *Embedded) trim(b *pebble.Batch, prefix []byte, m *meta, now time.Time, 
 
 // do hands an operation to the writer and waits for its commit.
 func (s *Embedded) do(ctx context.Context, apply func(*wtx) error) error {
-	req := &embeddedOp{apply: apply, err: make(chan error, 1)}
-	select {
-	case <-s.quit:
-		return errClosed
-	default:
-	}
-	select {
-	case s.reqs <- req:
-	case <-s.quit:
-		return errClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-req.err:
-		return err
-	case <-s.done:
-		select {
-		case err := <-req.err:
-			return err
-		default:
-			return errClosed
-		}
-	case <-ctx.Done():
-		return ctx.Err() // the append may still commit: the room reloads
-	}
+	return s.q.submit(ctx, &embeddedOp{apply: apply, err: make(chan error, 1)})
 }
 
-var errClosed = errors.New("store: closed")
-
-// writer commits queued operations, as many as queued, in one synced batch.
-func (s *Embedded) writer() {
-	defer close(s.done)
-	group := make([]*embeddedOp, 0, maxGroup)
-	sweep := time.NewTicker(sweepEvery)
-	defer sweep.Stop()
-	for {
-		var first *embeddedOp
-		select {
-		case <-sweep.C:
-			op := &embeddedOp{apply: func(w *wtx) error { return s.sweep(w, time.Now()) }}
-			if err := s.commit([]*embeddedOp{op})[0]; err != nil {
-				s.log.Warn("store: sweep", "err", err)
-			}
-			continue
-		case first = <-s.reqs:
-		case <-s.quit:
-			for {
-				select {
-				case r := <-s.reqs:
-					r.err <- errClosed
-				default:
-					return
-				}
-			}
-		}
-		busy := len(group) >= lingerAfter // the previous commit was shared
-		group = gather(s.reqs, append(group[:0], first), busy)
-		results := s.commit(group)
-		for i, r := range group {
-			r.err <- results[i]
-		}
+// write commits a group of operations in one synced batch and answers them.
+func (s *Embedded) write(group []*embeddedOp) {
+	for i, err := range s.commit(group) {
+		group[i].err <- err
 	}
 }
 
@@ -539,7 +425,7 @@ func (s *Embedded) sweep(w *wtx, now time.Time) error {
 			continue
 		}
 		m := r.m
-		if err := s.trim(b, prefix, &m, now, 1<<20); err != nil {
+		if err := s.trimAge(b, prefix, &m, now); err != nil {
 			return wrapErr(err)
 		}
 		if m.first != r.m.first {
@@ -553,7 +439,7 @@ func (s *Embedded) sweep(w *wtx, now time.Time) error {
 
 // Read implements Store.
 func (s *Embedded) Read(_ context.Context, room string, after uint64, limit int) ([]*hubbubv1.Message, error) {
-	m, ok, err := getMeta(dbGet(s.db), room)
+	m, ok, err := getMeta(s.db, room)
 	if err != nil || !ok || after >= m.top {
 		return nil, wrapErr(err)
 	}
@@ -564,19 +450,11 @@ func (s *Embedded) Read(_ context.Context, room string, after uint64, limit int)
 func (s *Embedded) Close() error {
 	var err error
 	s.once.Do(func() {
-		close(s.quit)
-		<-s.done
+		s.q.stop()
 		err = s.db.Close()
 		_ = s.fsCloser.Close()
 	})
 	return err
-}
-
-func wrapErr(err error) error {
-	if err == nil || errors.Is(err, ErrConflict) {
-		return err
-	}
-	return fmt.Errorf("store: %w", err)
 }
 
 // pebbleLogger sends Pebble's messages to slog: its info at DEBUG.

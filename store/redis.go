@@ -39,9 +39,7 @@ type Redis struct {
 	waitT  time.Duration // how long it waits
 	prefix string
 	ret    Retention
-	reqs   chan *redisAppend
-	quit   chan struct{}
-	wg     sync.WaitGroup
+	q      *queue[*redisAppend]
 	once   sync.Once
 }
 
@@ -50,6 +48,8 @@ type redisAppend struct {
 	args []any
 	err  chan error
 }
+
+func (r *redisAppend) answer() chan error { return r.err }
 
 // redisWriters is how many pipelines may be in flight at once.
 const redisWriters = 4
@@ -120,28 +120,9 @@ func OpenRedis(ctx context.Context, o RedisOptions, ret Retention) (*Redis, erro
 		return nil, fmt.Errorf("store: redis %s: load script: %w", where, err)
 	}
 	s := &Redis{client: c, wait: o.WaitReplicas, waitT: o.WaitTimeout, prefix: o.Prefix, ret: ret.withDefaults(),
-		reqs: make(chan *redisAppend, maxGroup), quit: make(chan struct{})}
-	for range redisWriters {
-		s.wg.Add(1)
-		go s.writer()
-	}
+		q: newQueue[*redisAppend]()}
+	s.q.start(redisWriters, s.send)
 	return s, nil
-}
-
-// writer sends queued appends in pipelines.
-func (s *Redis) writer() {
-	defer s.wg.Done()
-	group := make([]*redisAppend, 0, maxGroup)
-	for {
-		busy := len(group) >= lingerAfter // the previous pipeline was shared
-		select {
-		case r := <-s.reqs:
-			group = gather(s.reqs, append(group[:0], r), busy)
-		case <-s.quit:
-			return
-		}
-		s.send(group)
-	}
 }
 
 // send runs a group of appends as one pipeline, on one connection, ending
@@ -312,32 +293,14 @@ func (s *Redis) Append(ctx context.Context, room, epoch string, msgs []*hubbubv1
 		}
 		args = append(args, m.GetTimeUnixMs(), b)
 	}
-	select {
-	case <-s.quit:
-		return errClosed
-	default:
+	err := s.q.submit(ctx, &redisAppend{keys: []string{s.metaKey(room), s.streamKey(room)}, args: args, err: make(chan error, 1)})
+	switch {
+	case err == nil, errors.Is(err, errClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err // a context error: the append may still happen, and the room reloads
+	case strings.HasPrefix(err.Error(), "CONFLICT"):
+		return fmt.Errorf("%w (%s)", ErrConflict, err.Error())
 	}
-	req := &redisAppend{keys: []string{s.metaKey(room), s.streamKey(room)}, args: args, err: make(chan error, 1)}
-	select {
-	case s.reqs <- req:
-	case <-s.quit:
-		return errClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	var err error
-	select {
-	case err = <-req.err:
-	case <-ctx.Done():
-		return ctx.Err() // the append may still happen: the room reloads
-	}
-	if err != nil {
-		if strings.HasPrefix(err.Error(), "CONFLICT") {
-			return fmt.Errorf("%w (%s)", ErrConflict, err.Error())
-		}
-		return fmt.Errorf("store: redis append %q: %w", room, err)
-	}
-	return nil
+	return fmt.Errorf("store: redis append %q: %w", room, err)
 }
 
 // Read implements Store.
@@ -385,17 +348,7 @@ func decodeEntry(e redis.XMessage) (*hubbubv1.Message, int64, error) {
 func (s *Redis) Close() error {
 	var err error
 	s.once.Do(func() {
-		close(s.quit)
-		s.wg.Wait()
-		for {
-			select {
-			case r := <-s.reqs:
-				r.err <- errClosed
-				continue
-			default:
-			}
-			break
-		}
+		s.q.stop()
 		err = s.client.Close()
 	})
 	return err
