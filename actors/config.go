@@ -14,16 +14,15 @@ type Config struct {
 	Conn ConnConfig
 	// ServerVersion is reported in ConnectReply. Default "dev".
 	ServerVersion string
-	// PingInterval is reported in ConnectReply (the transport does the pinging). Default 25s.
+	// PingInterval is reported in ConnectReply (the transport does the
+	// pinging). server.New sets it from the transport's configuration; set
+	// it only when wiring a node by hand. Default 25s.
 	PingInterval time.Duration
-	// MaxFrameBytes is reported in ConnectReply. Default 65536.
+	// MaxFrameBytes is reported in ConnectReply; server.New sets it from the
+	// transport's configuration like PingInterval. Default 65536.
 	MaxFrameBytes int
 	// Cluster joins the node to a cluster; the zero value is a single node.
 	Cluster ClusterConfig
-	// FaultText, when not empty, makes a room panic while handling a publish
-	// whose text body equals it, and a connection actor panic on a publish whose
-	// text equals FaultText+"!conn". It exists to test supervision; leave it empty.
-	FaultText string
 }
 
 // RoomConfig configures rooms.
@@ -73,6 +72,9 @@ type ConnConfig struct {
 	MaxRooms int
 	// RequestTimeout bounds the wait for a room's answer. Default 5s.
 	RequestTimeout time.Duration
+	// ConnectTimeout closes a connection (4005) that has not completed a
+	// connect this long after it opened. Default 10s; negative: never.
+	ConnectTimeout time.Duration
 	// MaxConnsPerUser caps one user's connections on this node. Default 0 (unlimited).
 	MaxConnsPerUser int
 	// CommandRate limits the commands per second of one connection. Default 1000; negative: unlimited.
@@ -151,6 +153,9 @@ func (c ConnConfig) withDefaults() ConnConfig {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
 	}
 	if c.CommandRate == 0 {
 		c.CommandRate = 1000

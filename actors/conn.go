@@ -7,7 +7,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/hubbub-chat/hubbub/auth"
 	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
@@ -31,10 +30,17 @@ type conn struct {
 	expiry    *time.Timer // token expiry
 	expiryGen int
 
-	behavior actor.Behavior
-	member   *nodev1.Member         // set by connect
-	rooms    map[string]*joinedRoom // joined or joining
-	gone     bool                   // the transport closed the socket
+	// handle is the current command handler: awaitingConnect, then
+	// connected. While held is set (a connect waits for the user's slot),
+	// frames wait in stash and run in order afterwards.
+	handle  func(actor.Context, *hubbubv1.ClientFrame)
+	held    bool
+	stash   []*hubbubv1.ClientFrame
+	routes  map[string]*route      // where requests to each room go, in order
+	seq     uint64                 // commands sent to rooms so far
+	member  *nodev1.Member         // set by connect
+	rooms   map[string]*joinedRoom // joined or joining
+	gone    bool                   // the transport closed the socket
 }
 
 type joinedRoom struct {
@@ -53,8 +59,9 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *actor.Started:
 		c.rooms = map[string]*joinedRoom{}
 		c.spans = map[uint64]trace.Span{}
-		c.behavior = actor.NewBehavior()
-		c.behavior.Become(c.awaitingConnect)
+		c.routes = map[string]*route{}
+		c.handle = c.awaitingConnect
+		c.armConnectTimeout(ctx)
 	case connGone:
 		c.gone = true
 		ctx.Stop(ctx.Self())
@@ -69,19 +76,24 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *actor.Terminated:
 		c.onRoomTerminated(msg.GetWho())
 	case roomPlaced:
-		if jr := c.rooms[msg.room]; jr != nil && jr.pid == nil {
-			jr.pid = msg.pid
+		c.onRoomPlaced(ctx, msg)
+	case connectTimeout:
+		if c.member == nil {
+			c.node.counters.ConnectTimeouts.Add(1)
+			c.sink.Close(wire.CloseConnectTimeout, wire.CloseReason(wire.CloseConnectTimeout))
 		}
-		msg.then(ctx)
 	case *actor.Restarting, *actor.ReceiveTimeout:
 	case tokenExpired:
 		if msg.gen == c.expiryGen {
 			c.node.counters.Unauthorized.Add(1)
-			c.sink.Close(wire.CloseTokenExpired, "token expired")
+			c.sink.Close(wire.CloseTokenExpired, wire.CloseReason(wire.CloseTokenExpired))
 		}
 	case *inbound:
 		c.node.counters.CountCommand(commandName(msg.frame))
-		c.behavior.Receive(ctx)
+		if inject := c.node.inject; inject != nil {
+			inject("conn", msg.frame)
+		}
+		c.dispatch(ctx, msg.frame)
 	default:
 		c.node.log.Warn("conn: unexpected message dropped", "type", slog.AnyValue(msg).String())
 	}
@@ -91,8 +103,12 @@ func (c *conn) Receive(ctx actor.Context) {
 func (c *conn) onStopping(ctx actor.Context) {
 	if c.member != nil {
 		for name, jr := range c.rooms {
-			if jr.pid != nil { // without a PID the join was never sent
-				ctx.Send(jr.pid, wrap(&nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true}))
+			pid := jr.pid
+			if rt := c.routes[name]; pid == nil && rt != nil && rt.outstanding > 0 {
+				pid = rt.pid // the join is on its way there
+			}
+			if pid != nil { // without a PID the join was never sent
+				ctx.Send(pid, wrap(&nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true}))
 			}
 		}
 	}
@@ -100,14 +116,46 @@ func (c *conn) onStopping(ctx actor.Context) {
 		ctx.Send(c.node.users, releaseUser{user: c.identity.User})
 	}
 	if !c.gone {
-		c.sink.Close(wire.CloseInternal, "internal error")
+		c.sink.Close(wire.CloseInternal, wire.CloseReason(wire.CloseInternal))
 	}
 	c.endAll()
 }
 
+// dispatch hands a frame to the current handler, or keeps it for later
+// while a connect is held, so commands take effect in the order sent.
+func (c *conn) dispatch(ctx actor.Context, f *hubbubv1.ClientFrame) {
+	if c.held {
+		c.stash = append(c.stash, f)
+		return
+	}
+	c.handle(ctx, f)
+}
+
+// release ends a hold and runs the frames that waited, in order (one of them
+// may hold again; the rest then keep waiting).
+func (c *conn) release(ctx actor.Context) {
+	c.held = false
+	for len(c.stash) > 0 && !c.held {
+		f := c.stash[0]
+		c.stash = c.stash[1:]
+		c.handle(ctx, f)
+	}
+}
+
+// connectTimeout is the connection's own timer message: no connect arrived in time.
+type connectTimeout struct{}
+
+// armConnectTimeout closes the connection when no connect completes within ConnectTimeout.
+func (c *conn) armConnectTimeout(ctx actor.Context) {
+	if c.cfg.ConnectTimeout <= 0 {
+		return
+	}
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	c.expiry = time.AfterFunc(c.cfg.ConnectTimeout, func() { root.Send(self, connectTimeout{}) })
+}
+
 // awaitingConnect accepts only a connect command.
-func (c *conn) awaitingConnect(ctx actor.Context) {
-	f := ctx.Message().(*inbound).frame
+func (c *conn) awaitingConnect(ctx actor.Context, f *hubbubv1.ClientFrame) {
 	req := f.GetConnect()
 	if req == nil {
 		if f.GetCommand() == nil {
@@ -139,23 +187,19 @@ func (c *conn) awaitingConnect(ctx actor.Context) {
 		c.accept(ctx, f.GetId())
 		return
 	}
-	c.behavior.Become(c.connecting)
+	c.held = true // commands sent after connect wait for its outcome
 	fut := ctx.RequestFuture(c.node.users, acquireUser{user: id.User, max: c.cfg.MaxConnsPerUser}, c.cfg.RequestTimeout)
 	ctx.ReenterAfter(fut, func(res any, err error) {
 		if ok, _ := res.(bool); !ok || err != nil {
 			c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED, false, "at most %d connections per user", c.cfg.MaxConnsPerUser)
-			c.sink.Close(wire.CloseTooManyConnections, "too many connections for this user")
+			c.sink.Close(wire.CloseTooManyConnections, wire.CloseReason(wire.CloseTooManyConnections))
+			c.stash = nil
 			return
 		}
 		c.counted = true
 		c.accept(ctx, f.GetId())
+		c.release(ctx)
 	})
-}
-
-// connecting waits for the per-user connection count.
-func (c *conn) connecting(ctx actor.Context) {
-	f := ctx.Message().(*inbound).frame
-	c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_CONNECTED, true, "connect is in progress")
 }
 
 // refuse answers a connect whose token failed and closes the connection.
@@ -163,11 +207,11 @@ func (c *conn) refuse(id uint64, err error) {
 	c.node.counters.Unauthorized.Add(1)
 	if errors.Is(err, auth.ErrExpired) {
 		c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED, false, "token expired")
-		c.sink.Close(wire.CloseTokenExpired, "token expired")
+		c.sink.Close(wire.CloseTokenExpired, wire.CloseReason(wire.CloseTokenExpired))
 		return
 	}
 	c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED, false, "%v", err)
-	c.sink.Close(wire.CloseUnauthorized, "unauthorized")
+	c.sink.Close(wire.CloseUnauthorized, wire.CloseReason(wire.CloseUnauthorized))
 }
 
 // accept completes a connect.
@@ -178,13 +222,13 @@ func (c *conn) accept(ctx actor.Context, id uint64) {
 		enc = nodev1.Encoding_ENCODING_JSON
 	}
 	c.member = &nodev1.Member{Address: ctx.Self().Address, ActorId: ctx.Self().Id, Client: info, Encoding: enc}
-	c.armExpiry(ctx)
+	c.armExpiry(ctx) // replaces the connect timeout
 	c.send(&hubbubv1.ServerFrame{Id: id, Body: &hubbubv1.ServerFrame_Connect{Connect: &hubbubv1.ConnectReply{
 		Client: info, PingIntervalMs: uint32(c.node.cfg.PingInterval / time.Millisecond),
 		ServerVersion: c.node.cfg.ServerVersion, MaxFrameBytes: uint32(c.node.cfg.MaxFrameBytes),
 		ExpiresUnixMs: expiresMs(c.identity),
 	}}})
-	c.behavior.Become(c.connected)
+	c.handle = c.connected
 }
 
 func expiresMs(id *auth.Identity) int64 {
@@ -234,249 +278,6 @@ func (c *conn) permit(id uint64, act auth.Action, room string) bool {
 	return false
 }
 
-// connected handles every command after connect.
-func (c *conn) connected(ctx actor.Context) {
-	f := ctx.Message().(*inbound).frame
-	f.Trace = c.beginCommand(f, roomOf(f))
-	switch cmd := f.GetCommand().(type) {
-	case *hubbubv1.ClientFrame_Join:
-		c.onJoin(ctx, f, cmd.Join)
-	case *hubbubv1.ClientFrame_Leave:
-		c.onLeave(ctx, f, cmd.Leave)
-	case *hubbubv1.ClientFrame_Publish:
-		c.onPublish(ctx, f, cmd.Publish)
-	case *hubbubv1.ClientFrame_History:
-		if c.checkRoom(f.GetId(), cmd.History.GetRoom()) && c.permit(f.GetId(), auth.Read, cmd.History.GetRoom()) {
-			c.onRoomQuery(ctx, f, cmd.History.GetRoom(), &nodev1.RoomHistory{Request: cmd.History, RequestId: f.GetId(), Trace: f.GetTrace()})
-		}
-	case *hubbubv1.ClientFrame_Presence:
-		if c.checkRoom(f.GetId(), cmd.Presence.GetRoom()) && c.permit(f.GetId(), auth.Read, cmd.Presence.GetRoom()) {
-			c.onRoomQuery(ctx, f, cmd.Presence.GetRoom(), &nodev1.RoomPresence{Room: cmd.Presence.GetRoom(), RequestId: f.GetId(), Trace: f.GetTrace()})
-		}
-	case *hubbubv1.ClientFrame_Refresh:
-		c.onRefresh(ctx, f, cmd.Refresh)
-	case *hubbubv1.ClientFrame_Typing:
-		c.onTyping(ctx, f, cmd.Typing)
-	case *hubbubv1.ClientFrame_Ping:
-		c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Ping{Ping: &hubbubv1.PingReply{ServerTimeUnixMs: time.Now().UnixMilli()}}})
-	case *hubbubv1.ClientFrame_Connect:
-		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_ALREADY_CONNECTED, false, "already connected")
-	default:
-		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNKNOWN_COMMAND, false, "unknown command")
-	}
-}
-
-func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.JoinRequest) {
-	name := req.GetRoom()
-	if !c.checkRoom(f.GetId(), name) || !c.permit(f.GetId(), auth.Join, name) {
-		return
-	}
-	if _, ok := c.rooms[name]; ok {
-		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_ALREADY_JOINED, false, "already joined %q", name)
-		return
-	}
-	if len(c.rooms) >= c.cfg.MaxRooms {
-		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED, false, "at most %d rooms per connection", c.cfg.MaxRooms)
-		return
-	}
-	jr := &joinedRoom{}
-	c.rooms[name] = jr
-	msg := &nodev1.RoomJoin{Room: name, Member: c.member, Since: req.GetSince(), RequestId: f.GetId(), Trace: f.GetTrace()}
-	c.ask(ctx, name, msg, f.GetId(), func(pid *actor.PID, rr *nodev1.RoomReply, err error) {
-		if c.rooms[name] != jr {
-			return // left meanwhile
-		}
-		switch {
-		case err != nil:
-			delete(c.rooms, name)
-			// The room may still process the join late; undo it.
-			ctx.Send(pid, wrap(&nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true}))
-		case rr.GetFrame().GetError() != nil:
-			delete(c.rooms, name)
-			c.forward(f.GetId(), rr.GetFrame())
-		default:
-			jr.joined = true // the join reply itself reaches the client through the relay
-			ctx.Watch(pid)   // a room that dies under its members sends Terminated
-			c.endCommand(f.GetId(), nil)
-		}
-	})
-}
-
-func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.LeaveRequest) {
-	name := req.GetRoom()
-	if !c.checkRoom(f.GetId(), name) {
-		return
-	}
-	if _, ok := c.rooms[name]; !ok {
-		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, false, "not joined to %q", name)
-		return
-	}
-	if jr := c.rooms[name]; jr.joined && jr.pid != nil {
-		ctx.Unwatch(jr.pid)
-	}
-	delete(c.rooms, name)
-	msg := &nodev1.RoomLeave{Room: name, Member: c.member, RequestId: f.GetId(), Trace: f.GetTrace()}
-	c.ask(ctx, name, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
-		if err == nil && rr.GetFrame().GetError() != nil {
-			c.forward(f.GetId(), rr.GetFrame())
-		}
-		c.endCommand(f.GetId(), nil) // the leave reply itself went through the relay
-	})
-}
-
-func (c *conn) onPublish(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.PublishRequest) {
-	if !c.checkRoom(f.GetId(), req.GetRoom()) || !c.permit(f.GetId(), auth.Publish, req.GetRoom()) {
-		return
-	}
-	if req.GetBody().GetKind() == nil {
-		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "publish needs a body")
-		return
-	}
-	if size := proto.Size(req.GetBody()); size > c.cfg.MaxMessageBytes {
-		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE, false, "body is %d bytes, limit %d", size, c.cfg.MaxMessageBytes)
-		return
-	}
-	if fault := c.node.cfg.FaultText; fault != "" && req.GetBody().GetText() == fault+"!conn" {
-		panic("conn: injected fault")
-	}
-	msg := &nodev1.RoomPublish{Room: req.GetRoom(), Member: c.member, Body: req.GetBody(), MessageId: req.GetMessageId(),
-		Key: req.GetKey(), RequestId: f.GetId(), Trace: f.GetTrace()}
-	c.ask(ctx, req.GetRoom(), msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
-		if err == nil {
-			c.forward(f.GetId(), rr.GetFrame())
-		}
-	})
-}
-
-// onRoomQuery asks a room and forwards its reply; callers have checked the room name.
-func (c *conn) onRoomQuery(ctx actor.Context, f *hubbubv1.ClientFrame, room string, msg proto.Message) {
-	c.ask(ctx, room, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
-		if err == nil {
-			c.forward(f.GetId(), rr.GetFrame())
-		}
-	})
-}
-
-func (c *conn) onTyping(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.TypingRequest) {
-	if !c.checkRoom(f.GetId(), req.GetRoom()) {
-		return
-	}
-	if jr, ok := c.rooms[req.GetRoom()]; !ok || !jr.joined {
-		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, false, "not joined to %q", req.GetRoom())
-		return
-	}
-	c.onRoomQuery(ctx, f, req.GetRoom(), &nodev1.RoomTyping{Room: req.GetRoom(), Member: c.member, Typing: req.GetTyping(),
-		RequestId: f.GetId(), Trace: f.GetTrace()})
-}
-
-// ask sends a request to a room and continues with its reply inside this
-// actor. A dead letter (the room stopped meanwhile) is retried once on a fresh
-// activation; a timeout gets a temporary UNAVAILABLE error for the client, and
-// then is called with the error so the caller can undo state.
-func (c *conn) ask(ctx actor.Context, room string, msg proto.Message, id uint64, then func(*actor.PID, *nodev1.RoomReply, error)) {
-	c.askAttempt(ctx, room, msg, id, then, 0)
-}
-
-func (c *conn) askAttempt(ctx actor.Context, room string, msg proto.Message, id uint64, then func(*actor.PID, *nodev1.RoomReply, error), attempt int) {
-	pid, ok := c.cachedRoomPID(room)
-	if !ok {
-		// Placing a room may take a cluster round trip (up to the cluster's
-		// lookup timeout): do it off the actor and continue when it is done.
-		self, root, placement := ctx.Self(), ctx.ActorSystem().Root, c.node.placement
-		go func() { // owner: this connection actor; bounded by the placement's lookup timeout
-			pid := placement.RoomPID(room)
-			root.Send(self, roomPlaced{room: room, pid: pid, then: func(ctx actor.Context) {
-				c.askPID(ctx, pid, room, msg, id, then, attempt)
-			}})
-		}()
-		return
-	}
-	c.askPID(ctx, pid, room, msg, id, then, attempt)
-}
-
-// askPID sends the request to the room's actor and continues with the answer.
-func (c *conn) askPID(ctx actor.Context, pid *actor.PID, room string, msg proto.Message, id uint64, then func(*actor.PID, *nodev1.RoomReply, error), attempt int) {
-	fut := ctx.RequestFuture(pid, wrap(msg), c.cfg.RequestTimeout)
-	ctx.ReenterAfter(fut, func(res any, err error) {
-		if errors.Is(err, actor.ErrDeadLetter) && attempt == 0 {
-			if jr := c.rooms[room]; jr != nil {
-				jr.pid = nil
-			}
-			c.node.placement.Forget(room, pid)
-			c.askAttempt(ctx, room, msg, id, then, attempt+1)
-			return
-		}
-		rr, ok := unwrap(res).(*nodev1.RoomReply)
-		if err == nil && !ok {
-			err = errors.New("unexpected reply")
-		}
-		if err != nil {
-			c.node.counters.RoomTimeouts.Add(1)
-			c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q did not answer", room)
-			then(pid, nil, err)
-			return
-		}
-		then(pid, rr, nil)
-	})
-}
-
-// roomPlaced carries a room's placement back to the connection actor.
-type roomPlaced struct {
-	room string
-	pid  *actor.PID
-	then func(actor.Context)
-}
-
-// cachedRoomPID returns the room's actor when it is known without waiting:
-// cached for a joined room, or from the placement's cache.
-func (c *conn) cachedRoomPID(room string) (*actor.PID, bool) {
-	jr := c.rooms[room]
-	if jr != nil && jr.pid != nil {
-		return jr.pid, true
-	}
-	pid, ok := c.node.placement.Cached(room)
-	if ok && jr != nil {
-		jr.pid = pid
-	}
-	return pid, ok
-}
-
-func (c *conn) checkRoom(id uint64, room string) bool {
-	if room == "" || len(room) > c.cfg.MaxRoomNameBytes || !validName(room) {
-		c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_INVALID_ROOM, false,
-			"room names are 1-%d bytes of printable UTF-8 without spaces", c.cfg.MaxRoomNameBytes)
-		return false
-	}
-	return true
-}
-
-// forward sends a room's reply frame to the client with the request id.
-func (c *conn) forward(id uint64, f *hubbubv1.ServerFrame) {
-	if f == nil {
-		return
-	}
-	f.Id = id
-	if e := f.GetError(); e != nil {
-		c.node.counters.CountError(e.GetCode().String())
-	}
-	c.send(f)
-}
-
-func (c *conn) replyErr(id uint64, code hubbubv1.ErrorCode, temporary bool, format string, args ...any) {
-	c.node.counters.CountError(code.String())
-	c.send(errFrame(id, code, temporary, format, args...))
-}
-
-func (c *conn) send(f *hubbubv1.ServerFrame) {
-	c.endCommand(f.GetId(), f)
-	b, err := wire.Marshal(f, c.sink.Encoding())
-	if err != nil {
-		c.node.log.Error("conn: encode reply", "err", err)
-		return
-	}
-	_ = c.sink.Send(b)
-}
-
 // roomOf returns the room a command is about, or "".
 func roomOf(f *hubbubv1.ClientFrame) string {
 	switch cmd := f.GetCommand().(type) {
@@ -504,7 +305,7 @@ func (c *conn) onRoomTerminated(who *actor.PID) {
 	for _, jr := range c.rooms {
 		if jr.joined && jr.pid != nil && jr.pid.Equal(who) {
 			c.node.counters.RoomsLost.Add(1)
-			c.sink.Close(wire.CloseRoomMoved, "a joined room moved; rejoin")
+			c.sink.Close(wire.CloseRoomMoved, wire.CloseReason(wire.CloseRoomMoved))
 			return
 		}
 	}

@@ -67,7 +67,7 @@ const maxBatch = 256
 // durableStore is the store of a room named name, or nil when the room keeps
 // history in memory only.
 func durableStore(cfg RoomConfig, name string) store.Store {
-	if cfg.Store == nil || auth.MatchAny(cfg.Ephemeral, name) {
+	if cfg.Store == nil || auth.MatchAny(cfg.Ephemeral, name) || isHealthRoom(name) {
 		return nil
 	}
 	return cfg.Store
@@ -176,6 +176,7 @@ func (r *room) onAppendDone(ctx actor.Context, b *appendBatch) {
 	for _, p := range b.entries {
 		r.commit(ctx, p)
 	}
+	r.runReads()
 	r.flush(ctx)
 }
 
@@ -208,6 +209,7 @@ func (r *room) abort(ctx actor.Context, b *appendBatch) {
 		}
 	}
 	r.offset = r.committed
+	r.runReads()
 	if conflict && !r.stopping {
 		ctx.Stop(ctx.Self())
 	}

@@ -68,7 +68,7 @@ func (h *history) since(after uint64, limit int) []*hubbubv1.Message {
 // newest returns the newest messages with offset > after, newest first, at most limit.
 func (h *history) newest(after uint64, limit int) []*hubbubv1.Message {
 	i := h.indexAfter(after)
-	out := make([]*hubbubv1.Message, 0, min(limit, h.n-i))
+	out := make([]*hubbubv1.Message, 0, max(0, min(limit, h.n-i)))
 	for k := h.n - 1; k >= i && len(out) < limit; k-- {
 		out = append(out, h.at(k))
 	}
@@ -84,11 +84,11 @@ func (h *history) indexAfter(after uint64) int {
 	if after < first {
 		return 0
 	}
-	i := int(after - first + 1)
-	if i > h.n {
+	// Compare as uint64: after may be any client-chosen value, up to 2^64-1.
+	if after-first >= uint64(h.n) {
 		return h.n
 	}
-	return i
+	return int(after-first) + 1
 }
 
 // covers reports whether every message after the offset up to top is retained.

@@ -29,10 +29,12 @@ type Node struct {
 	conns     *actor.RootContext // spawns connection actors: a panic stops only that actor
 	relay     *actor.PID
 	placement Placement
+	probes    *localPlacement // the health room of readiness probes
 	cluster   *cluster.Cluster
 	users     *actor.PID
 	auth      *auth.Authenticator
 	tracing   *telemetry.Tracing
+	inject    func(kind string, msg any)
 	nodeID    string
 	nextConn  atomic.Uint64
 	stopped   atomic.Bool
@@ -48,6 +50,11 @@ type Options struct {
 	Auth *auth.Authenticator
 	// Tracing traces commands, rooms and fan-out; nil means off.
 	Tracing *telemetry.Tracing
+	// Inject is for fault-injection tests only; leave it nil. It is called
+	// with every message a room ("room", the unwrapped message) or a
+	// connection actor ("conn", the client frame) is about to handle, on that
+	// actor's goroutine; a panic in it is a panic of that actor.
+	Inject func(kind string, msg any)
 }
 
 // NewNode starts a node: a single node with local room placement, or a
@@ -79,15 +86,27 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	if opts.Tracing == nil {
 		opts.Tracing = &telemetry.Tracing{}
 	}
-	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing}
+	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing,
+		inject: opts.Inject}
 	// WithGuardian sets the strategy on the context it is called on, so each
 	// kind of actor gets a root context of its own.
+	//
+	// A connection that panics stops: its socket closes with 1011 and the
+	// client reconnects. A room recovers its own panics (room.onPanic: it
+	// stops and its members are closed with 4004), because in a cluster its
+	// parent is protoactor's placement actor, whose strategy would restart it
+	// empty under the same PID without telling its members; the Stop here
+	// covers anything that escapes. The relay and the users actor resume: a
+	// restart would lose the relay's subscriptions (members would silently
+	// stop receiving) and the users' connection counts, while the message
+	// that failed is only one push or one count.
 	n.conns = actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("connection", actor.StopDirective)))
-	rooms := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.ResumeDirective)))
-	n.relay, _ = system.Root.SpawnNamed(relayProps(log, n.counters, n.tracing), relayID)
+	rooms := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.StopDirective)))
+	keep := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("node", actor.ResumeDirective)))
+	n.relay, _ = keep.SpawnNamed(relayProps(log, n.counters, n.tracing), relayID)
 	if cfg.Cluster.Provider != "" {
-		props := roomProps("", cfg.Room, cfg.FaultText, log, n.counters, n.tracing, nil).
-			Configure(actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.ResumeDirective))))
+		props := roomProps("", cfg.Room, n.roomDeps(), nil).
+			Configure(actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.StopDirective))))
 		c, err := n.startCluster(cfg.Cluster, props)
 		if err != nil {
 			return nil, err
@@ -97,12 +116,18 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	} else {
 		var lp *localPlacement
 		lp = newLocalPlacement(system, rooms, func(name string) *actor.Props {
-			return roomProps(name, cfg.Room, cfg.FaultText, log, n.counters, n.tracing, func(pid *actor.PID) { lp.stopped(name, pid) })
+			return roomProps(name, cfg.Room, n.roomDeps(), func(pid *actor.PID) { lp.stopped(name, pid) })
 		})
 		n.placement = lp
 	}
-	n.users, _ = system.Root.SpawnNamed(usersProps(), "hubbub/users")
+	n.users, _ = keep.SpawnNamed(usersProps(), "hubbub/users")
+	n.probes = n.probePlacement(rooms)
 	return n, nil
+}
+
+// roomDeps are what every room of this node shares.
+func (n *Node) roomDeps() roomDeps {
+	return roomDeps{log: n.log, counters: n.counters, tracing: n.tracing, inject: n.inject}
 }
 
 // decide returns a supervisor decider that logs and counts a panic and applies
@@ -181,6 +206,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = time.Until(dl)
 		}
+		n.probes.StopAll(timeout)
 		n.placement.StopAll(timeout)
 		_ = n.system.Root.StopFuture(n.relay).Wait()
 		_ = n.system.Root.StopFuture(n.users).Wait()

@@ -72,7 +72,7 @@ func (l *connLimiter) allow(in *inbound) bool {
 	l.counters.CountError(hubbubv1.ErrorCode_ERROR_CODE_RATE_LIMITED.String())
 	if l.strike(now) {
 		l.closed = true
-		l.sink.Close(wire.ClosePolicy, "rate limit exceeded repeatedly")
+		l.sink.Close(wire.ClosePolicy, wire.CloseReason(wire.ClosePolicy))
 		return false
 	}
 	f := errFrame(in.frame.GetId(), hubbubv1.ErrorCode_ERROR_CODE_RATE_LIMITED, true, "too many commands or bytes")

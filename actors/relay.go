@@ -67,6 +67,8 @@ func (r *relay) Receive(ctx actor.Context) {
 		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink, rooms: map[string]struct{}{}}
 	case unregisterConn:
 		r.onUnregister(msg.id)
+	case relayProbe:
+		ctx.Respond(msg)
 	case actor.SystemMessage, actor.AutoReceiveMessage:
 	default:
 		r.log.Warn("relay: unexpected message dropped", "type", slog.AnyValue(msg).String())

@@ -21,13 +21,10 @@ import (
 
 // room is the actor of one room: members, offsets, history, presence, typing.
 type room struct {
-	name     string
-	cfg      RoomConfig
-	fault    string
-	log      *slog.Logger
-	counters *telemetry.Counters
-	tracing  *telemetry.Tracing
-	onStop   func(*actor.PID)
+	name string
+	cfg  RoomConfig
+	roomDeps
+	onStop func(*actor.PID)
 
 	epoch     string
 	offset    uint64 // newest offset assigned
@@ -50,6 +47,15 @@ type room struct {
 	idleTimer  *time.Timer
 	publishes  *rate.Limiter // nil when unlimited
 	overflow   Overflow
+	reads      []deferredRead // history requests waiting for earlier publishes to commit
+}
+
+// roomDeps are a room's collaborators, shared by every room of a node.
+type roomDeps struct {
+	log      *slog.Logger
+	counters *telemetry.Counters
+	tracing  *telemetry.Tracing
+	inject   func(kind string, msg any) // fault injection in tests; nil otherwise
 }
 
 // idleCheck is the room's own timer message for stopping when idle.
@@ -57,10 +63,10 @@ type room struct {
 type idleCheck struct{}
 
 // roomProps returns the props of the room actor for one room name.
-func roomProps(name string, cfg RoomConfig, fault string, log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing, onStop func(*actor.PID)) *actor.Props {
+func roomProps(name string, cfg RoomConfig, deps roomDeps, onStop func(*actor.PID)) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &room{name: name, cfg: cfg, fault: fault, log: log, counters: c, tracing: t, onStop: onStop}
-	}, actor.WithMailbox(actor.Unbounded(&c.Mailboxes.Room)))
+		return &room{name: name, cfg: cfg, roomDeps: deps, onStop: onStop}
+	}, actor.WithMailbox(actor.Unbounded(&deps.counters.Mailboxes.Room)))
 }
 
 func memberKey(m *nodev1.Member) string { return m.GetAddress() + "/" + m.GetActorId() }
@@ -70,6 +76,14 @@ type typingSweep struct{}
 
 func (r *room) Receive(ctx actor.Context) {
 	msg := unwrap(ctx.Message())
+	defer func() {
+		if p := recover(); p != nil {
+			r.onPanic(ctx, msg, p)
+		}
+	}()
+	if r.inject != nil {
+		r.inject("room", msg)
+	}
 	if _, ok := msg.(idleCheck); !ok {
 		r.lastActive = time.Now()
 	}
@@ -107,7 +121,9 @@ func (r *room) Receive(ctx actor.Context) {
 		if r.idleTimer != nil {
 			r.idleTimer.Stop()
 		}
-		r.counters.RoomsStopped.Add(1)
+		if !isHealthRoom(r.name) {
+			r.counters.RoomsStopped.Add(1)
+		}
 		if r.onStop != nil {
 			r.onStop(ctx.Self())
 		}
@@ -131,7 +147,9 @@ func (r *room) onStarted(ctx actor.Context) {
 	if r.cfg.PublishRate > 0 {
 		r.publishes = rate.NewLimiter(rate.Limit(r.cfg.PublishRate), r.cfg.PublishBurst)
 	}
-	r.counters.RoomsStarted.Add(1)
+	if !isHealthRoom(r.name) { // probes' rooms are not users' rooms
+		r.counters.RoomsStarted.Add(1)
+	}
 	r.scheduleIdle(ctx, r.cfg.IdleTimeout)
 }
 
@@ -283,9 +301,6 @@ func (r *room) onLeave(ctx actor.Context, msg *nodev1.RoomLeave) {
 }
 
 func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
-	if r.fault != "" && msg.GetBody().GetText() == r.fault {
-		panic("room: injected fault")
-	}
 	sender := msg.GetMember().GetClient()
 	if id := msg.GetMessageId(); id != "" {
 		if off, ok := r.dedupe.get(sender.GetUser(), id); ok {
@@ -385,7 +400,8 @@ func (r *room) broadcastTraced(ctx actor.Context, f *hubbubv1.ServerFrame, offse
 	}
 }
 
-func (r *room) onHistory(ctx actor.Context, msg *nodev1.RoomHistory) {
+// answerHistory sends the history a request asks for to the requester.
+func (r *room) answerHistory(ctx actor.Context, to *actor.PID, msg *nodev1.RoomHistory) {
 	req := msg.GetRequest()
 	limit := int(req.GetLimit())
 	if limit <= 0 || limit > r.cfg.HistoryMaxLimit {
@@ -398,9 +414,13 @@ func (r *room) onHistory(ctx actor.Context, msg *nodev1.RoomHistory) {
 	} else {
 		msgs = r.history.since(req.GetSinceOffset(), limit)
 	}
-	r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_History{History: &hubbubv1.HistoryReply{
+	if to == nil {
+		return
+	}
+	f := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_History{History: &hubbubv1.HistoryReply{
 		Room: r.name, Messages: msgs, Position: r.position(),
-	}}})
+	}}}
+	ctx.Send(to, wrap(&nodev1.RoomReply{RequestId: msg.GetRequestId(), Frame: f}))
 }
 
 func (r *room) onPresence(ctx actor.Context, msg *nodev1.RoomPresence) {

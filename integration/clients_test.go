@@ -3,7 +3,6 @@ package integration
 import (
 	"bufio"
 	"context"
-	"net"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -84,15 +83,6 @@ func TestChatCommand(t *testing.T) {
 	if err := bob.Wait(); err != nil {
 		t.Fatalf("bob exit: %v", err)
 	}
-}
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // kill -9 and restart of a server keeping history in memory: the Go client

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,38 +14,6 @@ import (
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/wire"
 )
-
-// startCluster starts n `hubbub serve` processes forming an automanaged cluster on 127.0.0.1.
-func startCluster(t *testing.T, n int) []*serverProcess {
-	t.Helper()
-	manage := make([]string, n)
-	for i := range manage {
-		manage[i] = freePort(t)
-	}
-	seeds := strings.Join(manage, ",")
-	nodes := make([]*serverProcess, n)
-	for i := range nodes {
-		_, port, _ := net.SplitHostPort(manage[i])
-		nodes[i] = startProcess(t, "--cluster-provider", "automanaged", "--cluster-bind", freePort(t),
-			"--cluster-automanage-port", port, "--cluster-seeds", seeds)
-	}
-	for _, p := range nodes {
-		eventually(t, "node ready", func() bool {
-			resp, err := httpGet(httpBase(p.URL) + "/readyz")
-			return err == nil && resp == 200
-		})
-	}
-	return nodes
-}
-
-func httpGet(url string) (int, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
 
 // Members connected to different nodes see one identical, gapless stream and
 // one presence list; each publish crosses to each node with members once,
@@ -267,29 +233,6 @@ func testNodeLost(t *testing.T, sig syscall.Signal) {
 	if resets == 0 {
 		t.Fatal("no listener was told its messages were not recovered")
 	}
-}
-
-// startEtcd runs a real etcd (Debian's etcd-server) on 127.0.0.1 and returns its client endpoint.
-func startEtcd(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Skip("etcd is not installed; ./scripts/test.sh installs Debian's etcd-server")
-	}
-	client, peer := freePort(t), freePort(t)
-	cmd := exec.Command(bin, "--name", "hubbub-test", "--data-dir", t.TempDir(),
-		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
-		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
-		"--initial-cluster", "hubbub-test=http://"+peer, "--log-level", "error")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	eventually(t, "etcd to answer", func() bool {
-		code, err := httpGet("http://" + client + "/health")
-		return err == nil && code == 200
-	})
-	return client
 }
 
 // Two nodes find each other through a real etcd and share a room.

@@ -22,26 +22,6 @@ import (
 	"github.com/hubbub-chat/hubbub/wire"
 )
 
-// restartProcess stops p (SIGTERM, or SIGKILL when kill) and starts it again
-// on the same address with args.
-func restartProcess(t *testing.T, p *serverProcess, kill bool, args ...string) *serverProcess {
-	t.Helper()
-	sig := syscall.SIGTERM
-	if kill {
-		sig = syscall.SIGKILL
-	}
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-	err := <-p.done
-	p.done <- err // for the cleanup
-	if !kill && err != nil {
-		t.Fatalf("graceful stop: %v", err)
-	}
-	addr := strings.TrimSuffix(strings.TrimPrefix(p.URL, "ws://"), "/ws")
-	return startProcess(t, append([]string{"--listen", addr}, args...)...)
-}
-
 // The embedded store is the default: after a restart history and offsets
 // continue in the same epoch, and a client that was away recovers exactly the
 // messages it missed, including those published before the restart.
@@ -211,48 +191,6 @@ func readAll(t *testing.T, c *client, room string) ([]*hubbubv1.Message, *hubbub
 			return out, h.GetPosition()
 		}
 		after = h.GetMessages()[len(h.GetMessages())-1].GetOffset()
-	}
-}
-
-// rawConnect dials a protobuf connection and completes the connect handshake;
-// it reports errors instead of failing the test, for use on other goroutines.
-func rawConnect(url string) (*websocket.Conn, error) {
-	d := *websocket.DefaultDialer
-	d.Subprotocols = []string{wire.Proto.String()}
-	d.HandshakeTimeout = 2 * time.Second
-	ws, _, err := d.Dial(url, nil)
-	if err != nil {
-		return nil, err
-	}
-	r, err := rawRequest(ws, 1, &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "raw"}}})
-	if err != nil || r.GetConnect() == nil {
-		ws.Close()
-		return nil, fmt.Errorf("connect: %v %v", r, err)
-	}
-	return ws, nil
-}
-
-// rawRequest sends a command and reads until its reply, dropping pushes.
-func rawRequest(ws *websocket.Conn, id uint64, f *hubbubv1.ClientFrame) (*hubbubv1.ServerFrame, error) {
-	f.Id = id
-	b, _ := wire.Marshal(f, wire.Proto)
-	_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
-		return nil, err
-	}
-	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			return nil, err
-		}
-		r, err := wire.DecodeServerFrame(data, wire.Proto)
-		if err != nil {
-			return nil, err
-		}
-		if r.GetId() == id {
-			return r, nil
-		}
 	}
 }
 

@@ -3,29 +3,19 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/hubbub-chat/hubbub/actors"
+	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/server"
+	"github.com/hubbub-chat/hubbub/store"
 	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/wire"
 )
-
-// smallBufferDialer dials with a tiny socket receive buffer, so a client that
-// stops reading backs up into the server quickly.
-func smallBufferDialer() *websocket.Dialer {
-	nd := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var err error
-		_ = rc.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return err
-	}}
-	return &websocket.Dialer{NetDialContext: nd.DialContext, HandshakeTimeout: 5 * time.Second}
-}
 
 // A member that never reads is closed as a slow consumer; the room and the
 // other members keep going.
@@ -77,51 +67,75 @@ func TestSlowConsumerClosedOthersUnaffected(t *testing.T) {
 	})
 }
 
-func http2hdr() map[string][]string {
-	return map[string][]string{"Sec-WebSocket-Protocol": {wire.SubprotocolProto}}
+// injectText returns a fault injector (a test-only server option) that
+// panics a room on a publish of text, and the publisher's connection actor on
+// text+"!conn".
+func injectText(text string) server.Options {
+	return server.Options{Inject: func(kind string, msg any) {
+		switch m := msg.(type) {
+		case *nodev1.RoomPublish:
+			if kind == "room" && m.GetBody().GetText() == text {
+				panic("injected room fault")
+			}
+		case *hubbubv1.ClientFrame:
+			if kind == "conn" && m.GetPublish().GetBody().GetText() == text+"!conn" {
+				panic("injected connection fault")
+			}
+		}
+	}}
 }
 
-func writeFrame(t *testing.T, ws *websocket.Conn, f *hubbubv1.ClientFrame) {
-	t.Helper()
-	b, err := wire.Marshal(f, wire.Proto)
+// A panic in a room answers the request that caused it with INTERNAL at once
+// (not a temporary error after a timeout), stops the room, and closes its
+// members with 4004, so they rejoin a fresh activation and recover from the
+// store. Every other room and connection keeps working.
+func TestRoomPanicClosesMembersWith4004(t *testing.T) {
+	st, err := store.OpenEmbedded(t.TempDir(), store.Retention{MaxLen: 100, MaxAge: time.Hour}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// A panic in a room drops that one message; the room keeps its state and
-// every other room and connection keeps working.
-func TestRoomPanicIsContained(t *testing.T) {
-	s := startServer(t, actors.Config{FaultText: "boom", Conn: actors.ConnConfig{RequestTimeout: 300 * time.Millisecond}}, transport.Config{})
+	defer st.Close()
+	s := startServer(t, actors.Config{Room: actors.RoomConfig{Store: st}}, transport.Config{}, injectText("boom"))
 	a := connect(t, s.URL, wire.Proto, "a")
 	a.join("fragile", nil)
-	a.publish("fragile", "one")
+	watcher := connect(t, s.URL, wire.JSON, "watcher")
+	watcher.join("fragile", nil)
+	one := a.publish("fragile", "one")
+	start := time.Now()
 	r := a.request(publishFrame("fragile", "boom", ""))
-	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !r.GetError().GetTemporary() {
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_INTERNAL || r.GetError().GetTemporary() {
 		t.Fatalf("faulting publish: %v", r)
 	}
-	if got := a.publish("fragile", "two"); got.GetOffset() != 2 {
-		t.Fatalf("after the panic: %v", got)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the failing request waited %v for its answer", took)
 	}
-	if m1, m2 := a.nextMessage(), a.nextMessage(); m1.GetOffset() != 1 || m2.GetOffset() != 2 {
-		t.Fatalf("stream after panic: %v %v", m1, m2)
+	for _, c := range []*client{a, watcher} {
+		if code := closeCode(c.waitClosed()); code != wire.CloseRoomMoved {
+			t.Fatalf("member closed with %d, want 4004", code)
+		}
+	}
+	// The members rejoin with their last position and lose nothing.
+	back := connect(t, s.URL, wire.Proto, "a")
+	j := back.join("fragile", &hubbubv1.StreamPosition{Offset: 0, Epoch: one.GetEpoch()})
+	if !j.GetRecovered() || len(j.GetMessages()) != 1 || j.GetPosition().GetOffset() != 1 {
+		t.Fatalf("rejoin after the room failed: %v", j)
+	}
+	if got := back.publish("fragile", "two"); got.GetOffset() != 2 || got.GetEpoch() != one.GetEpoch() {
+		t.Fatalf("after the panic: %v", got)
 	}
 	b := connect(t, s.URL, wire.JSON, "b")
 	if got := b.publish("sturdy", "fine"); got.GetOffset() != 1 {
 		t.Fatalf("other room: %v", got)
 	}
-	if s.node.Counters().ActorPanics.Load() != 1 {
-		t.Fatalf("panics counted %d", s.node.Counters().ActorPanics.Load())
+	if p, f := s.node.Counters().ActorPanics.Load(), s.node.Counters().RoomFailures.Load(); p != 1 || f != 1 {
+		t.Fatalf("panics counted %d, room failures %d", p, f)
 	}
 }
 
 // A panic in a connection actor closes that connection with 1011 and leaves
 // its rooms; nothing else is touched.
 func TestConnPanicClosesWith1011(t *testing.T) {
-	s := startServer(t, actors.Config{FaultText: "boom"}, transport.Config{})
+	s := startServer(t, actors.Config{}, transport.Config{}, injectText("boom"))
 	calm := connect(t, s.URL, wire.Proto, "calm")
 	calm.join("room", nil)
 	bad := connect(t, s.URL, wire.JSON, "bad")

@@ -1,46 +1,66 @@
 package integration
 
 import (
+	"bufio"
 	"context"
-	"errors"
-	"fmt"
+	"encoding/json"
+	"io"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/hubbub-chat/hubbub/actors"
-	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/transport"
-	"github.com/hubbub-chat/hubbub/wire"
 )
 
 const waitFor = 10 * time.Second
 
-// testServer is an in-process Hubbub server on 127.0.0.1.
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// testServer is an in-process Hubbub server on 127.0.0.1, wired by
+// server.New exactly as `hubbub serve` wires one.
 type testServer struct {
 	URL  string
 	node *actors.Node
-	srv  *transport.Server
+	srv  *server.Server
 	done chan struct{}
 }
 
-func startServer(t testing.TB, nc actors.Config, tc transport.Config, opts ...actors.Options) *testServer {
+// startServer starts an in-process server on a listener it holds from the
+// start, so no other process can take its port.
+func startServer(t testing.TB, nc actors.Config, tc transport.Config, opts ...server.Options) *testServer {
+	t.Helper()
+	return startServerConfig(t, server.Config{Node: nc, Transport: tc}, opts...)
+}
+
+func startServerConfig(t testing.TB, cfg server.Config, opts ...server.Options) *testServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var o actors.Options
+	var o server.Options
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	node := actors.NewNode(nc, o)
-	s := &testServer{URL: "ws://" + l.Addr().String() + "/ws", node: node, srv: transport.NewServer(node, tc, nil), done: make(chan struct{})}
+	srv, err := server.New(cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &testServer{URL: "ws://" + l.Addr().String() + "/ws", node: srv.Node(), srv: srv, done: make(chan struct{})}
 	go func() { // owner: the test; joined in shutdown
 		_ = s.srv.Serve(l)
 		close(s.done)
@@ -56,250 +76,6 @@ func (s *testServer) shutdown() {
 	<-s.done
 }
 
-// client is a raw protocol client for tests.
-type client struct {
-	t       testing.TB
-	ws      *websocket.Conn
-	enc     wire.Encoding
-	frames  chan *hubbubv1.ServerFrame
-	pending []*hubbubv1.ServerFrame // frames read past while waiting for a reply
-	nextID  atomic.Uint64
-	done    chan struct{}
-	mu      sync.Mutex
-	closeEr error
-	wmu     sync.Mutex
-}
-
-func dial(t testing.TB, url string, enc wire.Encoding) *client {
-	t.Helper()
-	c, err := tryDial(t, url, enc, websocket.DefaultDialer)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	return c
-}
-
-func tryDial(t testing.TB, url string, enc wire.Encoding, d *websocket.Dialer) (*client, error) {
-	dd := *d
-	dd.Subprotocols = []string{enc.String()}
-	ws, _, err := dd.Dial(url, nil)
-	if err != nil {
-		return nil, err
-	}
-	if ws.Subprotocol() != enc.String() {
-		return nil, fmt.Errorf("subprotocol %q", ws.Subprotocol())
-	}
-	c := &client{t: t, ws: ws, enc: enc, frames: make(chan *hubbubv1.ServerFrame, 100000), done: make(chan struct{})}
-	go c.readLoop() // owner: the client; joined by close
-	t.Cleanup(c.close)
-	return c, nil
-}
-
-// connect dials and sends connect with a name.
-func connect(t testing.TB, url string, enc wire.Encoding, name string) *client {
-	t.Helper()
-	c := dial(t, url, enc)
-	r := c.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: name}}})
-	if r.GetConnect() == nil {
-		t.Fatalf("connect: %v", r)
-	}
-	return c
-}
-
-func (c *client) readLoop() {
-	defer close(c.done)
-	defer close(c.frames)
-	for {
-		mt, data, err := c.ws.ReadMessage()
-		if err != nil {
-			c.mu.Lock()
-			c.closeEr = err
-			c.mu.Unlock()
-			return
-		}
-		want := websocket.BinaryMessage
-		if c.enc == wire.JSON {
-			want = websocket.TextMessage
-		}
-		if mt != want {
-			c.mu.Lock()
-			c.closeEr = fmt.Errorf("frame type %d on %v", mt, c.enc)
-			c.mu.Unlock()
-			return
-		}
-		f, err := wire.DecodeServerFrame(data, c.enc)
-		if err != nil {
-			c.mu.Lock()
-			c.closeEr = err
-			c.mu.Unlock()
-			return
-		}
-		c.frames <- f
-	}
-}
-
-func (c *client) close() {
-	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	select {
-	case <-c.done:
-	case <-time.After(3 * time.Second):
-	}
-	_ = c.ws.Close()
-	<-c.done
-}
-
-func (c *client) writeRaw(mt int, data []byte) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(mt, data); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
-		select {
-		case <-c.done: // the server closed the connection; tests check why
-		default:
-			c.t.Errorf("write: %v", err)
-		}
-	}
-}
-
-func (c *client) send(f *hubbubv1.ClientFrame) uint64 {
-	if f.Id == 0 {
-		f.Id = c.nextID.Add(1)
-	}
-	b, err := wire.Marshal(f, c.enc)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	mt := websocket.BinaryMessage
-	if c.enc == wire.JSON {
-		mt = websocket.TextMessage
-	}
-	c.writeRaw(mt, b)
-	return f.Id
-}
-
-// read returns the next frame in arrival order, or nil when the connection ended.
-func (c *client) read(timeout time.Duration) *hubbubv1.ServerFrame {
-	if len(c.pending) > 0 {
-		f := c.pending[0]
-		c.pending = c.pending[1:]
-		return f
-	}
-	select {
-	case f, ok := <-c.frames:
-		if !ok {
-			return nil
-		}
-		return f
-	case <-time.After(timeout):
-		c.t.Fatalf("no frame within %v", timeout)
-		return nil
-	}
-}
-
-// request sends a command and returns its reply; frames before it stay queued for read.
-func (c *client) request(f *hubbubv1.ClientFrame) *hubbubv1.ServerFrame {
-	c.t.Helper()
-	id := c.send(f)
-	return c.waitReply(id)
-}
-
-func (c *client) waitReply(id uint64) *hubbubv1.ServerFrame {
-	c.t.Helper()
-	for i, f := range c.pending {
-		if f.GetId() == id {
-			c.pending = append(c.pending[:i:i], c.pending[i+1:]...)
-			return f
-		}
-	}
-	deadline := time.After(waitFor)
-	for {
-		select {
-		case f, ok := <-c.frames:
-			if !ok {
-				c.t.Fatalf("connection ended waiting for reply %d: %v", id, c.err())
-			}
-			if f.GetId() == id {
-				return f
-			}
-			c.pending = append(c.pending, f)
-		case <-deadline:
-			c.t.Fatalf("no reply to %d", id)
-		}
-	}
-}
-
-// nextPush returns the next push (id 0), skipping none.
-func (c *client) nextPush() *hubbubv1.ServerFrame {
-	c.t.Helper()
-	f := c.read(waitFor)
-	if f == nil {
-		c.t.Fatalf("connection ended: %v", c.err())
-	}
-	return f
-}
-
-// nextMessage skips presence and typing pushes until a message arrives.
-func (c *client) nextMessage() *hubbubv1.Message {
-	c.t.Helper()
-	for {
-		f := c.nextPush()
-		if m := f.GetMessage(); m != nil {
-			return m
-		}
-		if f.GetError() != nil || f.GetDisconnect() != nil {
-			c.t.Fatalf("unexpected frame %v", f)
-		}
-	}
-}
-
-// waitClosed waits for the connection to end and returns the close error.
-func (c *client) waitClosed() error {
-	c.t.Helper()
-	select {
-	case <-c.done:
-	case <-time.After(waitFor):
-		c.t.Fatal("connection not closed")
-	}
-	return c.err()
-}
-
-func (c *client) err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closeEr
-}
-
-func closeCode(err error) int {
-	var ce *websocket.CloseError
-	if errors.As(err, &ce) {
-		return ce.Code
-	}
-	return -1
-}
-
-func (c *client) join(room string, since *hubbubv1.StreamPosition) *hubbubv1.JoinReply {
-	c.t.Helper()
-	r := c.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: room, Since: since}}})
-	if r.GetJoin() == nil {
-		c.t.Fatalf("join %s: %v", room, r)
-	}
-	return r.GetJoin()
-}
-
-func (c *client) publish(room, text string) *hubbubv1.PublishReply {
-	c.t.Helper()
-	r := c.request(publishFrame(room, text, ""))
-	if r.GetPublish() == nil {
-		c.t.Fatalf("publish: %v", r)
-	}
-	return r.GetPublish()
-}
-
-func publishFrame(room, text, msgID string) *hubbubv1.ClientFrame {
-	return &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Publish{Publish: &hubbubv1.PublishRequest{
-		Room: room, MessageId: msgID, Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: text}},
-	}}}
-}
-
 // eventually polls cond until it holds or the wait ends.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
@@ -312,6 +88,208 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-func errCode(f *hubbubv1.ServerFrame) hubbubv1.ErrorCode { return f.GetError().GetCode() }
-
 func longString(n int) string { return strings.Repeat("x", n) }
+
+// freePort returns a 127.0.0.1 port for a server process that must know
+// its port before it starts (cluster transports and membership ports, which
+// peers are told in advance). Ports come from below the kernel's ephemeral
+// range (32768-60999), so no socket bound to port 0 can take one between
+// this check and the process binding it; a lock file per port, held until
+// the test binary exits, keeps test binaries running in parallel apart.
+func freePort(t *testing.T) string {
+	t.Helper()
+	portMu.Lock()
+	defer portMu.Unlock()
+	dir := filepath.Join(os.TempDir(), "hubbub-test-ports")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for tries := 0; tries < 2000; tries++ {
+		port := portBase + (nextPort+os.Getpid()*37)%portSpan
+		nextPort++
+		lock, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			lock.Close() // another test binary holds it
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			lock.Close() // in use by something else
+			continue
+		}
+		_ = l.Close()
+		heldPorts = append(heldPorts, lock) // released when the test binary exits
+		return addr
+	}
+	t.Fatal("no free port")
+	return ""
+}
+
+const portBase, portSpan = 20000, 12000
+
+var (
+	portMu    sync.Mutex
+	nextPort  int
+	heldPorts []*os.File
+)
+
+func httpBase(wsURL string) string {
+	return strings.TrimSuffix(strings.Replace(wsURL, "ws://", "http://", 1), "/ws")
+}
+
+// startCluster starts n `hubbub serve` processes forming an automanaged cluster on 127.0.0.1.
+func startCluster(t *testing.T, n int) []*serverProcess {
+	t.Helper()
+	manage := make([]string, n)
+	for i := range manage {
+		manage[i] = freePort(t)
+	}
+	seeds := strings.Join(manage, ",")
+	nodes := make([]*serverProcess, n)
+	for i := range nodes {
+		_, port, _ := net.SplitHostPort(manage[i])
+		nodes[i] = startProcess(t, "--cluster-provider", "automanaged", "--cluster-bind", freePort(t),
+			"--cluster-automanage-port", port, "--cluster-seeds", seeds)
+	}
+	for _, p := range nodes {
+		eventually(t, "node ready", func() bool {
+			resp, err := httpGet(httpBase(p.URL) + "/readyz")
+			return err == nil && resp == 200
+		})
+	}
+	return nodes
+}
+
+func httpGet(url string) (int, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// startEtcd runs a real etcd (Debian's etcd-server) on 127.0.0.1 and returns its client endpoint.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Skip("etcd is not installed; ./scripts/test.sh installs Debian's etcd-server")
+	}
+	client, peer := freePort(t), freePort(t)
+	cmd := exec.Command(bin, "--name", "hubbub-test", "--data-dir", t.TempDir(),
+		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
+		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
+		"--initial-cluster", "hubbub-test=http://"+peer, "--log-level", "error")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	eventually(t, "etcd to answer", func() bool {
+		code, err := httpGet("http://" + client + "/health")
+		return err == nil && code == 200
+	})
+	return client
+}
+
+// hubbubBinary builds cmd/hubbub once per test run.
+func hubbubBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "hubbub-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "hubbub")
+		// The hubbubfault tag adds the fault injection some tests use
+		// (HUBBUB_TEST_FAULT_TEXT); a normal build has none.
+		out, err := exec.Command("go", "build", "-tags", "hubbubfault", "-o", binPath, "../cmd/hubbub").CombinedOutput()
+		if err != nil {
+			buildErr = err
+			t.Logf("%s", out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
+	}
+	return binPath
+}
+
+// serverProcess is `hubbub serve` running as a separate process.
+type serverProcess struct {
+	cmd  *exec.Cmd
+	URL  string
+	logs chan map[string]any
+	done chan error
+}
+
+// startProcess starts `hubbub serve` with its data in a fresh temporary
+// directory; args come after the defaults, so they override them.
+func startProcess(t *testing.T, args ...string) *serverProcess {
+	t.Helper()
+	cmd := exec.Command(hubbubBinary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir", t.TempDir()}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serverProcess{cmd: cmd, logs: make(chan map[string]any, 1000), done: make(chan error, 1)}
+	go p.readLogs(stderr) // owner: the process; ends with its stderr
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	deadline := time.After(waitFor)
+	for p.URL == "" {
+		select {
+		case rec := <-p.logs:
+			if rec["msg"] == "hubbub listening" {
+				p.URL, _ = rec["url"].(string)
+			}
+		case <-deadline:
+			t.Fatal("server did not report its address")
+		}
+	}
+	return p
+}
+
+func (p *serverProcess) readLogs(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var rec map[string]any
+		if json.Unmarshal(sc.Bytes(), &rec) == nil {
+			select {
+			case p.logs <- rec:
+			default:
+			}
+		}
+	}
+	p.done <- p.cmd.Wait()
+}
+
+// restartProcess stops p (SIGTERM, or SIGKILL when kill) and starts it again
+// on the same address with args.
+func restartProcess(t *testing.T, p *serverProcess, kill bool, args ...string) *serverProcess {
+	t.Helper()
+	sig := syscall.SIGTERM
+	if kill {
+		sig = syscall.SIGKILL
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	err := <-p.done
+	p.done <- err // for the cleanup
+	if !kill && err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	addr := strings.TrimSuffix(strings.TrimPrefix(p.URL, "ws://"), "/ws")
+	return startProcess(t, append([]string{"--listen", addr}, args...)...)
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/auth"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/wire"
 )
@@ -54,7 +55,7 @@ func authServer(t *testing.T, nc actors.Config, tc transport.Config) *testServer
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startServer(t, nc, tc, actors.Options{Auth: a})
+	return startServer(t, nc, tc, server.Options{Auth: a})
 }
 
 func connectFrame(tok, name string) *hubbubv1.ClientFrame {

@@ -65,10 +65,6 @@ func sum(samples map[string]float64, name string, labels ...string) float64 {
 	return total
 }
 
-func httpBase(wsURL string) string {
-	return strings.TrimSuffix(strings.Replace(wsURL, "ws://", "http://", 1), "/ws")
-}
-
 // /metrics moves with real traffic.
 func TestMetricsFollowTraffic(t *testing.T) {
 	p := startProcess(t)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hubbub-chat/hubbub/actors"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/store"
 	"github.com/hubbub-chat/hubbub/telemetry"
 	"github.com/hubbub-chat/hubbub/transport"
@@ -26,7 +27,7 @@ func tracedServer(t *testing.T, detail telemetry.DeliveryDetail, nc actors.Confi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
-	return startServer(t, nc, tc, actors.Options{Tracing: tr}), exp
+	return startServer(t, nc, tc, server.Options{Tracing: tr}), exp
 }
 
 func spansOf(exp *tracetest.InMemoryExporter, traceID trace.TraceID) map[string]tracetest.SpanStub {

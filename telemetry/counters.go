@@ -37,6 +37,9 @@ type Counters struct {
 	StoreErrors       atomic.Int64 // failed appends and loads
 	StoreConflicts    atomic.Int64 // appends refused because another activation wrote first
 	RoomsLoaded       atomic.Int64 // room activations that loaded a position from the store
+	ConnectTimeouts   atomic.Int64 // connections closed for sending no connect in time
+	ProbeFailures     atomic.Int64 // readiness probes through the relay and a room that failed
+	RoomFailures      atomic.Int64 // rooms stopped by a panic; their members were closed with 4004
 
 	// Commands counts client commands by type; Pushes counts pushes handed to
 	// connections by type. Index with CommandIndex and PushIndex.

@@ -90,6 +90,9 @@ func (m *Metrics) observeCounters(c *Counters) error {
 		{"hubbub.store.errors", "{error}", "history store appends and loads that failed", &c.StoreErrors, nil},
 		{"hubbub.store.conflicts", "{batch}", "appends refused because another activation of the room wrote first", &c.StoreConflicts, nil},
 		{"hubbub.rooms.loaded", "{room}", "room activations that loaded their position from the history store", &c.RoomsLoaded, nil},
+		{"hubbub.connect_timeouts", "{connection}", "connections closed for sending no connect within the connect timeout", &c.ConnectTimeouts, nil},
+		{"hubbub.readiness.probe_failures", "{probe}", "readiness probes through the relay and a room that failed or timed out", &c.ProbeFailures, nil},
+		{"hubbub.rooms.failed", "{room}", "rooms stopped by a panic (their members were closed with 4004)", &c.RoomFailures, nil},
 		{"hubbub.overflow.conflated", "{message}", "queued pushes replaced by a newer one with the same key", &c.Conflated, nil},
 	}
 	instruments := map[string]metric.Int64ObservableCounter{}

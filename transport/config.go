@@ -27,6 +27,8 @@ type Config struct {
 	Compression bool
 	// CompressionLevel is the flate level, 1 (fastest) to 9. Default 1.
 	CompressionLevel int
+	// ReadyTimeout bounds the actor probe of /readyz. Default 2s.
+	ReadyTimeout time.Duration
 	// ShutdownTimeout bounds a graceful shutdown when the caller's context has no deadline. Default 10s.
 	ShutdownTimeout time.Duration
 	// AllowedOrigins lists the browser origins that may connect, exactly
@@ -43,7 +45,8 @@ type Config struct {
 	ConnectBurstPerIP int
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns the configuration with every zero field set to its default.
+func (c Config) WithDefaults() Config {
 	if c.MaxFrameBytes <= 0 {
 		c.MaxFrameBytes = 64 << 10
 	}
@@ -70,6 +73,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CompressionLevel < 1 || c.CompressionLevel > 9 {
 		c.CompressionLevel = 1
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = 2 * time.Second
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second

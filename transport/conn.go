@@ -84,7 +84,7 @@ func (c *wsConn) enqueue(it item) error {
 	}
 	if errors.Is(err, ErrSlowConsumer) {
 		c.counters.SlowConsumers.Add(1)
-		c.requestClose(wire.CloseSlowConsumer, "slow consumer", false)
+		c.requestClose(wire.CloseSlowConsumer, wire.CloseReason(wire.CloseSlowConsumer), false)
 		// Unblock a pump stuck writing to a peer that does not read.
 		_ = c.nc.SetWriteDeadline(time.Now())
 		return err
@@ -181,18 +181,18 @@ func (c *wsConn) readFrame(h *actors.ConnHandle, mt int, r io.Reader) {
 	c.counters.BytesIn.Add(n)
 	if n > int64(c.cfg.MaxFrameBytes) {
 		c.counters.MalformedFrames.Add(1)
-		c.requestClose(wire.CloseTooBig, "frame too big", true)
+		c.requestClose(wire.CloseTooBig, wire.CloseReason(wire.CloseTooBig), true)
 		return
 	}
 	if (mt == websocket.TextMessage) != (c.enc == wire.JSON) {
 		c.counters.MalformedFrames.Add(1)
-		c.requestClose(wire.CloseUnsupportedData, "wrong frame type for the subprotocol", true)
+		c.requestClose(wire.CloseUnsupportedData, wire.CloseReason(wire.CloseUnsupportedData), true)
 		return
 	}
 	f, err := wire.DecodeClientFrame(buf.Bytes(), c.enc)
 	if err != nil {
 		c.counters.MalformedFrames.Add(1)
-		c.requestClose(wire.CloseInvalidPayload, "malformed frame", true)
+		c.requestClose(wire.CloseInvalidPayload, wire.CloseReason(wire.CloseInvalidPayload), true)
 		return
 	}
 	h.Receive(f, int(n))

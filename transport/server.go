@@ -44,7 +44,7 @@ type Server struct {
 // NewServer returns a server for node. Extra handlers may be added with Handle
 // before Serve.
 func NewServer(node *actors.Node, cfg Config, log *slog.Logger) *Server {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -113,13 +113,23 @@ func (s *Server) ServeTLS(l net.Listener, certFile, keyFile string) error {
 	return err
 }
 
-func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+// serveReady answers 200 while the server accepts connections, the node has
+// joined its cluster, and a probe through the node's relay and a room actor
+// answers within ReadyTimeout; 503 with the reason otherwise. /healthz stays
+// a cheap liveness check that touches no actor.
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	if s.closing.Load() {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	if !s.node.Ready() {
 		http.Error(w, "not ready: the node has not joined its cluster", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadyTimeout)
+	defer cancel()
+	if err := s.node.Probe(ctx); err != nil {
+		http.Error(w, "not ready: actor probe failed: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = io.WriteString(w, "ready\n")
@@ -204,14 +214,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveConn(c *wsConn, info actors.ConnInfo) {
 	defer c.ws.Close()
 	if !s.track(c) {
-		c.requestClose(wire.CloseGoingAway, "server shutting down", false)
+		c.requestClose(wire.CloseGoingAway, wire.CloseReason(wire.CloseGoingAway), false)
 	}
 	defer s.untrack(c)
 	s.counters.ConnectionsOpened.Add(1)
 	defer func() { s.counters.CountClose(c.closeCode()) }()
 	h, err := s.node.OpenConn(c, info)
 	if err != nil {
-		c.requestClose(wire.CloseGoingAway, "server shutting down", false)
+		c.requestClose(wire.CloseGoingAway, wire.CloseReason(wire.CloseGoingAway), false)
 	}
 	if h != nil {
 		c.readLoop(h)
@@ -256,7 +266,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		s.closing.Store(true)
 		for c := range s.conns {
-			c.Close(wire.CloseGoingAway, "server shutting down")
+			c.Close(wire.CloseGoingAway, wire.CloseReason(wire.CloseGoingAway))
 		}
 		s.mu.Unlock()
 		s.stopErr = s.http.Shutdown(ctx)

@@ -1,9 +1,14 @@
 package wire
 
+import (
+	"encoding/json"
+	"slices"
+)
+
 // WebSocket close codes used by the server. Codes below 4000 are the
 // standard ones (RFC 6455); 4000-4999 are Hubbub's own. Every close is
 // preceded, where the socket still works, by a Disconnect push with the same
-// code, a reason and whether the client should reconnect.
+// code, the reason from CloseCodes and whether the client should reconnect.
 const (
 	// CloseNormal: the client asked to close, or left cleanly.
 	CloseNormal = 1000
@@ -15,14 +20,12 @@ const (
 	CloseUnsupportedData = 1003
 	// CloseInvalidPayload: a frame that does not decode as a ClientFrame.
 	CloseInvalidPayload = 1007
-	// ClosePolicy: the connection broke a policy (for example sustained abuse).
+	// ClosePolicy: the connection broke a policy (sustained abuse of the rate limits).
 	ClosePolicy = 1008
 	// CloseTooBig: a frame over the server's read limit.
 	CloseTooBig = 1009
 	// CloseInternal: the server failed while handling this connection; reconnect.
 	CloseInternal = 1011
-	// CloseTryAgainLater: the server is overloaded; reconnect after a delay.
-	CloseTryAgainLater = 1013
 
 	// CloseSlowConsumer: the client read too slowly and its outbound queue
 	// overflowed; reconnect and recover from history.
@@ -34,16 +37,64 @@ const (
 	// CloseTooManyConnections: the user has the most connections allowed.
 	CloseTooManyConnections = 4003
 	// CloseRoomMoved: a room the connection had joined went away (its node
-	// died or it moved); reconnect and rejoin with the last positions.
+	// died, it moved or it failed); reconnect and rejoin with the last positions.
 	CloseRoomMoved = 4004
+	// CloseConnectTimeout: no connect command arrived within the server's connect timeout.
+	CloseConnectTimeout = 4005
 )
 
-// Reconnect reports whether a client should reconnect after a close code.
-func Reconnect(code int) bool {
-	switch code {
-	case CloseNormal, CloseProtocolError, CloseUnsupportedData, CloseInvalidPayload,
-		ClosePolicy, CloseTooBig, CloseUnauthorized, CloseTooManyConnections:
-		return false
+// CloseCode is one row of the close code table: the code, the fixed reason
+// the server sends with it, and whether a client should reconnect.
+type CloseCode struct {
+	Code      int    `json:"code"`
+	Reason    string `json:"reason"`
+	Reconnect bool   `json:"reconnect"`
+}
+
+// CloseCodes is every close code the server sends, in code order. The
+// server, the Go client and the browser page all read this one table.
+var CloseCodes = []CloseCode{
+	{CloseNormal, "normal close", false},
+	{CloseGoingAway, "server shutting down", true},
+	{CloseProtocolError, "protocol error", false},
+	{CloseUnsupportedData, "wrong frame type for the subprotocol", false},
+	{CloseInvalidPayload, "malformed frame", false},
+	{ClosePolicy, "rate limit exceeded repeatedly", false},
+	{CloseTooBig, "frame too big", false},
+	{CloseInternal, "internal error", true},
+	{CloseSlowConsumer, "slow consumer", true},
+	{CloseTokenExpired, "token expired", true},
+	{CloseUnauthorized, "unauthorized", false},
+	{CloseTooManyConnections, "too many connections for this user", false},
+	{CloseRoomMoved, "a joined room moved; rejoin", true},
+	{CloseConnectTimeout, "no connect in time", true},
+}
+
+// LookupClose returns the table's row of a code.
+func LookupClose(code int) (CloseCode, bool) {
+	i, ok := slices.BinarySearchFunc(CloseCodes, code, func(c CloseCode, code int) int { return c.Code - code })
+	if !ok {
+		return CloseCode{Code: code}, false
 	}
-	return true
+	return CloseCodes[i], true
+}
+
+// CloseReason is the fixed reason of a code ("" for a code not in the table).
+func CloseReason(code int) string {
+	c, _ := LookupClose(code)
+	return c.Reason
+}
+
+// Reconnect reports whether a client should reconnect after a close code.
+// Codes not in the table (a network failure's 1006, a proxy's own codes)
+// are worth a reconnect.
+func Reconnect(code int) bool {
+	c, ok := LookupClose(code)
+	return !ok || c.Reconnect
+}
+
+// CloseCodesJSON is the table as JSON, for clients in other languages.
+func CloseCodesJSON() []byte {
+	b, _ := json.Marshal(CloseCodes) // plain structs: cannot fail
+	return b
 }

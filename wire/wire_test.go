@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -108,11 +110,35 @@ func TestEncodingForSubprotocol(t *testing.T) {
 }
 
 func TestReconnectAdvice(t *testing.T) {
-	for code, want := range map[int]bool{CloseGoingAway: true, CloseSlowConsumer: true, CloseInternal: true, CloseTryAgainLater: true,
-		CloseTokenExpired: true, CloseUnauthorized: false, CloseInvalidPayload: false, CloseTooBig: false, ClosePolicy: false} {
+	for code, want := range map[int]bool{CloseGoingAway: true, CloseSlowConsumer: true, CloseInternal: true, 1006: true,
+		CloseTokenExpired: true, CloseUnauthorized: false, CloseInvalidPayload: false, CloseTooBig: false, ClosePolicy: false,
+		CloseRoomMoved: true, CloseConnectTimeout: true, CloseTooManyConnections: false} {
 		if Reconnect(code) != want {
 			t.Fatalf("code %d: reconnect %v", code, !want)
 		}
+	}
+}
+
+// The close code table is sorted (LookupClose searches it), has one row per
+// code with a reason, and round-trips through its JSON form.
+func TestCloseCodeTable(t *testing.T) {
+	for i, c := range CloseCodes {
+		if c.Reason == "" {
+			t.Errorf("code %d has no reason", c.Code)
+		}
+		if i > 0 && CloseCodes[i-1].Code >= c.Code {
+			t.Fatalf("table not sorted at %d", c.Code)
+		}
+		if got, ok := LookupClose(c.Code); !ok || got != c {
+			t.Fatalf("lookup %d: %v %v", c.Code, got, ok)
+		}
+	}
+	if _, ok := LookupClose(1013); ok {
+		t.Fatal("1013 is not sent by the server and must not be in the table")
+	}
+	var back []CloseCode
+	if err := json.Unmarshal(CloseCodesJSON(), &back); err != nil || !reflect.DeepEqual(back, CloseCodes) {
+		t.Fatalf("json: %v %v", back, err)
 	}
 }
 

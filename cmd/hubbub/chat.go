@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	neturl "net/url"
 	"os"
 	"os/signal"
 	"sync"
@@ -28,20 +29,29 @@ func chat(args []string) int {
 	room := f.String("room", "lobby", "room to join")
 	name := f.String("name", "", "display name")
 	useJSON := f.Bool("json", false, "speak the JSON subprotocol instead of protobuf")
+	wait := f.Duration("wait", 30*time.Second, "give up (exit 1) when the server cannot be reached for this long, at start or while a line waits to be sent")
+	forever := f.Bool("retry-forever", false, "never give up reconnecting (interactive use)")
+	f.positive("wait", func() float64 { return float64(*wait) })
 	if err := f.parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintln(os.Stderr, "hubbub chat:", err)
-		return 2
+		return usageError("chat", err)
+	}
+	if err := checkWSURL(*url); err != nil {
+		return usageError("chat", err)
 	}
 	enc := wire.Proto
 	if *useJSON {
 		enc = wire.JSON
 	}
+	if *forever {
+		*wait = 0
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := runChat(ctx, client.Config{URL: *url, Name: *name, Encoding: enc, OnState: reportState}, *room, os.Stdin, os.Stdout); err != nil {
+	cfg := client.Config{URL: *url, Name: *name, Encoding: enc, OnState: reportState}
+	if err := runChat(ctx, cfg, *room, *wait, os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "hubbub chat:", err)
 		return 1
 	}
@@ -59,17 +69,45 @@ func reportState(sc client.StateChange) {
 	}
 }
 
-func runChat(ctx context.Context, cfg client.Config, room string, in io.Reader, out io.Writer) error {
+// checkWSURL refuses a URL that is not ws:// or wss:// with a host.
+func checkWSURL(raw string) error {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("--url: %w", err)
+	}
+	if (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return fmt.Errorf("--url %q: want ws://host:port/ws or wss://host/ws", raw)
+	}
+	return nil
+}
+
+// bounded is ctx limited to wait, or ctx itself when wait is 0 (retry forever).
+func bounded(ctx context.Context, wait time.Duration) (context.Context, context.CancelFunc) {
+	if wait <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, wait)
+}
+
+// giveUp explains a connection that could not be made within wait.
+func giveUp(err error, url string, wait time.Duration) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("could not reach %s within %v; giving up (--wait sets the bound, --retry-forever keeps trying)", url, wait)
+	}
+	return err
+}
+
+func runChat(ctx context.Context, cfg client.Config, room string, wait time.Duration, in io.Reader, out io.Writer) error {
 	c := client.New(cfg)
 	defer c.Close()
-	connectCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	connectCtx, cancel := bounded(ctx, wait)
 	defer cancel()
 	if err := c.Connect(connectCtx); err != nil {
-		return err
+		return giveUp(err, cfg.URL, wait)
 	}
 	sub, err := c.Join(connectCtx, room)
 	if err != nil {
-		return err
+		return giveUp(err, cfg.URL, wait)
 	}
 	var printer sync.WaitGroup
 	printer.Add(1)
@@ -104,8 +142,11 @@ loop:
 			if line == "" {
 				continue
 			}
-			if _, err := c.PublishText(ctx, room, line); err != nil {
-				runErr = err
+			pubCtx, cancel := bounded(ctx, wait)
+			_, err := c.PublishText(pubCtx, room, line)
+			cancel()
+			if err != nil {
+				runErr = giveUp(err, cfg.URL, wait)
 				break loop
 			}
 		case <-ctx.Done():

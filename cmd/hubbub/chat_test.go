@@ -39,8 +39,8 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.node.Room.HistorySize != 7 || cfg.listen != "127.0.0.1:1234" {
-		t.Fatalf("history %d listen %s", cfg.node.Room.HistorySize, cfg.listen)
+	if cfg.server.Node.Room.HistorySize != 7 || cfg.listen != "127.0.0.1:1234" {
+		t.Fatalf("history %d listen %s", cfg.server.Node.Room.HistorySize, cfg.listen)
 	}
 	t.Setenv("HUBBUB_HISTORY_SIZE", "many")
 	if _, err := parseServe(nil); err == nil {

@@ -10,9 +10,6 @@ import (
 	"os"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	os.Exit(run(os.Args[1:]))
 }
@@ -30,7 +27,7 @@ func run(args []string) int {
 	case "bench":
 		return bench(args[1:])
 	case "version", "--version", "-version":
-		fmt.Println("hubbub", version)
+		fmt.Println("hubbub", versionString())
 		return 0
 	case "help", "-h", "--help":
 		usage()

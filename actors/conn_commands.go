@@ -1,0 +1,188 @@
+package actors
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hubbub-chat/hubbub/auth"
+	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+)
+
+// maxIDBytes bounds a publish's message_id and key: both are remembered by the room.
+const maxIDBytes = 128
+
+// connected handles every command after connect. Commands take effect in the
+// order the client sent them: each is checked here in arrival order, and
+// every request to a room leaves in that order too (see ask), so a room sees
+// one connection's commands in the order sent, on this node or another.
+func (c *conn) connected(ctx actor.Context, f *hubbubv1.ClientFrame) {
+	f.Trace = c.beginCommand(f, roomOf(f))
+	switch cmd := f.GetCommand().(type) {
+	case *hubbubv1.ClientFrame_Join:
+		c.onJoin(ctx, f, cmd.Join)
+	case *hubbubv1.ClientFrame_Leave:
+		c.onLeave(ctx, f, cmd.Leave)
+	case *hubbubv1.ClientFrame_Publish:
+		c.onPublish(ctx, f, cmd.Publish)
+	case *hubbubv1.ClientFrame_History:
+		if c.checkRoom(f.GetId(), cmd.History.GetRoom()) && c.permit(f.GetId(), auth.Read, cmd.History.GetRoom()) {
+			c.onRoomQuery(ctx, f, cmd.History.GetRoom(), &nodev1.RoomHistory{Request: cmd.History, RequestId: f.GetId(), Trace: f.GetTrace()})
+		}
+	case *hubbubv1.ClientFrame_Presence:
+		if c.checkRoom(f.GetId(), cmd.Presence.GetRoom()) && c.permit(f.GetId(), auth.Read, cmd.Presence.GetRoom()) {
+			c.onRoomQuery(ctx, f, cmd.Presence.GetRoom(), &nodev1.RoomPresence{Room: cmd.Presence.GetRoom(), RequestId: f.GetId(), Trace: f.GetTrace()})
+		}
+	case *hubbubv1.ClientFrame_Refresh:
+		c.onRefresh(ctx, f, cmd.Refresh)
+	case *hubbubv1.ClientFrame_Typing:
+		c.onTyping(ctx, f, cmd.Typing)
+	case *hubbubv1.ClientFrame_Ping:
+		c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Ping{Ping: &hubbubv1.PingReply{ServerTimeUnixMs: time.Now().UnixMilli()}}})
+	case *hubbubv1.ClientFrame_Connect:
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_ALREADY_CONNECTED, false, "already connected")
+	default:
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNKNOWN_COMMAND, false, "unknown command")
+	}
+}
+
+func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.JoinRequest) {
+	name := req.GetRoom()
+	if !c.checkRoom(f.GetId(), name) || !c.permit(f.GetId(), auth.Join, name) {
+		return
+	}
+	since := req.GetSince()
+	if since.GetOffset() > 0 && since.GetEpoch() == "" {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "join.since.epoch: required with an offset")
+		return
+	}
+	if since != nil && !c.identity.Can(auth.Read, name) {
+		// Recovery hands out history, which is what read allows: without it
+		// the join goes ahead with recovered false and no messages.
+		since = nil
+	}
+	if _, ok := c.rooms[name]; ok {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_ALREADY_JOINED, false, "already joined %q", name)
+		return
+	}
+	if len(c.rooms) >= c.cfg.MaxRooms {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED, false, "at most %d rooms per connection", c.cfg.MaxRooms)
+		return
+	}
+	jr := &joinedRoom{}
+	c.rooms[name] = jr
+	msg := &nodev1.RoomJoin{Room: name, Member: c.member, Since: since, RequestId: f.GetId(), Trace: f.GetTrace()}
+	c.ask(ctx, name, msg, f.GetId(), func(pid *actor.PID, rr *nodev1.RoomReply, err error) {
+		if c.rooms[name] != jr {
+			return // left meanwhile
+		}
+		switch {
+		case err != nil:
+			delete(c.rooms, name)
+			// The room may still process the join late; undo it.
+			ctx.Send(pid, wrap(&nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true}))
+		case rr.GetFrame().GetError() != nil:
+			delete(c.rooms, name)
+			c.forward(f.GetId(), rr.GetFrame())
+		default:
+			jr.joined, jr.pid = true, pid // the join reply itself reaches the client through the relay
+			ctx.Watch(pid)   // a room that dies under its members sends Terminated
+			c.endCommand(f.GetId(), nil)
+		}
+	})
+}
+
+func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.LeaveRequest) {
+	name := req.GetRoom()
+	if !c.checkRoom(f.GetId(), name) {
+		return
+	}
+	jr, ok := c.rooms[name]
+	if !ok {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, false, "not joined to %q", name)
+		return
+	}
+	if jr.joined && jr.pid != nil {
+		ctx.Unwatch(jr.pid)
+	}
+	delete(c.rooms, name)
+	msg := &nodev1.RoomLeave{Room: name, Member: c.member, RequestId: f.GetId(), Trace: f.GetTrace()}
+	c.ask(ctx, name, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
+		if err == nil && rr.GetFrame().GetError() != nil {
+			c.forward(f.GetId(), rr.GetFrame())
+		}
+		c.endCommand(f.GetId(), nil) // the leave reply itself went through the relay
+	})
+}
+
+func (c *conn) onPublish(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.PublishRequest) {
+	if !c.checkRoom(f.GetId(), req.GetRoom()) || !c.permit(f.GetId(), auth.Publish, req.GetRoom()) {
+		return
+	}
+	if req.GetBody().GetKind() == nil {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "publish.body: required (text, data or binary)")
+		return
+	}
+	for _, fld := range [...]struct{ name, v string }{{"publish.message_id", req.GetMessageId()}, {"publish.key", req.GetKey()}} {
+		if len(fld.v) > maxIDBytes {
+			c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "%s: %d bytes, at most %d", fld.name, len(fld.v), maxIDBytes)
+			return
+		}
+	}
+	if size := BodyBytes(req.GetBody()); size > c.cfg.MaxMessageBytes {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE, false, "body is %d bytes, limit %d", size, c.cfg.MaxMessageBytes)
+		return
+	}
+	msg := &nodev1.RoomPublish{Room: req.GetRoom(), Member: c.member, Body: req.GetBody(), MessageId: req.GetMessageId(),
+		Key: req.GetKey(), RequestId: f.GetId(), Trace: f.GetTrace()}
+	c.ask(ctx, req.GetRoom(), msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
+		if err == nil {
+			c.forward(f.GetId(), rr.GetFrame())
+		}
+	})
+}
+
+// BodyBytes is the size of what the publisher sent, as MaxMessageBytes
+// counts it: the UTF-8 bytes of a text, the bytes of a binary body, and the
+// compact JSON of a data body. It is the same in both encodings.
+func BodyBytes(b *hubbubv1.Body) int {
+	switch k := b.GetKind().(type) {
+	case *hubbubv1.Body_Text:
+		return len(k.Text)
+	case *hubbubv1.Body_Binary:
+		return len(k.Binary)
+	case *hubbubv1.Body_Data:
+		j, err := json.Marshal(k.Data.AsInterface())
+		if err != nil {
+			return proto.Size(b)
+		}
+		return len(j)
+	}
+	return 0
+}
+
+// onRoomQuery asks a room and forwards its reply; callers have checked the room name.
+func (c *conn) onRoomQuery(ctx actor.Context, f *hubbubv1.ClientFrame, room string, msg proto.Message) {
+	c.ask(ctx, room, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
+		if err == nil {
+			c.forward(f.GetId(), rr.GetFrame())
+		}
+	})
+}
+
+// onTyping sends a typing indicator of a joined room, or of one whose join is
+// still on its way: the room receives the join first and checks membership.
+func (c *conn) onTyping(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.TypingRequest) {
+	if !c.checkRoom(f.GetId(), req.GetRoom()) {
+		return
+	}
+	if _, ok := c.rooms[req.GetRoom()]; !ok {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, false, "not joined to %q", req.GetRoom())
+		return
+	}
+	c.onRoomQuery(ctx, f, req.GetRoom(), &nodev1.RoomTyping{Room: req.GetRoom(), Member: c.member, Typing: req.GetTyping(),
+		RequestId: f.GetId(), Trace: f.GetTrace()})
+}

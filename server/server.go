@@ -1,0 +1,120 @@
+// Package server builds a whole Hubbub node from one configuration: the actor
+// node (rooms, connections, relay, cluster membership), the WebSocket
+// transport, health and metrics endpoints. `hubbub serve` and the end-to-end
+// tests wire a node through New alone, so both run the same code.
+//
+// # Concurrency
+//
+// New and Shutdown are called by the node's owner; Serve blocks on its
+// caller's goroutine until Shutdown. Handle must be called before Serve. All
+// other goroutines (the transport's pumps and pinger, the actors) are owned by
+// the transport and the actor node and end in Shutdown.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+
+	"github.com/hubbub-chat/hubbub/actors"
+	"github.com/hubbub-chat/hubbub/auth"
+	"github.com/hubbub-chat/hubbub/telemetry"
+	"github.com/hubbub-chat/hubbub/transport"
+)
+
+// Config is every setting of one node. The zero value is a single node with
+// every default, history in memory, metrics and profiles off.
+type Config struct {
+	// Node configures the actors. Its PingInterval and MaxFrameBytes are
+	// taken from Transport: set them there.
+	Node actors.Config
+	// Transport configures the HTTP and WebSocket side.
+	Transport transport.Config
+	// Metrics serves Prometheus metrics at /metrics.
+	Metrics bool
+	// Pprof serves Go profiles at /debug/pprof/.
+	Pprof bool
+}
+
+// Options are a node's collaborators; the zero value logs nothing, runs in
+// development mode (no tokens) and traces nothing.
+type Options struct {
+	Logger  *slog.Logger
+	Auth    *auth.Authenticator
+	Tracing *telemetry.Tracing
+	// Inject is for fault-injection tests only (see actors.Options.Inject).
+	Inject func(kind string, msg any)
+}
+
+// Server is one running node.
+type Server struct {
+	node      *actors.Node
+	transport *transport.Server
+	metrics   *telemetry.Metrics
+	counters  *telemetry.Counters
+}
+
+// New builds a node and its transport. Nothing listens until Serve.
+func New(cfg Config, opts Options) (*Server, error) {
+	cfg.Transport = cfg.Transport.WithDefaults()
+	// One place for settings both sides need: the transport enforces them,
+	// the connect reply reports them.
+	cfg.Node.PingInterval = cfg.Transport.PingInterval
+	cfg.Node.MaxFrameBytes = cfg.Transport.MaxFrameBytes
+	counters := &telemetry.Counters{}
+	node, err := actors.StartNode(cfg.Node, actors.Options{Logger: opts.Logger, Auth: opts.Auth, Tracing: opts.Tracing,
+		Counters: counters, Inject: opts.Inject})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{node: node, counters: counters, transport: transport.NewServer(node, cfg.Transport, opts.Logger)}
+	if cfg.Metrics {
+		m, err := telemetry.NewMetrics(counters)
+		if err == nil {
+			err = s.transport.RegisterMetrics(m.Meter())
+		}
+		if err != nil {
+			_ = node.Shutdown(context.Background())
+			return nil, err
+		}
+		s.metrics = m
+		s.transport.Handle("/metrics", m.Handler())
+	}
+	if cfg.Pprof {
+		s.transport.Handle("/debug/pprof/", http.HandlerFunc(pprof.Index))
+		s.transport.Handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+		s.transport.Handle("/debug/pprof/heap", pprof.Handler("heap"))
+		s.transport.Handle("/debug/pprof/goroutine", pprof.Handler("goroutine"))
+	}
+	return s, nil
+}
+
+// Handle adds an HTTP handler (the chat page, for one); call it before Serve.
+func (s *Server) Handle(pattern string, h http.Handler) { s.transport.Handle(pattern, h) }
+
+// Serve serves on l until Shutdown; it then returns nil.
+func (s *Server) Serve(l net.Listener) error { return s.transport.Serve(l) }
+
+// ServeTLS is Serve with TLS.
+func (s *Server) ServeTLS(l net.Listener, certFile, keyFile string) error {
+	return s.transport.ServeTLS(l, certFile, keyFile)
+}
+
+// Node returns the node's actors.
+func (s *Server) Node() *actors.Node { return s.node }
+
+// Counters returns the node's counters.
+func (s *Server) Counters() *telemetry.Counters { return s.counters }
+
+// Shutdown closes every connection with 1001, stops the rooms and the actor
+// system, and flushes metrics. It is safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.transport.Shutdown(ctx)
+	if s.metrics != nil {
+		err = errors.Join(err, s.metrics.Shutdown(ctx))
+	}
+	return err
+}
