@@ -33,14 +33,14 @@ type conn struct {
 	// handle is the current command handler: awaitingConnect, then
 	// connected. While held is set (a connect waits for the user's slot),
 	// frames wait in stash and run in order afterwards.
-	handle  func(actor.Context, *hubbubv1.ClientFrame)
-	held    bool
-	stash   []*hubbubv1.ClientFrame
-	routes  map[string]*route      // where requests to each room go, in order
-	seq     uint64                 // commands sent to rooms so far
-	member  *nodev1.Member         // set by connect
-	rooms   map[string]*joinedRoom // joined or joining
-	gone    bool                   // the transport closed the socket
+	handle func(actor.Context, *hubbubv1.ClientFrame)
+	held   bool
+	stash  []*hubbubv1.ClientFrame
+	routes map[string]*route      // where requests to each room go, in order
+	seq    uint64                 // commands sent to rooms so far
+	member *nodev1.Member         // set by connect
+	rooms  map[string]*joinedRoom // joined or joining
+	gone   bool                   // the transport closed the socket
 }
 
 type joinedRoom struct {

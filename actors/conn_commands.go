@@ -89,7 +89,7 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 			c.forward(f.GetId(), rr.GetFrame())
 		default:
 			jr.joined, jr.pid = true, pid // the join reply itself reaches the client through the relay
-			ctx.Watch(pid)   // a room that dies under its members sends Terminated
+			ctx.Watch(pid)                // a room that dies under its members sends Terminated
 			c.endCommand(f.GetId(), nil)
 		}
 	})

@@ -15,9 +15,9 @@ import (
 
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/auth"
+	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/store"
 	"github.com/hubbub-chat/hubbub/telemetry"
-	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/web"
 )
 
