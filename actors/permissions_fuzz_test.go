@@ -48,7 +48,7 @@ func FuzzPermissions(f *testing.F) {
 		connects[i] = &hubbubv1.ConnectRequest{Token: tok, Name: "anon"}
 	}
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		for i, run := range runCommands(t, node, connects, ops) {
+		for i, run := range runCommands(t, node, connects, ops, fuzzNums{}) {
 			for _, fr := range run.frames {
 				if j := fr.GetJoin(); j != nil && !idents[i].Can(auth.Join, j.GetRoom()) {
 					t.Fatalf("client %d joined %q without permission", i, j.GetRoom())
