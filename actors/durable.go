@@ -175,8 +175,8 @@ func (r *room) onAppendDone(ctx actor.Context, b *appendBatch) {
 	r.counters.Hist.Load().RecordStoreAppend(b.took)
 	for _, p := range b.entries {
 		r.commit(ctx, p)
+		r.runReads() // a read waiting for exactly this offset sees the room as it was then
 	}
-	r.runReads()
 	r.flush(ctx)
 }
 

@@ -321,3 +321,47 @@ func (c *client) nextHistoryTop(t *testing.T, room string) *hubbubv1.StreamPosit
 	r := c.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_History{History: &hubbubv1.HistoryRequest{Room: room, Limit: 1, Reverse: true}}})
 	return r.GetHistory().GetPosition()
 }
+
+// A room that panics in a cluster (where its parent is protoactor's
+// placement actor, not Hubbub's supervisor) answers the failing request with
+// INTERNAL at once and stops; its members on every node are closed with 4004
+// and, on rejoining, learn explicitly whether their messages survived
+// (history in memory: recovered false, a new epoch), instead of meeting a
+// room silently restarted empty under the same PID.
+func TestClusterRoomPanicClosesMembersWith4004(t *testing.T) {
+	t.Setenv("HUBBUB_TEST_FAULT_TEXT", "boom") // read by the test build of the binary only
+	nodes := startCluster(t, 3)
+	var members []*client
+	for i, p := range nodes {
+		c := connect(t, p.URL, wire.Proto, fmt.Sprint("m", i))
+		c.join("fragile", nil)
+		members = append(members, c)
+	}
+	one := members[0].publish("fragile", "one")
+	for _, c := range members {
+		if m := c.nextMessage(); m.GetOffset() != 1 {
+			t.Fatalf("first message %v", m)
+		}
+	}
+	start := time.Now()
+	r := members[1].request(publishFrame("fragile", "boom", ""))
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_INTERNAL || r.GetError().GetTemporary() {
+		t.Fatalf("faulting publish: %v", r)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the failing request waited %v", took)
+	}
+	for i, c := range members {
+		if code := closeCode(c.waitClosed()); code != wire.CloseRoomMoved {
+			t.Fatalf("member %d closed with %d, want 4004", i, code)
+		}
+	}
+	back := connect(t, nodes[2].URL, wire.JSON, "back")
+	j := back.join("fragile", &hubbubv1.StreamPosition{Offset: 1, Epoch: one.GetEpoch()})
+	if j.GetRecovered() || j.GetPosition().GetEpoch() == one.GetEpoch() {
+		t.Fatalf("rejoin after the room failed: %v (was %v)", j, one)
+	}
+	if got := back.publish("fragile", "two"); got.GetOffset() != 1 {
+		t.Fatalf("publish after the failure: %v", got)
+	}
+}

@@ -11,7 +11,8 @@ import (
 func TestHandlerServesThePage(t *testing.T) {
 	srv := httptest.NewServer(Handler())
 	defer srv.Close()
-	for path, want := range map[string]string{"/": "<title>Hubbub chat</title>", "/app.js": "hubbub.v1.json", "/style.css": "[hidden]"} {
+	for path, want := range map[string]string{"/": "<title>Hubbub chat</title>", "/app.js": "hubbub.v1.json", "/style.css": "[hidden]",
+		"/close-codes.js": `{"code":4004,"reason":"a joined room moved; rejoin","reconnect":true}`} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {
 			t.Fatal(err)

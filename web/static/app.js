@@ -71,9 +71,12 @@ function connect() {
   ws.onclose = (ev) => {
     for (const p of state.pending.values()) p.reject(new Error("disconnected"));
     state.pending.clear();
-    const reconnect = advice ? advice.reconnect : ev.code !== 1000;
+    // Without a disconnect push (the socket broke first), the server's close
+    // code table says what the code means; unknown codes are worth a retry.
+    const known = (window.HUBBUB_CLOSE_CODES || []).find((c) => c.code === ev.code);
+    const reconnect = advice ? advice.reconnect : known ? known.reconnect : ev.code !== 1000;
     if (state.stopped || !reconnect) {
-      setStatus("idle", `disconnected (${advice ? advice.reason : ev.code})`);
+      setStatus("idle", `disconnected (${advice ? advice.reason : known ? known.reason : ev.code})`);
       return;
     }
     state.attempt++;
