@@ -107,7 +107,9 @@ func burst(c *client, room string) func(t *testing.T) {
 		return func(r *hubbubv1.ServerFrame) bool { return r.GetPublish().GetOffset() == want }
 	}
 	history := func(n int) func(*hubbubv1.ServerFrame) bool {
-		return func(r *hubbubv1.ServerFrame) bool { return r.GetHistory() != nil && len(r.GetHistory().GetMessages()) == n }
+		return func(r *hubbubv1.ServerFrame) bool {
+			return r.GetHistory() != nil && len(r.GetHistory().GetMessages()) == n
+		}
 	}
 	typing := func(on bool) *hubbubv1.ClientFrame {
 		return &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Typing{Typing: &hubbubv1.TypingRequest{Room: room, Typing: on}}}
@@ -275,8 +277,12 @@ func TestMessageSizeLimitIsExact(t *testing.T) {
 	const limit = 32 << 10
 	s := startServer(t, actors.Config{Conn: actors.ConnConfig{MaxMessageBytes: limit}}, transport.Config{})
 	bodies := map[string]func(n int) *hubbubv1.Body{
-		"text":   func(n int) *hubbubv1.Body { return &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: strings.Repeat("é", n/2) + strings.Repeat("x", n%2)}} },
-		"binary": func(n int) *hubbubv1.Body { return &hubbubv1.Body{Kind: &hubbubv1.Body_Binary{Binary: make([]byte, n)}} },
+		"text": func(n int) *hubbubv1.Body {
+			return &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: strings.Repeat("é", n/2) + strings.Repeat("x", n%2)}}
+		},
+		"binary": func(n int) *hubbubv1.Body {
+			return &hubbubv1.Body{Kind: &hubbubv1.Body_Binary{Binary: make([]byte, n)}}
+		},
 		"data": func(n int) *hubbubv1.Body { // "xxx…": the quotes count
 			return &hubbubv1.Body{Kind: &hubbubv1.Body_Data{Data: structpb.NewStringValue(strings.Repeat("x", n-2))}}
 		},
