@@ -43,7 +43,7 @@ func spansOf(exp *tracetest.InMemoryExporter, traceID trace.TraceID) map[string]
 func attr(s tracetest.SpanStub, key string) string {
 	for _, a := range s.Attributes {
 		if string(a.Key) == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""

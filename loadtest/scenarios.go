@@ -45,7 +45,6 @@ type traffic struct {
 	pubs        []*publisher
 	perPublish  int64 // deliveries expected per accepted publish (members of its room)
 	wg          sync.WaitGroup
-	subsClosers []*lconn
 }
 
 func (t *traffic) start() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Hubbub's whole check and test suite; CI runs it too (.ci/run). It
-# installs what is missing: buf (Go module proxy), Debian's chromium,
+# installs what is missing: buf and staticcheck (Go module proxy), Debian's chromium,
 # etcd-server and redis-server (apt-get, as root or through sudo), playwright-core (npm ci in
 # web/test) and Jaeger (built from tools/jaeger into ~/.cache/hubbub-tools).
 #
@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUF_VERSION=v1.75.0
+STATICCHECK_VERSION=v0.8.2
 export PATH="$(go env GOPATH)/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -17,6 +18,9 @@ step() { printf '\n== %s\n' "$*"; }
 step "tools"
 if ! buf --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
 	go install "github.com/bufbuild/buf/cmd/buf@${BUF_VERSION}"
+fi
+if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+	go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
 fi
 # Debian packages: headless Chromium for the browser test, etcd for the
 # cluster test, Redis for the durable history tests (each test starts its own
@@ -48,8 +52,23 @@ fi
 step "go vet"
 go vet ./...
 
+step "staticcheck"
+staticcheck ./...
+
+step "go mod tidy"
+if ! go mod tidy -diff; then
+	echo "go.mod or go.sum is not tidy (run: go mod tidy)"; exit 1
+fi
+
 step "buf lint"
 buf lint
+
+step "buf breaking (against the previous commit)"
+if git rev-parse --verify -q HEAD~1 >/dev/null; then
+	buf breaking --against '.git#ref=HEAD~1'
+else
+	echo "skipped: this checkout has no previous commit to compare with"
+fi
 
 step "generated code is current"
 gen=$(mktemp -d)

@@ -124,18 +124,6 @@ func TestAppendHeaderLengths(t *testing.T) {
 	}
 }
 
-func startTestServer(t *testing.T, nc actors.Config, tc Config) (string, func()) {
-	node := actors.NewNode(nc, actors.Options{})
-	srv := NewServer(node, tc, nil)
-	hs := httptest.NewServer(srv.Handler())
-	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		hs.Close()
-	}
-}
-
 // Frames written by the pump decode in a real WebSocket client at every
 // header length boundary, in both encodings.
 func TestPumpFramesReadByGorilla(t *testing.T) {
