@@ -21,12 +21,18 @@
 // # Concurrency
 //
 // Each actor's Receive runs on one goroutine at a time, owned by protoactor's
-// dispatcher; actor state is touched only there. Receive never blocks: rooms
-// are asked with RequestFuture and the answer is handled by ReenterAfter; a
-// room placement that is not cached is looked up on a short-lived goroutine
-// whose result comes back to the connection actor as a message. Rooms' timers
-// (idle, typing) and the connection's token-expiry timer send messages to
-// their actor. Node's methods and ConnHandle's methods may be called from any
+// dispatcher; actor state is touched only there. Connection actors never
+// block: rooms are asked with RequestFuture and the answer is handled by
+// ReenterAfter, and a room placement that is not cached is looked up on a
+// short-lived goroutine whose result comes back to the connection actor as a
+// message (see conn_ask.go for how a connection's requests keep their order).
+// A room blocks its own mailbox, and nothing else, in two places: loading its
+// position and history from the store when it starts (bounded by
+// RoomConfig.StoreTimeout), and settling its pending appends when it stops;
+// its appends while running go to the store on a goroutine per batch and come
+// back as a message. Rooms' timers (idle, typing) and the connection's
+// connect and token-expiry timers send messages to their actor. Node's
+// methods (Probe among them) and ConnHandle's methods may be called from any
 // goroutine. A Sink's methods are called from actor goroutines and must not
 // block.
 package actors
