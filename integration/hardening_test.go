@@ -340,3 +340,19 @@ func TestReadinessProbesTheActors(t *testing.T) {
 		t.Fatalf("probe failures counted %d", n)
 	}
 }
+
+// One configuration, one place per setting: what the transport enforces is
+// what the connect reply tells the client.
+func TestConnectReplyReportsTheTransportSettings(t *testing.T) {
+	s := startServer(t, actors.Config{}, transport.Config{PingInterval: 7 * time.Second, MaxFrameBytes: 12345})
+	c := dial(t, s.URL, wire.Proto)
+	r := c.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "cfg"}}}).GetConnect()
+	if r.GetPingIntervalMs() != 7000 || r.GetMaxFrameBytes() != 12345 {
+		t.Fatalf("connect reply %v", r)
+	}
+	// A frame just over the limit the client was told is refused with 1009.
+	c.send(publishFrame("cfg", longString(12345), ""))
+	if code := closeCode(c.waitClosed()); code != wire.CloseTooBig {
+		t.Fatalf("close %d", code)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/auth"
@@ -55,6 +56,8 @@ type Server struct {
 	transport *transport.Server
 	metrics   *telemetry.Metrics
 	counters  *telemetry.Counters
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 // New builds a node and its transport. Nothing listens until Serve.
@@ -112,9 +115,11 @@ func (s *Server) Counters() *telemetry.Counters { return s.counters }
 // Shutdown closes every connection with 1001, stops the rooms and the actor
 // system, and flushes metrics. It is safe to call more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.transport.Shutdown(ctx)
-	if s.metrics != nil {
-		err = errors.Join(err, s.metrics.Shutdown(ctx))
-	}
-	return err
+	s.stopOnce.Do(func() {
+		s.stopErr = s.transport.Shutdown(ctx)
+		if s.metrics != nil {
+			s.stopErr = errors.Join(s.stopErr, s.metrics.Shutdown(ctx))
+		}
+	})
+	return s.stopErr
 }
