@@ -40,11 +40,11 @@ func Run(ctx context.Context, name string, o Options) ([]Result, error) {
 
 // traffic runs publishers against subscribers and collects the figures.
 type traffic struct {
-	o           Options
-	subs        []*subscriber
-	pubs        []*publisher
-	perPublish  int64 // deliveries expected per accepted publish (members of its room)
-	wg          sync.WaitGroup
+	o          Options
+	subs       []*subscriber
+	pubs       []*publisher
+	perPublish int64 // deliveries expected per accepted publish (members of its room)
+	wg         sync.WaitGroup
 }
 
 func (t *traffic) start() {
