@@ -33,7 +33,28 @@ type relay struct {
 type localConn struct {
 	id    string
 	sink  Sink
-	rooms map[string]struct{}
+	rooms map[string]*memberStream
+}
+
+// memberStream is where one member is in one room's stream: the epoch and
+// offset of the last message it was handed (or of its join reply).
+type memberStream struct {
+	epoch  string
+	offset uint64
+}
+
+// continues reports whether a message continues the member's stream, and
+// moves the stream forward when it does. Pushes that are not messages
+// (offset 0) always pass.
+func (s *memberStream) continues(msg *nodev1.RelayDeliver) bool {
+	if msg.GetOffset() == 0 || msg.GetEpoch() == "" {
+		return true
+	}
+	if msg.GetEpoch() != s.epoch || msg.GetOffset() != s.offset+1 {
+		return false
+	}
+	s.offset = msg.GetOffset()
+	return true
 }
 
 // registerConn and unregisterConn are local messages from connection actors.
@@ -64,7 +85,7 @@ func (r *relay) Receive(ctx actor.Context) {
 	case *nodev1.RelayUnsubscribe:
 		r.onUnsubscribe(msg)
 	case registerConn:
-		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink, rooms: map[string]struct{}{}}
+		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink, rooms: map[string]*memberStream{}}
 	case unregisterConn:
 		r.onUnregister(msg.id)
 	case relayProbe:
@@ -87,7 +108,24 @@ func (r *relay) onDeliver(msg *nodev1.RelayDeliver) {
 	r.count(msg, len(subs), delivered)
 }
 
+// errStreamGap is a message that does not continue a member's stream.
+var errStreamGap = errors.New("message does not continue the member's stream")
+
+// deliver hands a push to one member. This is the last line of defence of
+// the promise that a member never sees a silent gap: a message whose offset
+// is not the next one of the member's stream in its epoch (a stale room
+// activation, a push lost between nodes, anything) is never delivered;
+// the member is unsubscribed and closed with 4004, so it rejoins with its
+// last position and recovers exactly what it missed.
 func (r *relay) deliver(msg *nodev1.RelayDeliver, c *localConn) error {
+	if st := c.rooms[msg.GetRoom()]; st != nil && !st.continues(msg) {
+		r.counters.StreamGaps.Add(1)
+		r.log.Warn("relay: a message does not continue a member's stream; closing it to resync", "room", msg.GetRoom(),
+			"conn", c.id, "stream_epoch", st.epoch, "stream_offset", st.offset, "epoch", msg.GetEpoch(), "offset", msg.GetOffset())
+		r.drop(msg.GetRoom(), c.id, c)
+		c.sink.Close(wire.CloseRoomMoved, wire.CloseReason(wire.CloseRoomMoved))
+		return errStreamGap
+	}
 	frame := msg.GetProtoFrame()
 	if c.sink.Encoding() == wire.JSON {
 		frame = msg.GetJsonFrame()
@@ -151,7 +189,8 @@ func (r *relay) onSubscribe(msg *nodev1.RelaySubscribe) {
 		r.rooms[msg.GetRoom()] = subs
 	}
 	subs[msg.GetActorId()] = c
-	c.rooms[msg.GetRoom()] = struct{}{}
+	pos := msg.GetReply().GetPosition()
+	c.rooms[msg.GetRoom()] = &memberStream{epoch: pos.GetEpoch(), offset: pos.GetOffset()}
 	r.send(c, &hubbubv1.ServerFrame{Id: msg.GetRequestId(), Body: &hubbubv1.ServerFrame_Join{Join: msg.GetReply()}, TraceId: traceID(msg.GetTrace())})
 }
 

@@ -380,7 +380,7 @@ func (r *room) broadcastTraced(ctx actor.Context, f *hubbubv1.ServerFrame, offse
 		return
 	}
 	d := &nodev1.RelayDeliver{Room: r.name, Offset: offset, Trace: trace, AcceptedUnixNano: time.Now().UnixNano(), Kind: pushKind(f),
-		Policy: r.overflow, Key: f.GetMessage().GetKey()}
+		Policy: r.overflow, Key: f.GetMessage().GetKey(), Epoch: f.GetMessage().GetEpoch()}
 	var err error
 	if r.binary > 0 {
 		if d.ProtoFrame, err = proto.Marshal(f); err != nil {

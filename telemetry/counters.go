@@ -40,6 +40,7 @@ type Counters struct {
 	ConnectTimeouts   atomic.Int64 // connections closed for sending no connect in time
 	ProbeFailures     atomic.Int64 // readiness probes through the relay and a room that failed
 	RoomFailures      atomic.Int64 // rooms stopped by a panic; their members were closed with 4004
+	StreamGaps        atomic.Int64 // messages that did not continue a member's stream; the member was closed with 4004
 
 	// Commands counts client commands by type; Pushes counts pushes handed to
 	// connections by type. Index with CommandIndex and PushIndex.

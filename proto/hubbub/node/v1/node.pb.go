@@ -1096,7 +1096,11 @@ type RelayDeliver struct {
 	// The room's overflow policy, applied by each member's outbound queue.
 	Policy OverflowPolicy `protobuf:"varint,7,opt,name=policy,proto3,enum=hubbub.node.v1.OverflowPolicy" json:"policy,omitempty"`
 	// The message's conflation key.
-	Key           string            `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
+	Key string `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
+	// The room's epoch, with offset: each member's relay checks that a
+	// message continues that member's stream (empty for pushes that are not
+	// messages).
+	Epoch         string            `protobuf:"bytes,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1184,6 +1188,13 @@ func (x *RelayDeliver) GetPolicy() OverflowPolicy {
 func (x *RelayDeliver) GetKey() string {
 	if x != nil {
 		return x.Key
+	}
+	return ""
+}
+
+func (x *RelayDeliver) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
 	}
 	return ""
 }
@@ -1319,7 +1330,7 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xff\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x03\n" +
 	"\fRelayDeliver\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1f\n" +
 	"\vproto_frame\x18\x02 \x01(\fR\n" +
@@ -1330,7 +1341,8 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\x12accepted_unix_nano\x18\x05 \x01(\x03R\x10acceptedUnixNano\x12\x12\n" +
 	"\x04kind\x18\x06 \x01(\tR\x04kind\x126\n" +
 	"\x06policy\x18\a \x01(\x0e2\x1e.hubbub.node.v1.OverflowPolicyR\x06policy\x12\x10\n" +
-	"\x03key\x18\b \x01(\tR\x03key\x12=\n" +
+	"\x03key\x18\b \x01(\tR\x03key\x12\x14\n" +
+	"\x05epoch\x18\t \x01(\tR\x05epoch\x12=\n" +
 	"\x05trace\x18\x0f \x03(\v2'.hubbub.node.v1.RelayDeliver.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +

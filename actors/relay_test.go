@@ -1,0 +1,73 @@
+package actors
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// The member-stream check where pushes reach a connection: a message that
+// continues the member's stream is delivered; one that skips an offset,
+// repeats one or comes from another epoch is never delivered, and the member
+// is closed with 4004 to resync.
+func TestRelayTurnsStreamGapsIntoResync(t *testing.T) {
+	msg := func(epoch string, off uint64) *nodev1.RelayDeliver {
+		f := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: &hubbubv1.Message{Room: "r", Offset: off, Epoch: epoch}}}
+		b, _ := proto.Marshal(f)
+		return &nodev1.RelayDeliver{Room: "r", Offset: off, Epoch: epoch, ProtoFrame: b, Kind: "message"}
+	}
+	presence := func() *nodev1.RelayDeliver {
+		b, _ := proto.Marshal(&hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_PresenceEvent{PresenceEvent: &hubbubv1.PresenceEvent{Room: "r"}}})
+		return &nodev1.RelayDeliver{Room: "r", ProtoFrame: b, Kind: "presence"}
+	}
+	for _, tc := range []struct {
+		name string
+		bad  *nodev1.RelayDeliver
+	}{
+		{"skipped offset", msg("E", 9)},
+		{"repeated offset", msg("E", 6)},
+		{"other epoch", msg("F", 7)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			node := NewNode(Config{}, Options{})
+			defer func() { _ = node.Shutdown(context.Background()) }()
+			sink := &recordingSink{enc: wire.Proto}
+			h, err := node.OpenConn(sink, ConnInfo{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close(time.Second)
+			root := node.system.Root
+			root.Send(node.relay, wrap(&nodev1.RelaySubscribe{Room: "r", ActorId: h.pid.Id, RequestId: 1,
+				Reply: &hubbubv1.JoinReply{Room: "r", Position: &hubbubv1.StreamPosition{Offset: 5, Epoch: "E"}}}))
+			for _, d := range []*nodev1.RelayDeliver{msg("E", 6), presence(), msg("E", 7), tc.bad, msg("E", 8)} {
+				root.Send(node.relay, wrap(d))
+			}
+			if _, err := root.RequestFuture(node.relay, relayProbe{}, time.Second).Result(); err != nil {
+				t.Fatal(err)
+			}
+			frames, _ := sink.snapshot()
+			var offsets []uint64
+			for _, f := range frames {
+				if m := f.GetMessage(); m != nil {
+					offsets = append(offsets, m.GetOffset())
+				}
+			}
+			sink.mu.Lock()
+			closed := sink.closed
+			sink.mu.Unlock()
+			if len(offsets) != 2 || offsets[0] != 6 || offsets[1] != 7 || closed != wire.CloseRoomMoved {
+				t.Fatalf("delivered %v, closed %d", offsets, closed)
+			}
+			if n := node.counters.StreamGaps.Load(); n != 1 {
+				t.Fatalf("gaps counted %d", n)
+			}
+		})
+	}
+}
