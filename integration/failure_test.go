@@ -238,3 +238,64 @@ func TestGracefulShutdownSends1001(t *testing.T) {
 		t.Fatal("dial after shutdown succeeded")
 	}
 }
+
+// A slow consumer that reads again soon after its queue overflowed gets the
+// Disconnect push and the 4000 close frame, not a bare TCP drop, so it knows
+// to reconnect and recover from history rather than report an outage.
+func TestSlowConsumerThatResumesSees4000(t *testing.T) {
+	s := startServer(t, actors.Config{}, transport.Config{MaxQueuedBytes: 64 << 10, SlowConsumerGrace: 5 * time.Second})
+	for _, enc := range encodings {
+		t.Run(enc.String(), func(t *testing.T) {
+			room := "paused-" + enc.String()
+			ws, _, err := smallBufferDialer().Dial(s.URL, map[string][]string{"Sec-WebSocket-Protocol": {enc.String()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.Close()
+			mt := websocket.BinaryMessage
+			if enc == wire.JSON {
+				mt = websocket.TextMessage
+			}
+			for i, f := range []*hubbubv1.ClientFrame{
+				{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "paused"}}},
+				{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: room}}},
+			} {
+				f.Id = uint64(i + 1)
+				b, _ := wire.Marshal(f, enc)
+				if err := ws.WriteMessage(mt, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pub := connect(t, s.URL, wire.Proto, "pub")
+			pub.join(room, nil) // its join reply comes after the paused member's join took effect
+			before := s.node.Counters().SlowConsumers.Load()
+			payload := longString(4 << 10)
+			for i := 0; s.node.Counters().SlowConsumers.Load() == before; i++ {
+				if i == 5000 {
+					t.Fatal("the paused member never overflowed")
+				}
+				pub.send(publishFrame(room, payload, ""))
+			}
+			// Resume reading: everything up to the close decodes, and the
+			// close says slow consumer.
+			var disc *hubbubv1.Disconnect
+			_ = ws.SetReadDeadline(time.Now().Add(waitFor))
+			for {
+				_, data, err := ws.ReadMessage()
+				if err != nil {
+					if code := closeCode(err); code != wire.CloseSlowConsumer || disc.GetCode() != wire.CloseSlowConsumer || !disc.GetReconnect() {
+						t.Fatalf("close %v, disconnect %v", err, disc)
+					}
+					break
+				}
+				f, err := wire.DecodeServerFrame(data, enc)
+				if err != nil {
+					t.Fatalf("frame after the overflow does not decode: %v", err)
+				}
+				if d := f.GetDisconnect(); d != nil {
+					disc = d
+				}
+			}
+		})
+	}
+}

@@ -17,6 +17,10 @@ type Config struct {
 	PongTimeout time.Duration
 	// WriteTimeout bounds every write to a socket. Default 10s.
 	WriteTimeout time.Duration
+	// SlowConsumerGrace is how long a connection closed as a slow consumer
+	// has to take the write in progress, the Disconnect push and the 4000
+	// close frame before it is dropped without them. Default 1s.
+	SlowConsumerGrace time.Duration
 	// CloseTimeout is how long the server waits for the peer's close reply. Default 2s.
 	CloseTimeout time.Duration
 	// ReadBufferBytes is the size of each connection's socket read buffer. Default 1024.
@@ -61,6 +65,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.SlowConsumerGrace <= 0 {
+		c.SlowConsumerGrace = time.Second
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = 2 * time.Second

@@ -85,8 +85,11 @@ func (c *wsConn) enqueue(it item) error {
 	if errors.Is(err, ErrSlowConsumer) {
 		c.counters.SlowConsumers.Add(1)
 		c.requestClose(wire.CloseSlowConsumer, wire.CloseReason(wire.CloseSlowConsumer), false)
-		// Unblock a pump stuck writing to a peer that does not read.
-		_ = c.nc.SetWriteDeadline(time.Now())
+		// A pump stuck writing to a peer that does not read gets a short
+		// grace: a peer that reads again within it gets the Disconnect push
+		// and the 4000 close frame; one that does not is dropped (TCP close),
+		// as a write cut off mid-frame leaves nothing else to send.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.SlowConsumerGrace))
 		return err
 	}
 	if wake {
@@ -293,11 +296,15 @@ func (c *wsConn) finishClose() {
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(req.code, ""), time.Now().Add(c.cfg.WriteTimeout))
 		return
 	}
+	writeTimeout := c.cfg.WriteTimeout
+	if req.code == wire.CloseSlowConsumer {
+		writeTimeout = c.cfg.SlowConsumerGrace // the queue is discarded: only the close is left to write
+	}
 	disc := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Disconnect{Disconnect: &hubbubv1.Disconnect{
 		Code: uint32(req.code), Reason: req.reason, Reconnect: wire.Reconnect(req.code),
 	}}}
 	if b, err := wire.Marshal(disc, c.enc); err == nil {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if _, err := writeFrames(c.nc, c.opcode, [][]byte{b}); err != nil {
 			c.abort()
 			return
@@ -307,7 +314,7 @@ func (c *wsConn) finishClose() {
 	if len(reason) > 120 {
 		reason = reason[:120]
 	}
-	deadline := time.Now().Add(c.cfg.WriteTimeout)
+	deadline := time.Now().Add(writeTimeout)
 	if c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(req.code, reason), deadline) != nil {
 		c.abort()
 		return
