@@ -267,14 +267,24 @@ func TestSlowConsumerThatResumesSees4000(t *testing.T) {
 				}
 			}
 			pub := connect(t, s.URL, wire.Proto, "pub")
-			pub.join(room, nil) // its join reply comes after the paused member's join took effect
+			eventually(t, "the paused member to join", func() bool {
+				r := pub.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: room}}})
+				return len(r.GetPresence().GetMembers()) == 1
+			})
 			before := s.node.Counters().SlowConsumers.Load()
 			payload := longString(4 << 10)
+			// Paced publishes: the write pump keeps up until the socket's
+			// buffers are full and a write blocks; only then does the queue
+			// overflow, with that write stuck, the case that used to end in a
+			// bare TCP drop.
+			pace := time.NewTicker(time.Millisecond)
+			defer pace.Stop()
 			for i := 0; s.node.Counters().SlowConsumers.Load() == before; i++ {
-				if i == 5000 {
+				if i == 20000 {
 					t.Fatal("the paused member never overflowed")
 				}
-				pub.send(publishFrame(room, payload, ""))
+				<-pace.C
+				pub.request(publishFrame(room, payload, ""))
 			}
 			// Resume reading: everything up to the close decodes, and the
 			// close says slow consumer.

@@ -62,6 +62,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.group("Connections")
 	f.integer(&tc.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close with 1009")
 	f.integer(&tc.MaxQueuedBytes, "max-queued-bytes", 1<<20, "outbound queue bound per connection; beyond it a client is closed as a slow consumer (4000)")
+	f.duration(&tc.SlowConsumerGrace, "slow-consumer-grace", time.Second, "how long a client closed as a slow consumer has to take the Disconnect push and close 4000 before it is dropped without them")
 	f.duration(&tc.PingInterval, "ping-interval", 25*time.Second, "interval of server pings")
 	f.duration(&tc.PongTimeout, "pong-timeout", 10*time.Second, "silence past a ping interval after which a peer is dead")
 	f.duration(&tc.WriteTimeout, "write-timeout", 10*time.Second, "bound on every socket write")
@@ -145,7 +146,7 @@ func checkServeFlags(f *envFlags, c *serveConfig) {
 		"max-frame-bytes": i(&tc.MaxFrameBytes), "max-queued-bytes": i(&tc.MaxQueuedBytes),
 		"max-message-bytes": i(&nc.Conn.MaxMessageBytes), "max-room-name-bytes": i(&nc.Conn.MaxRoomNameBytes),
 		"max-rooms-per-conn": i(&nc.Conn.MaxRooms), "ping-interval": d(&tc.PingInterval), "pong-timeout": d(&tc.PongTimeout),
-		"write-timeout": d(&tc.WriteTimeout), "connect-timeout": d(&nc.Conn.ConnectTimeout), "request-timeout": d(&nc.Conn.RequestTimeout),
+		"write-timeout": d(&tc.WriteTimeout), "slow-consumer-grace": d(&tc.SlowConsumerGrace), "connect-timeout": d(&nc.Conn.ConnectTimeout), "request-timeout": d(&nc.Conn.RequestTimeout),
 		"history-ttl": d(&nc.Room.HistoryTTL), "room-idle-timeout": d(&nc.Room.IdleTimeout), "typing-ttl": d(&nc.Room.TypingTTL),
 		"shutdown-timeout": d(&c.shutdownTimeout), "redis-wait-timeout": d(&c.redis.WaitTimeout),
 	} {
