@@ -183,20 +183,27 @@ exporters:
     trace_storage: mem
 `
 
+type jaegerTag struct {
+	Key   string `json:"key"`
+	Value any    `json:"value"`
+}
+
 type jaegerTrace struct {
 	Data []struct {
-		TraceID string `json:"traceID"`
-		Spans   []struct {
+		TraceID   string `json:"traceID"`
+		Processes map[string]struct {
+			ServiceName string      `json:"serviceName"`
+			Tags        []jaegerTag `json:"tags"`
+		} `json:"processes"`
+		Spans []struct {
 			SpanID        string `json:"spanID"`
+			ProcessID     string `json:"processID"`
 			OperationName string `json:"operationName"`
 			References    []struct {
 				RefType string `json:"refType"`
 				SpanID  string `json:"spanID"`
 			} `json:"references"`
-			Tags []struct {
-				Key   string `json:"key"`
-				Value any    `json:"value"`
-			} `json:"tags"`
+			Tags []jaegerTag `json:"tags"`
 		} `json:"spans"`
 	} `json:"data"`
 }
@@ -312,6 +319,32 @@ func TestTraceInJaeger(t *testing.T) {
 	}
 	if parent[ids["hubbub publish"]] != "00f067aa0ba902b7" || parent[ids["hubbub.room publish"]] != ids["hubbub publish"] || len(fanoutNodes) != 2 {
 		t.Fatalf("spans %v, parents %v, fan-out on nodes %v", ids, parent, fanoutNodes)
+	}
+	// Each node is its own process in the trace: a service.instance.id and a
+	// node address per node, and the two fan-out spans come from the two.
+	tag := func(tags []jaegerTag, key string) string {
+		for _, t := range tags {
+			if t.Key == key {
+				return fmt.Sprint(t.Value)
+			}
+		}
+		return ""
+	}
+	instances := map[string]string{} // instance id -> node address
+	fanoutInstances := map[string]bool{}
+	for _, s := range tr.Data[0].Spans {
+		p := tr.Data[0].Processes[s.ProcessID]
+		id, addr := tag(p.Tags, "service.instance.id"), tag(p.Tags, "hubbub.node.address")
+		if id == "" || addr == "" || p.ServiceName != "hubbub-it" {
+			t.Fatalf("span %s from process %+v", s.OperationName, p)
+		}
+		instances[id] = addr
+		if s.OperationName == "hubbub.fanout" {
+			fanoutInstances[id] = true
+		}
+	}
+	if len(instances) != 2 || len(fanoutInstances) != 2 {
+		t.Fatalf("instances %v, fan-out from %v", instances, fanoutInstances)
 	}
 }
 

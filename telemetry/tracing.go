@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
@@ -50,6 +52,16 @@ type TracingConfig struct {
 	SamplerArg string
 	// ServiceName. Default $OTEL_SERVICE_NAME, else "hubbub".
 	ServiceName string
+	// ServiceVersion is the resource's service.version (empty: not set).
+	ServiceVersion string
+	// InstanceID is the resource's service.instance.id, which tells the
+	// nodes of a cluster apart in a trace. Default: a random UUID per process
+	// (as OpenTelemetry's semantic conventions recommend), unless
+	// OTEL_RESOURCE_ATTRIBUTES sets one.
+	InstanceID string
+	// NodeAddress is this node's address (its cluster transport, or its
+	// listen address on a single node), the resource's hubbub.node.address.
+	NodeAddress string
 	// Deliveries sets how recipients appear on traces.
 	Deliveries DeliveryDetail
 	// SpanProcessor, when set, receives every span instead of an exporter (tests).
@@ -87,14 +99,40 @@ func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := resource.New(ctx, resource.WithFromEnv(), resource.WithTelemetrySDK(),
-		resource.WithAttributes(semconv.ServiceName(firstNonEmpty(cfg.ServiceName, os.Getenv("OTEL_SERVICE_NAME"), "hubbub"))))
+	res, err := newResource(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	opts = append(opts, sdktrace.WithSampler(sampler), sdktrace.WithResource(res))
 	tp := sdktrace.NewTracerProvider(opts...)
 	return &Tracing{Enabled: true, Tracer: tp.Tracer("github.com/hubbub-chat/hubbub"), Deliveries: cfg.Deliveries, provider: tp}, nil
+}
+
+// newResource describes this process: the service, this node of it (so a
+// trace across a cluster shows one process per node), and the host.
+// OTEL_RESOURCE_ATTRIBUTES wins over the defaults.
+func newResource(ctx context.Context, cfg TracingConfig) (*resource.Resource, error) {
+	attrs := []attribute.KeyValue{
+		semconv.ServiceName(firstNonEmpty(cfg.ServiceName, os.Getenv("OTEL_SERVICE_NAME"), "hubbub")),
+		semconv.ServiceInstanceID(firstNonEmpty(cfg.InstanceID, randomUUID())),
+	}
+	if cfg.ServiceVersion != "" {
+		attrs = append(attrs, semconv.ServiceVersion(cfg.ServiceVersion))
+	}
+	if cfg.NodeAddress != "" {
+		attrs = append(attrs, attribute.String("hubbub.node.address", cfg.NodeAddress))
+	}
+	// Options apply in order and later ones win: the environment last.
+	return resource.New(ctx, resource.WithTelemetrySDK(), resource.WithHost(), resource.WithAttributes(attrs...), resource.WithFromEnv())
+}
+
+// randomUUID is a version 4 UUID.
+func randomUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 func newExporter(ctx context.Context, name string, cfg TracingConfig) (sdktrace.SpanExporter, error) {

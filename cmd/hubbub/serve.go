@@ -221,6 +221,11 @@ func (c *serveConfig) resolve() error {
 		return fmt.Errorf("--trace-deliveries: %w", err)
 	}
 	c.tracing.Deliveries = d
+	c.tracing.ServiceVersion = versionString()
+	c.tracing.NodeAddress = c.listen
+	if nc.Cluster.Provider != "" {
+		c.tracing.NodeAddress = nc.Cluster.Bind // the address that names this node in fan-out spans
+	}
 	nc.ServerVersion = versionString()
 	tc.ShutdownTimeout = c.shutdownTimeout
 	return nil
