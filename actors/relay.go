@@ -27,13 +27,20 @@ type relay struct {
 	counters *telemetry.Counters
 	tracing  *telemetry.Tracing
 	conns    map[string]*localConn            // by connection actor id
-	rooms    map[string]map[string]*localConn // room -> actor id -> conn
+	rooms    map[string]map[string]*roomMember // room -> actor id -> member
 }
 
 type localConn struct {
 	id    string
 	sink  Sink
-	rooms map[string]*memberStream
+	rooms map[string]struct{}
+}
+
+// roomMember is one local connection's membership of one room: where the
+// room's pushes go, and where the member is in the room's stream.
+type roomMember struct {
+	conn   *localConn
+	stream memberStream
 }
 
 // memberStream is where one member is in one room's stream: the epoch and
@@ -67,7 +74,7 @@ type unregisterConn struct{ id string }
 
 func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &relay{log: log, counters: c, tracing: t, conns: map[string]*localConn{}, rooms: map[string]map[string]*localConn{}}
+		return &relay{log: log, counters: c, tracing: t, conns: map[string]*localConn{}, rooms: map[string]map[string]*roomMember{}}
 	}, actor.WithMailbox(actor.Unbounded(&c.Mailboxes.Relay)))
 }
 
@@ -85,7 +92,7 @@ func (r *relay) Receive(ctx actor.Context) {
 	case *nodev1.RelayUnsubscribe:
 		r.onUnsubscribe(msg)
 	case registerConn:
-		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink, rooms: map[string]*memberStream{}}
+		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink, rooms: map[string]struct{}{}}
 	case unregisterConn:
 		r.onUnregister(msg.id)
 	case relayProbe:
@@ -100,8 +107,8 @@ func (r *relay) Receive(ctx actor.Context) {
 func (r *relay) onDeliver(msg *nodev1.RelayDeliver) {
 	subs := r.rooms[msg.GetRoom()]
 	delivered := 0
-	for _, c := range subs {
-		if r.deliver(msg, c) == nil {
+	for _, m := range subs {
+		if r.deliver(msg, m) == nil {
 			delivered++
 		}
 	}
@@ -117,11 +124,12 @@ var errStreamGap = errors.New("message does not continue the member's stream")
 // activation, a push lost between nodes, anything) is never delivered;
 // the member is unsubscribed and closed with 4004, so it rejoins with its
 // last position and recovers exactly what it missed.
-func (r *relay) deliver(msg *nodev1.RelayDeliver, c *localConn) error {
-	if st := c.rooms[msg.GetRoom()]; st != nil && !st.continues(msg) {
+func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember) error {
+	c := m.conn
+	if !m.stream.continues(msg) {
 		r.counters.StreamGaps.Add(1)
 		r.log.Warn("relay: a message does not continue a member's stream; closing it to resync", "room", msg.GetRoom(),
-			"conn", c.id, "stream_epoch", st.epoch, "stream_offset", st.offset, "epoch", msg.GetEpoch(), "offset", msg.GetOffset())
+			"conn", c.id, "stream_epoch", m.stream.epoch, "stream_offset", m.stream.offset, "epoch", msg.GetEpoch(), "offset", msg.GetOffset())
 		r.drop(msg.GetRoom(), c.id, c)
 		c.sink.Close(wire.CloseRoomMoved, wire.CloseReason(wire.CloseRoomMoved))
 		return errStreamGap
@@ -155,8 +163,9 @@ func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver, address string) {
 	defer span.End()
 	subs := r.rooms[msg.GetRoom()]
 	delivered := 0
-	for _, c := range subs {
-		err := r.deliver(msg, c)
+	for _, m := range subs {
+		c := m.conn
+		err := r.deliver(msg, m)
 		switch {
 		case errors.Is(err, ErrSlowConsumer):
 			span.AddEvent("hubbub.slow_consumer", trace.WithAttributes(attrClient.String(c.id)))
@@ -185,12 +194,12 @@ func (r *relay) onSubscribe(msg *nodev1.RelaySubscribe) {
 	}
 	subs := r.rooms[msg.GetRoom()]
 	if subs == nil {
-		subs = map[string]*localConn{}
+		subs = map[string]*roomMember{}
 		r.rooms[msg.GetRoom()] = subs
 	}
-	subs[msg.GetActorId()] = c
 	pos := msg.GetReply().GetPosition()
-	c.rooms[msg.GetRoom()] = &memberStream{epoch: pos.GetEpoch(), offset: pos.GetOffset()}
+	subs[msg.GetActorId()] = &roomMember{conn: c, stream: memberStream{epoch: pos.GetEpoch(), offset: pos.GetOffset()}}
+	c.rooms[msg.GetRoom()] = struct{}{}
 	r.send(c, &hubbubv1.ServerFrame{Id: msg.GetRequestId(), Body: &hubbubv1.ServerFrame_Join{Join: msg.GetReply()}, TraceId: traceID(msg.GetTrace())})
 }
 
