@@ -26,7 +26,7 @@ type relay struct {
 	log      *slog.Logger
 	counters *telemetry.Counters
 	tracing  *telemetry.Tracing
-	conns    map[string]*localConn            // by connection actor id
+	conns    map[string]*localConn             // by connection actor id
 	rooms    map[string]map[string]*roomMember // room -> actor id -> member
 }
 
