@@ -9,7 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/hubbub-chat/hubbub/actors"
-	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
+	"github.com/hubbub-chat/hubbub/internal/faults"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/store"
@@ -67,22 +67,11 @@ func TestSlowConsumerClosedOthersUnaffected(t *testing.T) {
 	})
 }
 
-// injectText returns a fault injector (a test-only server option) that
-// panics a room on a publish of text, and the publisher's connection actor on
+// injectText is the fault injector (a test-only server option) that panics
+// a room on a publish of text, and the publisher's connection actor on
 // text+"!conn".
 func injectText(text string) server.Options {
-	return server.Options{Inject: func(kind string, msg any) {
-		switch m := msg.(type) {
-		case *nodev1.RoomPublish:
-			if kind == "room" && m.GetBody().GetText() == text {
-				panic("injected room fault")
-			}
-		case *hubbubv1.ClientFrame:
-			if kind == "conn" && m.GetPublish().GetBody().GetText() == text+"!conn" {
-				panic("injected connection fault")
-			}
-		}
-	}}
+	return server.Options{Inject: faults.PanicOnText(text)}
 }
 
 // A panic in a room answers the request that caused it with INTERNAL at once

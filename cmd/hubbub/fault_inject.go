@@ -5,8 +5,7 @@ package main
 import (
 	"os"
 
-	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
-	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/internal/faults"
 )
 
 // With the hubbubfault build tag and HUBBUB_TEST_FAULT_TEXT set, a publish
@@ -14,20 +13,7 @@ import (
 // it followed by "!conn" panics the publisher's connection actor. Only the
 // end-to-end tests build this.
 func init() {
-	text := os.Getenv("HUBBUB_TEST_FAULT_TEXT")
-	if text == "" {
-		return
-	}
-	faultInjector = func(kind string, msg any) {
-		switch m := msg.(type) {
-		case *nodev1.RoomPublish:
-			if kind == "room" && m.GetBody().GetText() == text {
-				panic("injected room fault")
-			}
-		case *hubbubv1.ClientFrame:
-			if kind == "conn" && m.GetPublish().GetBody().GetText() == text+"!conn" {
-				panic("injected connection fault")
-			}
-		}
+	if text := os.Getenv("HUBBUB_TEST_FAULT_TEXT"); text != "" {
+		faultInjector = faults.PanicOnText(text)
 	}
 }
