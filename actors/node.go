@@ -30,6 +30,7 @@ type Node struct {
 	relay     *actor.PID
 	placement Placement
 	probes    *localPlacement // the health room of readiness probes
+	stalls    *stallWatch     // notices that this process was frozen
 	cluster   *cluster.Cluster
 	users     *actor.PID
 	auth      *auth.Authenticator
@@ -55,6 +56,11 @@ type Options struct {
 	// connection actor ("conn", the client frame) is about to handle, on that
 	// actor's goroutine; a panic in it is a panic of that actor.
 	Inject func(kind string, msg any)
+	// OnStall, when set, is called (on the stall watch's goroutine) when the
+	// node finds it was frozen for gap (over a second). In a cluster the
+	// other members may have evicted it meanwhile; the caller decides
+	// whether to leave (see cmd/hubbub).
+	OnStall func(gap time.Duration)
 }
 
 // NewNode starts a node: a single node with local room placement, or a
@@ -88,6 +94,13 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing,
 		inject: opts.Inject}
+	n.stalls = startStallWatch(func(gap time.Duration) {
+		n.counters.NodeStalls.Add(1)
+		log.Warn("this node was stalled; durable rooms check their position against the store before answering", "gap", gap.Round(time.Millisecond))
+		if opts.OnStall != nil {
+			opts.OnStall(gap)
+		}
+	})
 	// WithGuardian sets the strategy on the context it is called on, so each
 	// kind of actor gets a root context of its own.
 	//
@@ -109,6 +122,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 			Configure(actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.StopDirective))))
 		c, err := n.startCluster(cfg.Cluster, props)
 		if err != nil {
+			n.stalls.close()
 			return nil, err
 		}
 		n.cluster = c
@@ -127,7 +141,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 
 // roomDeps are what every room of this node shares.
 func (n *Node) roomDeps() roomDeps {
-	return roomDeps{log: n.log, counters: n.counters, tracing: n.tracing, inject: n.inject}
+	return roomDeps{log: n.log, counters: n.counters, tracing: n.tracing, inject: n.inject, stalls: n.stalls}
 }
 
 // decide returns a supervisor decider that logs and counts a panic and applies
@@ -213,6 +227,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.cluster == nil {
 			n.system.Shutdown() // cluster.Shutdown closed it already
 		}
+		n.stalls.close()
 	})
 	return ctx.Err()
 }

@@ -48,6 +48,7 @@ type room struct {
 	publishes  *rate.Limiter // nil when unlimited
 	overflow   Overflow
 	reads      []deferredRead // history requests waiting for earlier publishes to commit
+	verified   uint64         // the node's stall count when the room last checked the store
 }
 
 // roomDeps are a room's collaborators, shared by every room of a node.
@@ -56,6 +57,7 @@ type roomDeps struct {
 	counters *telemetry.Counters
 	tracing  *telemetry.Tracing
 	inject   func(kind string, msg any) // fault injection in tests; nil otherwise
+	stalls   *stallWatch                // the node's stall count
 }
 
 // idleCheck is the room's own timer message for stopping when idle.
@@ -88,6 +90,9 @@ func (r *room) Receive(ctx actor.Context) {
 		r.lastActive = time.Now()
 	}
 	if r.loadErr != nil && r.refuse(ctx, msg) {
+		return
+	}
+	if r.stale(ctx, msg) {
 		return
 	}
 	switch msg := msg.(type) {

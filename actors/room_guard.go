@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"runtime/debug"
 	"strings"
 
@@ -70,3 +71,55 @@ func (r *room) runReads() {
 const healthRoomPrefix = " health/"
 
 func isHealthRoom(name string) bool { return strings.HasPrefix(name, healthRoomPrefix) }
+
+// stale checks, before a request is served, that this activation still
+// holds the room's newest position, whenever it has reason to doubt it: the
+// node was stalled since the room last checked (another node may have
+// activated the room and served it meanwhile), or a join asks to recover
+// from a position past the room's own (its client saw more than this
+// activation has). The check reads the room's position from the store. An
+// activation the store has moved past is stale: it answers the request with a
+// temporary UNAVAILABLE (the retry reaches the live activation) and stops,
+// so its members are closed with 4004 and rejoin there. It never answers a
+// join or a history request with an old position. Rooms without a store
+// have no shared position to check against.
+func (r *room) stale(ctx actor.Context, msg any) bool {
+	if r.store == nil || r.stopping {
+		return false
+	}
+	type request interface{ GetRequestId() uint64 }
+	req, ok := msg.(request)
+	if !ok {
+		return false
+	}
+	stalls := r.stalls.count()
+	join, _ := msg.(*nodev1.RoomJoin)
+	behind := join != nil && join.GetSince().GetEpoch() == r.epoch && join.GetSince().GetOffset() > r.committed
+	if stalls == r.verified && !behind {
+		return false
+	}
+	if r.offset > r.committed {
+		return false // appends in flight: their outcome (stored or conflict) settles the question
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), r.cfg.StoreTimeout)
+	defer cancel()
+	pos, _, err := r.store.Load(sctx, r.name, 0)
+	if err != nil {
+		r.counters.StoreErrors.Add(1)
+		id := req.GetRequestId()
+		r.reply(ctx, id, errFrame(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q cannot check its position; retry", r.name))
+		return true
+	}
+	if pos.Epoch == r.epoch && pos.Offset == r.committed {
+		r.verified = stalls
+		return false
+	}
+	r.counters.StaleRooms.Add(1)
+	r.log.Warn("room: the store is ahead of this activation (another one served the room); stopping", "room", r.name,
+		"epoch", r.epoch, "offset", r.committed, "store_epoch", pos.Epoch, "store_offset", pos.Offset)
+	id := req.GetRequestId()
+	r.reply(ctx, id, errFrame(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q moved; retry", r.name))
+	r.stopping = true
+	ctx.Stop(ctx.Self())
+	return true
+}

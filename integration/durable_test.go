@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/hubbub-chat/hubbub/actors"
 	hubclient "github.com/hubbub-chat/hubbub/client"
 	"github.com/hubbub-chat/hubbub/internal/testredis"
@@ -202,6 +200,7 @@ type recorder struct {
 	name  string
 	urls  []string
 	rooms []string
+	enc   wire.Encoding
 
 	mu         sync.Mutex
 	pos        map[string]*hubbubv1.StreamPosition
@@ -212,7 +211,7 @@ type recorder struct {
 }
 
 func newRecorder(name string, urls, rooms []string) *recorder {
-	return &recorder{name: name, urls: urls, rooms: rooms, pos: map[string]*hubbubv1.StreamPosition{}, got: map[string]map[uint64]string{}}
+	return &recorder{name: name, urls: urls, rooms: rooms, enc: wire.Proto, pos: map[string]*hubbubv1.StreamPosition{}, got: map[string]map[uint64]string{}}
 }
 
 func (r *recorder) problem(format string, args ...any) {
@@ -250,7 +249,7 @@ func (r *recorder) run(ctx context.Context) {
 
 // session is one connection: join every room, then read until it ends.
 func (r *recorder) session(ctx context.Context, url string) {
-	ws, err := rawConnect(url)
+	ws, err := rawConnectEnc(url, r.enc)
 	if err != nil {
 		return
 	}
@@ -264,8 +263,8 @@ func (r *recorder) session(ctx context.Context, url string) {
 		id := uint64(100 + i)
 		joins[id] = room
 		f := &hubbubv1.ClientFrame{Id: id, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: room, Since: r.pos[room]}}}
-		b, _ := wire.Marshal(f, wire.Proto)
-		if ws.WriteMessage(websocket.BinaryMessage, b) != nil {
+		b, _ := wire.Marshal(f, r.enc)
+		if ws.WriteMessage(messageType(r.enc), b) != nil {
 			r.mu.Unlock()
 			return
 		}
@@ -277,7 +276,7 @@ func (r *recorder) session(ctx context.Context, url string) {
 		if err != nil {
 			return
 		}
-		f, err := wire.DecodeServerFrame(data, wire.Proto)
+		f, err := wire.DecodeServerFrame(data, r.enc)
 		if err != nil {
 			r.mu.Lock()
 			r.problem("decode: %v", err)

@@ -267,15 +267,26 @@ func errCode(f *hubbubv1.ServerFrame) hubbubv1.ErrorCode { return f.GetError().G
 
 // rawConnect dials a protobuf connection and completes the connect handshake;
 // it reports errors instead of failing the test, for use on other goroutines.
-func rawConnect(url string) (*websocket.Conn, error) {
+func rawConnect(url string) (*websocket.Conn, error) { return rawConnectEnc(url, wire.Proto) }
+
+// messageType is the WebSocket frame type of an encoding.
+func messageType(enc wire.Encoding) int {
+	if enc == wire.JSON {
+		return websocket.TextMessage
+	}
+	return websocket.BinaryMessage
+}
+
+// rawConnectEnc is rawConnect in either encoding.
+func rawConnectEnc(url string, enc wire.Encoding) (*websocket.Conn, error) {
 	d := *websocket.DefaultDialer
-	d.Subprotocols = []string{wire.Proto.String()}
+	d.Subprotocols = []string{enc.String()}
 	d.HandshakeTimeout = 2 * time.Second
 	ws, _, err := d.Dial(url, nil)
 	if err != nil {
 		return nil, err
 	}
-	r, err := rawRequest(ws, 1, &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "raw"}}})
+	r, err := rawRequestEnc(ws, enc, 1, &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "raw"}}})
 	if err != nil || r.GetConnect() == nil {
 		ws.Close()
 		return nil, fmt.Errorf("connect: %v %v", r, err)
@@ -285,10 +296,15 @@ func rawConnect(url string) (*websocket.Conn, error) {
 
 // rawRequest sends a command and reads until its reply, dropping pushes.
 func rawRequest(ws *websocket.Conn, id uint64, f *hubbubv1.ClientFrame) (*hubbubv1.ServerFrame, error) {
+	return rawRequestEnc(ws, wire.Proto, id, f)
+}
+
+// rawRequestEnc is rawRequest in either encoding.
+func rawRequestEnc(ws *websocket.Conn, enc wire.Encoding, id uint64, f *hubbubv1.ClientFrame) (*hubbubv1.ServerFrame, error) {
 	f.Id = id
-	b, _ := wire.Marshal(f, wire.Proto)
+	b, _ := wire.Marshal(f, enc)
 	_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
+	if err := ws.WriteMessage(messageType(enc), b); err != nil {
 		return nil, err
 	}
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -297,7 +313,7 @@ func rawRequest(ws *websocket.Conn, id uint64, f *hubbubv1.ClientFrame) (*hubbub
 		if err != nil {
 			return nil, err
 		}
-		r, err := wire.DecodeServerFrame(data, wire.Proto)
+		r, err := wire.DecodeServerFrame(data, enc)
 		if err != nil {
 			return nil, err
 		}

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sync"
+	"time"
 
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/auth"
@@ -48,6 +49,8 @@ type Options struct {
 	Tracing *telemetry.Tracing
 	// Inject is for fault-injection tests only (see actors.Options.Inject).
 	Inject func(kind string, msg any)
+	// OnStall is called when the node finds it was frozen (see actors.Options.OnStall).
+	OnStall func(gap time.Duration)
 }
 
 // Server is one running node.
@@ -69,7 +72,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	cfg.Node.MaxFrameBytes = cfg.Transport.MaxFrameBytes
 	counters := &telemetry.Counters{}
 	node, err := actors.StartNode(cfg.Node, actors.Options{Logger: opts.Logger, Auth: opts.Auth, Tracing: opts.Tracing,
-		Counters: counters, Inject: opts.Inject})
+		Counters: counters, Inject: opts.Inject, OnStall: opts.OnStall})
 	if err != nil {
 		return nil, err
 	}

@@ -41,6 +41,8 @@ type Counters struct {
 	ProbeFailures     atomic.Int64 // readiness probes through the relay and a room that failed
 	RoomFailures      atomic.Int64 // rooms stopped by a panic; their members were closed with 4004
 	StreamGaps        atomic.Int64 // messages that did not continue a member's stream; the member was closed with 4004
+	NodeStalls        atomic.Int64 // times this process found it had been frozen (a gap of over a second in its ticker)
+	StaleRooms        atomic.Int64 // room activations that found the store ahead of them and stopped
 
 	// Commands counts client commands by type; Pushes counts pushes handed to
 	// connections by type. Index with CommandIndex and PushIndex.

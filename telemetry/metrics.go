@@ -94,6 +94,8 @@ func (m *Metrics) observeCounters(c *Counters) error {
 		{"hubbub.readiness.probe_failures", "{probe}", "readiness probes through the relay and a room that failed or timed out", &c.ProbeFailures, nil},
 		{"hubbub.rooms.failed", "{room}", "rooms stopped by a panic (their members were closed with 4004)", &c.RoomFailures, nil},
 		{"hubbub.stream_gaps", "{message}", "messages that did not continue a member's stream (a fault); the member was closed with 4004 to resync", &c.StreamGaps, nil},
+		{"hubbub.node.stalls", "{stall}", "times this process found it had been frozen for over a second", &c.NodeStalls, nil},
+		{"hubbub.rooms.stale", "{room}", "room activations that found the store ahead of them (another activation served the room) and stopped", &c.StaleRooms, nil},
 		{"hubbub.overflow.conflated", "{message}", "queued pushes replaced by a newer one with the same key", &c.Conflated, nil},
 	}
 	instruments := map[string]metric.Int64ObservableCounter{}

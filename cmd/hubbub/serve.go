@@ -43,6 +43,7 @@ type serveConfig struct {
 	redis           store.RedisOptions
 	ephemeralRooms  string
 	redisSentinels  string
+	stallLimit      time.Duration
 }
 
 func parseServe(args []string) (*serveConfig, error) {
@@ -116,6 +117,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.integer(&nc.Cluster.AutoManagePort, "cluster-automanage-port", 6330, "automanaged: this node's membership HTTP port")
 	f.str(&c.clusterSeeds, "cluster-seeds", "", "automanaged: comma-separated host:automanage-port of every node")
 	f.str(&c.etcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "etcd: comma-separated etcd endpoints")
+	f.duration(&c.stallLimit, "cluster-stall-limit", time.Second, "a cluster node frozen longer than this (the others may have evicted it) closes its connections with 1001 and exits with status 3, to be restarted fresh")
 
 	f.group("Tracing (OpenTelemetry)")
 	f.str(&c.tracing.Exporter, "otel-traces-exporter", "", "traces exporter: otlp, console or none (default $OTEL_TRACES_EXPORTER, else none)")
@@ -148,7 +150,7 @@ func checkServeFlags(f *envFlags, c *serveConfig) {
 		"max-rooms-per-conn": i(&nc.Conn.MaxRooms), "ping-interval": d(&tc.PingInterval), "pong-timeout": d(&tc.PongTimeout),
 		"write-timeout": d(&tc.WriteTimeout), "slow-consumer-grace": d(&tc.SlowConsumerGrace), "connect-timeout": d(&nc.Conn.ConnectTimeout), "request-timeout": d(&nc.Conn.RequestTimeout),
 		"history-ttl": d(&nc.Room.HistoryTTL), "room-idle-timeout": d(&nc.Room.IdleTimeout), "typing-ttl": d(&nc.Room.TypingTTL),
-		"shutdown-timeout": d(&c.shutdownTimeout), "redis-wait-timeout": d(&c.redis.WaitTimeout),
+		"shutdown-timeout": d(&c.shutdownTimeout), "cluster-stall-limit": d(&c.stallLimit), "redis-wait-timeout": d(&c.redis.WaitTimeout),
 	} {
 		f.positive(name, v)
 	}
@@ -301,7 +303,24 @@ func serve(args []string) int {
 	} else if cfg.server.Node.Cluster.Provider != "" {
 		log.Warn("room history is in memory: it is lost when a room moves or its node stops; use --history-store=redis for a durable cluster")
 	}
-	srv, err := server.New(cfg.server, server.Options{Logger: log, Auth: authn, Tracing: tracing, Inject: faultInjector})
+	// A cluster node that was frozen longer than the stall limit may have
+	// been evicted by the others, which then serve its rooms and will not
+	// take it back under the same member id: it leaves and exits (status 3)
+	// so that its supervisor restarts it as a new member, as Orleans silos
+	// declared dead do. Its clients reconnect elsewhere and recover.
+	stalled := make(chan time.Duration, 1)
+	var onStall func(time.Duration)
+	if cfg.server.Node.Cluster.Provider != "" {
+		onStall = func(gap time.Duration) {
+			if gap > cfg.stallLimit {
+				select {
+				case stalled <- gap:
+				default:
+				}
+			}
+		}
+	}
+	srv, err := server.New(cfg.server, server.Options{Logger: log, Auth: authn, Tracing: tracing, Inject: faultInjector, OnStall: onStall})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hubbub serve:", err)
 		return 1
@@ -332,6 +351,7 @@ func serve(args []string) int {
 			errc <- srv.Serve(l)
 		}
 	}()
+	code := 0
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -342,6 +362,10 @@ func serve(args []string) int {
 		return 1
 	case sig := <-sigs:
 		log.Info("shutting down", "signal", sig.String())
+	case gap := <-stalled:
+		log.Error("this node was frozen longer than --cluster-stall-limit; the cluster may have evicted it: leaving, restart it to rejoin",
+			"gap", gap.Round(time.Millisecond), "limit", cfg.stallLimit)
+		code = exitStalled
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
@@ -350,8 +374,11 @@ func serve(args []string) int {
 	}
 	<-errc
 	log.Info("stopped")
-	return 0
+	return code
 }
+
+// exitStalled is the exit status of a cluster node that left after a stall.
+const exitStalled = 3
 
 // openStore opens the configured history store, or returns nil for memory.
 func openStore(cfg *serveConfig, log *slog.Logger) (store.Store, error) {
