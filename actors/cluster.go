@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -81,11 +82,60 @@ func (n *Node) startCluster(cc ClusterConfig, roomProps *actor.Props) (*cluster.
 // clusterPlacement places rooms as grains of the cluster.
 type clusterPlacement struct {
 	c *cluster.Cluster
+
+	mu   sync.Mutex
+	down map[string]time.Time // addresses whose connection failed, and when
+}
+
+// downFor is how long a node whose connection failed is passed over by
+// lookups: until the membership drops it (about a second with the
+// automanaged provider) or it answers again.
+const downFor = 10 * time.Second
+
+func newClusterPlacement(c *cluster.Cluster) *clusterPlacement {
+	p := &clusterPlacement{c: c, down: map[string]time.Time{}}
+	c.ActorSystem.EventStream.Subscribe(func(ev any) {
+		switch e := ev.(type) {
+		case *remote.EndpointTerminatedEvent:
+			p.mu.Lock()
+			p.down[e.Address] = time.Now()
+			p.mu.Unlock()
+		case *remote.EndpointConnectedEvent:
+			p.mu.Lock()
+			delete(p.down, e.Address)
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+// ownerDown reports whether the node the cluster's hash gives the room to
+// is one whose connection just failed. The cluster's own lookup would wait
+// its fixed 5 s for that node's placement actor; a lookup that fails at once
+// lets the client retry until the membership has moved the room.
+func (p *clusterPlacement) ownerDown(room string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.down) == 0 {
+		return false
+	}
+	rdv := cluster.NewRendezvous()
+	rdv.UpdateMembers(p.c.MemberList.Members().Members())
+	owner := rdv.GetByClusterIdentity(cluster.NewClusterIdentity(room, roomKind))
+	at, ok := p.down[owner]
+	if ok && time.Since(at) > downFor {
+		delete(p.down, owner)
+		return false
+	}
+	return ok
 }
 
 func (p *clusterPlacement) RoomPID(room string) *actor.PID {
 	if pid, ok := p.c.PidCache.Get(room, roomKind); ok {
 		return pid
+	}
+	if p.ownerDown(room) {
+		return actor.NewPID("nonhost", "unplaced/"+room)
 	}
 	if pid := p.c.Get(room, roomKind); pid != nil {
 		p.c.PidCache.Set(room, roomKind, pid)

@@ -75,6 +75,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		close(c.done)
 	case *actor.Terminated:
 		c.onRoomTerminated(msg.GetWho())
+		c.onRouteTerminated(ctx, msg.GetWho())
 	case roomPlaced:
 		c.onRoomPlaced(ctx, msg)
 	case connectTimeout:

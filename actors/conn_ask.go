@@ -32,6 +32,7 @@ type routeAsk struct {
 	id      uint64
 	then    func(*actor.PID, *nodev1.RoomReply, error)
 	attempt int
+	failed  bool // answered already: the room's node died while it was in flight
 }
 
 // route is where a connection's requests to one room go.
@@ -40,6 +41,8 @@ type route struct {
 	outstanding int         // requests sent to pid not answered yet
 	waiting     []*routeAsk // requests waiting for pid, in seq order
 	looking     bool        // a lookup is on its way
+	inflight    map[*routeAsk]struct{}
+	watched     *actor.PID // a room on another node, watched while requests are in flight to it
 }
 
 // roomPlaced carries a room's placement back to the connection actor.
@@ -60,7 +63,7 @@ func (c *conn) ask(ctx actor.Context, room string, msg proto.Message, id uint64,
 func (c *conn) routeOf(room string) *route {
 	rt := c.routes[room]
 	if rt == nil {
-		rt = &route{}
+		rt = &route{inflight: map[*routeAsk]struct{}{}}
 		c.routes[room] = rt
 	}
 	return rt
@@ -122,8 +125,19 @@ func (c *conn) onRoomPlaced(ctx actor.Context, msg roomPlaced) {
 func (c *conn) sendAsk(ctx actor.Context, rt *route, a *routeAsk) {
 	pid := rt.pid
 	rt.outstanding++
+	rt.inflight[a] = struct{}{}
+	if pid.Address != ctx.Self().Address && !pid.Equal(rt.watched) {
+		// A room on another node: if that node dies, Terminated comes long
+		// before the request timeout, and onNodeLost answers at once.
+		ctx.Watch(pid)
+		rt.watched = pid
+	}
 	fut := ctx.RequestFuture(pid, wrap(a.msg), c.cfg.RequestTimeout)
 	ctx.ReenterAfter(fut, func(res any, err error) {
+		if a.failed {
+			return
+		}
+		delete(rt.inflight, a)
 		rt.outstanding--
 		defer c.settleRoute(ctx, a.room, rt)
 		if errors.Is(err, actor.ErrDeadLetter) && a.attempt == 0 {
@@ -161,7 +175,38 @@ func (c *conn) settleRoute(ctx actor.Context, room string, rt *route) {
 		return
 	}
 	if rt.outstanding == 0 && !rt.looking && c.rooms[room] == nil {
+		if rt.watched != nil {
+			ctx.Unwatch(rt.watched)
+		}
 		delete(c.routes, room)
+	}
+}
+
+// onRouteTerminated answers at once every request in flight to a room whose
+// actor terminated (on another node: the node died or the room stopped):
+// UNAVAILABLE, temporary, so the client retries (with the same message id,
+// which the room's next activation recognises) instead of waiting for the
+// request timeout. The room may have handled a request before it died, so
+// it is not sent again here.
+func (c *conn) onRouteTerminated(ctx actor.Context, who *actor.PID) {
+	for room, rt := range c.routes {
+		if !who.Equal(rt.watched) {
+			continue
+		}
+		rt.watched = nil
+		if who.Equal(rt.pid) {
+			rt.pid = nil
+			c.node.placement.Forget(room, who)
+		}
+		for a := range rt.inflight {
+			a.failed = true
+			delete(rt.inflight, a)
+			rt.outstanding--
+			c.node.counters.RoomTimeouts.Add(1)
+			c.replyErr(a.id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q went away; retry", a.room)
+			a.then(who, nil, errRoomGone)
+		}
+		c.settleRoute(ctx, room, rt)
 	}
 }
 

@@ -14,8 +14,9 @@ var (
 	// connection's outbound queue overflowed.
 	ErrSlowConsumer = errors.New("slow consumer")
 	// ErrDropped is what Push returns when the room's overflow policy dropped the push.
-	ErrDropped = errors.New("dropped by the room's overflow policy")
-	errNoFrame = errors.New("no frame in the member's encoding")
+	ErrDropped  = errors.New("dropped by the room's overflow policy")
+	errNoFrame  = errors.New("no frame in the member's encoding")
+	errRoomGone = errors.New("the room's actor terminated")
 )
 
 // errFrame builds an error ServerFrame for request id.

@@ -126,7 +126,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 			return nil, err
 		}
 		n.cluster = c
-		n.placement = &clusterPlacement{c: c}
+		n.placement = newClusterPlacement(c)
 	} else {
 		var lp *localPlacement
 		lp = newLocalPlacement(system, rooms, func(name string) *actor.Props {

@@ -185,7 +185,10 @@ func testNodeLost(t *testing.T, sig syscall.Signal) {
 	if err := nodes[host].cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
-	for i := 20; i < 40; i++ {
+	killed := time.Now()
+	publish(20)
+	t.Logf("%v of the room's node: publishes accepted again after %v", sig, time.Since(killed).Round(10*time.Millisecond))
+	for i := 21; i < 40; i++ {
 		publish(i)
 	}
 	// Keep publishing until every listener, however late it rejoined, has a
