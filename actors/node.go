@@ -84,7 +84,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	}
 	log := opts.Logger
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(warnOnly{log.Handler()}).With("lib", "protoactor")
+		return slog.New(newLibLog(log.Handler())).With("lib", "protoactor")
 	}))
 	if opts.Auth == nil {
 		opts.Auth, _ = auth.New(auth.Config{}) // development mode cannot fail
@@ -238,13 +238,3 @@ func randomID(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// warnOnly passes on the actor library's records at WARN and above.
-type warnOnly struct{ slog.Handler }
-
-func (h warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
-}
-
-func (h warnOnly) WithAttrs(a []slog.Attr) slog.Handler { return warnOnly{h.Handler.WithAttrs(a)} }
-
-func (h warnOnly) WithGroup(g string) slog.Handler { return warnOnly{h.Handler.WithGroup(g)} }
