@@ -72,4 +72,6 @@ func (h libLog) WithAttrs(a []slog.Attr) slog.Handler {
 	return libLog{Handler: h.Handler.WithAttrs(a), seen: h.seen}
 }
 
-func (h libLog) WithGroup(g string) slog.Handler { return libLog{Handler: h.Handler.WithGroup(g), seen: h.seen} }
+func (h libLog) WithGroup(g string) slog.Handler {
+	return libLog{Handler: h.Handler.WithGroup(g), seen: h.seen}
+}

@@ -237,4 +237,3 @@ func randomID(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
