@@ -27,22 +27,35 @@ import (
 // every subscriber's stream stays gapless (recovering across reconnects,
 // never "not recovered"), and the rooms settle on one activation each.
 func TestClusterFreeze(t *testing.T) {
-	for _, freeze := range []time.Duration{3 * time.Second, 8 * time.Second} {
-		t.Run(freeze.String(), func(t *testing.T) { testClusterFreeze(t, freeze) })
+	for _, tc := range []struct {
+		provider string
+		freeze   time.Duration
+	}{{"automanaged", 3 * time.Second}, {"automanaged", 8 * time.Second}, {"etcd", 3 * time.Second}} {
+		t.Run(tc.provider+"/"+tc.freeze.String(), func(t *testing.T) { testClusterFreeze(t, tc.provider, tc.freeze) })
 	}
 }
 
-func testClusterFreeze(t *testing.T, freeze time.Duration) {
+func testClusterFreeze(t *testing.T, provider string, freeze time.Duration) {
 	redisURL := testredis.Start(t)
 	manage := []string{freePort(t), freePort(t), freePort(t)}
 	seeds := strings.Join(manage, ",")
+	membership := func(i int) []string {
+		if provider == "etcd" {
+			return nil
+		}
+		_, port, _ := net.SplitHostPort(manage[i])
+		return []string{"--cluster-automanage-port", port, "--cluster-seeds", seeds}
+	}
+	if provider == "etcd" {
+		endpoint := startEtcd(t)
+		membership = func(int) []string { return []string{"--etcd-endpoints", endpoint} }
+	}
 	var nodes []*serverProcess
 	var urls []string
 	for i := range manage {
-		_, port, _ := net.SplitHostPort(manage[i])
-		p := startProcess(t, "--cluster-provider", "automanaged", "--cluster-bind", freePort(t),
-			"--cluster-automanage-port", port, "--cluster-seeds", seeds,
-			"--history-store", "redis", "--redis-url", redisURL, "--history-size", "100000")
+		args := append([]string{"--cluster-provider", provider, "--cluster-bind", freePort(t),
+			"--history-store", "redis", "--redis-url", redisURL, "--history-size", "100000"}, membership(i)...)
+		p := startProcess(t, args...)
 		nodes = append(nodes, p)
 		urls = append(urls, p.URL)
 	}
