@@ -30,12 +30,18 @@ func TestClusterFreeze(t *testing.T) {
 	for _, tc := range []struct {
 		provider string
 		freeze   time.Duration
-	}{{"automanaged", 3 * time.Second}, {"automanaged", 8 * time.Second}, {"etcd", 3 * time.Second}} {
-		t.Run(tc.provider+"/"+tc.freeze.String(), func(t *testing.T) { testClusterFreeze(t, tc.provider, tc.freeze) })
+		roomless bool // freeze a node that hosts no room but holds members
+	}{{"automanaged", 3 * time.Second, false}, {"automanaged", 8 * time.Second, false}, {"etcd", 3 * time.Second, false},
+		{"automanaged", 3 * time.Second, true}} {
+		name := tc.provider + "/" + tc.freeze.String()
+		if tc.roomless {
+			name += "/members-only"
+		}
+		t.Run(name, func(t *testing.T) { testClusterFreeze(t, tc.provider, tc.freeze, tc.roomless) })
 	}
 }
 
-func testClusterFreeze(t *testing.T, provider string, freeze time.Duration) {
+func testClusterFreeze(t *testing.T, provider string, freeze time.Duration, roomless bool) {
 	redisURL := testredis.Start(t)
 	manage := []string{freePort(t), freePort(t), freePort(t)}
 	seeds := strings.Join(manage, ",")
@@ -63,6 +69,9 @@ func testClusterFreeze(t *testing.T, provider string, freeze time.Duration) {
 		eventually(t, "node ready", func() bool { code, err := httpGet(httpBase(p.URL) + "/readyz"); return err == nil && code == 200 })
 	}
 	rooms := []string{"freeze-0", "freeze-1", "freeze-2", "freeze-3", "freeze-4", "freeze-5"}
+	if roomless {
+		rooms = rooms[:2] // two rooms on three nodes: one node hosts none
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	recCtx, stopRecorders := context.WithCancel(ctx)
@@ -138,9 +147,13 @@ func testClusterFreeze(t *testing.T, provider string, freeze time.Duration) {
 	eventually(t, "publishing under way", func() bool { return count() >= 200 })
 	host, most := 0, -1.0
 	for i, p := range nodes {
-		if n := sum(scrape(t, httpBase(p.URL)), "hubbub_rooms_active"); n > most {
+		n := sum(scrape(t, httpBase(p.URL)), "hubbub_rooms_active")
+		if (!roomless && n > most) || (roomless && n == 0) {
 			host, most = i, n
 		}
+	}
+	if roomless && most != 0 {
+		t.Fatal("every node hosts a room")
 	}
 	if err := nodes[host].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -171,11 +184,8 @@ func testClusterFreeze(t *testing.T, provider string, freeze time.Duration) {
 	var settled time.Duration
 	eventually(t, "one activation per room", func() bool {
 		total := 0.0
-		var per []float64
 		for _, p := range alive {
-			n := sum(scrape(t, httpBase(p.URL)), "hubbub_rooms_active")
-			per = append(per, n)
-			total += n
+			total += sum(scrape(t, httpBase(p.URL)), "hubbub_rooms_active")
 		}
 		settled = time.Since(resumed)
 		return int(total) == len(rooms)
