@@ -356,3 +356,42 @@ func TestConnectReplyReportsTheTransportSettings(t *testing.T) {
 		t.Fatalf("close %d", code)
 	}
 }
+
+// A stale room activation never answers with an old position: two nodes
+// share one store (each runs its own activation of the room), one falls
+// behind while the other publishes, and a client that saw the newer
+// messages rejoins on the stale one. The stale activation checks the store,
+// answers UNAVAILABLE (temporary), stops and closes its members with 4004;
+// the retry recovers exactly the missed messages.
+func TestStaleActivationChecksTheStore(t *testing.T) {
+	st, err := store.OpenEmbedded(t.TempDir(), store.Retention{MaxLen: 100, MaxAge: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cfg := actors.Config{Room: actors.RoomConfig{Store: st}}
+	a, b := startServer(t, cfg, transport.Config{}), startServer(t, cfg, transport.Config{})
+	onA := connect(t, a.URL, wire.Proto, "on-a")
+	pos := onA.join("shared", nil).GetPosition()
+	onA.publish("shared", "one")
+	onB := connect(t, b.URL, wire.JSON, "on-b")
+	onB.join("shared", &hubbubv1.StreamPosition{Offset: 1, Epoch: pos.GetEpoch()})
+	last := onB.publish("shared", "two") // a's activation does not know this one
+	onB.publish("shared", "three")
+	reader := connect(t, a.URL, wire.JSON, "reader")
+	r := reader.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{
+		Room: "shared", Since: &hubbubv1.StreamPosition{Offset: last.GetOffset(), Epoch: last.GetEpoch()}}}})
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !r.GetError().GetTemporary() {
+		t.Fatalf("join on the stale activation: %v", r)
+	}
+	if code := closeCode(onA.waitClosed()); code != wire.CloseRoomMoved {
+		t.Fatalf("member of the stale activation closed with %d", code)
+	}
+	j := reader.join("shared", &hubbubv1.StreamPosition{Offset: last.GetOffset(), Epoch: last.GetEpoch()})
+	if !j.GetRecovered() || j.GetPosition().GetOffset() != 3 || len(j.GetMessages()) != 1 || j.GetMessages()[0].GetBody().GetText() != "three" {
+		t.Fatalf("retry: %v", j)
+	}
+	if n := a.node.Counters().StaleRooms.Load(); n != 1 {
+		t.Fatalf("stale rooms counted %d", n)
+	}
+}
