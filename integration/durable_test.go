@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -355,81 +354,13 @@ func TestClusterDurableHistoryWithRedis(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	recCtx, stopRecorders := context.WithCancel(ctx)
-	var recorders []*recorder
-	var rwg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		// Each starts on a different node and goes round all three.
-		order := []string{urls[i%2], urls[(i+1)%2], urls[2]}
-		rec := newRecorder(fmt.Sprint("sub", i), order, rooms)
-		recorders = append(recorders, rec)
-		rwg.Add(1)
-		go func() { defer rwg.Done(); rec.run(recCtx) }()
-	}
-	defer func() { stopRecorders(); rwg.Wait() }()
-	eventually(t, "subscribers joined", func() bool {
-		for _, rec := range recorders {
-			rec.mu.Lock()
-			n := len(rec.got)
-			rec.mu.Unlock()
-			if n != len(rooms) {
-				return false
-			}
-		}
-		return true
+	// Each subscriber starts on a different node and goes round all three.
+	recorders := startRecorders(t, ctx, 4, rooms, func(i int) []string { return []string{urls[i%2], urls[(i+1)%2], urls[2]} },
+		func(int) wire.Encoding { return wire.Proto })
+	pubs := startPublishers(t, ctx, 4, rooms, 3*time.Millisecond, func(w int) hubclient.Config {
+		return hubclient.Config{URL: urls[w%2], URLs: []string{urls[(w+1)%2], urls[2]}}
 	})
-
-	type ack struct {
-		room, text string
-		offset     uint64
-		epoch      string
-	}
-	var mu sync.Mutex
-	var acks []ack
-	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acks) }
-	const publishers = 4
-	stopPublishing := make(chan struct{})
-	var pwg sync.WaitGroup
-	for w := 0; w < publishers; w++ {
-		cl := hubclient.New(hubclient.Config{URL: urls[w%2], URLs: []string{urls[(w+1)%2], urls[2]}, Name: fmt.Sprint("pub", w),
-			MinReconnectDelay: 50 * time.Millisecond, MaxReconnectDelay: 300 * time.Millisecond})
-		defer cl.Close()
-		if err := cl.Connect(ctx); err != nil {
-			t.Fatal(err)
-		}
-		pwg.Add(1)
-		go func() {
-			defer pwg.Done()
-			for i := 0; i < 5000; i++ { // bounded; stopped once a node joined and one died
-				select {
-				case <-stopPublishing:
-					return
-				default:
-				}
-				room := rooms[(w+i)%len(rooms)]
-				text := fmt.Sprintf("p%d-%d", w, i)
-				opts := &hubclient.PublishOptions{MessageID: text}
-				for {
-					pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-					r, err := cl.Publish(pctx, room, &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: text}}, opts)
-					pcancel()
-					if err == nil {
-						mu.Lock()
-						acks = append(acks, ack{room, text, r.GetOffset(), r.GetEpoch()})
-						mu.Unlock()
-						break
-					}
-					var se *hubclient.ServerError
-					if ctx.Err() != nil || (errors.As(err, &se) && !se.Temporary) {
-						t.Errorf("publish %s: %v", text, err)
-						return
-					}
-					time.Sleep(20 * time.Millisecond) // temporary: the room is moving or its node died; same id again
-				}
-				time.Sleep(3 * time.Millisecond)
-			}
-		}()
-	}
+	count := pubs.count
 
 	eventually(t, "publishing under way", func() bool { return count() >= 100 })
 	nodes = append(nodes, start(2)) // rooms move to the new node
@@ -450,85 +381,15 @@ func TestClusterDurableHistoryWithRedis(t *testing.T) {
 	}
 	leftAt := count()
 	eventually(t, "publishing after node 1 left", func() bool { return count() >= leftAt+200 })
-	close(stopPublishing)
-	pwg.Wait()
+	pubs.halt()
 	t.Logf("acknowledgements: node 2 joined after %d, node 0 was killed after %d and came back after %d, node 1 left after %d; %d in all",
 		joinedAt, killedAt, rejoinedAt, leftAt, count())
 	if t.Failed() {
 		return
 	}
-
-	// Every acknowledged message is in the stream once, at its offset.
-	st, err := store.OpenRedis(ctx, store.RedisOptions{URL: redisURL}, store.Retention{MaxLen: 100000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	streams := map[string][]*hubbubv1.Message{}
-	for _, room := range rooms {
-		msgs, err := st.Read(ctx, room, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		texts := map[string]uint64{}
-		for i, m := range msgs {
-			if m.GetOffset() != uint64(i+1) {
-				t.Fatalf("%s: stream entry %d has offset %d: not gapless", room, i, m.GetOffset())
-			}
-			if prev, dup := texts[m.GetBody().GetText()]; dup {
-				t.Fatalf("%s: %q stored twice, at %d and %d", room, m.GetBody().GetText(), prev, m.GetOffset())
-			}
-			texts[m.GetBody().GetText()] = m.GetOffset()
-		}
-		streams[room] = msgs
-	}
-	mu.Lock()
-	epochs := map[string]string{}
-	for _, a := range acks {
-		msgs := streams[a.room]
-		if a.offset == 0 || a.offset > uint64(len(msgs)) || msgs[a.offset-1].GetBody().GetText() != a.text {
-			t.Fatalf("%q acknowledged at %s/%d is not in the stream there", a.text, a.room, a.offset)
-		}
-		if e, ok := epochs[a.room]; ok && e != a.epoch {
-			t.Fatalf("%s: epoch changed from %s to %s without data loss", a.room, e, a.epoch)
-		}
-		epochs[a.room] = a.epoch
-	}
-	total := 0
-	for _, room := range rooms {
-		total += len(streams[room])
-	}
-	if total != len(acks) {
-		t.Fatalf("%d messages stored, %d acknowledged: the stream holds unacknowledged ones", total, len(acks))
-	}
-	mu.Unlock()
-
-	// Every subscriber catches up with every stream, exactly once and in order.
-	for _, rec := range recorders {
-		for _, room := range rooms {
-			top := uint64(len(streams[room]))
-			eventually(t, rec.name+" catching up "+room, func() bool { return rec.offset(room) >= top })
-		}
-	}
-	stopRecorders()
-	rwg.Wait()
-	connects, recoveries := 0, 0
-	for _, rec := range recorders {
-		for _, p := range rec.problems {
-			t.Error(p)
-		}
-		for _, room := range rooms {
-			for off, text := range rec.got[room] {
-				if want := streams[room][off-1].GetBody().GetText(); text != want {
-					t.Errorf("%s: %s/%d delivered %q, stream has %q", rec.name, room, off, text, want)
-				}
-			}
-		}
-		t.Logf("%s connected %d times", rec.name, rec.connects)
-		connects += rec.connects
-		recoveries += rec.recoveries
-	}
-	t.Logf("%d acknowledged messages in %d rooms; subscribers connected %d times and recovered %d times", len(acks), len(rooms), connects, recoveries)
+	streams := checkStreams(t, ctx, redisURL, rooms, pubs.acks)
+	connects, recoveries := recorders.check(t, rooms, streams)
+	t.Logf("%d acknowledged messages in %d rooms; subscribers connected %d times and recovered %d times", len(pubs.acks), len(rooms), connects, recoveries)
 	if recoveries == 0 {
 		t.Fatal("no subscriber had to recover: the test moved no room")
 	}

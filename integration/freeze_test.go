@@ -3,19 +3,16 @@ package integration
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	hubclient "github.com/hubbub-chat/hubbub/client"
 	"github.com/hubbub-chat/hubbub/internal/testredis"
-	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
-	"github.com/hubbub-chat/hubbub/store"
+	"github.com/hubbub-chat/hubbub/wire"
 )
 
 // A node hosting rooms freezes (SIGSTOP, as in a long GC pause or a VM
@@ -74,76 +71,12 @@ func testClusterFreeze(t *testing.T, provider string, freeze time.Duration, room
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	recCtx, stopRecorders := context.WithCancel(ctx)
-	var recorders []*recorder
-	var rwg sync.WaitGroup
-	for i := 0; i < 6; i++ {
-		rec := newRecorder(fmt.Sprint("sub", i), []string{urls[i%3], urls[(i+1)%3], urls[(i+2)%3]}, rooms)
-		rec.enc = encodings[i%2] // both encodings
-		recorders = append(recorders, rec)
-		rwg.Add(1)
-		go func() { defer rwg.Done(); rec.run(recCtx) }()
-	}
-	defer func() { stopRecorders(); rwg.Wait() }()
-	eventually(t, "subscribers joined", func() bool {
-		for _, rec := range recorders {
-			rec.mu.Lock()
-			n := len(rec.got)
-			rec.mu.Unlock()
-			if n != len(rooms) {
-				return false
-			}
-		}
-		return true
+	recorders := startRecorders(t, ctx, 6, rooms, func(i int) []string { return []string{urls[i%3], urls[(i+1)%3], urls[(i+2)%3]} },
+		func(i int) wire.Encoding { return encodings[i%2] }) // both encodings
+	pubs := startPublishers(t, ctx, 3, rooms, 10*time.Millisecond, func(w int) hubclient.Config { // about 100 publishes/s each
+		return hubclient.Config{URL: urls[w], URLs: []string{urls[(w+1)%3], urls[(w+2)%3]}, Encoding: encodings[w%2]}
 	})
-	type ack struct {
-		room, text string
-		offset     uint64
-	}
-	var mu sync.Mutex
-	var acks []ack
-	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acks) }
-	stop := make(chan struct{})
-	var pwg sync.WaitGroup
-	for w := 0; w < 3; w++ {
-		cl := hubclient.New(hubclient.Config{URL: urls[w], URLs: []string{urls[(w+1)%3], urls[(w+2)%3]}, Name: fmt.Sprint("pub", w),
-			Encoding:          encodings[w%2],
-			MinReconnectDelay: 50 * time.Millisecond, MaxReconnectDelay: 300 * time.Millisecond})
-		defer cl.Close()
-		if err := cl.Connect(ctx); err != nil {
-			t.Fatal(err)
-		}
-		pwg.Add(1)
-		go func() { // owner: this test; joined through pwg
-			defer pwg.Done()
-			for i := 0; i < 20000; i++ { // bounded; stopped after the freeze
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				room, text := rooms[(w+i)%len(rooms)], fmt.Sprintf("p%d-%d", w, i)
-				for {
-					pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-					r, err := cl.Publish(pctx, room, &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: text}}, &hubclient.PublishOptions{MessageID: text})
-					pcancel()
-					if err == nil {
-						mu.Lock()
-						acks = append(acks, ack{room, text, r.GetOffset()})
-						mu.Unlock()
-						break
-					}
-					var se *hubclient.ServerError
-					if ctx.Err() != nil || (errors.As(err, &se) && !se.Temporary) {
-						t.Errorf("publish %s: %v", text, err)
-						return
-					}
-					time.Sleep(20 * time.Millisecond) // temporary: the room is moving; same id again
-				}
-				time.Sleep(10 * time.Millisecond) // about 100 publishes/s per publisher
-			}
-		}()
-	}
+	count := pubs.count
 	eventually(t, "publishing under way", func() bool { return count() >= 200 })
 	host, most := 0, -1.0
 	for i, p := range nodes {
@@ -178,8 +111,7 @@ func testClusterFreeze(t *testing.T, provider string, freeze time.Duration, room
 	left := time.Since(resumed)
 	alive := append(append([]*serverProcess{}, nodes[:host]...), nodes[host+1:]...)
 	eventually(t, "publishing after the freeze", func() bool { return count() >= resumedAt+300 })
-	close(stop)
-	pwg.Wait()
+	pubs.halt()
 	// One activation per room once the cluster has settled.
 	var settled time.Duration
 	eventually(t, "one activation per room", func() bool {
@@ -195,45 +127,6 @@ func testClusterFreeze(t *testing.T, provider string, freeze time.Duration, room
 	if t.Failed() {
 		return
 	}
-	st, err := store.OpenRedis(ctx, store.RedisOptions{URL: redisURL}, store.Retention{MaxLen: 100000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	streams := map[string][]*hubbubv1.Message{}
-	for _, room := range rooms {
-		msgs, err := st.Read(ctx, room, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[string]bool{}
-		for i, m := range msgs {
-			if m.GetOffset() != uint64(i+1) || seen[m.GetBody().GetText()] {
-				t.Fatalf("%s: entry %d (offset %d, %q): gap or duplicate", room, i, m.GetOffset(), m.GetBody().GetText())
-			}
-			seen[m.GetBody().GetText()] = true
-		}
-		streams[room] = msgs
-	}
-	mu.Lock()
-	for _, a := range acks {
-		msgs := streams[a.room]
-		if a.offset == 0 || a.offset > uint64(len(msgs)) || msgs[a.offset-1].GetBody().GetText() != a.text {
-			t.Fatalf("%q acknowledged at %s/%d is not in the stream there", a.text, a.room, a.offset)
-		}
-	}
-	mu.Unlock()
-	for _, rec := range recorders {
-		for _, room := range rooms {
-			top := uint64(len(streams[room]))
-			eventually(t, rec.name+" catching up "+room, func() bool { return rec.offset(room) >= top })
-		}
-	}
-	stopRecorders()
-	rwg.Wait()
-	for _, rec := range recorders {
-		for _, p := range rec.problems {
-			t.Error(p)
-		}
-	}
+	streams := checkStreams(t, ctx, redisURL, rooms, pubs.acks)
+	recorders.check(t, rooms, streams)
 }
