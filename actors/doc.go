@@ -26,9 +26,10 @@
 // ReenterAfter, and a room placement that is not cached is looked up on a
 // short-lived goroutine whose result comes back to the connection actor as a
 // message (see conn_ask.go for how a connection's requests keep their order).
-// A room blocks its own mailbox, and nothing else, in two places: loading its
-// position and history from the store when it starts (bounded by
-// RoomConfig.StoreTimeout), and settling its pending appends when it stops;
+// A room blocks its own mailbox, and nothing else, in three places: loading
+// its position and history from the store when it starts, checking its
+// position in the store after the node stalled (room.stale), both bounded by
+// RoomConfig.StoreTimeout, and settling its pending appends when it stops;
 // its appends while running go to the store on a goroutine per batch and come
 // back as a message. Rooms' timers (idle, typing) and the connection's
 // connect and token-expiry timers send messages to their actor. Node's
