@@ -27,7 +27,7 @@ type conn struct {
 	spans     map[uint64]trace.Span // open command spans by request id
 	identity  *auth.Identity
 	counted   bool        // holds one of the user's connection slots
-	expiry    *time.Timer // token expiry
+	expiry    *time.Timer // the connect timeout until connect, then the token's expiry
 	expiryGen int
 
 	// handle is the current command handler: awaitingConnect, then

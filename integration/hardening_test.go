@@ -129,7 +129,7 @@ func burst(c *client, room string) func(t *testing.T) {
 		{&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: room}}}, code(hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED)},
 		{&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: room}}}, ok},
 		{publishFrame(room, "4", ""), offset(4)},
-		{proto(hist), history(4)},
+		{again(hist), history(4)},
 		{typing(false), ok},
 	}
 	ids := make([]uint64, len(steps))
@@ -147,7 +147,9 @@ func burst(c *client, room string) func(t *testing.T) {
 	}
 }
 
-func proto(f *hubbubv1.ClientFrame) *hubbubv1.ClientFrame {
+// again is a new frame with f's command, for sending the same command twice
+// (send gives each frame its own id).
+func again(f *hubbubv1.ClientFrame) *hubbubv1.ClientFrame {
 	return &hubbubv1.ClientFrame{Command: f.GetCommand()}
 }
 
