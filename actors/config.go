@@ -58,6 +58,24 @@ type RoomConfig struct {
 	Ephemeral []string
 	// StoreTimeout bounds one store operation. Default 5s.
 	StoreTimeout time.Duration
+	// Presence is the default presence mode. Default full.
+	Presence PresenceMode
+	// NoJoinLeave stops pushing presence changes by default.
+	NoJoinLeave bool
+	// PresenceInterval is how often a room pushes its presence changes at
+	// most, coalesced into one diff. Default 1s.
+	PresenceInterval time.Duration
+	// PresenceMaxDiff is the most users one presence diff lists; more
+	// changes push a reset with the counts. Default 100.
+	PresenceMaxDiff int
+	// NoTyping turns typing indicators off by default.
+	NoTyping bool
+	// Profiles give rooms matching a pattern their own settings; the first
+	// match wins, before the Overflow and Ephemeral rules, and rooms that
+	// match none take the settings above (DefaultProfile).
+	Profiles []RoomProfile
+
+	rules []RoomProfile // Profiles, the shorthand rules and the default, in order
 }
 
 // ConnConfig configures connections.
@@ -135,6 +153,16 @@ func (c RoomConfig) withDefaults() RoomConfig {
 	if c.PublishRate > 0 && c.PublishBurst <= 0 {
 		c.PublishBurst = max(1, int(2*c.PublishRate))
 	}
+	if c.Presence == 0 {
+		c.Presence = PresenceFull
+	}
+	if c.PresenceInterval <= 0 {
+		c.PresenceInterval = time.Second
+	}
+	if c.PresenceMaxDiff <= 0 {
+		c.PresenceMaxDiff = 100
+	}
+	c.rules = c.profiles()
 	return c
 }
 

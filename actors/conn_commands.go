@@ -34,7 +34,8 @@ func (c *conn) connected(ctx actor.Context, f *hubbubv1.ClientFrame) {
 		}
 	case *hubbubv1.ClientFrame_Presence:
 		if c.checkRoom(f.GetId(), cmd.Presence.GetRoom()) && c.permit(f.GetId(), auth.Read, cmd.Presence.GetRoom()) {
-			c.onRoomQuery(ctx, f, cmd.Presence.GetRoom(), &nodev1.RoomPresence{Room: cmd.Presence.GetRoom(), RequestId: f.GetId(), Trace: f.GetTrace()})
+			c.onRoomQuery(ctx, f, cmd.Presence.GetRoom(), &nodev1.RoomPresence{Room: cmd.Presence.GetRoom(), RequestId: f.GetId(),
+				Limit: cmd.Presence.GetLimit(), Cursor: cmd.Presence.GetCursor(), Trace: f.GetTrace()})
 		}
 	case *hubbubv1.ClientFrame_Refresh:
 		c.onRefresh(ctx, f, cmd.Refresh)
@@ -74,7 +75,8 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 	}
 	jr := &joinedRoom{}
 	c.rooms[name] = jr
-	msg := &nodev1.RoomJoin{Room: name, Member: c.member, Since: since, RequestId: f.GetId(), Trace: f.GetTrace()}
+	msg := &nodev1.RoomJoin{Room: name, Member: c.member, Since: since, PresenceSince: req.GetPresenceSince(),
+		MayPublish: c.identity.Can(auth.Publish, name), RequestId: f.GetId(), Trace: f.GetTrace()}
 	c.ask(ctx, name, msg, f.GetId(), func(pid *actor.PID, rr *nodev1.RoomReply, err error) {
 		if c.rooms[name] != jr {
 			return // left meanwhile

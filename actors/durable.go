@@ -10,7 +10,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/hubbub-chat/hubbub/auth"
 	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/store"
@@ -66,8 +65,8 @@ const maxBatch = 256
 
 // durableStore is the store of a room named name, or nil when the room keeps
 // history in memory only.
-func durableStore(cfg RoomConfig, name string) store.Store {
-	if cfg.Store == nil || auth.MatchAny(cfg.Ephemeral, name) || isHealthRoom(name) {
+func durableStore(cfg RoomConfig, prof *RoomProfile, name string) store.Store {
+	if cfg.Store == nil || !prof.Durable || isHealthRoom(name) {
 		return nil
 	}
 	return cfg.Store
@@ -77,7 +76,7 @@ func durableStore(cfg RoomConfig, name string) store.Store {
 func (r *room) load(ctx actor.Context) {
 	sctx, cancel := context.WithTimeout(context.Background(), r.cfg.StoreTimeout)
 	defer cancel()
-	limit := r.cfg.HistorySize
+	limit := r.prof.HistorySize
 	pos, recent, err := r.store.Load(sctx, r.name, limit)
 	if err != nil {
 		r.counters.StoreErrors.Add(1)

@@ -80,8 +80,8 @@ func checkStream(frames []*hubbubv1.ServerFrame, joinIDs, leaveIDs map[uint64]st
 				return fmt.Errorf("frame %d: offset %d after %d in %q", i, off, last[room], room)
 			}
 			last[room] = f.GetMessage().GetOffset()
-		case f.GetPresenceEvent() != nil:
-			room = f.GetPresenceEvent().GetRoom()
+		case f.GetPresenceDiff() != nil:
+			room = f.GetPresenceDiff().GetRoom()
 		case f.GetTypingEvent() != nil:
 			room = f.GetTypingEvent().GetRoom()
 		default:

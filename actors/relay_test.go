@@ -23,7 +23,7 @@ func TestRelayTurnsStreamGapsIntoResync(t *testing.T) {
 		return &nodev1.RelayDeliver{Room: "r", Offset: off, Epoch: epoch, ProtoFrame: b, Kind: "message"}
 	}
 	presence := func() *nodev1.RelayDeliver {
-		b, _ := proto.Marshal(&hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_PresenceEvent{PresenceEvent: &hubbubv1.PresenceEvent{Room: "r"}}})
+		b, _ := proto.Marshal(&hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_PresenceDiff{PresenceDiff: &hubbubv1.PresenceDiff{Room: "r"}}})
 		return &nodev1.RelayDeliver{Room: "r", ProtoFrame: b, Kind: "presence"}
 	}
 	for _, tc := range []struct {

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/hubbub-chat/hubbub/auth"
 	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/store"
@@ -23,6 +22,7 @@ import (
 type room struct {
 	name string
 	cfg  RoomConfig
+	prof RoomProfile // resolved from the name when it is known
 	roomDeps
 	onStop func(*actor.PID)
 
@@ -42,11 +42,11 @@ type room struct {
 	history   *history
 	dedupe    *dedupe
 	typing    *typingState
+	presence  *presence
 
 	lastActive time.Time
 	idleTimer  *time.Timer
 	publishes  *rate.Limiter // nil when unlimited
-	overflow   Overflow
 	reads      []deferredRead // history requests waiting for earlier publishes to commit
 	verified   uint64         // the node's stall count when the room last checked the store
 }
@@ -112,6 +112,8 @@ func (r *room) Receive(ctx actor.Context) {
 		r.onPresence(ctx, msg)
 	case *nodev1.RoomTyping:
 		r.onTyping(ctx, msg)
+	case presenceFlush:
+		r.onPresenceFlush(ctx)
 	case appendDone:
 		r.onAppendDone(ctx, msg.b)
 	case typingSweep:
@@ -123,6 +125,7 @@ func (r *room) Receive(ctx actor.Context) {
 		r.settle(ctx)
 	case *actor.Stopped:
 		r.typing.stop()
+		r.presence.stop()
 		if r.idleTimer != nil {
 			r.idleTimer.Stop()
 		}
@@ -143,14 +146,11 @@ func (r *room) onStarted(ctx actor.Context) {
 	r.members = map[string]*nodev1.Member{}
 	r.nodes = map[string]int{}
 	r.relays = map[string]*actor.PID{}
-	r.history = newHistory(r.cfg.HistorySize, r.cfg.HistoryTTL)
 	r.dedupe = newDedupe(r.cfg.DedupeWindow)
 	r.typing = newTypingState(r.cfg.TypingTTL)
+	r.applyProfile(r.cfg.rules[len(r.cfg.rules)-1]) // until the name is known
 	if r.name != "" {
 		r.setName(ctx, r.name)
-	}
-	if r.cfg.PublishRate > 0 {
-		r.publishes = rate.NewLimiter(rate.Limit(r.cfg.PublishRate), r.cfg.PublishBurst)
 	}
 	if !isHealthRoom(r.name) { // probes' rooms are not users' rooms
 		r.counters.RoomsStarted.Add(1)
@@ -168,15 +168,21 @@ func (r *room) scheduleIdle(ctx actor.Context, after time.Duration) {
 // room's mailbox only, as a first message would.
 func (r *room) setName(ctx actor.Context, name string) {
 	r.name = name
-	if r.store = durableStore(r.cfg, name); r.store != nil {
+	r.applyProfile(profileFor(r.cfg.rules, name))
+	if r.store = durableStore(r.cfg, &r.prof, name); r.store != nil {
 		r.load(ctx)
 	}
-	r.overflow = OverflowDisconnect
-	for _, rule := range r.cfg.Overflow {
-		if auth.Match(rule.Pattern, name) {
-			r.overflow = rule.Policy
-			break
-		}
+}
+
+// applyProfile sets up what the room's profile decides.
+func (r *room) applyProfile(p RoomProfile) {
+	r.prof = p
+	r.history = newHistory(p.HistorySize, p.HistoryTTL)
+	r.presence.stop()
+	r.presence = newPresence(&r.prof)
+	r.publishes = nil
+	if p.PublishRate > 0 {
+		r.publishes = rate.NewLimiter(rate.Limit(p.PublishRate), p.PublishBurst)
 	}
 }
 
@@ -222,15 +228,19 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 		r.fail(ctx, msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_ALREADY_JOINED, "already joined %q", r.name)
 		return
 	}
-	if r.cfg.MaxMembers > 0 && len(r.members) >= r.cfg.MaxMembers {
+	if r.prof.MaxMembers > 0 && len(r.members) >= r.prof.MaxMembers {
 		r.reply(ctx, msg.GetRequestId(), errFrame(msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED,
-			true, "room %q is full (%d members)", r.name, r.cfg.MaxMembers))
+			true, "room %q is full (%d members)", r.name, r.prof.MaxMembers))
 		return
 	}
-	r.addMember(key, m)
-	reply := &hubbubv1.JoinReply{Room: r.name, Position: r.position()}
+	r.addMember(ctx, key, m)
+	reply := &hubbubv1.JoinReply{Room: r.name, Position: r.position(), Presence: r.presence.state(),
+		Info: r.prof.info(r.store != nil, msg.GetMayPublish(), m.GetClient().GetUser())}
 	if since := msg.GetSince(); since != nil {
 		reply.Recovered, reply.Messages = r.recover(since)
+	}
+	if since := msg.GetPresenceSince(); since != nil {
+		r.presence.since(reply.Presence, since)
 	}
 	trace := msg.GetTrace()
 	if span := r.startSpan(trace, "hubbub.room join"); span != nil {
@@ -242,9 +252,6 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: reply, Trace: trace,
 	}))
 	r.reply(ctx, msg.GetRequestId(), nil)
-	r.broadcast(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_PresenceEvent{PresenceEvent: &hubbubv1.PresenceEvent{
-		Room: r.name, Action: hubbubv1.PresenceAction_PRESENCE_ACTION_JOIN, Client: m.GetClient(),
-	}}}, 0)
 }
 
 // recover returns the messages after since, or false when they are gone.
@@ -259,8 +266,10 @@ func (r *room) recover(since *hubbubv1.StreamPosition) (bool, []*hubbubv1.Messag
 	return true, r.history.since(since.GetOffset(), 0)
 }
 
-func (r *room) addMember(key string, m *nodev1.Member) {
+func (r *room) addMember(ctx actor.Context, key string, m *nodev1.Member) {
 	r.members[key] = m
+	r.presence.add(m.GetClient().GetUser())
+	r.presence.schedule(ctx)
 	defer func() { r.counters.Hist.Load().RecordMembers(len(r.members)) }()
 	r.nodes[m.GetAddress()]++
 	if m.GetEncoding() == nodev1.Encoding_ENCODING_JSON {
@@ -270,8 +279,10 @@ func (r *room) addMember(key string, m *nodev1.Member) {
 	}
 }
 
-func (r *room) removeMember(key string, m *nodev1.Member) {
+func (r *room) removeMember(ctx actor.Context, key string, m *nodev1.Member) {
 	delete(r.members, key)
+	r.presence.remove(m.GetClient().GetUser())
+	r.presence.schedule(ctx)
 	defer func() { r.counters.Hist.Load().RecordMembers(len(r.members)) }()
 	if r.nodes[m.GetAddress()]--; r.nodes[m.GetAddress()] <= 0 {
 		delete(r.nodes, m.GetAddress())
@@ -292,7 +303,7 @@ func (r *room) onLeave(ctx actor.Context, msg *nodev1.RoomLeave) {
 		}
 		return
 	}
-	r.removeMember(key, m)
+	r.removeMember(ctx, key, m)
 	ctx.Send(r.relay(m.GetAddress()), wrap(&nodev1.RelayUnsubscribe{
 		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: !msg.GetDisconnect(), Trace: msg.GetTrace(),
 	}))
@@ -300,13 +311,14 @@ func (r *room) onLeave(ctx actor.Context, msg *nodev1.RoomLeave) {
 	if r.typing.remove(m.GetClient().GetClientId()) {
 		r.broadcastTyping(ctx, m.GetClient(), false)
 	}
-	r.broadcast(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_PresenceEvent{PresenceEvent: &hubbubv1.PresenceEvent{
-		Room: r.name, Action: hubbubv1.PresenceAction_PRESENCE_ACTION_LEAVE, Client: m.GetClient(),
-	}}}, 0)
 }
 
 func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 	sender := msg.GetMember().GetClient()
+	if !r.prof.mayPublish(sender.GetUser()) {
+		r.fail(ctx, msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "room %q takes no publishes from %q (its profile %q)", r.name, sender.GetUser(), r.prof.Name)
+		return
+	}
 	if id := msg.GetMessageId(); id != "" {
 		if off, ok := r.dedupe.get(sender.GetUser(), id); ok {
 			r.counters.DuplicatePublish.Add(1)
@@ -326,7 +338,7 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 			wait := res.DelayFrom(now)
 			res.CancelAt(now)
 			r.counters.RateLimited.Add(1)
-			f := errFrame(msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_RATE_LIMITED, true, "room %q takes at most %g publishes/s", r.name, r.cfg.PublishRate)
+			f := errFrame(msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_RATE_LIMITED, true, "room %q takes at most %g publishes/s", r.name, r.prof.PublishRate)
 			f.GetError().RetryAfterMs = uint32(max(1, wait.Milliseconds()))
 			r.reply(ctx, msg.GetRequestId(), f)
 			return
@@ -385,7 +397,7 @@ func (r *room) broadcastTraced(ctx actor.Context, f *hubbubv1.ServerFrame, offse
 		return
 	}
 	d := &nodev1.RelayDeliver{Room: r.name, Offset: offset, Trace: trace, AcceptedUnixNano: time.Now().UnixNano(), Kind: pushKind(f),
-		Policy: r.overflow, Key: f.GetMessage().GetKey(), Epoch: f.GetMessage().GetEpoch()}
+		Policy: r.prof.Overflow, Key: f.GetMessage().GetKey(), Epoch: f.GetMessage().GetEpoch()}
 	var err error
 	if r.binary > 0 {
 		if d.ProtoFrame, err = proto.Marshal(f); err != nil {
@@ -428,16 +440,6 @@ func (r *room) answerHistory(ctx actor.Context, to *actor.PID, msg *nodev1.RoomH
 	ctx.Send(to, wrap(&nodev1.RoomReply{RequestId: msg.GetRequestId(), Frame: f}))
 }
 
-func (r *room) onPresence(ctx actor.Context, msg *nodev1.RoomPresence) {
-	members := make([]*hubbubv1.ClientInfo, 0, len(r.members))
-	for _, m := range r.members {
-		members = append(members, m.GetClient())
-	}
-	r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Presence{Presence: &hubbubv1.PresenceReply{
-		Room: r.name, Members: members,
-	}}})
-}
-
 func (r *room) onIdle(ctx actor.Context) {
 	quiet := time.Since(r.lastActive)
 	if len(r.members) == 0 && quiet >= r.cfg.IdleTimeout {
@@ -467,7 +469,7 @@ func pushKind(f *hubbubv1.ServerFrame) string {
 	switch f.GetBody().(type) {
 	case *hubbubv1.ServerFrame_Message:
 		return "message"
-	case *hubbubv1.ServerFrame_PresenceEvent:
+	case *hubbubv1.ServerFrame_PresenceDiff:
 		return "presence"
 	case *hubbubv1.ServerFrame_TypingEvent:
 		return "typing"

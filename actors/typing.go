@@ -57,6 +57,10 @@ func (r *room) onTyping(ctx actor.Context, msg *nodev1.RoomTyping) {
 		r.fail(ctx, msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, "not joined to %q", r.name)
 		return
 	}
+	if !r.prof.Typing {
+		r.fail(ctx, msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "typing is off in room %q (its profile %q)", r.name, r.prof.Name)
+		return
+	}
 	r.reply(ctx, msg.GetRequestId(), &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Typing{Typing: &hubbubv1.TypingReply{Room: r.name}}})
 	id := m.GetClient().GetClientId()
 	if !msg.GetTyping() {

@@ -52,15 +52,17 @@ func (c *Client) Join(ctx context.Context, room string) (*Subscription, error) {
 func (c *Client) joinCallLocked(s *Subscription) *call {
 	s.joinSent = true
 	c.nextID++
-	f := &hubbubv1.ClientFrame{Id: c.nextID + 1, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: s.room, Since: s.position}}}
+	f := &hubbubv1.ClientFrame{Id: c.nextID + 1, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{
+		Room: s.room, Since: s.position, PresenceSince: s.members.pos}}}
 	cl := &call{frame: f, sent: true, done: make(chan *hubbubv1.ServerFrame, 1)}
-	cl.onReply = func(r *hubbubv1.ServerFrame) { c.onJoinReply(s, r) }
+	sentSince := s.members.pos != nil
+	cl.onReply = func(r *hubbubv1.ServerFrame) { c.onJoinReply(s, r, sentSince) }
 	c.pending[f.Id] = cl
 	return cl
 }
 
 // onJoinReply runs on the reader goroutine, before any push that follows the reply.
-func (c *Client) onJoinReply(s *Subscription, f *hubbubv1.ServerFrame) {
+func (c *Client) onJoinReply(s *Subscription, f *hubbubv1.ServerFrame, sentPresenceSince bool) {
 	if e := f.GetError(); e != nil {
 		c.mu.Lock()
 		rejoin := s.joined && c.subs[s.room] == s
@@ -99,6 +101,7 @@ func (c *Client) onJoinReply(s *Subscription, f *hubbubv1.ServerFrame) {
 		evs = append(evs, Event{Kind: EventNotRecovered, Room: s.room, Position: j.GetPosition()})
 	}
 	s.joined = true
+	evs = append(evs, c.onJoinPresence(s, j, sentPresenceSince)...)
 	c.mu.Unlock()
 	for _, ev := range evs {
 		s.queue.push(ev)
@@ -182,15 +185,6 @@ func (c *Client) History(ctx context.Context, room string, opts HistoryOptions) 
 		return nil, err
 	}
 	return f.GetHistory(), nil
-}
-
-// Presence lists a room's members.
-func (c *Client) Presence(ctx context.Context, room string) ([]*hubbubv1.ClientInfo, error) {
-	f, err := c.do(ctx, &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: room}}}, true)
-	if err != nil {
-		return nil, err
-	}
-	return f.GetPresence().GetMembers(), nil
 }
 
 // Typing tells a joined room's members this client is (or stopped) typing.

@@ -440,8 +440,8 @@ func (c *Client) onPush(f *hubbubv1.ServerFrame) {
 	switch {
 	case f.GetMessage() != nil:
 		ev.Kind, ev.Message, room = EventMessage, f.GetMessage(), f.GetMessage().GetRoom()
-	case f.GetPresenceEvent() != nil:
-		ev.Kind, ev.Presence, room = EventPresence, f.GetPresenceEvent(), f.GetPresenceEvent().GetRoom()
+	case f.GetPresenceDiff() != nil:
+		ev.Kind, ev.Presence, room = EventPresence, f.GetPresenceDiff(), f.GetPresenceDiff().GetRoom()
 	case f.GetTypingEvent() != nil:
 		ev.Kind, ev.Typing, room = EventTyping, f.GetTypingEvent(), f.GetTypingEvent().GetRoom()
 	default:
@@ -453,6 +453,13 @@ func (c *Client) onPush(f *hubbubv1.ServerFrame) {
 	if s == nil || !s.joined {
 		c.mu.Unlock()
 		return
+	}
+	if ev.Kind == EventPresence {
+		var ok bool
+		if ev, ok = c.onDiffLocked(s, ev.Presence); !ok {
+			c.mu.Unlock()
+			return
+		}
 	}
 	if ev.Kind == EventMessage {
 		if p := s.position; p != nil && p.GetEpoch() == ev.Message.GetEpoch() && ev.Message.GetOffset() > p.GetOffset()+1 {

@@ -34,6 +34,10 @@ type Config struct {
 	FailFast bool
 	// OnState, when set, is called on every change of connection state.
 	OnState func(StateChange)
+	// TrackMembers makes every subscription to a room with full presence keep
+	// its member list (Subscription.Members), fetched in pages after the join
+	// and kept up to date from the pushed diffs.
+	TrackMembers bool
 	// Dialer dials the WebSocket. Default: websocket.DefaultDialer's settings.
 	Dialer *websocket.Dialer
 }

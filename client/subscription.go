@@ -13,7 +13,10 @@ type EventKind int
 const (
 	// EventMessage: a published message (Message is set).
 	EventMessage EventKind = iota + 1
-	// EventPresence: a member joined or left (Presence is set).
+	// EventPresence: the room's presence changed (Presence is set: who came
+	// and went since the previous diff, and the counts). Skipped counts the
+	// diffs missed before it; with Config.TrackMembers the member list
+	// reloads itself after a gap or a reset.
 	EventPresence
 	// EventTyping: a member started or stopped typing (Typing is set).
 	EventTyping
@@ -21,6 +24,9 @@ const (
 	// missed message (or the room's epoch changed); reload the room's state.
 	// Position is the room's position now; messages after it follow.
 	EventNotRecovered
+	// EventMembers: the member list (Subscription.Members) was loaded or
+	// reloaded (Config.TrackMembers).
+	EventMembers
 )
 
 // Event is one thing that happened in a room.
@@ -28,7 +34,7 @@ type Event struct {
 	Kind     EventKind
 	Room     string
 	Message  *hubbubv1.Message
-	Presence *hubbubv1.PresenceEvent
+	Presence *hubbubv1.PresenceDiff
 	Typing   *hubbubv1.TypingEvent
 	Position *hubbubv1.StreamPosition
 	// Skipped counts the messages before this one that the client will never
@@ -51,13 +57,21 @@ type Subscription struct {
 	first    chan struct{} // closed at the first join reply (or failure)
 	firstOK  sync.Once
 
+	info    *hubbubv1.RoomInfo // from the last join reply
+	members memberList
+
 	queue  eventQueue
 	events chan Event
 	done   chan struct{}
+
+	ctx    context.Context // canceled by close: ends member list loads
+	cancel context.CancelFunc
+	loads  sync.WaitGroup
 }
 
 func newSubscription(c *Client, room string) *Subscription {
 	s := &Subscription{c: c, room: room, first: make(chan struct{}), events: make(chan Event), done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.queue.init()
 	go s.feed() // owner: the subscription; ends when its queue closes, joined by close
 	return s
@@ -107,6 +121,8 @@ func (s *Subscription) feed() {
 
 // close stops the feed and waits for it.
 func (s *Subscription) close() {
+	s.cancel()
+	s.loads.Wait()
 	s.queue.close()
 	<-s.done
 }

@@ -34,7 +34,7 @@ func TestClusterRoomAcrossNodes(t *testing.T) {
 		}
 	}
 	r := members[0].request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: "global"}}})
-	if got := len(r.GetPresence().GetMembers()); got != 3*perNode {
+	if got := int(r.GetPresence().GetState().GetMembers()); got != 3*perNode {
 		t.Fatalf("presence lists %d members, want %d", got, 3*perNode)
 	}
 	before := make([]float64, len(nodes))
@@ -257,7 +257,7 @@ func TestClusterWithEtcd(t *testing.T) {
 	b.join("etcd-room", nil)
 	eventually(t, "both members listed", func() bool {
 		r := a.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: "etcd-room"}}})
-		return len(r.GetPresence().GetMembers()) == 2
+		return int(r.GetPresence().GetState().GetMembers()) == 2
 	})
 	b.publish("etcd-room", "through etcd")
 	if m := a.nextMessage(); m.GetBody().GetText() != "through etcd" {

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ func TestSlowConsumerClosedOthersUnaffected(t *testing.T) {
 	writeFrame(t, slowWS, &hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "firehose"}}})
 	eventually(t, "slow client to join", func() bool {
 		r := good.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: "firehose"}}})
-		return len(r.GetPresence().GetMembers()) == 2
+		return int(r.GetPresence().GetState().GetMembers()) == 2
 	})
 
 	pub := connect(t, s.URL, wire.Proto, "pub")
@@ -63,7 +64,7 @@ func TestSlowConsumerClosedOthersUnaffected(t *testing.T) {
 	// Its membership is gone.
 	eventually(t, "slow member to leave", func() bool {
 		r := good.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: "firehose"}}})
-		return len(r.GetPresence().GetMembers()) == 1
+		return int(r.GetPresence().GetState().GetMembers()) == 1
 	})
 }
 
@@ -141,7 +142,7 @@ func TestConnPanicClosesWith1011(t *testing.T) {
 	}
 	eventually(t, "bad member to leave", func() bool {
 		r := calm.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: "room"}}})
-		return len(r.GetPresence().GetMembers()) == 1
+		return int(r.GetPresence().GetState().GetMembers()) == 1
 	})
 	if got := calm.publish("room", "still fine"); got.GetOffset() != 1 {
 		t.Fatalf("publish after conn panic: %v", got)
@@ -166,13 +167,12 @@ func TestDeadPeerDetected(t *testing.T) {
 	writeFrame(t, dead, &hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "hb"}}})
 	sawDeadJoin := false
 	for {
-		ev := watcher.nextPush().GetPresenceEvent()
-		if ev.GetClient().GetUser() == "dead" {
-			if ev.GetAction() == hubbubv1.PresenceAction_PRESENCE_ACTION_JOIN {
-				sawDeadJoin = true
-				continue
-			}
-			break // its leave
+		d := watcher.nextDiff()
+		if slices.Contains(d.GetJoined(), "dead") {
+			sawDeadJoin = true
+		}
+		if slices.Contains(d.GetLeft(), "dead") {
+			break
 		}
 	}
 	if !sawDeadJoin {
@@ -258,7 +258,7 @@ func TestSlowConsumerThatResumesSees4000(t *testing.T) {
 			pub := connect(t, s.URL, wire.Proto, "pub")
 			eventually(t, "the paused member to join", func() bool {
 				r := pub.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: room}}})
-				return len(r.GetPresence().GetMembers()) == 1
+				return int(r.GetPresence().GetState().GetMembers()) == 1
 			})
 			before := s.node.Counters().SlowConsumers.Load()
 			payload := longString(4 << 10)

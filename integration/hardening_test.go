@@ -123,7 +123,7 @@ func burst(c *client, room string) func(t *testing.T) {
 		{hist, history(2)},
 		{publishFrame(room, "3", ""), offset(3)},
 		{&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: room}}},
-			func(r *hubbubv1.ServerFrame) bool { return len(r.GetPresence().GetMembers()) == 1 }},
+			func(r *hubbubv1.ServerFrame) bool { return int(r.GetPresence().GetState().GetMembers()) == 1 }},
 		{&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: room}}}, func(r *hubbubv1.ServerFrame) bool { return r.GetLeave() != nil }},
 		{typing(true), code(hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED)},
 		{&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: room}}}, code(hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED)},

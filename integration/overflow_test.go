@@ -74,7 +74,7 @@ func TestOverflowDropOldest(t *testing.T) {
 	ws := stalledMember(t, s.URL, "game:1")
 	eventually(t, "stalled member to join", func() bool {
 		r := good.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: "game:1"}}})
-		return len(r.GetPresence().GetMembers()) == 2
+		return int(r.GetPresence().GetState().GetMembers()) == 2
 	})
 	pub := connect(t, s.URL, wire.Proto, "pub")
 	const n = 4000 // 8 MB: far more than the stalled member's socket buffers and queue hold
@@ -110,7 +110,7 @@ func TestOverflowConflate(t *testing.T) {
 	ws := stalledMember(t, s.URL, "market:eu")
 	eventually(t, "stalled member to join", func() bool {
 		r := watcher.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: "market:eu"}}})
-		return len(r.GetPresence().GetMembers()) == 2
+		return int(r.GetPresence().GetState().GetMembers()) == 2
 	})
 	pub := connect(t, s.URL, wire.Proto, "pub")
 	const keys, rounds = 8, 300

@@ -200,6 +200,20 @@ func (c *client) nextPush() *hubbubv1.ServerFrame {
 	return f
 }
 
+// nextDiff skips other pushes until a presence diff arrives.
+func (c *client) nextDiff() *hubbubv1.PresenceDiff {
+	c.t.Helper()
+	for {
+		f := c.nextPush()
+		if d := f.GetPresenceDiff(); d != nil {
+			return d
+		}
+		if f.GetError() != nil || f.GetDisconnect() != nil {
+			c.t.Fatalf("unexpected frame %v", f)
+		}
+	}
+}
+
 // nextMessage skips presence and typing pushes until a message arrives.
 func (c *client) nextMessage() *hubbubv1.Message {
 	c.t.Helper()

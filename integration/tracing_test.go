@@ -124,7 +124,7 @@ func TestDeliverySpansAndSlowConsumerEvent(t *testing.T) {
 	writeFrame(t, slow, &hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "hose"}}})
 	eventually(t, "slow client to join", func() bool {
 		r := good.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: "hose"}}})
-		return len(r.GetPresence().GetMembers()) == 2
+		return int(r.GetPresence().GetState().GetMembers()) == 2
 	})
 	pub := connect(t, s.URL, wire.Proto, "pub")
 	first := pub.request(publishFrame("hose", "first", ""))

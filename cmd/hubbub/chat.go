@@ -10,6 +10,7 @@ import (
 	neturl "net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -167,11 +168,21 @@ func formatEvent(ev client.Event) string {
 		m := ev.Message
 		return fmt.Sprintf("[%d] %s: %s", m.GetOffset(), m.GetSender().GetUser(), bodyText(m.GetBody()))
 	case client.EventPresence:
-		verb := "joined"
-		if ev.Presence.GetAction() == hubbubv1.PresenceAction_PRESENCE_ACTION_LEAVE {
-			verb = "left"
+		d := ev.Presence
+		var parts []string
+		if len(d.GetJoined()) > 0 {
+			parts = append(parts, strings.Join(d.GetJoined(), ", ")+" joined")
 		}
-		return fmt.Sprintf("* %s %s", ev.Presence.GetClient().GetUser(), verb)
+		if len(d.GetLeft()) > 0 {
+			parts = append(parts, strings.Join(d.GetLeft(), ", ")+" left")
+		}
+		if d.GetReset_() {
+			parts = append(parts, "many joined or left")
+		}
+		if len(parts) == 0 {
+			parts = append(parts, "presence changed")
+		}
+		return fmt.Sprintf("* %s (%d here)", strings.Join(parts, "; "), d.GetUsers())
 	case client.EventNotRecovered:
 		return "* some messages were missed while disconnected and are no longer available"
 	}

@@ -19,8 +19,9 @@ func TestFormatEvent(t *testing.T) {
 		{client.Event{Kind: client.EventMessage, Message: &hubbubv1.Message{Offset: 7, Sender: alice, Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: "hi"}}}}, "[7] alice: hi"},
 		{client.Event{Kind: client.EventMessage, Message: &hubbubv1.Message{Offset: 8, Sender: alice, Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Data{Data: data}}}}, `[8] alice: {"t":21.5}`},
 		{client.Event{Kind: client.EventMessage, Message: &hubbubv1.Message{Offset: 9, Sender: alice, Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Binary{Binary: []byte{1, 2}}}}}, "[9] alice: <2 bytes>"},
-		{client.Event{Kind: client.EventPresence, Presence: &hubbubv1.PresenceEvent{Action: hubbubv1.PresenceAction_PRESENCE_ACTION_JOIN, Client: alice}}, "* alice joined"},
-		{client.Event{Kind: client.EventPresence, Presence: &hubbubv1.PresenceEvent{Action: hubbubv1.PresenceAction_PRESENCE_ACTION_LEAVE, Client: alice}}, "* alice left"},
+		{client.Event{Kind: client.EventPresence, Presence: &hubbubv1.PresenceDiff{Joined: []string{"alice", "bob"}, Users: 2}}, "* alice, bob joined (2 here)"},
+		{client.Event{Kind: client.EventPresence, Presence: &hubbubv1.PresenceDiff{Joined: []string{"carol"}, Left: []string{"alice"}, Users: 2}}, "* carol joined; alice left (2 here)"},
+		{client.Event{Kind: client.EventPresence, Presence: &hubbubv1.PresenceDiff{Reset_: true, Users: 900}}, "* many joined or left (900 here)"},
 		{client.Event{Kind: client.EventTyping}, ""},
 	}
 	for _, tc := range cases {

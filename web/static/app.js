@@ -10,7 +10,7 @@ const MIN_DELAY_MS = 500, MAX_DELAY_MS = 15000, TYPING_EVERY_MS = 2000, TYPING_S
 const state = {
   name: "", room: "", ws: null, nextId: 1, pending: new Map(),
   me: null, position: null, attempt: 0, stopped: false, joinedOnce: false,
-  members: new Map(), typers: new Map(), lastTypingSent: 0, msgSeq: 0,
+  members: new Set(), presence: null, presenceLoad: null, typers: new Map(), lastTypingSent: 0, msgSeq: 0,
   msgPrefix: Math.random().toString(36).slice(2, 10),
 };
 
@@ -90,7 +90,8 @@ function connect() {
 
 async function join() {
   const since = state.position && state.position.epoch ? state.position : undefined;
-  const r = await send({ join: { room: state.room, since } });
+  const presenceSince = state.presence || undefined;
+  const r = await send({ join: { room: state.room, since, presenceSince } });
   const j = r.join;
   const pos = { offset: j.position.offset || "0", epoch: j.position.epoch || "" };
   if (since) {
@@ -104,8 +105,51 @@ async function join() {
     if (!state.joinedOnce) await loadHistory(Number(pos.offset));
   }
   state.joinedOnce = true;
-  const p = await send({ presence: { room: state.room } });
-  state.members = new Map((p.presence.members || []).map((m) => [m.clientId, m.user]));
+  const pr = j.presence || {};
+  if (presenceSince && pr.recovered) {
+    (pr.diffs || []).forEach(onPresenceDiff);
+  } else {
+    state.presence = pr.position || null;
+    await loadMembers();
+  }
+}
+
+// loadMembers pages through the room's users while the diffs that arrive
+// meanwhile are buffered, then applies them: each diff says who is present or
+// gone at its position, so the result is the member set at the newest diff.
+async function loadMembers() {
+  const load = { buffered: [] };
+  state.presenceLoad = load;
+  const users = new Set();
+  let cursor = "";
+  do {
+    const p = await send({ presence: { room: state.room, cursor, limit: 1000 } });
+    if (state.presenceLoad !== load) return; // superseded
+    (p.presence.users || []).forEach((u) => users.add(u));
+    cursor = p.presence.nextCursor || "";
+  } while (cursor);
+  state.presenceLoad = null;
+  state.members = users;
+  load.buffered.forEach(applyDiff);
+  renderMembers();
+}
+
+function applyDiff(d) {
+  (d.joined || []).forEach((u) => state.members.add(u));
+  (d.left || []).forEach((u) => state.members.delete(u));
+}
+
+// onPresenceDiff applies a diff in order; a gap or a reset reloads the list.
+function onPresenceDiff(d) {
+  const pos = state.presence, at = d.position || {};
+  if (pos && pos.epoch === at.epoch && Number(at.offset) <= Number(pos.offset || 0)) return; // seen already
+  const gap = !pos || pos.epoch !== at.epoch || Number(at.offset) !== Number(pos.offset || 0) + 1;
+  state.presence = at;
+  if (gap || d.reset) { loadMembers(); return; }
+  if (state.presenceLoad) { state.presenceLoad.buffered.push(d); return; }
+  applyDiff(d);
+  (d.joined || []).forEach((u) => notice(`${u} joined`));
+  (d.left || []).forEach((u) => notice(`${u} left`));
   renderMembers();
 }
 
@@ -119,12 +163,8 @@ async function loadHistory(upTo) {
 
 function onPush(f) {
   if (f.message && f.message.room === state.room) renderMessage(f.message);
-  else if (f.presenceEvent && f.presenceEvent.room === state.room) {
-    const ev = f.presenceEvent, c = ev.client;
-    if (ev.action === "PRESENCE_ACTION_JOIN") { state.members.set(c.clientId, c.user); notice(`${c.user} joined`); }
-    else { state.members.delete(c.clientId); state.typers.delete(c.clientId); notice(`${c.user} left`); renderTyping(); }
-    renderMembers();
-  } else if (f.typingEvent && f.typingEvent.room === state.room) {
+  else if (f.presenceDiff && f.presenceDiff.room === state.room) onPresenceDiff(f.presenceDiff);
+  else if (f.typingEvent && f.typingEvent.room === state.room) {
     const ev = f.typingEvent;
     if (state.me && ev.client.clientId === state.me.clientId) return;
     if (ev.typing) state.typers.set(ev.client.clientId, { user: ev.client.user, until: Date.now() + TYPING_SHOW_MS });
@@ -174,7 +214,7 @@ function append(li) {
 
 function renderMembers() {
   const ul = $("members");
-  ul.replaceChildren(...[...state.members.values()].sort().map((u) => {
+  ul.replaceChildren(...[...state.members].sort().map((u) => {
     const li = document.createElement("li");
     li.textContent = u;
     return li;

@@ -29,6 +29,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PresenceMode is what a room tells about its members.
+type PresenceMode int32
+
+const (
+	PresenceMode_PRESENCE_MODE_UNSPECIFIED PresenceMode = 0
+	// Member list (paged) and diffs of who joined and left.
+	PresenceMode_PRESENCE_MODE_FULL PresenceMode = 1
+	// Member and user counts only.
+	PresenceMode_PRESENCE_MODE_COUNTS PresenceMode = 2
+	// Counts on request only; nothing is pushed.
+	PresenceMode_PRESENCE_MODE_OFF PresenceMode = 3
+)
+
+// Enum value maps for PresenceMode.
+var (
+	PresenceMode_name = map[int32]string{
+		0: "PRESENCE_MODE_UNSPECIFIED",
+		1: "PRESENCE_MODE_FULL",
+		2: "PRESENCE_MODE_COUNTS",
+		3: "PRESENCE_MODE_OFF",
+	}
+	PresenceMode_value = map[string]int32{
+		"PRESENCE_MODE_UNSPECIFIED": 0,
+		"PRESENCE_MODE_FULL":        1,
+		"PRESENCE_MODE_COUNTS":      2,
+		"PRESENCE_MODE_OFF":         3,
+	}
+)
+
+func (x PresenceMode) Enum() *PresenceMode {
+	p := new(PresenceMode)
+	*p = x
+	return p
+}
+
+func (x PresenceMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PresenceMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_hubbub_v1_hubbub_proto_enumTypes[0].Descriptor()
+}
+
+func (PresenceMode) Type() protoreflect.EnumType {
+	return &file_hubbub_v1_hubbub_proto_enumTypes[0]
+}
+
+func (x PresenceMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PresenceMode.Descriptor instead.
+func (PresenceMode) EnumDescriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{0}
+}
+
 // PresenceAction says whether a member came or went.
 type PresenceAction int32
 
@@ -63,11 +119,11 @@ func (x PresenceAction) String() string {
 }
 
 func (PresenceAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_hubbub_v1_hubbub_proto_enumTypes[0].Descriptor()
+	return file_hubbub_v1_hubbub_proto_enumTypes[1].Descriptor()
 }
 
 func (PresenceAction) Type() protoreflect.EnumType {
-	return &file_hubbub_v1_hubbub_proto_enumTypes[0]
+	return &file_hubbub_v1_hubbub_proto_enumTypes[1]
 }
 
 func (x PresenceAction) Number() protoreflect.EnumNumber {
@@ -76,7 +132,7 @@ func (x PresenceAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PresenceAction.Descriptor instead.
 func (PresenceAction) EnumDescriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{0}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{1}
 }
 
 // ErrorCode classifies an error reply.
@@ -163,11 +219,11 @@ func (x ErrorCode) String() string {
 }
 
 func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_hubbub_v1_hubbub_proto_enumTypes[1].Descriptor()
+	return file_hubbub_v1_hubbub_proto_enumTypes[2].Descriptor()
 }
 
 func (ErrorCode) Type() protoreflect.EnumType {
-	return &file_hubbub_v1_hubbub_proto_enumTypes[1]
+	return &file_hubbub_v1_hubbub_proto_enumTypes[2]
 }
 
 func (x ErrorCode) Number() protoreflect.EnumNumber {
@@ -176,7 +232,7 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{1}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{2}
 }
 
 // ClientFrame is one command from a client.
@@ -414,6 +470,7 @@ type ServerFrame struct {
 	//	*ServerFrame_PresenceEvent
 	//	*ServerFrame_TypingEvent
 	//	*ServerFrame_Disconnect
+	//	*ServerFrame_PresenceDiff
 	Body isServerFrame_Body `protobuf_oneof:"body"`
 	// The trace id of the server-side trace this frame belongs to, when tracing is on.
 	TraceId       string `protobuf:"bytes,30,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
@@ -591,6 +648,15 @@ func (x *ServerFrame) GetDisconnect() *Disconnect {
 	return nil
 }
 
+func (x *ServerFrame) GetPresenceDiff() *PresenceDiff {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_PresenceDiff); ok {
+			return x.PresenceDiff
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetTraceId() string {
 	if x != nil {
 		return x.TraceId
@@ -659,6 +725,10 @@ type ServerFrame_Disconnect struct {
 	Disconnect *Disconnect `protobuf:"bytes,23,opt,name=disconnect,proto3,oneof"`
 }
 
+type ServerFrame_PresenceDiff struct {
+	PresenceDiff *PresenceDiff `protobuf:"bytes,24,opt,name=presence_diff,json=presenceDiff,proto3,oneof"`
+}
+
 func (*ServerFrame_Error) isServerFrame_Body() {}
 
 func (*ServerFrame_Connect) isServerFrame_Body() {}
@@ -686,6 +756,8 @@ func (*ServerFrame_PresenceEvent) isServerFrame_Body() {}
 func (*ServerFrame_TypingEvent) isServerFrame_Body() {}
 
 func (*ServerFrame_Disconnect) isServerFrame_Body() {}
+
+func (*ServerFrame_PresenceDiff) isServerFrame_Body() {}
 
 // StreamPosition is a point in a room's message stream.
 type StreamPosition struct {
@@ -1040,7 +1112,11 @@ type JoinRequest struct {
 	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
 	// The last position the client saw in this room. When set, the reply carries every message after it,
 	// or recovered=false when they are no longer available.
-	Since         *StreamPosition `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Since *StreamPosition `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// The presence position the client last applied in this room (from a PresenceDiff, a PresenceReply
+	// or a JoinReply). When set, the reply's presence carries every diff after it, or recovered=false
+	// when they are gone and the member list must be fetched again.
+	PresenceSince *StreamPosition `protobuf:"bytes,3,opt,name=presence_since,json=presenceSince,proto3" json:"presence_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1089,6 +1165,13 @@ func (x *JoinRequest) GetSince() *StreamPosition {
 	return nil
 }
 
+func (x *JoinRequest) GetPresenceSince() *StreamPosition {
+	if x != nil {
+		return x.PresenceSince
+	}
+	return nil
+}
+
 // JoinReply confirms a join. Messages published after it follow as Message pushes.
 type JoinReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1098,7 +1181,11 @@ type JoinReply struct {
 	// True when since was given and every missed message is in messages.
 	Recovered bool `protobuf:"varint,3,opt,name=recovered,proto3" json:"recovered,omitempty"`
 	// The missed messages, oldest first.
-	Messages      []*Message `protobuf:"bytes,4,rep,name=messages,proto3" json:"messages,omitempty"`
+	Messages []*Message `protobuf:"bytes,4,rep,name=messages,proto3" json:"messages,omitempty"`
+	// What the room's profile lets members do and see.
+	Info *RoomInfo `protobuf:"bytes,5,opt,name=info,proto3" json:"info,omitempty"`
+	// The room's presence at the join: its position, counts and, for presence_since, the missed diffs.
+	Presence      *PresenceState `protobuf:"bytes,6,opt,name=presence,proto3" json:"presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1161,6 +1248,230 @@ func (x *JoinReply) GetMessages() []*Message {
 	return nil
 }
 
+func (x *JoinReply) GetInfo() *RoomInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *JoinReply) GetPresence() *PresenceState {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+// RoomInfo describes a room's profile: the settings it runs with.
+type RoomInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The profile's name (the pattern of the rule that matched, or "default").
+	Profile  string       `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	Presence PresenceMode `protobuf:"varint,2,opt,name=presence,proto3,enum=hubbub.v1.PresenceMode" json:"presence,omitempty"`
+	// True when presence changes are pushed (PresenceDiff): lists in full mode, counts in counts mode.
+	JoinLeave bool `protobuf:"varint,3,opt,name=join_leave,json=joinLeave,proto3" json:"join_leave,omitempty"`
+	// True when typing indicators are on.
+	Typing bool `protobuf:"varint,4,opt,name=typing,proto3" json:"typing,omitempty"`
+	// Messages kept in history (0: none).
+	HistorySize uint32 `protobuf:"varint,5,opt,name=history_size,json=historySize,proto3" json:"history_size,omitempty"`
+	// True when history survives the room stopping (a durable store).
+	Durable bool `protobuf:"varint,6,opt,name=durable,proto3" json:"durable,omitempty"`
+	// True when this connection may publish to the room.
+	CanPublish bool `protobuf:"varint,7,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
+	// How often presence changes are pushed, at most.
+	PresenceIntervalMs uint32 `protobuf:"varint,8,opt,name=presence_interval_ms,json=presenceIntervalMs,proto3" json:"presence_interval_ms,omitempty"`
+	// Members the room takes at most (0: unlimited).
+	MaxMembers    uint32 `protobuf:"varint,9,opt,name=max_members,json=maxMembers,proto3" json:"max_members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomInfo) Reset() {
+	*x = RoomInfo{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomInfo) ProtoMessage() {}
+
+func (x *RoomInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomInfo.ProtoReflect.Descriptor instead.
+func (*RoomInfo) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RoomInfo) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *RoomInfo) GetPresence() PresenceMode {
+	if x != nil {
+		return x.Presence
+	}
+	return PresenceMode_PRESENCE_MODE_UNSPECIFIED
+}
+
+func (x *RoomInfo) GetJoinLeave() bool {
+	if x != nil {
+		return x.JoinLeave
+	}
+	return false
+}
+
+func (x *RoomInfo) GetTyping() bool {
+	if x != nil {
+		return x.Typing
+	}
+	return false
+}
+
+func (x *RoomInfo) GetHistorySize() uint32 {
+	if x != nil {
+		return x.HistorySize
+	}
+	return 0
+}
+
+func (x *RoomInfo) GetDurable() bool {
+	if x != nil {
+		return x.Durable
+	}
+	return false
+}
+
+func (x *RoomInfo) GetCanPublish() bool {
+	if x != nil {
+		return x.CanPublish
+	}
+	return false
+}
+
+func (x *RoomInfo) GetPresenceIntervalMs() uint32 {
+	if x != nil {
+		return x.PresenceIntervalMs
+	}
+	return 0
+}
+
+func (x *RoomInfo) GetMaxMembers() uint32 {
+	if x != nil {
+		return x.MaxMembers
+	}
+	return 0
+}
+
+// PresenceState is a room's presence at a position.
+type PresenceState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The presence position: a sequence that grows by one with every PresenceDiff, in an epoch of its own
+	// (a room that restarts starts a new presence epoch).
+	Position *StreamPosition `protobuf:"bytes,1,opt,name=position,proto3" json:"position,omitempty"`
+	// Connections in the room.
+	Members uint32 `protobuf:"varint,2,opt,name=members,proto3" json:"members,omitempty"`
+	// Distinct users in the room (a user with three connections counts once).
+	Users uint32 `protobuf:"varint,3,opt,name=users,proto3" json:"users,omitempty"`
+	// XOR of the 64-bit FNV-1a hashes of the users in the room: a client that keeps the member list can
+	// check it (full mode only).
+	Digest uint64 `protobuf:"fixed64,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	// For a join with presence_since: true when every diff after it is in diffs.
+	Recovered bool `protobuf:"varint,5,opt,name=recovered,proto3" json:"recovered,omitempty"`
+	// The diffs after presence_since, oldest first.
+	Diffs         []*PresenceDiff `protobuf:"bytes,6,rep,name=diffs,proto3" json:"diffs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceState) Reset() {
+	*x = PresenceState{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceState) ProtoMessage() {}
+
+func (x *PresenceState) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceState.ProtoReflect.Descriptor instead.
+func (*PresenceState) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PresenceState) GetPosition() *StreamPosition {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *PresenceState) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *PresenceState) GetUsers() uint32 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *PresenceState) GetDigest() uint64 {
+	if x != nil {
+		return x.Digest
+	}
+	return 0
+}
+
+func (x *PresenceState) GetRecovered() bool {
+	if x != nil {
+		return x.Recovered
+	}
+	return false
+}
+
+func (x *PresenceState) GetDiffs() []*PresenceDiff {
+	if x != nil {
+		return x.Diffs
+	}
+	return nil
+}
+
 // LeaveRequest unsubscribes the connection from a room.
 type LeaveRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1171,7 +1482,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[9]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1494,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[9]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1507,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{9}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaveRequest) GetRoom() string {
@@ -1216,7 +1527,7 @@ type LeaveReply struct {
 
 func (x *LeaveReply) Reset() {
 	*x = LeaveReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[10]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1539,7 @@ func (x *LeaveReply) String() string {
 func (*LeaveReply) ProtoMessage() {}
 
 func (x *LeaveReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[10]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1552,7 @@ func (x *LeaveReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveReply.ProtoReflect.Descriptor instead.
 func (*LeaveReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{10}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaveReply) GetRoom() string {
@@ -1266,7 +1577,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[11]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1589,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[11]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1602,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{11}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PublishRequest) GetRoom() string {
@@ -1336,7 +1647,7 @@ type PublishReply struct {
 
 func (x *PublishReply) Reset() {
 	*x = PublishReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[12]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1659,7 @@ func (x *PublishReply) String() string {
 func (*PublishReply) ProtoMessage() {}
 
 func (x *PublishReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[12]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1672,7 @@ func (x *PublishReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishReply.ProtoReflect.Descriptor instead.
 func (*PublishReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{12}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PublishReply) GetRoom() string {
@@ -1408,7 +1719,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[13]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1731,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[13]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1744,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{13}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -1476,7 +1787,7 @@ type HistoryReply struct {
 
 func (x *HistoryReply) Reset() {
 	*x = HistoryReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[14]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1799,7 @@ func (x *HistoryReply) String() string {
 func (*HistoryReply) ProtoMessage() {}
 
 func (x *HistoryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[14]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1812,7 @@ func (x *HistoryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReply.ProtoReflect.Descriptor instead.
 func (*HistoryReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{14}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HistoryReply) GetRoom() string {
@@ -1527,15 +1838,19 @@ func (x *HistoryReply) GetPosition() *StreamPosition {
 
 // PresenceRequest lists a room's members.
 type PresenceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// Users per page; 0 or more than the server's limit means the limit (1000).
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Where the page starts: empty for the first page, then the previous reply's next_cursor.
+	Cursor        string `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PresenceRequest) Reset() {
 	*x = PresenceRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1862,7 @@ func (x *PresenceRequest) String() string {
 func (*PresenceRequest) ProtoMessage() {}
 
 func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1875,7 @@ func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
 func (*PresenceRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{15}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PresenceRequest) GetRoom() string {
@@ -1570,18 +1885,42 @@ func (x *PresenceRequest) GetRoom() string {
 	return ""
 }
 
-// PresenceReply lists a room's members.
+func (x *PresenceRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *PresenceRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+// PresenceReply is one page of a room's users, sorted by user id, with the presence state the page
+// was taken at. In counts and off modes it carries the counts only.
 type PresenceReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
-	Members       []*ClientInfo          `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// Replaced by users (a user with several connections is one member); no longer filled.
+	//
+	// Deprecated: Marked as deprecated in hubbub/v1/hubbub.proto.
+	Members []*ClientInfo `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	// The users of this page, in ascending order.
+	Users []string `protobuf:"bytes,3,rep,name=users,proto3" json:"users,omitempty"`
+	// The cursor of the next page; empty on the last page.
+	NextCursor string `protobuf:"bytes,4,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	// The presence position the page was taken at, and the room's counts and digest.
+	State         *PresenceState `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PresenceReply) Reset() {
 	*x = PresenceReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1932,7 @@ func (x *PresenceReply) String() string {
 func (*PresenceReply) ProtoMessage() {}
 
 func (x *PresenceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1945,7 @@ func (x *PresenceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceReply.ProtoReflect.Descriptor instead.
 func (*PresenceReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{16}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PresenceReply) GetRoom() string {
@@ -1616,9 +1955,31 @@ func (x *PresenceReply) GetRoom() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in hubbub/v1/hubbub.proto.
 func (x *PresenceReply) GetMembers() []*ClientInfo {
 	if x != nil {
 		return x.Members
+	}
+	return nil
+}
+
+func (x *PresenceReply) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *PresenceReply) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
+func (x *PresenceReply) GetState() *PresenceState {
+	if x != nil {
+		return x.State
 	}
 	return nil
 }
@@ -1635,7 +1996,7 @@ type TypingRequest struct {
 
 func (x *TypingRequest) Reset() {
 	*x = TypingRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +2008,7 @@ func (x *TypingRequest) String() string {
 func (*TypingRequest) ProtoMessage() {}
 
 func (x *TypingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +2021,7 @@ func (x *TypingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingRequest.ProtoReflect.Descriptor instead.
 func (*TypingRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{17}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TypingRequest) GetRoom() string {
@@ -1687,7 +2048,7 @@ type TypingReply struct {
 
 func (x *TypingReply) Reset() {
 	*x = TypingReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +2060,7 @@ func (x *TypingReply) String() string {
 func (*TypingReply) ProtoMessage() {}
 
 func (x *TypingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +2073,7 @@ func (x *TypingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingReply.ProtoReflect.Descriptor instead.
 func (*TypingReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{18}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TypingReply) GetRoom() string {
@@ -1733,7 +2094,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +2106,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2119,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RefreshRequest) GetToken() string {
@@ -1779,7 +2140,7 @@ type RefreshReply struct {
 
 func (x *RefreshReply) Reset() {
 	*x = RefreshReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +2152,7 @@ func (x *RefreshReply) String() string {
 func (*RefreshReply) ProtoMessage() {}
 
 func (x *RefreshReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +2165,7 @@ func (x *RefreshReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshReply.ProtoReflect.Descriptor instead.
 func (*RefreshReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RefreshReply) GetExpiresUnixMs() int64 {
@@ -1823,7 +2184,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2196,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2209,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{21}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
 }
 
 // PingReply answers a PingRequest.
@@ -1861,7 +2222,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2234,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2247,7 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{22}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PingReply) GetServerTimeUnixMs() int64 {
@@ -1913,7 +2274,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2286,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2299,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Message) GetRoom() string {
@@ -1997,7 +2358,8 @@ func (x *Message) GetKey() string {
 	return ""
 }
 
-// PresenceEvent is pushed to a room's members when a member joins or leaves.
+// PresenceEvent was pushed for every join and leave; rooms now push PresenceDiff instead, and
+// PresenceEvent is no longer sent.
 type PresenceEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
@@ -2009,7 +2371,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2383,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2396,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PresenceEvent) GetRoom() string {
@@ -2058,6 +2420,118 @@ func (x *PresenceEvent) GetClient() *ClientInfo {
 	return nil
 }
 
+// PresenceDiff is pushed to a room's members when its presence changed, at most once per presence
+// interval: the users who came (their first connection joined) and went (their last one left) since
+// the previous diff, so a join storm costs one push per member per interval. Diffs are numbered: a
+// client applies them in order; a gap, or reset, means its member list is stale and must be fetched
+// again (PresenceRequest pages) or recovered (JoinRequest.presence_since).
+type PresenceDiff struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// This diff's presence position: the previous diff's offset plus one, same epoch.
+	Position *StreamPosition `protobuf:"bytes,2,opt,name=position,proto3" json:"position,omitempty"`
+	// Users present now who were not at the previous diff, in ascending order.
+	Joined []string `protobuf:"bytes,3,rep,name=joined,proto3" json:"joined,omitempty"`
+	// Users gone now who were present at the previous diff, in ascending order.
+	Left []string `protobuf:"bytes,4,rep,name=left,proto3" json:"left,omitempty"`
+	// Connections and distinct users in the room after this diff.
+	Members uint32 `protobuf:"varint,5,opt,name=members,proto3" json:"members,omitempty"`
+	Users   uint32 `protobuf:"varint,6,opt,name=users,proto3" json:"users,omitempty"`
+	// The digest of the users after this diff (see PresenceState.digest).
+	Digest uint64 `protobuf:"fixed64,7,opt,name=digest,proto3" json:"digest,omitempty"`
+	// True when there were more changes than a diff lists (or the room pushes counts only): joined and
+	// left are empty, and a client that keeps the member list must fetch it again.
+	Reset_        bool `protobuf:"varint,8,opt,name=reset,proto3" json:"reset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceDiff) Reset() {
+	*x = PresenceDiff{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceDiff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceDiff) ProtoMessage() {}
+
+func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceDiff.ProtoReflect.Descriptor instead.
+func (*PresenceDiff) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PresenceDiff) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *PresenceDiff) GetPosition() *StreamPosition {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *PresenceDiff) GetJoined() []string {
+	if x != nil {
+		return x.Joined
+	}
+	return nil
+}
+
+func (x *PresenceDiff) GetLeft() []string {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *PresenceDiff) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *PresenceDiff) GetUsers() uint32 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *PresenceDiff) GetDigest() uint64 {
+	if x != nil {
+		return x.Digest
+	}
+	return 0
+}
+
+func (x *PresenceDiff) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
 // TypingEvent is pushed to a room's members when a member starts or stops typing.
 type TypingEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2070,7 +2544,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2556,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2569,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TypingEvent) GetRoom() string {
@@ -2134,7 +2608,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2620,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2633,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{26}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -2205,7 +2679,7 @@ type Disconnect struct {
 
 func (x *Disconnect) Reset() {
 	*x = Disconnect{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2691,7 @@ func (x *Disconnect) String() string {
 func (*Disconnect) ProtoMessage() {}
 
 func (x *Disconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2704,7 @@ func (x *Disconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disconnect.ProtoReflect.Descriptor instead.
 func (*Disconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{27}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Disconnect) GetCode() uint32 {
@@ -2283,7 +2757,7 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acommand\"\x98\x06\n" +
+	"\acommand\"\xd8\x06\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.hubbub.v1.ErrorH\x00R\x05error\x123\n" +
@@ -2302,7 +2776,8 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\ftyping_event\x18\x16 \x01(\v2\x16.hubbub.v1.TypingEventH\x00R\vtypingEvent\x127\n" +
 	"\n" +
 	"disconnect\x18\x17 \x01(\v2\x15.hubbub.v1.DisconnectH\x00R\n" +
-	"disconnect\x12\x19\n" +
+	"disconnect\x12>\n" +
+	"\rpresence_diff\x18\x18 \x01(\v2\x17.hubbub.v1.PresenceDiffH\x00R\fpresenceDiff\x12\x19\n" +
 	"\btrace_id\x18\x1e \x01(\tR\atraceIdB\x06\n" +
 	"\x04body\">\n" +
 	"\x0eStreamPosition\x12\x16\n" +
@@ -2325,15 +2800,38 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x0fexpires_unix_ms\x18\x05 \x01(\x03R\rexpiresUnixMs\x12(\n" +
 	"\x10ping_interval_ms\x18\x02 \x01(\rR\x0epingIntervalMs\x12%\n" +
 	"\x0eserver_version\x18\x03 \x01(\tR\rserverVersion\x12&\n" +
-	"\x0fmax_frame_bytes\x18\x04 \x01(\rR\rmaxFrameBytes\"R\n" +
+	"\x0fmax_frame_bytes\x18\x04 \x01(\rR\rmaxFrameBytes\"\x94\x01\n" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
-	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\"\xa4\x01\n" +
+	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\x12@\n" +
+	"\x0epresence_since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\"\x83\x02\n" +
 	"\tJoinReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x125\n" +
 	"\bposition\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x1c\n" +
 	"\trecovered\x18\x03 \x01(\bR\trecovered\x12.\n" +
-	"\bmessages\x18\x04 \x03(\v2\x12.hubbub.v1.MessageR\bmessages\"\"\n" +
+	"\bmessages\x18\x04 \x03(\v2\x12.hubbub.v1.MessageR\bmessages\x12'\n" +
+	"\x04info\x18\x05 \x01(\v2\x13.hubbub.v1.RoomInfoR\x04info\x124\n" +
+	"\bpresence\x18\x06 \x01(\v2\x18.hubbub.v1.PresenceStateR\bpresence\"\xc1\x02\n" +
+	"\bRoomInfo\x12\x18\n" +
+	"\aprofile\x18\x01 \x01(\tR\aprofile\x123\n" +
+	"\bpresence\x18\x02 \x01(\x0e2\x17.hubbub.v1.PresenceModeR\bpresence\x12\x1d\n" +
+	"\n" +
+	"join_leave\x18\x03 \x01(\bR\tjoinLeave\x12\x16\n" +
+	"\x06typing\x18\x04 \x01(\bR\x06typing\x12!\n" +
+	"\fhistory_size\x18\x05 \x01(\rR\vhistorySize\x12\x18\n" +
+	"\adurable\x18\x06 \x01(\bR\adurable\x12\x1f\n" +
+	"\vcan_publish\x18\a \x01(\bR\n" +
+	"canPublish\x120\n" +
+	"\x14presence_interval_ms\x18\b \x01(\rR\x12presenceIntervalMs\x12\x1f\n" +
+	"\vmax_members\x18\t \x01(\rR\n" +
+	"maxMembers\"\xdb\x01\n" +
+	"\rPresenceState\x125\n" +
+	"\bposition\x18\x01 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x18\n" +
+	"\amembers\x18\x02 \x01(\rR\amembers\x12\x14\n" +
+	"\x05users\x18\x03 \x01(\rR\x05users\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\x06R\x06digest\x12\x1c\n" +
+	"\trecovered\x18\x05 \x01(\bR\trecovered\x12-\n" +
+	"\x05diffs\x18\x06 \x03(\v2\x17.hubbub.v1.PresenceDiffR\x05diffs\"\"\n" +
 	"\fLeaveRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\" \n" +
 	"\n" +
@@ -2358,12 +2856,18 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\fHistoryReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12.\n" +
 	"\bmessages\x18\x02 \x03(\v2\x12.hubbub.v1.MessageR\bmessages\x125\n" +
-	"\bposition\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\"%\n" +
+	"\bposition\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\"S\n" +
 	"\x0fPresenceRequest\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room\"T\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\tR\x06cursor\"\xbf\x01\n" +
 	"\rPresenceReply\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
-	"\amembers\x18\x02 \x03(\v2\x15.hubbub.v1.ClientInfoR\amembers\";\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x123\n" +
+	"\amembers\x18\x02 \x03(\v2\x15.hubbub.v1.ClientInfoB\x02\x18\x01R\amembers\x12\x14\n" +
+	"\x05users\x18\x03 \x03(\tR\x05users\x12\x1f\n" +
+	"\vnext_cursor\x18\x04 \x01(\tR\n" +
+	"nextCursor\x12.\n" +
+	"\x05state\x18\x05 \x01(\v2\x18.hubbub.v1.PresenceStateR\x05state\";\n" +
 	"\rTypingRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
 	"\x06typing\x18\x02 \x01(\bR\x06typing\"!\n" +
@@ -2390,7 +2894,16 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\rPresenceEvent\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x121\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x19.hubbub.v1.PresenceActionR\x06action\x12-\n" +
-	"\x06client\x18\x03 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\"h\n" +
+	"\x06client\x18\x03 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\"\xe3\x01\n" +
+	"\fPresenceDiff\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x125\n" +
+	"\bposition\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x16\n" +
+	"\x06joined\x18\x03 \x03(\tR\x06joined\x12\x12\n" +
+	"\x04left\x18\x04 \x03(\tR\x04left\x12\x18\n" +
+	"\amembers\x18\x05 \x01(\rR\amembers\x12\x14\n" +
+	"\x05users\x18\x06 \x01(\rR\x05users\x12\x16\n" +
+	"\x06digest\x18\a \x01(\x06R\x06digest\x12\x14\n" +
+	"\x05reset\x18\b \x01(\bR\x05reset\"h\n" +
 	"\vTypingEvent\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12-\n" +
 	"\x06client\x18\x02 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x12\x16\n" +
@@ -2405,7 +2918,12 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1c\n" +
 	"\treconnect\x18\x03 \x01(\bR\treconnect\x12$\n" +
-	"\x0eretry_after_ms\x18\x04 \x01(\rR\fretryAfterMs*f\n" +
+	"\x0eretry_after_ms\x18\x04 \x01(\rR\fretryAfterMs*v\n" +
+	"\fPresenceMode\x12\x1d\n" +
+	"\x19PRESENCE_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12PRESENCE_MODE_FULL\x10\x01\x12\x18\n" +
+	"\x14PRESENCE_MODE_COUNTS\x10\x02\x12\x15\n" +
+	"\x11PRESENCE_MODE_OFF\x10\x03*f\n" +
 	"\x0ePresenceAction\x12\x1f\n" +
 	"\x1bPRESENCE_ACTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PRESENCE_ACTION_JOIN\x10\x01\x12\x19\n" +
@@ -2440,87 +2958,100 @@ func file_hubbub_v1_hubbub_proto_rawDescGZIP() []byte {
 	return file_hubbub_v1_hubbub_proto_rawDescData
 }
 
-var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_hubbub_v1_hubbub_proto_goTypes = []any{
-	(PresenceAction)(0),     // 0: hubbub.v1.PresenceAction
-	(ErrorCode)(0),          // 1: hubbub.v1.ErrorCode
-	(*ClientFrame)(nil),     // 2: hubbub.v1.ClientFrame
-	(*ServerFrame)(nil),     // 3: hubbub.v1.ServerFrame
-	(*StreamPosition)(nil),  // 4: hubbub.v1.StreamPosition
-	(*Body)(nil),            // 5: hubbub.v1.Body
-	(*ClientInfo)(nil),      // 6: hubbub.v1.ClientInfo
-	(*ConnectRequest)(nil),  // 7: hubbub.v1.ConnectRequest
-	(*ConnectReply)(nil),    // 8: hubbub.v1.ConnectReply
-	(*JoinRequest)(nil),     // 9: hubbub.v1.JoinRequest
-	(*JoinReply)(nil),       // 10: hubbub.v1.JoinReply
-	(*LeaveRequest)(nil),    // 11: hubbub.v1.LeaveRequest
-	(*LeaveReply)(nil),      // 12: hubbub.v1.LeaveReply
-	(*PublishRequest)(nil),  // 13: hubbub.v1.PublishRequest
-	(*PublishReply)(nil),    // 14: hubbub.v1.PublishReply
-	(*HistoryRequest)(nil),  // 15: hubbub.v1.HistoryRequest
-	(*HistoryReply)(nil),    // 16: hubbub.v1.HistoryReply
-	(*PresenceRequest)(nil), // 17: hubbub.v1.PresenceRequest
-	(*PresenceReply)(nil),   // 18: hubbub.v1.PresenceReply
-	(*TypingRequest)(nil),   // 19: hubbub.v1.TypingRequest
-	(*TypingReply)(nil),     // 20: hubbub.v1.TypingReply
-	(*RefreshRequest)(nil),  // 21: hubbub.v1.RefreshRequest
-	(*RefreshReply)(nil),    // 22: hubbub.v1.RefreshReply
-	(*PingRequest)(nil),     // 23: hubbub.v1.PingRequest
-	(*PingReply)(nil),       // 24: hubbub.v1.PingReply
-	(*Message)(nil),         // 25: hubbub.v1.Message
-	(*PresenceEvent)(nil),   // 26: hubbub.v1.PresenceEvent
-	(*TypingEvent)(nil),     // 27: hubbub.v1.TypingEvent
-	(*Error)(nil),           // 28: hubbub.v1.Error
-	(*Disconnect)(nil),      // 29: hubbub.v1.Disconnect
-	nil,                     // 30: hubbub.v1.ClientFrame.TraceEntry
-	(*structpb.Value)(nil),  // 31: google.protobuf.Value
+	(PresenceMode)(0),       // 0: hubbub.v1.PresenceMode
+	(PresenceAction)(0),     // 1: hubbub.v1.PresenceAction
+	(ErrorCode)(0),          // 2: hubbub.v1.ErrorCode
+	(*ClientFrame)(nil),     // 3: hubbub.v1.ClientFrame
+	(*ServerFrame)(nil),     // 4: hubbub.v1.ServerFrame
+	(*StreamPosition)(nil),  // 5: hubbub.v1.StreamPosition
+	(*Body)(nil),            // 6: hubbub.v1.Body
+	(*ClientInfo)(nil),      // 7: hubbub.v1.ClientInfo
+	(*ConnectRequest)(nil),  // 8: hubbub.v1.ConnectRequest
+	(*ConnectReply)(nil),    // 9: hubbub.v1.ConnectReply
+	(*JoinRequest)(nil),     // 10: hubbub.v1.JoinRequest
+	(*JoinReply)(nil),       // 11: hubbub.v1.JoinReply
+	(*RoomInfo)(nil),        // 12: hubbub.v1.RoomInfo
+	(*PresenceState)(nil),   // 13: hubbub.v1.PresenceState
+	(*LeaveRequest)(nil),    // 14: hubbub.v1.LeaveRequest
+	(*LeaveReply)(nil),      // 15: hubbub.v1.LeaveReply
+	(*PublishRequest)(nil),  // 16: hubbub.v1.PublishRequest
+	(*PublishReply)(nil),    // 17: hubbub.v1.PublishReply
+	(*HistoryRequest)(nil),  // 18: hubbub.v1.HistoryRequest
+	(*HistoryReply)(nil),    // 19: hubbub.v1.HistoryReply
+	(*PresenceRequest)(nil), // 20: hubbub.v1.PresenceRequest
+	(*PresenceReply)(nil),   // 21: hubbub.v1.PresenceReply
+	(*TypingRequest)(nil),   // 22: hubbub.v1.TypingRequest
+	(*TypingReply)(nil),     // 23: hubbub.v1.TypingReply
+	(*RefreshRequest)(nil),  // 24: hubbub.v1.RefreshRequest
+	(*RefreshReply)(nil),    // 25: hubbub.v1.RefreshReply
+	(*PingRequest)(nil),     // 26: hubbub.v1.PingRequest
+	(*PingReply)(nil),       // 27: hubbub.v1.PingReply
+	(*Message)(nil),         // 28: hubbub.v1.Message
+	(*PresenceEvent)(nil),   // 29: hubbub.v1.PresenceEvent
+	(*PresenceDiff)(nil),    // 30: hubbub.v1.PresenceDiff
+	(*TypingEvent)(nil),     // 31: hubbub.v1.TypingEvent
+	(*Error)(nil),           // 32: hubbub.v1.Error
+	(*Disconnect)(nil),      // 33: hubbub.v1.Disconnect
+	nil,                     // 34: hubbub.v1.ClientFrame.TraceEntry
+	(*structpb.Value)(nil),  // 35: google.protobuf.Value
 }
 var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
-	7,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
-	9,  // 1: hubbub.v1.ClientFrame.join:type_name -> hubbub.v1.JoinRequest
-	11, // 2: hubbub.v1.ClientFrame.leave:type_name -> hubbub.v1.LeaveRequest
-	13, // 3: hubbub.v1.ClientFrame.publish:type_name -> hubbub.v1.PublishRequest
-	15, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
-	17, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
-	19, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
-	23, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
-	21, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
-	30, // 9: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
-	28, // 10: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
-	8,  // 11: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
-	10, // 12: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
-	12, // 13: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
-	14, // 14: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
-	16, // 15: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
-	18, // 16: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
-	20, // 17: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
-	24, // 18: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
-	22, // 19: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
-	25, // 20: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
-	26, // 21: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
-	27, // 22: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
-	29, // 23: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
-	31, // 24: hubbub.v1.Body.data:type_name -> google.protobuf.Value
-	6,  // 25: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
-	4,  // 26: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
-	4,  // 27: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
-	25, // 28: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
-	5,  // 29: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	25, // 30: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
-	4,  // 31: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
-	6,  // 32: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
-	6,  // 33: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
-	5,  // 34: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
-	0,  // 35: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
-	6,  // 36: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
-	6,  // 37: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
-	1,  // 38: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	8,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
+	10, // 1: hubbub.v1.ClientFrame.join:type_name -> hubbub.v1.JoinRequest
+	14, // 2: hubbub.v1.ClientFrame.leave:type_name -> hubbub.v1.LeaveRequest
+	16, // 3: hubbub.v1.ClientFrame.publish:type_name -> hubbub.v1.PublishRequest
+	18, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
+	20, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
+	22, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
+	26, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
+	24, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
+	34, // 9: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
+	32, // 10: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
+	9,  // 11: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
+	11, // 12: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
+	15, // 13: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
+	17, // 14: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
+	19, // 15: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
+	21, // 16: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
+	23, // 17: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
+	27, // 18: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
+	25, // 19: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
+	28, // 20: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
+	29, // 21: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
+	31, // 22: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
+	33, // 23: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
+	30, // 24: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
+	35, // 25: hubbub.v1.Body.data:type_name -> google.protobuf.Value
+	7,  // 26: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 27: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
+	5,  // 28: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
+	5,  // 29: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
+	28, // 30: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
+	12, // 31: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
+	13, // 32: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
+	0,  // 33: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
+	5,  // 34: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
+	30, // 35: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
+	6,  // 36: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	28, // 37: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
+	5,  // 38: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 39: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
+	13, // 40: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
+	7,  // 41: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
+	6,  // 42: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
+	1,  // 43: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
+	7,  // 44: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 45: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 46: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
+	2,  // 47: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_v1_hubbub_proto_init() }
@@ -2554,6 +3085,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ServerFrame_PresenceEvent)(nil),
 		(*ServerFrame_TypingEvent)(nil),
 		(*ServerFrame_Disconnect)(nil),
+		(*ServerFrame_PresenceDiff)(nil),
 	}
 	file_hubbub_v1_hubbub_proto_msgTypes[3].OneofWrappers = []any{
 		(*Body_Text)(nil),
@@ -2565,8 +3097,8 @@ func file_hubbub_v1_hubbub_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_v1_hubbub_proto_rawDesc), len(file_hubbub_v1_hubbub_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   29,
+			NumEnums:      3,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -421,7 +421,10 @@ type RoomJoin struct {
 	Member        *Member                `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
 	Since         *v1.StreamPosition     `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
 	RequestId     uint64                 `protobuf:"varint,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	PresenceSince *v1.StreamPosition     `protobuf:"bytes,5,opt,name=presence_since,json=presenceSince,proto3" json:"presence_since,omitempty"`
+	// Whether the member's token lets it publish to the room (the room's profile may still refuse).
+	MayPublish    bool              `protobuf:"varint,6,opt,name=may_publish,json=mayPublish,proto3" json:"may_publish,omitempty"`
+	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -482,6 +485,20 @@ func (x *RoomJoin) GetRequestId() uint64 {
 		return x.RequestId
 	}
 	return 0
+}
+
+func (x *RoomJoin) GetPresenceSince() *v1.StreamPosition {
+	if x != nil {
+		return x.PresenceSince
+	}
+	return nil
+}
+
+func (x *RoomJoin) GetMayPublish() bool {
+	if x != nil {
+		return x.MayPublish
+	}
+	return false
 }
 
 func (x *RoomJoin) GetTrace() map[string]string {
@@ -728,6 +745,8 @@ type RoomPresence struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
 	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor        string                 `protobuf:"bytes,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -775,6 +794,20 @@ func (x *RoomPresence) GetRequestId() uint64 {
 		return x.RequestId
 	}
 	return 0
+}
+
+func (x *RoomPresence) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RoomPresence) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
 }
 
 func (x *RoomPresence) GetTrace() map[string]string {
@@ -1231,13 +1264,16 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12-\n" +
 	"\x06client\x18\x03 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x124\n" +
-	"\bencoding\x18\x04 \x01(\x0e2\x18.hubbub.node.v1.EncodingR\bencoding\"\x93\x02\n" +
+	"\bencoding\x18\x04 \x01(\x0e2\x18.hubbub.node.v1.EncodingR\bencoding\"\xf6\x02\n" +
 	"\bRoomJoin\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12.\n" +
 	"\x06member\x18\x02 \x01(\v2\x16.hubbub.node.v1.MemberR\x06member\x12/\n" +
 	"\x05since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\x04R\trequestId\x129\n" +
+	"request_id\x18\x04 \x01(\x04R\trequestId\x12@\n" +
+	"\x0epresence_since\x18\x05 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\x12\x1f\n" +
+	"\vmay_publish\x18\x06 \x01(\bR\n" +
+	"mayPublish\x129\n" +
 	"\x05trace\x18\x0f \x03(\v2#.hubbub.node.v1.RoomJoin.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -1278,11 +1314,13 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xba\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe8\x01\n" +
 	"\fRoomPresence\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\x04R\trequestId\x12=\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x16\n" +
+	"\x06cursor\x18\x04 \x01(\tR\x06cursor\x12=\n" +
 	"\x05trace\x18\x0f \x03(\v2'.hubbub.node.v1.RoomPresence.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -1418,29 +1456,30 @@ var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	0,  // 11: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
 	3,  // 12: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
 	25, // 13: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	14, // 14: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
-	3,  // 15: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	15, // 16: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
-	3,  // 17: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	26, // 18: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	16, // 19: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	27, // 20: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	17, // 21: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	18, // 22: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
-	3,  // 23: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	19, // 24: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	28, // 25: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
-	20, // 26: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	29, // 27: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	21, // 28: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	22, // 29: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	1,  // 30: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	23, // 31: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	25, // 14: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
+	14, // 15: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	3,  // 16: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
+	15, // 17: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	3,  // 18: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
+	26, // 19: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	16, // 20: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	27, // 21: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	17, // 22: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	18, // 23: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	3,  // 24: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
+	19, // 25: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	28, // 26: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	20, // 27: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	29, // 28: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	21, // 29: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	22, // 30: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 31: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	23, // 32: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
