@@ -34,13 +34,13 @@ type presence struct {
 	epoch   string
 	seq     uint64
 	conns   int
-	users   map[string]int             // connections per user
-	sorted  *btree.BTreeG[string]      // users in order, for pages (full mode)
-	digest  uint64                     // XOR of userHash over the users
-	pending map[string]bool            // users changed since the last diff: present at it?
-	counted [2]int                     // conns and users at the last diff
-	ring    []*hubbubv1.PresenceDiff   // the newest diffs, oldest first
-	timer   *time.Timer                // the pending presenceFlush, if any
+	users   map[string]int           // connections per user
+	sorted  *btree.BTreeG[string]    // users in order, for pages (full mode)
+	digest  uint64                   // XOR of userHash over the users
+	pending map[string]bool          // users changed since the last diff: present at it?
+	counted [2]int                   // conns and users at the last diff
+	ring    []*hubbubv1.PresenceDiff // the newest diffs, oldest first
+	timer   *time.Timer              // the pending presenceFlush, if any
 }
 
 func newPresence(prof *RoomProfile) *presence {

@@ -46,7 +46,7 @@ type room struct {
 
 	lastActive time.Time
 	idleTimer  *time.Timer
-	publishes  *rate.Limiter // nil when unlimited
+	publishes  *rate.Limiter  // nil when unlimited
 	reads      []deferredRead // history requests waiting for earlier publishes to commit
 	verified   uint64         // the node's stall count when the room last checked the store
 }
