@@ -59,3 +59,14 @@ func ParseOverflow(s string) (Overflow, bool) {
 	}
 	return 0, false
 }
+
+// OverflowName is the inverse of ParseOverflow.
+func OverflowName(o Overflow) string {
+	switch o {
+	case OverflowDropOldest:
+		return "drop-oldest"
+	case OverflowConflate:
+		return "conflate"
+	}
+	return "disconnect"
+}

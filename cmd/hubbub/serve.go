@@ -44,6 +44,13 @@ type serveConfig struct {
 	ephemeralRooms  string
 	redisSentinels  string
 	stallLimit      time.Duration
+	presence        string
+	joinLeave       bool
+	typing          bool
+	configFile      string
+	printConfig     bool
+	rooms           []roomSpec // the config file's profiles
+	flags           *envFlags
 }
 
 func parseServe(args []string) (*serveConfig, error) {
@@ -51,6 +58,8 @@ func parseServe(args []string) (*serveConfig, error) {
 	f := newEnvFlags("serve")
 	tc, nc := &c.server.Transport, &c.server.Node
 	f.group("Server")
+	f.str(&c.configFile, "config", "", "YAML file of settings (any flag below, without its dashes) and room profiles (rooms:); flags and HUBBUB_* variables override it")
+	f.boolean(&c.printConfig, "print-config", false, "print the effective configuration as a config file and exit")
 	f.str(&c.listen, "listen", "127.0.0.1:8080", "address to listen on")
 	f.str(&c.tlsCert, "tls-cert", "", "TLS certificate file (serves wss:// with --tls-key)")
 	f.str(&c.tlsKey, "tls-key", "", "TLS private key file")
@@ -84,7 +93,12 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.integer(&nc.Conn.MaxMessageBytes, "max-message-bytes", 32<<10, "largest published body: bytes of a text or binary body, of a data body's compact JSON")
 	f.integer(&nc.Conn.MaxRoomNameBytes, "max-room-name-bytes", 128, "longest room name")
 	f.integer(&nc.Conn.MaxRooms, "max-rooms-per-conn", 100, "rooms one connection may join")
-	f.str(&c.overflow, "overflow-policy", "", "comma-separated room-pattern=policy rules for members whose queue is full: disconnect (default), drop-oldest or conflate, e.g. 'market:*=conflate,game:*=drop-oldest'")
+	f.str(&c.overflow, "overflow-policy", "", "shorthand for room profiles that change only the overflow policy: comma-separated room-pattern=policy rules for members whose queue is full: disconnect (default), drop-oldest or conflate, e.g. 'market:*=conflate,game:*=drop-oldest'")
+	f.str(&c.presence, "presence", "full", "presence mode of rooms: full (paged member list and diffs), counts (member and user counts only) or off (counts on request, nothing pushed)")
+	f.boolean(&c.joinLeave, "join-leave", true, "push presence changes (diffs, or counts in counts mode) to room members; --join-leave=false turns them off")
+	f.duration(&nc.Room.PresenceInterval, "presence-interval", time.Second, "how often a room pushes its presence changes at most, coalesced into one diff")
+	f.integer(&nc.Room.PresenceMaxDiff, "presence-max-diff", 100, "most users one presence diff lists; more changes push a reset with the counts")
+	f.boolean(&c.typing, "typing", true, "typing indicators; --typing=false turns them off")
 
 	f.group("Redis history store")
 	f.str(&c.redis.URL, "redis-url", "redis://127.0.0.1:6379/0", "Redis of the redis history store")
@@ -128,6 +142,14 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.str(&c.tracing.ServiceName, "otel-service-name", "", "service.name of traces (default $OTEL_SERVICE_NAME, else hubbub)")
 	f.str(&c.traceDeliveries, "trace-deliveries", "counts", "how recipients appear on traces: counts, events (one span event each) or spans (one span each)")
 	checkServeFlags(f, c)
+	c.flags = f
+	if path := configPath(args); path != "" {
+		rooms, err := loadConfigFile(path, f.FlagSet)
+		if err != nil {
+			return nil, err
+		}
+		c.rooms = rooms
+	}
 	if err := f.parse(args); err != nil {
 		return nil, err
 	}
@@ -149,7 +171,7 @@ func checkServeFlags(f *envFlags, c *serveConfig) {
 		"max-message-bytes": i(&nc.Conn.MaxMessageBytes), "max-room-name-bytes": i(&nc.Conn.MaxRoomNameBytes),
 		"max-rooms-per-conn": i(&nc.Conn.MaxRooms), "ping-interval": d(&tc.PingInterval), "pong-timeout": d(&tc.PongTimeout),
 		"write-timeout": d(&tc.WriteTimeout), "slow-consumer-grace": d(&tc.SlowConsumerGrace), "connect-timeout": d(&nc.Conn.ConnectTimeout), "request-timeout": d(&nc.Conn.RequestTimeout),
-		"history-ttl": d(&nc.Room.HistoryTTL), "room-idle-timeout": d(&nc.Room.IdleTimeout), "typing-ttl": d(&nc.Room.TypingTTL),
+		"history-ttl": d(&nc.Room.HistoryTTL), "presence-interval": d(&nc.Room.PresenceInterval), "presence-max-diff": i(&nc.Room.PresenceMaxDiff), "room-idle-timeout": d(&nc.Room.IdleTimeout), "typing-ttl": d(&nc.Room.TypingTTL),
 		"shutdown-timeout": d(&c.shutdownTimeout), "cluster-stall-limit": d(&c.stallLimit), "redis-wait-timeout": d(&c.redis.WaitTimeout),
 	} {
 		f.positive(name, v)
@@ -192,6 +214,12 @@ func (c *serveConfig) resolve() error {
 	}
 	tc.AllowedOrigins = splitList(c.allowedOrigins)
 	nc.Room.Ephemeral = splitList(c.ephemeralRooms)
+	mode, err := actors.ParsePresenceMode(c.presence)
+	if err != nil {
+		return fmt.Errorf("--presence: %w", err)
+	}
+	nc.Room.Presence = mode
+	nc.Room.NoJoinLeave, nc.Room.NoTyping = !c.joinLeave, !c.typing
 	c.redis.SentinelAddrs = splitList(c.redisSentinels)
 	if c.historyStore == "auto" {
 		c.historyStore = "embedded"
@@ -218,6 +246,7 @@ func (c *serveConfig) resolve() error {
 		}
 		nc.Room.Overflow = append(nc.Room.Overflow, actors.OverflowRule{Pattern: pattern, Policy: p})
 	}
+	resolveProfiles(c.rooms, &nc.Room)
 	d, err := telemetry.ParseDeliveryDetail(c.traceDeliveries)
 	if err != nil {
 		return fmt.Errorf("--trace-deliveries: %w", err)
@@ -270,6 +299,13 @@ func serve(args []string) int {
 	}
 	if err != nil {
 		return usageError("serve", err)
+	}
+	if cfg.printConfig {
+		if err := printConfig(os.Stdout, cfg.flags, cfg.server.Node.Room); err != nil {
+			fmt.Fprintln(os.Stderr, "hubbub serve:", err)
+			return 1
+		}
+		return 0
 	}
 	log, err := newLogger(cfg.logFormat, cfg.logLevel)
 	if err != nil {
@@ -382,7 +418,12 @@ const exitStalled = 3
 
 // openStore opens the configured history store, or returns nil for memory.
 func openStore(cfg *serveConfig, log *slog.Logger) (store.Store, error) {
-	ret := store.Retention{MaxLen: cfg.server.Node.Room.HistorySize, MaxAge: cfg.server.Node.Room.HistoryTTL}
+	// The store keeps what the most demanding profile serves.
+	rc := cfg.server.Node.Room
+	ret := store.Retention{MaxLen: rc.HistorySize, MaxAge: rc.HistoryTTL}
+	for _, p := range rc.Profiles {
+		ret.MaxLen, ret.MaxAge = max(ret.MaxLen, p.HistorySize), max(ret.MaxAge, p.HistoryTTL)
+	}
 	switch cfg.historyStore {
 	case "embedded":
 		return store.OpenEmbedded(cfg.dataDir, ret, log)
