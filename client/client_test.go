@@ -15,6 +15,7 @@ import (
 
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/client"
+	"github.com/hubbub-chat/hubbub/internal/testproxy"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/wire"
@@ -177,10 +178,10 @@ func TestClientBasicsBothEncodings(t *testing.T) {
 // message exactly once, in order.
 func TestReconnectRecoversEveryMessageOnce(t *testing.T) {
 	addr := startServer(t, actors.Config{Room: actors.RoomConfig{HistorySize: 1000}}, transport.Config{})
-	p := newProxy(t, addr)
+	p := testproxy.New(t, addr)
 	var states []client.State
 	var smu sync.Mutex
-	sub := newClient(t, client.Config{URL: wsURL(p.addr()), Encoding: wire.JSON, Name: "sub",
+	sub := newClient(t, client.Config{URL: wsURL(p.Addr()), Encoding: wire.JSON, Name: "sub",
 		MinReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 100 * time.Millisecond,
 		OnState: func(sc client.StateChange) { smu.Lock(); states = append(states, sc.State); smu.Unlock() }})
 	pub := newClient(t, client.Config{URL: wsURL(addr), Name: "pub"})
@@ -198,7 +199,7 @@ func TestReconnectRecoversEveryMessageOnce(t *testing.T) {
 				return
 			}
 			if i == 100 || i == 200 {
-				p.cut()
+				p.Cut()
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -220,8 +221,8 @@ func TestReconnectRecoversEveryMessageOnce(t *testing.T) {
 		}
 	case <-time.After(100 * time.Millisecond):
 	}
-	if p.accepted.Load() < 3 {
-		t.Fatalf("the client connected %d times, want 3", p.accepted.Load())
+	if p.Accepted.Load() < 3 {
+		t.Fatalf("the client connected %d times, want 3", p.Accepted.Load())
 	}
 	smu.Lock()
 	defer smu.Unlock()
@@ -233,8 +234,8 @@ func TestReconnectRecoversEveryMessageOnce(t *testing.T) {
 // When the gap is no longer in history the subscription says so.
 func TestReconnectNotRecovered(t *testing.T) {
 	addr := startServer(t, actors.Config{Room: actors.RoomConfig{HistorySize: 5}}, transport.Config{})
-	p := newProxy(t, addr)
-	sub := newClient(t, client.Config{URL: wsURL(p.addr()), Name: "sub", MinReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 50 * time.Millisecond})
+	p := testproxy.New(t, addr)
+	sub := newClient(t, client.Config{URL: wsURL(p.Addr()), Name: "sub", MinReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 50 * time.Millisecond})
 	pub := newClient(t, client.Config{URL: wsURL(addr), Name: "pub"})
 	ctx := ctxT(t)
 	s, err := sub.Join(ctx, "gap")
@@ -245,14 +246,14 @@ func TestReconnectNotRecovered(t *testing.T) {
 		t.Fatal(err)
 	}
 	nextEvent(t, s, client.EventMessage)
-	p.paused.Store(true)
-	p.cut()
+	p.Paused.Store(true)
+	p.Cut()
 	for i := 0; i < 20; i++ {
 		if _, err := pub.PublishText(ctx, "gap", fmt.Sprint("missed ", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p.paused.Store(false)
+	p.Paused.Store(false)
 	ev := nextEvent(t, s, client.EventNotRecovered)
 	if ev.Position.GetOffset() != 21 {
 		t.Fatalf("position %v", ev.Position)
@@ -269,10 +270,10 @@ func TestReconnectNotRecovered(t *testing.T) {
 // after the reconnect and accepted once.
 func TestPublishRetryIsIdempotent(t *testing.T) {
 	addr := startServer(t, actors.Config{}, transport.Config{})
-	p := newProxy(t, addr)
-	pub := newClient(t, client.Config{URL: wsURL(p.addr()), Name: "pub", MinReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 50 * time.Millisecond})
+	p := testproxy.New(t, addr)
+	pub := newClient(t, client.Config{URL: wsURL(p.Addr()), Name: "pub", MinReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 50 * time.Millisecond})
 	ctx := ctxT(t)
-	p.deaf.Store(true) // the server gets the publish; its ack never comes back
+	p.Deaf.Store(true) // the server gets the publish; its ack never comes back
 	result := make(chan *hubbubv1.PublishReply, 1)
 	go func() { // owner: this test; joined through result
 		r, _ := pub.PublishText(ctx, "idem", "exactly once")
@@ -293,8 +294,8 @@ func TestPublishRetryIsIdempotent(t *testing.T) {
 		}
 	}
 	waitHistory(1)
-	p.deaf.Store(false)
-	p.cut()
+	p.Deaf.Store(false)
+	p.Cut()
 	r := <-result
 	if r == nil || !r.GetDuplicate() || r.GetOffset() != 1 {
 		t.Fatalf("retried publish %v", r)
@@ -304,11 +305,11 @@ func TestPublishRetryIsIdempotent(t *testing.T) {
 
 func TestPublishWhileDisconnected(t *testing.T) {
 	addr := startServer(t, actors.Config{}, transport.Config{})
-	p := newProxy(t, addr)
-	waiting := newClient(t, client.Config{URL: wsURL(p.addr()), Name: "w", MinReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 50 * time.Millisecond})
-	fast := newClient(t, client.Config{URL: wsURL(p.addr()), Name: "f", FailFast: true, MinReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 50 * time.Millisecond})
-	p.paused.Store(true)
-	p.cut()
+	p := testproxy.New(t, addr)
+	waiting := newClient(t, client.Config{URL: wsURL(p.Addr()), Name: "w", MinReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 50 * time.Millisecond})
+	fast := newClient(t, client.Config{URL: wsURL(p.Addr()), Name: "f", FailFast: true, MinReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 50 * time.Millisecond})
+	p.Paused.Store(true)
+	p.Cut()
 	deadline := time.Now().Add(waitFor)
 	for fast.State() == client.StateConnected || waiting.State() == client.StateConnected {
 		if time.Now().After(deadline) {
@@ -330,7 +331,7 @@ func TestPublishWhileDisconnected(t *testing.T) {
 		result <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
-	p.paused.Store(false)
+	p.Paused.Store(false)
 	if err := <-result; err != nil {
 		t.Fatalf("queued publish: %v", err)
 	}
@@ -374,13 +375,13 @@ func TestNoReconnectWhenServerSaysSo(t *testing.T) {
 // Clients that lose the same server come back spread out by the jitter.
 func TestReconnectStormIsSpread(t *testing.T) {
 	addr := startServer(t, actors.Config{}, transport.Config{})
-	p := newProxy(t, addr)
+	p := testproxy.New(t, addr)
 	const n = 20
 	var mu sync.Mutex
 	var cutAt time.Time
 	var firstRetry []time.Duration
 	for i := 0; i < n; i++ {
-		newClient(t, client.Config{URL: wsURL(p.addr()), Name: fmt.Sprint("c", i), MinReconnectDelay: 400 * time.Millisecond,
+		newClient(t, client.Config{URL: wsURL(p.Addr()), Name: fmt.Sprint("c", i), MinReconnectDelay: 400 * time.Millisecond,
 			OnState: func(sc client.StateChange) {
 				if sc.State == client.StateConnecting && sc.Attempt == 1 {
 					mu.Lock()
@@ -392,7 +393,7 @@ func TestReconnectStormIsSpread(t *testing.T) {
 	mu.Lock()
 	cutAt = time.Now()
 	mu.Unlock()
-	p.cut()
+	p.Cut()
 	deadline := time.Now().Add(waitFor)
 	for {
 		mu.Lock()

@@ -27,6 +27,7 @@ type PresenceStats struct {
 type memberList struct {
 	pos      *hubbubv1.StreamPosition // the newest presence position seen
 	digest   uint64                   // the room's digest at pos
+	count    uint32                   // the room's users at pos
 	users    map[string]struct{}      // nil until loaded (TrackMembers only)
 	xor      uint64                   // digest of users
 	gen      int                      // the newest load
@@ -65,13 +66,14 @@ func (m *memberList) apply(d *hubbubv1.PresenceDiff) {
 	m.stats.Diffs++
 }
 
-// verify compares the list with the room's digest once every page is older
-// than the position; it reports false on a mismatch.
+// verify compares the list with the room's digest and user count once a
+// diff newer than every page is applied (a page may hold changes that the
+// next diff after its position lists); it reports false on a mismatch.
 func (m *memberList) verify() bool {
-	if m.users == nil || m.pos.GetOffset() < m.pageAt {
+	if m.users == nil || m.pos.GetOffset() <= m.pageAt {
 		return true
 	}
-	if m.xor != m.digest {
+	if m.xor != m.digest || uint32(len(m.users)) != m.count {
 		m.stats.Mismatches++
 		return false
 	}
@@ -123,7 +125,7 @@ func (c *Client) onJoinPresence(s *Subscription, j *hubbubv1.JoinReply, sentSinc
 		}
 		return evs
 	}
-	s.members.pos, s.members.digest = st.GetPosition(), st.GetDigest()
+	s.members.pos, s.members.digest, s.members.count = st.GetPosition(), st.GetDigest(), st.GetUsers()
 	c.startLoadLocked(s)
 	return nil
 }
@@ -141,7 +143,7 @@ func (c *Client) onDiffLocked(s *Subscription, d *hubbubv1.PresenceDiff) (Event,
 	if sameEpoch && gap {
 		ev.Skipped = at.GetOffset() - m.pos.GetOffset() - 1
 	}
-	m.pos, m.digest = at, d.GetDigest()
+	m.pos, m.digest, m.count = at, d.GetDigest(), d.GetUsers()
 	switch {
 	case gap || d.GetReset_():
 		c.startLoadLocked(s)

@@ -53,7 +53,7 @@ func expectLine(t *testing.T, ch <-chan string, want string) {
 // Two `hubbub chat` processes talk through a `hubbub serve` process, with
 // standard input as a pipe.
 func TestChatCommand(t *testing.T) {
-	p := startProcess(t)
+	p := startProcess(t, "--presence-interval", "20ms")
 	bin := hubbubBinary(t)
 	bob := exec.Command(bin, "chat", "--url", p.URL, "--room", "cli", "--name", "bob")
 	bobIn, err := bob.StdinPipe()
@@ -65,14 +65,16 @@ func TestChatCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = bob.Process.Kill(); _ = bob.Wait() }()
-	expectLine(t, bobOut, "* bob joined")
+	expectLine(t, bobOut, "* bob joined (1 here)")
 
 	alice := exec.Command(bin, "chat", "--url", p.URL, "--room", "cli", "--name", "alice", "--json")
 	alice.Stdin = strings.NewReader("hello\n\nworld, with spaces\n")
 	if out, err := alice.CombinedOutput(); err != nil {
 		t.Fatalf("alice: %v\n%s", err, out)
 	}
-	for _, want := range []string{"* alice joined", "[1] alice: hello", "[2] alice: world, with spaces", "* alice left"} {
+	// alice's join and leave may fall within one presence interval, which
+	// then pushes nothing: only her messages are certain.
+	for _, want := range []string{"[1] alice: hello", "[2] alice: world, with spaces"} {
 		expectLine(t, bobOut, want)
 	}
 	if _, err := bobIn.Write([]byte("bye\n")); err != nil {

@@ -84,9 +84,10 @@ func TestClusterRoomAcrossNodes(t *testing.T) {
 	for i, p := range nodes {
 		delivers := sum(scrape(t, httpBase(p.URL)), "hubbub_relay_delivers_total") - before[i]
 		// One per message for this node's members, not one per member: the
-		// messages, the three missed ones, one typing event and the presence
-		// pushes of the member who left and the one who came back.
-		if delivers != msgs+3+1+2 {
+		// messages, the three missed ones, one typing event and a few
+		// presence diffs (one per interval at most: the joins, the member
+		// who left and the one who came back), against 5x that per member.
+		if delivers < msgs+3+1 || delivers > msgs+3+1+4 {
 			t.Fatalf("node %d relay got %v delivers for %d messages to %d local members", i, delivers, msgs, perNode)
 		}
 	}

@@ -103,7 +103,8 @@ func TestOverflowDropOldest(t *testing.T) {
 
 // Under conflate a member that falls behind gets the newest value of every key.
 func TestOverflowConflate(t *testing.T) {
-	s := startServer(t, actors.Config{Room: actors.RoomConfig{Overflow: []actors.OverflowRule{{Pattern: "market:*", Policy: actors.OverflowConflate}}}},
+	s := startServer(t, actors.Config{Room: actors.RoomConfig{Overflow: []actors.OverflowRule{{Pattern: "market:*", Policy: actors.OverflowConflate}}},
+		Conn: actors.ConnConfig{CommandRate: -1, ByteRate: -1}}, // 2,400 publishes as fast as acks come back
 		transport.Config{MaxQueuedBytes: 256 << 10, WriteTimeout: 30 * time.Second})
 	watcher := connect(t, s.URL, wire.Proto, "watcher")
 	watcher.join("market:eu", nil)

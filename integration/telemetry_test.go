@@ -67,7 +67,7 @@ func sum(samples map[string]float64, name string, labels ...string) float64 {
 
 // /metrics moves with real traffic.
 func TestMetricsFollowTraffic(t *testing.T) {
-	p := startProcess(t)
+	p := startProcess(t, "--presence-interval", "20ms")
 	base := httpBase(p.URL)
 	before := scrape(t, base)
 	subs := []*client{connect(t, p.URL, wire.Proto, "m1"), connect(t, p.URL, wire.JSON, "m2"), connect(t, p.URL, wire.Proto, "m3")}
@@ -91,7 +91,8 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	var after map[string]float64
 	eventually(t, "the malformed frame's close to be counted", func() bool {
 		after = scrape(t, base)
-		return sum(after, "hubbub_connections_closed_total", `websocket_close_code="1007"`) == 1
+		return sum(after, "hubbub_connections_closed_total", `websocket_close_code="1007"`) == 1 &&
+			sum(after, "hubbub_pushes_total", `hubbub_push="presence"`) > sum(before, "hubbub_pushes_total", `hubbub_push="presence"`)
 	})
 	delta := func(name string, labels ...string) float64 {
 		return sum(after, name, labels...) - sum(before, name, labels...)
