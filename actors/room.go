@@ -20,9 +20,10 @@ import (
 
 // room is the actor of one room: members, offsets, history, presence, typing.
 type room struct {
-	name string
-	cfg  RoomConfig
-	prof RoomProfile // resolved from the name when it is known
+	name  string
+	cfg   RoomConfig
+	prof  RoomProfile // resolved from the name when it is known
+	named bool        // setName ran
 	roomDeps
 	onStop func(*actor.PID)
 
@@ -167,7 +168,10 @@ func (r *room) scheduleIdle(ctx actor.Context, after time.Duration) {
 // position and history when its history is durable. Loading blocks this
 // room's mailbox only, as a first message would.
 func (r *room) setName(ctx actor.Context, name string) {
-	r.name = name
+	if r.named && name == r.name {
+		return // once per activation: the profile and the loaded position stay
+	}
+	r.name, r.named = name, true
 	r.applyProfile(profileFor(r.cfg.rules, name))
 	if r.store = durableStore(r.cfg, &r.prof, name); r.store != nil {
 		r.load(ctx)

@@ -31,14 +31,17 @@ func joinFrame(room string, presenceSince *hubbubv1.StreamPosition) *hubbubv1.Cl
 	return &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: room, PresenceSince: presenceSince}}}
 }
 
-// diffsUntil reads diffs until cond holds for the last one, checking that
+// diffsUntil reads the room's diffs until cond holds for the last one, checking that
 // they are numbered one after another.
-func (c *client) diffsUntil(after *hubbubv1.StreamPosition, cond func(*hubbubv1.PresenceDiff) bool) []*hubbubv1.PresenceDiff {
+func (c *client) diffsUntil(room string, after *hubbubv1.StreamPosition, cond func(*hubbubv1.PresenceDiff) bool) []*hubbubv1.PresenceDiff {
 	c.t.Helper()
 	var out []*hubbubv1.PresenceDiff
 	pos := after
 	for {
 		d := c.nextDiff()
+		if d.GetRoom() != room {
+			continue
+		}
 		if d.GetPosition().GetEpoch() != pos.GetEpoch() || d.GetPosition().GetOffset() != pos.GetOffset()+1 {
 			c.t.Fatalf("diff at %v after %v", d.GetPosition(), pos)
 		}
@@ -70,7 +73,7 @@ func TestPresenceDiffsByUserAndPages(t *testing.T) {
 			a2 := connect(t, s.URL, wire.Proto, "alice")
 			a2.join(room, nil)
 			var joined []string
-			for _, d := range a.diffsUntil(pos, func(d *hubbubv1.PresenceDiff) bool { return d.GetMembers() == 3 }) {
+			for _, d := range a.diffsUntil(room, pos, func(d *hubbubv1.PresenceDiff) bool { return d.GetMembers() == 3 }) {
 				joined = append(joined, d.GetJoined()...)
 				pos = d.GetPosition()
 				if len(d.GetLeft()) > 0 {
@@ -81,7 +84,7 @@ func TestPresenceDiffsByUserAndPages(t *testing.T) {
 				t.Fatalf("joined %v: alice's second connection is no join", joined)
 			}
 			a2.close()
-			d := a.diffsUntil(pos, func(*hubbubv1.PresenceDiff) bool { return true })[0]
+			d := a.diffsUntil(room, pos, func(*hubbubv1.PresenceDiff) bool { return true })[0]
 			pos = d.GetPosition()
 			if len(d.GetJoined())+len(d.GetLeft()) != 0 || d.GetMembers() != 2 || d.GetUsers() != 2 || d.GetDigest() != digestOf("alice", "bob") {
 				t.Fatalf("after alice's second connection left: %v", d)
@@ -97,7 +100,7 @@ func TestPresenceDiffsByUserAndPages(t *testing.T) {
 				t.Fatalf("one page of all: %v", all)
 			}
 			b.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: room}}})
-			d = a.diffsUntil(pos, func(*hubbubv1.PresenceDiff) bool { return true })[0]
+			d = a.diffsUntil(room, pos, func(*hubbubv1.PresenceDiff) bool { return true })[0]
 			if fmt.Sprint(d.GetLeft()) != "[bob]" || len(d.GetJoined()) != 0 || d.GetUsers() != 1 || d.GetDigest() != digestOf("alice") {
 				t.Fatalf("bob's leave: %v", d)
 			}
@@ -117,7 +120,7 @@ func TestPresenceCoalescesAJoinStorm(t *testing.T) {
 		c := connect(t, s.URL, []wire.Encoding{wire.Proto, wire.JSON}[i%2], fmt.Sprint("s", i))
 		c.send(joinFrame("storm", nil))
 	}
-	diffs := obs.diffsUntil(pos, func(d *hubbubv1.PresenceDiff) bool { return d.GetUsers() == storm+1 })
+	diffs := obs.diffsUntil("storm", pos, func(d *hubbubv1.PresenceDiff) bool { return d.GetUsers() == storm+1 })
 	elapsed := time.Since(start)
 	if limit := int(elapsed/(200*time.Millisecond)) + 2; len(diffs) > limit {
 		t.Fatalf("%d diffs for %d joins in %v: want at most one per interval (%d)", len(diffs), storm, elapsed, limit)
@@ -149,12 +152,12 @@ func TestPresenceRecoversMissedDiffs(t *testing.T) {
 	pos := watch.join("r", nil).GetPresence().GetPosition()
 	o := connect(t, s.URL, wire.JSON, "o")
 	o.join("r", nil)
-	ds := watch.diffsUntil(pos, func(d *hubbubv1.PresenceDiff) bool { return slices.Contains(d.GetJoined(), "o") })
+	ds := watch.diffsUntil("r", pos, func(d *hubbubv1.PresenceDiff) bool { return slices.Contains(d.GetJoined(), "o") })
 	away := ds[len(ds)-1].GetPosition()
 	o.close()
 	x := connect(t, s.URL, wire.Proto, "x")
 	x.join("r", nil)
-	watch.diffsUntil(away, func(d *hubbubv1.PresenceDiff) bool { return slices.Contains(d.GetJoined(), "x") })
+	watch.diffsUntil("r", away, func(d *hubbubv1.PresenceDiff) bool { return slices.Contains(d.GetJoined(), "x") })
 	back := connect(t, s.URL, wire.JSON, "o")
 	j := back.request(joinFrame("r", away)).GetJoin()
 	set := map[string]bool{"watch": true, "o": true}
