@@ -141,8 +141,9 @@ func httpBase(wsURL string) string {
 	return strings.TrimSuffix(strings.Replace(wsURL, "ws://", "http://", 1), "/ws")
 }
 
-// startCluster starts n `hubbub serve` processes forming an automanaged cluster on 127.0.0.1.
-func startCluster(t *testing.T, n int) []*serverProcess {
+// startCluster starts n `hubbub serve` processes forming an automanaged
+// cluster on 127.0.0.1, each with the extra flags.
+func startCluster(t *testing.T, n int, extra ...string) []*serverProcess {
 	t.Helper()
 	manage := make([]string, n)
 	for i := range manage {
@@ -152,8 +153,8 @@ func startCluster(t *testing.T, n int) []*serverProcess {
 	nodes := make([]*serverProcess, n)
 	for i := range nodes {
 		_, port, _ := net.SplitHostPort(manage[i])
-		nodes[i] = startProcess(t, "--cluster-provider", "automanaged", "--cluster-bind", freePort(t),
-			"--cluster-automanage-port", port, "--cluster-seeds", seeds)
+		nodes[i] = startProcess(t, append([]string{"--cluster-provider", "automanaged", "--cluster-bind", freePort(t),
+			"--cluster-automanage-port", port, "--cluster-seeds", seeds}, extra...)...)
 	}
 	for _, p := range nodes {
 		eventually(t, "node ready", func() bool {
