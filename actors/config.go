@@ -68,6 +68,9 @@ type RoomConfig struct {
 	// PresenceMaxDiff is the most users one presence diff lists; more
 	// changes push a reset with the counts. Default 100.
 	PresenceMaxDiff int
+	// PresenceMaxUsers is the most users a room lists in its diffs; larger
+	// rooms push counts only (see RoomProfile). Default 1000.
+	PresenceMaxUsers int
 	// NoTyping turns typing indicators off by default.
 	NoTyping bool
 	// Profiles give rooms matching a pattern their own settings; the first
@@ -161,6 +164,9 @@ func (c RoomConfig) withDefaults() RoomConfig {
 	}
 	if c.PresenceMaxDiff <= 0 {
 		c.PresenceMaxDiff = 100
+	}
+	if c.PresenceMaxUsers <= 0 {
+		c.PresenceMaxUsers = 1000
 	}
 	c.rules = c.profiles()
 	return c

@@ -39,6 +39,7 @@ type presence struct {
 	digest  uint64                   // XOR of userHash over the users
 	pending map[string]bool          // users changed since the last diff: present at it?
 	counted [2]int                   // conns and users at the last diff
+	large   bool                     // the last diff was large (counts only)
 	ring    []*hubbubv1.PresenceDiff // the newest diffs, oldest first
 	timer   *time.Timer              // the pending presenceFlush, if any
 }
@@ -96,6 +97,11 @@ func (p *presence) toggle(user string, was bool) {
 	}
 }
 
+// isLarge reports whether the room has more users than its diffs list.
+func (p *presence) isLarge() bool {
+	return p.prof.Presence == PresenceFull && len(p.users) > p.prof.PresenceMaxUsers
+}
+
 func (p *presence) changed() bool {
 	return len(p.pending) > 0 || p.counted != [2]int{p.conns, len(p.users)}
 }
@@ -123,9 +129,14 @@ func (p *presence) flush(room string) *hubbubv1.PresenceDiff {
 	}
 	d := &hubbubv1.PresenceDiff{Room: room, Members: uint32(p.conns), Users: uint32(len(p.users)), Digest: p.digest}
 	if p.prof.Presence == PresenceFull {
-		if len(p.pending) > p.prof.PresenceMaxDiff {
+		wasLarge := p.large
+		p.large = p.isLarge()
+		switch {
+		case p.large:
+			d.Large = true
+		case wasLarge || len(p.pending) > p.prof.PresenceMaxDiff:
 			d.Reset_ = true
-		} else {
+		default:
 			for user := range p.pending {
 				if p.users[user] > 0 {
 					d.Joined = append(d.Joined, user)
@@ -154,7 +165,7 @@ func (p *presence) flush(room string) *hubbubv1.PresenceDiff {
 func (p *presence) state() *hubbubv1.PresenceState {
 	s := &hubbubv1.PresenceState{
 		Position: &hubbubv1.StreamPosition{Offset: p.seq, Epoch: p.epoch},
-		Members:  uint32(p.conns), Users: uint32(len(p.users)),
+		Members:  uint32(p.conns), Users: uint32(len(p.users)), Large: p.isLarge(),
 	}
 	if p.prof.Presence == PresenceFull {
 		s.Digest = p.digest

@@ -108,6 +108,11 @@ type RoomProfile struct {
 	// PresenceMaxDiff is the most users one diff lists; beyond it the diff
 	// is a reset (counts only) and clients fetch the list again.
 	PresenceMaxDiff int
+	// PresenceMaxUsers is the most users a full-presence room lists in its
+	// diffs; a larger room is large: its diffs carry counts only and
+	// clients page the list when they need it (lists kept by every member
+	// of a huge room cost members × changes).
+	PresenceMaxUsers int
 	// Typing turns typing indicators on.
 	Typing bool
 	// Overflow is the policy for members whose outbound queue is full.
@@ -134,7 +139,7 @@ func (c RoomConfig) defaultProfile() RoomProfile {
 	p := RoomProfile{
 		Name: "default", Pattern: "*", HistorySize: c.HistorySize, HistoryTTL: c.HistoryTTL, Durable: true,
 		Presence: c.Presence, JoinLeave: !c.NoJoinLeave, PresenceInterval: c.PresenceInterval,
-		PresenceMaxDiff: c.PresenceMaxDiff, Typing: !c.NoTyping, Overflow: OverflowDisconnect,
+		PresenceMaxDiff: c.PresenceMaxDiff, PresenceMaxUsers: c.PresenceMaxUsers, Typing: !c.NoTyping, Overflow: OverflowDisconnect,
 		PublishRate: c.PublishRate, PublishBurst: c.PublishBurst, MaxMembers: c.MaxMembers,
 	}
 	return p
@@ -180,6 +185,9 @@ func (p RoomProfile) withDefaults() RoomProfile {
 	}
 	if p.PresenceMaxDiff <= 0 {
 		p.PresenceMaxDiff = 100
+	}
+	if p.PresenceMaxUsers <= 0 {
+		p.PresenceMaxUsers = 1000
 	}
 	if p.PublishRate > 0 && p.PublishBurst <= 0 {
 		p.PublishBurst = max(1, int(2*p.PublishRate))

@@ -56,6 +56,12 @@ func (m *memberList) set(user string, present bool) {
 	m.xor ^= userHash(user)
 }
 
+// drop stops keeping the list (a large room) and supersedes a load in progress.
+func (m *memberList) drop() {
+	m.gen++
+	m.users, m.loading, m.buffered = nil, false, nil
+}
+
 func (m *memberList) apply(d *hubbubv1.PresenceDiff) {
 	for _, u := range d.GetJoined() {
 		m.set(u, true)
@@ -82,8 +88,10 @@ func (m *memberList) verify() bool {
 }
 
 // Members returns the room's users, sorted, when Config.TrackMembers is set
-// and the list is loaded; nil otherwise. It follows the pushed diffs and
-// reloads itself after a gap, a reset or a reconnect it could not recover.
+// and the list is loaded; nil otherwise, and in a large room (one with more
+// users than its diffs list: page it with PresencePage instead). It follows
+// the pushed diffs and reloads itself after a gap, a reset or a reconnect it
+// could not recover.
 func (s *Subscription) Members() []string {
 	s.c.mu.Lock()
 	defer s.c.mu.Unlock()
@@ -126,6 +134,10 @@ func (c *Client) onJoinPresence(s *Subscription, j *hubbubv1.JoinReply, sentSinc
 		return evs
 	}
 	s.members.pos, s.members.digest, s.members.count = st.GetPosition(), st.GetDigest(), st.GetUsers()
+	if st.GetLarge() {
+		s.members.drop()
+		return nil
+	}
 	c.startLoadLocked(s)
 	return nil
 }
@@ -145,6 +157,8 @@ func (c *Client) onDiffLocked(s *Subscription, d *hubbubv1.PresenceDiff) (Event,
 	}
 	m.pos, m.digest, m.count = at, d.GetDigest(), d.GetUsers()
 	switch {
+	case d.GetLarge():
+		m.drop()
 	case gap || d.GetReset_():
 		c.startLoadLocked(s)
 	case m.loading:

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hubbub-chat/hubbub/actors"
+	hubclient "github.com/hubbub-chat/hubbub/client"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/wire"
@@ -204,4 +206,50 @@ func TestPresenceRecoversMissedDiffs(t *testing.T) {
 	if j := late.request(joinFrame("r", away)).GetJoin(); j.GetPresence().GetRecovered() {
 		t.Fatalf("recovered across more diffs than kept: %d diffs", len(j.GetPresence().GetDiffs()))
 	}
+}
+
+// A room with more users than its diffs list pushes counts only; the Go
+// client stops keeping the list and loads it again once the room shrinks.
+func TestLargeRoomPushesCountsOnly(t *testing.T) {
+	s := startServer(t, actors.Config{Room: actors.RoomConfig{PresenceInterval: 20 * time.Millisecond, PresenceMaxUsers: 5}}, transport.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	cl := hubclient.New(hubclient.Config{URL: s.URL, Name: "keeper", TrackMembers: true})
+	defer cl.Close()
+	if err := cl.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := cl.Join(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the list", func() bool { return fmt.Sprint(sub.Members()) == "[keeper]" })
+	watch := connect(t, s.URL, wire.JSON, "watch")
+	pos := watch.join("big", nil).GetPresence().GetPosition()
+	var crowd []*client
+	for i := range 6 {
+		c := connect(t, s.URL, wire.Proto, fmt.Sprint("c", i))
+		c.join("big", nil)
+		crowd = append(crowd, c)
+	}
+	ds := watch.diffsUntil("big", pos, func(d *hubbubv1.PresenceDiff) bool { return d.GetUsers() == 8 })
+	last := ds[len(ds)-1]
+	if !last.GetLarge() || len(last.GetJoined()) != 0 || last.GetReset_() {
+		t.Fatalf("diff of a large room: %v", last)
+	}
+	eventually(t, "the client to stop keeping the list", func() bool { return sub.Members() == nil })
+	if j := connect(t, s.URL, wire.Proto, "late").join("big", nil); !j.GetPresence().GetLarge() {
+		t.Fatalf("join reply of a large room: %v", j.GetPresence())
+	}
+	if p := watch.request(presenceFrame("big", "", 3)).GetPresence(); len(p.GetUsers()) != 3 || p.GetNextCursor() == "" {
+		t.Fatalf("a large room still pages: %v", p)
+	}
+	for _, c := range crowd {
+		c.close()
+	}
+	ds = watch.diffsUntil("big", last.GetPosition(), func(d *hubbubv1.PresenceDiff) bool { return d.GetUsers() == 3 })
+	if d := ds[len(ds)-1]; !d.GetReset_() || d.GetLarge() {
+		t.Fatalf("diff after the room shrank: %v", d)
+	}
+	eventually(t, "the list again", func() bool { return fmt.Sprint(sub.Members()) == "[keeper late watch]" })
 }

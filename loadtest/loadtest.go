@@ -107,6 +107,13 @@ type Result struct {
 	DeliveriesPerCPUSec float64 `json:"deliveries_per_server_cpu_s,omitempty"`
 	ServerRSSBytes      int64   `json:"server_rss_bytes,omitempty"`
 	RSSPerConnBytes     float64 `json:"rss_per_conn_bytes,omitempty"`
+	JoinsPerS           float64 `json:"joins_per_s,omitempty"`
+	JoinP50Ms           float64 `json:"join_p50_ms,omitempty"`
+	JoinP99Ms           float64 `json:"join_p99_ms,omitempty"`
+	RoomMembers         int     `json:"room_members,omitempty"`
+	PresencePageMs      float64 `json:"presence_page_ms,omitempty"`
+	PublishAllMs        float64 `json:"publish_all_ms,omitempty"`
+	PublishCPUMs        float64 `json:"publish_cpu_ms,omitempty"`
 	Note                string  `json:"note,omitempty"`
 }
 

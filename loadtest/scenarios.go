@@ -11,7 +11,7 @@ import (
 )
 
 // Scenarios lists the scenario names Run accepts.
-var Scenarios = []string{"fanout", "maxtp", "rooms", "idle", "storm", "churn"}
+var Scenarios = []string{"fanout", "maxtp", "rooms", "idle", "storm", "churn", "bigroom"}
 
 // Run runs one scenario and returns its results (maxtp returns one per step).
 func Run(ctx context.Context, name string, o Options) ([]Result, error) {
@@ -33,6 +33,9 @@ func Run(ctx context.Context, name string, o Options) ([]Result, error) {
 		return []Result{r}, err
 	case "churn":
 		r, err := Churn(ctx, o)
+		return []Result{r}, err
+	case "bigroom":
+		r, err := BigRoom(ctx, o)
 		return []Result{r}, err
 	}
 	return nil, fmt.Errorf("unknown scenario %q (one of %v)", name, Scenarios)

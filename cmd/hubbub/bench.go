@@ -38,7 +38,7 @@ func bench(args []string) int {
 	f.IntVar(&o.Members, "members", 10, "rooms: members per room")
 	f.IntVar(&o.RoomsPerConn, "rooms-per-conn", 100, "rooms: memberships per subscriber connection")
 	f.Float64Var(&o.RatePerRoom, "rate-per-room", 1, "rooms: publishes per second per room")
-	f.IntVar(&o.Conns, "conns", 1000, "idle, storm: connections; churn: stable subscribers")
+	f.IntVar(&o.Conns, "conns", 1000, "idle, storm, bigroom: connections; churn: stable subscribers")
 	f.IntVar(&o.Dialers, "dialers", 50, "concurrent dialers")
 	f.IntVar(&o.Workers, "workers", 20, "churn: connect/join/leave/disconnect loops")
 	f.BoolVar(&o.Compression, "compression", false, "offer permessage-deflate (the server needs --compression)")

@@ -52,14 +52,15 @@ var profileSetters = map[string]func(v string) (func(*actors.RoomProfile), error
 	"name": func(v string) (func(*actors.RoomProfile), error) {
 		return func(p *actors.RoomProfile) { p.Name = v }, nil
 	},
-	"history-size":      intSetter(func(p *actors.RoomProfile, n int) { p.HistorySize = n }),
-	"history-ttl":       durationSetter(func(p *actors.RoomProfile, d time.Duration) { p.HistoryTTL = d }),
-	"presence-interval": durationSetter(func(p *actors.RoomProfile, d time.Duration) { p.PresenceInterval = d }),
-	"presence-max-diff": intSetter(func(p *actors.RoomProfile, n int) { p.PresenceMaxDiff = n }),
-	"max-members":       intSetter(func(p *actors.RoomProfile, n int) { p.MaxMembers = n }),
-	"publish-burst":     intSetter(func(p *actors.RoomProfile, n int) { p.PublishBurst = n }),
-	"join-leave":        boolSetter(func(p *actors.RoomProfile, b bool) { p.JoinLeave = b }),
-	"typing":            boolSetter(func(p *actors.RoomProfile, b bool) { p.Typing = b }),
+	"history-size":       intSetter(func(p *actors.RoomProfile, n int) { p.HistorySize = n }),
+	"history-ttl":        durationSetter(func(p *actors.RoomProfile, d time.Duration) { p.HistoryTTL = d }),
+	"presence-interval":  durationSetter(func(p *actors.RoomProfile, d time.Duration) { p.PresenceInterval = d }),
+	"presence-max-diff":  intSetter(func(p *actors.RoomProfile, n int) { p.PresenceMaxDiff = n }),
+	"presence-max-users": intSetter(func(p *actors.RoomProfile, n int) { p.PresenceMaxUsers = n }),
+	"max-members":        intSetter(func(p *actors.RoomProfile, n int) { p.MaxMembers = n }),
+	"publish-burst":      intSetter(func(p *actors.RoomProfile, n int) { p.PublishBurst = n }),
+	"join-leave":         boolSetter(func(p *actors.RoomProfile, b bool) { p.JoinLeave = b }),
+	"typing":             boolSetter(func(p *actors.RoomProfile, b bool) { p.Typing = b }),
 	"publish-rate": func(v string) (func(*actors.RoomProfile), error) {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 {
@@ -376,7 +377,8 @@ func printConfig(w io.Writer, f *envFlags, rc actors.RoomConfig) error {
 			{Key: "history-size", Value: p.HistorySize}, {Key: "history-ttl", Value: p.HistoryTTL.String()},
 			{Key: "store", Value: store}, {Key: "presence", Value: actors.PresenceModeName(p.Presence)},
 			{Key: "join-leave", Value: p.JoinLeave}, {Key: "presence-interval", Value: p.PresenceInterval.String()},
-			{Key: "presence-max-diff", Value: p.PresenceMaxDiff}, {Key: "typing", Value: p.Typing},
+			{Key: "presence-max-diff", Value: p.PresenceMaxDiff}, {Key: "presence-max-users", Value: p.PresenceMaxUsers},
+			{Key: "typing", Value: p.Typing},
 			{Key: "overflow", Value: actors.OverflowName(p.Overflow)}, {Key: "publish-rate", Value: p.PublishRate},
 			{Key: "publish-burst", Value: p.PublishBurst}, {Key: "max-members", Value: p.MaxMembers},
 			{Key: "publish", Value: p.Publish.String()}, {Key: "publishers", Value: p.Publishers},

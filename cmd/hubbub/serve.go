@@ -98,6 +98,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.boolean(&c.joinLeave, "join-leave", true, "push presence changes (diffs, or counts in counts mode) to room members; --join-leave=false turns them off")
 	f.duration(&nc.Room.PresenceInterval, "presence-interval", time.Second, "how often a room pushes its presence changes at most, coalesced into one diff")
 	f.integer(&nc.Room.PresenceMaxDiff, "presence-max-diff", 100, "most users one presence diff lists; more changes push a reset with the counts")
+	f.integer(&nc.Room.PresenceMaxUsers, "presence-max-users", 1000, "rooms with more users than this push counts only (clients page the member list on demand)")
 	f.boolean(&c.typing, "typing", true, "typing indicators; --typing=false turns them off")
 
 	f.group("Redis history store")
@@ -171,7 +172,7 @@ func checkServeFlags(f *envFlags, c *serveConfig) {
 		"max-message-bytes": i(&nc.Conn.MaxMessageBytes), "max-room-name-bytes": i(&nc.Conn.MaxRoomNameBytes),
 		"max-rooms-per-conn": i(&nc.Conn.MaxRooms), "ping-interval": d(&tc.PingInterval), "pong-timeout": d(&tc.PongTimeout),
 		"write-timeout": d(&tc.WriteTimeout), "slow-consumer-grace": d(&tc.SlowConsumerGrace), "connect-timeout": d(&nc.Conn.ConnectTimeout), "request-timeout": d(&nc.Conn.RequestTimeout),
-		"history-ttl": d(&nc.Room.HistoryTTL), "presence-interval": d(&nc.Room.PresenceInterval), "presence-max-diff": i(&nc.Room.PresenceMaxDiff), "room-idle-timeout": d(&nc.Room.IdleTimeout), "typing-ttl": d(&nc.Room.TypingTTL),
+		"history-ttl": d(&nc.Room.HistoryTTL), "presence-interval": d(&nc.Room.PresenceInterval), "presence-max-diff": i(&nc.Room.PresenceMaxDiff), "presence-max-users": i(&nc.Room.PresenceMaxUsers), "room-idle-timeout": d(&nc.Room.IdleTimeout), "typing-ttl": d(&nc.Room.TypingTTL),
 		"shutdown-timeout": d(&c.shutdownTimeout), "cluster-stall-limit": d(&c.stallLimit), "redis-wait-timeout": d(&c.redis.WaitTimeout),
 	} {
 		f.positive(name, v)

@@ -110,7 +110,8 @@ async function join() {
     (pr.diffs || []).forEach(onPresenceDiff);
   } else {
     state.presence = pr.position || null;
-    await loadMembers();
+    if (pr.large) showLarge(pr.users);
+    else await loadMembers();
   }
 }
 
@@ -134,6 +135,16 @@ async function loadMembers() {
   renderMembers();
 }
 
+// showLarge replaces the member list of a large room (one whose diffs carry
+// counts only) with its user count.
+function showLarge(users) {
+  state.presenceLoad = null;
+  state.members = new Set();
+  const li = document.createElement("li");
+  li.textContent = `${users || 0} here`;
+  $("members").replaceChildren(li);
+}
+
 function applyDiff(d) {
   (d.joined || []).forEach((u) => state.members.add(u));
   (d.left || []).forEach((u) => state.members.delete(u));
@@ -145,6 +156,7 @@ function onPresenceDiff(d) {
   if (pos && pos.epoch === at.epoch && Number(at.offset) <= Number(pos.offset || 0)) return; // seen already
   const gap = !pos || pos.epoch !== at.epoch || Number(at.offset) !== Number(pos.offset || 0) + 1;
   state.presence = at;
+  if (d.large) { showLarge(d.users); return; }
   if (gap || d.reset) { loadMembers(); return; }
   if (state.presenceLoad) { state.presenceLoad.buffered.push(d); return; }
   applyDiff(d);

@@ -1379,7 +1379,8 @@ func (x *RoomInfo) GetMaxMembers() uint32 {
 	return 0
 }
 
-// PresenceState is a room's presence at a position.
+// PresenceState is a room's presence: the position of its last diff, and its counts and digest now
+// (which may include changes that the next diff will list).
 type PresenceState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The presence position: a sequence that grows by one with every PresenceDiff, in an epoch of its own
@@ -1395,7 +1396,10 @@ type PresenceState struct {
 	// For a join with presence_since: true when every diff after it is in diffs.
 	Recovered bool `protobuf:"varint,5,opt,name=recovered,proto3" json:"recovered,omitempty"`
 	// The diffs after presence_since, oldest first.
-	Diffs         []*PresenceDiff `protobuf:"bytes,6,rep,name=diffs,proto3" json:"diffs,omitempty"`
+	Diffs []*PresenceDiff `protobuf:"bytes,6,rep,name=diffs,proto3" json:"diffs,omitempty"`
+	// True when the room has more users than its diffs list (large rooms push counts only): a client
+	// pages the member list when it needs it instead of keeping it.
+	Large         bool `protobuf:"varint,7,opt,name=large,proto3" json:"large,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1470,6 +1474,13 @@ func (x *PresenceState) GetDiffs() []*PresenceDiff {
 		return x.Diffs
 	}
 	return nil
+}
+
+func (x *PresenceState) GetLarge() bool {
+	if x != nil {
+		return x.Large
+	}
+	return false
 }
 
 // LeaveRequest unsubscribes the connection from a room.
@@ -2439,9 +2450,12 @@ type PresenceDiff struct {
 	Users   uint32 `protobuf:"varint,6,opt,name=users,proto3" json:"users,omitempty"`
 	// The digest of the users after this diff (see PresenceState.digest).
 	Digest uint64 `protobuf:"fixed64,7,opt,name=digest,proto3" json:"digest,omitempty"`
-	// True when there were more changes than a diff lists (or the room pushes counts only): joined and
+	// True when there were more changes than a diff lists, or the room stopped being large: joined and
 	// left are empty, and a client that keeps the member list must fetch it again.
-	Reset_        bool `protobuf:"varint,8,opt,name=reset,proto3" json:"reset,omitempty"`
+	Reset_ bool `protobuf:"varint,8,opt,name=reset,proto3" json:"reset,omitempty"`
+	// True when the room has more users than its diffs list (its profile's presence-max-users): joined
+	// and left are empty, and a client stops keeping the member list until a reset.
+	Large         bool `protobuf:"varint,9,opt,name=large,proto3" json:"large,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2528,6 +2542,13 @@ func (x *PresenceDiff) GetDigest() uint64 {
 func (x *PresenceDiff) GetReset_() bool {
 	if x != nil {
 		return x.Reset_
+	}
+	return false
+}
+
+func (x *PresenceDiff) GetLarge() bool {
+	if x != nil {
+		return x.Large
 	}
 	return false
 }
@@ -2824,14 +2845,15 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"canPublish\x120\n" +
 	"\x14presence_interval_ms\x18\b \x01(\rR\x12presenceIntervalMs\x12\x1f\n" +
 	"\vmax_members\x18\t \x01(\rR\n" +
-	"maxMembers\"\xdb\x01\n" +
+	"maxMembers\"\xf1\x01\n" +
 	"\rPresenceState\x125\n" +
 	"\bposition\x18\x01 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x18\n" +
 	"\amembers\x18\x02 \x01(\rR\amembers\x12\x14\n" +
 	"\x05users\x18\x03 \x01(\rR\x05users\x12\x16\n" +
 	"\x06digest\x18\x04 \x01(\x06R\x06digest\x12\x1c\n" +
 	"\trecovered\x18\x05 \x01(\bR\trecovered\x12-\n" +
-	"\x05diffs\x18\x06 \x03(\v2\x17.hubbub.v1.PresenceDiffR\x05diffs\"\"\n" +
+	"\x05diffs\x18\x06 \x03(\v2\x17.hubbub.v1.PresenceDiffR\x05diffs\x12\x14\n" +
+	"\x05large\x18\a \x01(\bR\x05large\"\"\n" +
 	"\fLeaveRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\" \n" +
 	"\n" +
@@ -2894,7 +2916,7 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\rPresenceEvent\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x121\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x19.hubbub.v1.PresenceActionR\x06action\x12-\n" +
-	"\x06client\x18\x03 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\"\xe3\x01\n" +
+	"\x06client\x18\x03 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\"\xf9\x01\n" +
 	"\fPresenceDiff\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x125\n" +
 	"\bposition\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x16\n" +
@@ -2903,7 +2925,8 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\amembers\x18\x05 \x01(\rR\amembers\x12\x14\n" +
 	"\x05users\x18\x06 \x01(\rR\x05users\x12\x16\n" +
 	"\x06digest\x18\a \x01(\x06R\x06digest\x12\x14\n" +
-	"\x05reset\x18\b \x01(\bR\x05reset\"h\n" +
+	"\x05reset\x18\b \x01(\bR\x05reset\x12\x14\n" +
+	"\x05large\x18\t \x01(\bR\x05large\"h\n" +
 	"\vTypingEvent\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12-\n" +
 	"\x06client\x18\x02 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x12\x16\n" +
