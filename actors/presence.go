@@ -97,6 +97,17 @@ func (p *presence) toggle(user string, was bool) {
 	}
 }
 
+// interval is the time to the next diff: the profile's interval, stretched
+// in a large room in proportion to its users, so that a room pushes about
+// PresenceMaxUsers diffs per interval however big it grows (a 20,000-user
+// room with the defaults pushes its counts every 20s).
+func (p *presence) interval() time.Duration {
+	if !p.isLarge() {
+		return p.prof.PresenceInterval
+	}
+	return p.prof.PresenceInterval * time.Duration(len(p.users)) / time.Duration(p.prof.PresenceMaxUsers)
+}
+
 // isLarge reports whether the room has more users than its diffs list.
 func (p *presence) isLarge() bool {
 	return p.prof.Presence == PresenceFull && len(p.users) > p.prof.PresenceMaxUsers
@@ -112,7 +123,7 @@ func (p *presence) schedule(ctx actor.Context) {
 		return
 	}
 	self, system := ctx.Self(), ctx.ActorSystem()
-	p.timer = time.AfterFunc(p.prof.PresenceInterval, func() { system.Root.Send(self, presenceFlush{}) })
+	p.timer = time.AfterFunc(p.interval(), func() { system.Root.Send(self, presenceFlush{}) })
 }
 
 func (p *presence) stop() {

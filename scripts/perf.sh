@@ -83,6 +83,9 @@ fi
 serve_flags=()
 run hubbub-idle hubbub idle --conns 10000 --duration 5s
 run hubbub-storm hubbub storm --conns 10000 --dialers 50
+run hubbub-bigroom-10k hubbub bigroom --conns 10000 --dialers 50
+run hubbub-bigroom-19k hubbub bigroom --conns 19000 --dialers 50
+run gorillahub-bigroom-10k gorilla bigroom --conns 10000 --dialers 50
 run gorillahub-fanout-1M gorilla fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s
 run gorillahub-idle gorilla idle --conns 10000 --duration 5s
 run gorillahub-storm gorilla storm --conns 10000 --dialers 50
@@ -95,7 +98,8 @@ for line in open(sys.argv[1]):
         continue
     rows[r["label"]].append(r)
 keys = ["deliveries_per_s", "loss", "p50_ms", "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms", "server_cpu_s",
-        "deliveries_per_server_cpu_s", "rss_per_conn_bytes", "conns_per_s", "slow_readers_closed"]
+        "deliveries_per_server_cpu_s", "rss_per_conn_bytes", "conns_per_s", "slow_readers_closed",
+        "joins_per_s", "join_p50_ms", "join_p99_ms", "room_members", "presence_page_ms", "publish_all_ms", "publish_cpu_ms"]
 for label, rs in rows.items():
     med = {k: statistics.median(r.get(k, 0) for r in rs) for k in keys if any(k in r for r in rs)}
     print(f"{label} (median of {len(rs)}): " + ", ".join(f"{k}={v:.6g}" for k, v in med.items()))
