@@ -34,7 +34,8 @@ func BenchmarkRoomFanout(b *testing.B) {
 	for _, members := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
 			// No per-connection rate limits: one connection publishes b.N at once.
-			node := NewNode(Config{Conn: ConnConfig{CommandRate: -1, ByteRate: -1}}, Options{})
+			// Presence diffs every millisecond: they settle before the timed part.
+			node := NewNode(Config{Conn: ConnConfig{CommandRate: -1, ByteRate: -1}, Room: RoomConfig{PresenceInterval: time.Millisecond}}, Options{})
 			defer func() { _ = node.Shutdown(context.Background()) }()
 			sinks := make([]*countingSink, members)
 			var handles []*ConnHandle
@@ -67,6 +68,43 @@ func BenchmarkRoomFanout(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.N*members)/b.Elapsed().Seconds(), "deliveries/s")
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*members), "ns/delivery")
+			for _, h := range handles {
+				h.Close(time.Second)
+			}
+		})
+	}
+}
+
+// BenchmarkRoomJoin measures joins into a room that already has N members:
+// with presence coalesced, a join costs the same however big the room is.
+func BenchmarkRoomJoin(b *testing.B) {
+	for _, members := range []int{0, 1000, 10000} {
+		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
+			node := NewNode(Config{Conn: ConnConfig{CommandRate: -1, ByteRate: -1}}, Options{})
+			defer func() { _ = node.Shutdown(context.Background()) }()
+			var handles []*ConnHandle
+			join := func(n int) []*countingSink {
+				sinks := make([]*countingSink, n)
+				for i := range sinks {
+					sinks[i] = &countingSink{done: make(chan struct{})}
+					sinks[i].target.Store(2) // the connect and join replies
+					h, _ := node.OpenConn(sinks[i], ConnInfo{})
+					handles = append(handles, h)
+					h.Receive(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: fmt.Sprint("m", len(handles))}}}, 10)
+					h.Receive(&hubbubv1.ClientFrame{Id: 2, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "big"}}}, 10)
+				}
+				return sinks
+			}
+			for _, s := range join(members) {
+				<-s.done
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for _, s := range join(b.N) {
+				<-s.done
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "joins/s")
 			for _, h := range handles {
 				h.Close(time.Second)
 			}

@@ -9,6 +9,12 @@
 // are retried with the same id after a reconnect, so the server accepts them
 // once.
 //
+// Presence arrives as numbered diffs (EventPresence). With Config.TrackMembers
+// a Subscription keeps its room's member list (Members): it pages the list
+// after the join, applies the diffs, rejoins with the last diff position to
+// get the diffs it missed, reloads the list after a gap or a reset, and checks
+// it against the room's digest at every diff (PresenceStats).
+//
 //	c := client.New(client.Config{URL: "ws://127.0.0.1:8080/ws", Name: "alice"})
 //	defer c.Close()
 //	if err := c.Connect(ctx); err != nil { ... }
@@ -26,6 +32,7 @@
 // client runs one goroutine that owns the connection cycle (dial, read,
 // reconnect) and one goroutine per Subscription that feeds its Events channel
 // from an unbounded queue, so a slow reader of one room never stalls the
-// connection. Close stops them all and waits for them. The OnState callback
+// connection; a Subscription that keeps its member list runs one goroutine
+// while it pages the list, joined when the Subscription ends. Close stops them all and waits for them. The OnState callback
 // is called from the connection goroutine and must not block for long.
 package client
