@@ -136,23 +136,6 @@ func TestDuplicatePublishAcceptedOnce(t *testing.T) {
 	}
 }
 
-// publishTo publishes from c and checks only a receives it, not c (who left).
-func (c *client) publishTo(t *testing.T, a *client, room string) {
-	c.publish(room, "after leave")
-	if m := a.nextMessage(); m.GetBody().GetText() != "after leave" {
-		t.Fatalf("a got %v", m)
-	}
-	ping := c.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}})
-	if ping.GetPing() == nil {
-		t.Fatalf("ping: %v", ping)
-	}
-	for len(c.pending) > 0 {
-		if f := c.read(0); f.GetMessage() != nil {
-			t.Fatalf("message after leave: %v", f)
-		}
-	}
-}
-
 func TestTypingIndicatorsExpire(t *testing.T) {
 	s := startServer(t, actors.Config{Room: actors.RoomConfig{TypingTTL: 300 * time.Millisecond}}, transport.Config{})
 	a := connect(t, s.URL, wire.Proto, "alice")
