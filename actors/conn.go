@@ -65,6 +65,8 @@ func (c *conn) Receive(ctx actor.Context) {
 	case connGone:
 		c.gone = true
 		ctx.Stop(ctx.Self())
+	case kick:
+		c.sink.Close(msg.code, msg.reason)
 	case *actor.Stopping:
 		c.onStopping(ctx)
 	case *actor.Stopped:
@@ -115,6 +117,9 @@ func (c *conn) onStopping(ctx actor.Context) {
 	}
 	if c.counted {
 		ctx.Send(c.node.users, releaseUser{user: c.identity.User})
+	}
+	if c.member != nil {
+		ctx.Send(c.node.users, connDown{pid: ctx.Self()})
 	}
 	if !c.gone {
 		c.sink.Close(wire.CloseInternal, wire.CloseReason(wire.CloseInternal))
@@ -223,6 +228,7 @@ func (c *conn) accept(ctx actor.Context, id uint64) {
 		enc = nodev1.Encoding_ENCODING_JSON
 	}
 	c.member = &nodev1.Member{Address: ctx.Self().Address, ActorId: ctx.Self().Id, Client: info, Encoding: enc}
+	ctx.Send(c.node.users, connUp{pid: ctx.Self(), user: info.GetUser(), clientID: info.GetClientId(), sink: c.sink})
 	c.armExpiry(ctx) // replaces the connect timeout
 	c.send(&hubbubv1.ServerFrame{Id: id, Body: &hubbubv1.ServerFrame_Connect{Connect: &hubbubv1.ConnectReply{
 		Client: info, PingIntervalMs: uint32(c.node.cfg.PingInterval / time.Millisecond),

@@ -91,7 +91,8 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 			c.forward(f.GetId(), rr.GetFrame())
 		default:
 			jr.joined, jr.pid = true, pid // the join reply itself reaches the client through the relay
-			ctx.Watch(pid)                // a room that dies under its members sends Terminated
+			ctx.Send(c.node.users, connRoom{pid: ctx.Self(), room: name, joined: true})
+			ctx.Watch(pid) // a room that dies under its members sends Terminated
 			c.endCommand(f.GetId(), nil)
 		}
 	})
@@ -111,6 +112,7 @@ func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1
 		ctx.Unwatch(jr.pid)
 	}
 	delete(c.rooms, name)
+	ctx.Send(c.node.users, connRoom{pid: ctx.Self(), room: name})
 	msg := &nodev1.RoomLeave{Room: name, Member: c.member, RequestId: f.GetId(), Trace: f.GetTrace()}
 	c.ask(ctx, name, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
 		if err == nil && rr.GetFrame().GetError() != nil {

@@ -90,7 +90,7 @@ func (r *room) load(ctx actor.Context) {
 	for _, m := range recent {
 		r.history.append(m)
 		if id := m.GetMessageId(); id != "" {
-			r.dedupe.put(m.GetSender().GetUser(), id, m.GetOffset())
+			r.dedupe.put(dedupeScope(m.GetSender()), id, m.GetOffset())
 		}
 	}
 }

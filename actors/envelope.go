@@ -30,6 +30,14 @@ func wrap(m proto.Message) *nodev1.Envelope {
 		e.Body = &nodev1.Envelope_RelayUnsubscribe{RelayUnsubscribe: v}
 	case *nodev1.RelayDeliver:
 		e.Body = &nodev1.Envelope_RelayDeliver{RelayDeliver: v}
+	case *nodev1.RoomInspect:
+		e.Body = &nodev1.Envelope_RoomInspect{RoomInspect: v}
+	case *nodev1.NodeInspect:
+		e.Body = &nodev1.Envelope_NodeInspect{NodeInspect: v}
+	case *nodev1.NodeReport:
+		e.Body = &nodev1.Envelope_NodeReport{NodeReport: v}
+	case *nodev1.NodeDisconnect:
+		e.Body = &nodev1.Envelope_NodeDisconnect{NodeDisconnect: v}
 	default:
 		panic("actors: no envelope for " + string(m.ProtoReflect().Descriptor().FullName())) // a programming error
 	}
@@ -64,6 +72,14 @@ func unwrap(m any) any {
 		return b.RelayUnsubscribe
 	case *nodev1.Envelope_RelayDeliver:
 		return b.RelayDeliver
+	case *nodev1.Envelope_RoomInspect:
+		return b.RoomInspect
+	case *nodev1.Envelope_NodeInspect:
+		return b.NodeInspect
+	case *nodev1.Envelope_NodeReport:
+		return b.NodeReport
+	case *nodev1.Envelope_NodeDisconnect:
+		return b.NodeDisconnect
 	}
 	return unknownEnvelope{}
 }

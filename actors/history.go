@@ -75,6 +75,27 @@ func (h *history) newest(after uint64, limit int) []*hubbubv1.Message {
 	return out
 }
 
+// between returns the retained messages with after < offset < before (before
+// at least 1), the oldest limit of them in order, or with reverse the newest
+// limit of them, newest first.
+func (h *history) between(after, before uint64, limit int, reverse bool) []*hubbubv1.Message {
+	i, j := h.indexAfter(after), h.indexAfter(before-1)
+	j = max(i, j)
+	cnt := j - i
+	if limit > 0 && cnt > limit {
+		cnt = limit
+	}
+	out := make([]*hubbubv1.Message, 0, cnt)
+	for k := range cnt {
+		if reverse {
+			out = append(out, h.at(j-1-k))
+		} else {
+			out = append(out, h.at(i+k))
+		}
+	}
+	return out
+}
+
 // indexAfter is the ring index of the first message with offset > after.
 func (h *history) indexAfter(after uint64) int {
 	if h.n == 0 {

@@ -37,6 +37,8 @@ type Node struct {
 	tracing   *telemetry.Tracing
 	inject    func(kind string, msg any)
 	nodeID    string
+	rooms     *roomIndex // the rooms running here, for the server API
+	started   time.Time
 	nextConn  atomic.Uint64
 	stopped   atomic.Bool
 	stopOnce  sync.Once
@@ -93,7 +95,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 		opts.Tracing = &telemetry.Tracing{}
 	}
 	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing,
-		inject: opts.Inject}
+		inject: opts.Inject, rooms: newRoomIndex(), started: time.Now()}
 	n.stalls = startStallWatch(func(gap time.Duration) {
 		n.counters.NodeStalls.Add(1)
 		log.Warn("this node was stalled; durable rooms check their position against the store before answering", "gap", gap.Round(time.Millisecond))
@@ -134,14 +136,14 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 		})
 		n.placement = lp
 	}
-	n.users, _ = keep.SpawnNamed(usersProps(), "hubbub/users")
+	n.users, _ = keep.SpawnNamed(usersProps(n), usersID)
 	n.probes = n.probePlacement(rooms)
 	return n, nil
 }
 
 // roomDeps are what every room of this node shares.
 func (n *Node) roomDeps() roomDeps {
-	return roomDeps{log: n.log, counters: n.counters, tracing: n.tracing, inject: n.inject, stalls: n.stalls}
+	return roomDeps{log: n.log, counters: n.counters, tracing: n.tracing, inject: n.inject, stalls: n.stalls, index: n.rooms}
 }
 
 // decide returns a supervisor decider that logs and counts a panic and applies

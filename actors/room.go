@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -50,6 +51,7 @@ type room struct {
 	publishes  *rate.Limiter  // nil when unlimited
 	reads      []deferredRead // history requests waiting for earlier publishes to commit
 	verified   uint64         // the node's stall count when the room last checked the store
+	entry      *roomEntry     // this room in the node's room index (nil for health rooms)
 }
 
 // roomDeps are a room's collaborators, shared by every room of a node.
@@ -59,6 +61,7 @@ type roomDeps struct {
 	tracing  *telemetry.Tracing
 	inject   func(kind string, msg any) // fault injection in tests; nil otherwise
 	stalls   *stallWatch                // the node's stall count
+	index    *roomIndex                 // the node's running rooms
 }
 
 // idleCheck is the room's own timer message for stopping when idle.
@@ -113,6 +116,8 @@ func (r *room) Receive(ctx actor.Context) {
 		r.onPresence(ctx, msg)
 	case *nodev1.RoomTyping:
 		r.onTyping(ctx, msg)
+	case *nodev1.RoomInspect:
+		r.onInspect(ctx, msg)
 	case presenceFlush:
 		r.onPresenceFlush(ctx)
 	case appendDone:
@@ -132,6 +137,9 @@ func (r *room) Receive(ctx actor.Context) {
 		}
 		if !isHealthRoom(r.name) {
 			r.counters.RoomsStopped.Add(1)
+		}
+		if r.entry != nil {
+			r.index.remove(r.name, r.entry)
 		}
 		if r.onStop != nil {
 			r.onStop(ctx.Self())
@@ -176,6 +184,10 @@ func (r *room) setName(ctx actor.Context, name string) {
 	if r.store = durableStore(r.cfg, &r.prof, name); r.store != nil {
 		r.load(ctx)
 	}
+	if !isHealthRoom(name) && r.index != nil {
+		r.entry = r.index.add(name, ctx.Self())
+		r.entry.offset.Store(r.committed)
+	}
 }
 
 // applyProfile sets up what the room's profile decides.
@@ -198,7 +210,7 @@ func (r *room) position() *hubbubv1.StreamPosition {
 func (r *room) refuse(ctx actor.Context, msg any) bool {
 	type request interface{ GetRequestId() uint64 }
 	switch msg.(type) {
-	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping:
+	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping, *nodev1.RoomInspect:
 		id := msg.(request).GetRequestId()
 		r.reply(ctx, id, errFrame(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q cannot load its history; retry", r.name))
 		return true
@@ -272,6 +284,7 @@ func (r *room) recover(since *hubbubv1.StreamPosition) (bool, []*hubbubv1.Messag
 
 func (r *room) addMember(ctx actor.Context, key string, m *nodev1.Member) {
 	r.members[key] = m
+	r.countMembers()
 	r.presence.add(m.GetClient().GetUser())
 	r.presence.schedule(ctx)
 	defer func() { r.counters.Hist.Load().RecordMembers(len(r.members)) }()
@@ -285,6 +298,7 @@ func (r *room) addMember(ctx actor.Context, key string, m *nodev1.Member) {
 
 func (r *room) removeMember(ctx actor.Context, key string, m *nodev1.Member) {
 	delete(r.members, key)
+	r.countMembers()
 	r.presence.remove(m.GetClient().GetUser())
 	r.presence.schedule(ctx)
 	defer func() { r.counters.Hist.Load().RecordMembers(len(r.members)) }()
@@ -319,12 +333,14 @@ func (r *room) onLeave(ctx actor.Context, msg *nodev1.RoomLeave) {
 
 func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 	sender := msg.GetMember().GetClient()
-	if !r.prof.mayPublish(sender.GetUser()) {
+	// A backend publishing through the server API (sender.server) is not
+	// subject to the profile's publish policy: broadcast-only rooms are its.
+	if sender.GetServer() == "" && !r.prof.mayPublish(sender.GetUser()) {
 		r.fail(ctx, msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "room %q takes no publishes from %q (its profile %q)", r.name, sender.GetUser(), r.prof.Name)
 		return
 	}
 	if id := msg.GetMessageId(); id != "" {
-		if off, ok := r.dedupe.get(sender.GetUser(), id); ok {
+		if off, ok := r.dedupe.get(dedupeScope(sender), id); ok {
 			r.counters.DuplicatePublish.Add(1)
 			if p := r.findPending(off); p != nil { // not stored yet: answer once it is
 				p.retries = append(p.retries, waiter{to: ctx.Sender(), id: msg.GetRequestId(), dup: true})
@@ -354,7 +370,7 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 		TimeUnixMs: time.Now().UnixMilli(), MessageId: msg.GetMessageId(), Key: msg.GetKey(),
 	}
 	if id := msg.GetMessageId(); id != "" {
-		r.dedupe.put(sender.GetUser(), id, r.offset)
+		r.dedupe.put(dedupeScope(sender), id, r.offset)
 	}
 	// p stays on the stack when history is in memory; only a durable room
 	// keeps a copy until the store answers.
@@ -377,6 +393,9 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 func (r *room) commit(ctx actor.Context, p *pendingPublish) {
 	m := p.msg
 	r.committed = m.GetOffset()
+	if r.entry != nil {
+		r.entry.offset.Store(r.committed)
+	}
 	r.history.append(m)
 	r.counters.Publishes.Add(1)
 	r.broadcastTraced(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: m}}, m.GetOffset(), p.trace)
@@ -389,6 +408,34 @@ func (r *room) commit(ctx actor.Context, p *pendingPublish) {
 	if p.span != nil {
 		p.span.End()
 	}
+}
+
+// countMembers publishes the member count to the node's room index.
+func (r *room) countMembers() {
+	if r.entry != nil {
+		r.entry.members.Store(int64(len(r.members)))
+	}
+}
+
+// dedupeScope is whose message ids a publish's id is checked against: the
+// user's, or an API key's (a scope no user name can take).
+func dedupeScope(c *hubbubv1.ClientInfo) string {
+	if c.GetServer() != "" {
+		return "\x00server/" + c.GetServer()
+	}
+	return c.GetUser()
+}
+
+// onInspect describes the room for the server API.
+func (r *room) onInspect(ctx actor.Context, msg *nodev1.RoomInspect) {
+	nodes := make(map[string]uint32, len(r.nodes))
+	for addr, n := range r.nodes {
+		nodes[nodeName(addr)] = uint32(n)
+	}
+	ctx.Respond(wrap(&nodev1.RoomReply{RequestId: msg.GetRequestId(), Inspection: &nodev1.RoomInspection{
+		Position: r.position(), Info: r.prof.info(r.store != nil, true, ""), Presence: r.presence.state(),
+		Nodes: nodes, Address: nodeName(ctx.Self().Address),
+	}}))
 }
 
 // broadcast encodes a push once per encoding in use and sends it to the relay of every node with members.
@@ -429,12 +476,15 @@ func (r *room) answerHistory(ctx actor.Context, to *actor.PID, msg *nodev1.RoomH
 		limit = r.cfg.HistoryMaxLimit
 	}
 	r.history.trim(time.Now())
-	var msgs []*hubbubv1.Message
-	if req.GetReverse() {
-		msgs = r.history.newest(req.GetSinceOffset(), limit)
-	} else {
-		msgs = r.history.since(req.GetSinceOffset(), limit)
+	after, before := req.GetSinceOffset(), msg.GetBeforeOffset()
+	if before == 0 || before > r.committed+1 {
+		before = r.committed + 1
 	}
+	if msg.GetDeep() && r.store != nil && before > after+1 && !r.history.covers(after, before-1) {
+		r.readStore(ctx, to, msg, after, before, limit)
+		return
+	}
+	msgs := r.history.between(after, before, limit, req.GetReverse())
 	if to == nil {
 		return
 	}
@@ -442,6 +492,52 @@ func (r *room) answerHistory(ctx actor.Context, to *actor.PID, msg *nodev1.RoomH
 		Room: r.name, Messages: msgs, Position: r.position(),
 	}}}
 	ctx.Send(to, wrap(&nodev1.RoomReply{RequestId: msg.GetRequestId(), Frame: f}))
+}
+
+// readStore answers a deep history request from the store, off the room's
+// goroutine (the read may take a round trip to Redis): messages with
+// after < offset < before, the oldest or (reverse) the newest limit of them.
+// Offsets are consecutive in a stream, so a backwards page reads only its own
+// range.
+func (r *room) readStore(ctx actor.Context, to *actor.PID, msg *nodev1.RoomHistory, after, before uint64, limit int) {
+	reverse := msg.GetRequest().GetReverse()
+	from := after
+	if reverse && before > uint64(limit)+1 && before-uint64(limit)-1 > after {
+		from = before - uint64(limit) - 1
+	}
+	st, name, pos, id, timeout := r.store, r.name, r.position(), msg.GetRequestId(), r.cfg.StoreTimeout
+	root := ctx.ActorSystem().Root
+	go func() { // owner: the room; ends with the store's timeout
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		msgs, err := st.Read(c, name, from, int(before-from-1))
+		var f *hubbubv1.ServerFrame
+		if err != nil {
+			f = errFrame(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q: history store: %v", name, err)
+		} else {
+			msgs = cutAt(msgs, before)
+			if reverse {
+				slices.Reverse(msgs)
+				msgs = msgs[:min(len(msgs), limit)]
+			} else {
+				msgs = msgs[:min(len(msgs), limit)]
+			}
+			f = &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_History{History: &hubbubv1.HistoryReply{Room: name, Messages: msgs, Position: pos}}}
+		}
+		if to != nil {
+			root.Send(to, wrap(&nodev1.RoomReply{RequestId: id, Frame: f}))
+		}
+	}()
+}
+
+// cutAt drops the messages (oldest first) from offset before on.
+func cutAt(msgs []*hubbubv1.Message, before uint64) []*hubbubv1.Message {
+	for i, m := range msgs {
+		if m.GetOffset() >= before {
+			return msgs[:i]
+		}
+	}
+	return msgs
 }
 
 func (r *room) onIdle(ctx actor.Context) {

@@ -1,10 +1,37 @@
 package actors
 
-import "github.com/asynkron/protoactor-go/actor"
+import (
+	"slices"
+	"strings"
+	"time"
 
-// users counts each user's connections on this node, for MaxConnsPerUser.
+	"github.com/asynkron/protoactor-go/actor"
+
+	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+// usersID names each node's users actor; other nodes' server API calls reach it there.
+const usersID = "hubbub/users"
+
+// users is a node's registry of its connections by user: it counts each
+// user's connections for MaxConnsPerUser, and answers the server API's
+// questions about this node (NodeInspect) and its disconnects
+// (NodeDisconnect), which may come from any node.
 type users struct {
-	count map[string]int
+	node  *Node
+	count map[string]int                   // connection slots held per user
+	conns map[string]map[string]*connEntry // user -> connection actor id -> entry
+	byID  map[string]*connEntry            // connection actor id -> entry
+}
+
+// connEntry is what the registry knows of one connection.
+type connEntry struct {
+	pid      *actor.PID
+	info     *nodev1.NodeConn
+	sink     Sink
+	rooms    map[string]bool
+	clientID string
 }
 
 // acquireUser asks for one of the user's slots; the answer is a bool.
@@ -16,12 +43,38 @@ type acquireUser struct {
 // releaseUser gives a slot back.
 type releaseUser struct{ user string }
 
-func usersProps() *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &users{count: map[string]int{}} })
+// connUp registers a connection once its connect is accepted.
+type connUp struct {
+	pid      *actor.PID
+	user     string
+	clientID string
+	sink     Sink
+}
+
+// connDown unregisters a connection that stopped.
+type connDown struct{ pid *actor.PID }
+
+// connRoom records that a connection joined (or left) a room.
+type connRoom struct {
+	pid    *actor.PID
+	room   string
+	joined bool
+}
+
+// kick tells a connection actor to close its socket for the server API.
+type kick struct {
+	code   int
+	reason string
+}
+
+func usersProps(n *Node) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &users{node: n, count: map[string]int{}, conns: map[string]map[string]*connEntry{}, byID: map[string]*connEntry{}}
+	})
 }
 
 func (u *users) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
+	switch msg := unwrap(ctx.Message()).(type) {
 	case acquireUser:
 		ok := u.count[msg.user] < msg.max
 		if ok {
@@ -32,5 +85,89 @@ func (u *users) Receive(ctx actor.Context) {
 		if u.count[msg.user]--; u.count[msg.user] <= 0 {
 			delete(u.count, msg.user)
 		}
+	case connUp:
+		e := &connEntry{pid: msg.pid, sink: msg.sink, rooms: map[string]bool{}, clientID: msg.clientID,
+			info: &nodev1.NodeConn{ClientId: msg.clientID, User: msg.user, ConnectedUnixMs: time.Now().UnixMilli()}}
+		if u.conns[msg.user] == nil {
+			u.conns[msg.user] = map[string]*connEntry{}
+		}
+		u.conns[msg.user][msg.pid.Id] = e
+		u.byID[msg.pid.Id] = e
+	case connDown:
+		if e := u.byID[msg.pid.Id]; e != nil {
+			delete(u.byID, msg.pid.Id)
+			if delete(u.conns[e.info.GetUser()], msg.pid.Id); len(u.conns[e.info.GetUser()]) == 0 {
+				delete(u.conns, e.info.GetUser())
+			}
+		}
+	case connRoom:
+		if e := u.byID[msg.pid.Id]; e != nil {
+			if msg.joined {
+				e.rooms[msg.room] = true
+			} else {
+				delete(e.rooms, msg.room)
+			}
+		}
+	case *nodev1.NodeInspect:
+		ctx.Respond(wrap(u.report(ctx, msg)))
+	case *nodev1.NodeDisconnect:
+		ctx.Respond(wrap(&nodev1.NodeReport{RequestId: msg.GetRequestId(), Address: u.node.address(), Closed: u.disconnect(ctx, msg)}))
+	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
+	case unknownEnvelope:
+		u.node.log.Warn("users: message from a newer node dropped")
+	default:
+		u.node.log.Warn("users: unexpected message dropped")
 	}
+}
+
+// report answers a NodeInspect: this node's counts, and its rooms or a user's connections when asked.
+func (u *users) report(ctx actor.Context, msg *nodev1.NodeInspect) *nodev1.NodeReport {
+	rooms := u.node.rooms.list("", nil)
+	r := &nodev1.NodeReport{RequestId: msg.GetRequestId(), Address: u.node.address(), Version: u.node.cfg.ServerVersion,
+		StartedUnixMs: u.node.started.UnixMilli(), Connections: uint32(len(u.byID)), Users: uint32(len(u.conns)), Rooms: uint32(len(rooms))}
+	if msg.GetRooms() {
+		r.RoomList = u.node.rooms.list(msg.GetPattern(), rooms)
+	}
+	if user := msg.GetUser(); user != "" {
+		for _, e := range u.conns[user] {
+			c := &nodev1.NodeConn{ClientId: e.info.GetClientId(), User: user, ConnectedUnixMs: e.info.GetConnectedUnixMs()}
+			for room := range e.rooms {
+				c.Rooms = append(c.Rooms, room)
+			}
+			slices.Sort(c.Rooms)
+			if q, ok := e.sink.(interface{ QueuedBytes() int }); ok {
+				c.QueuedBytes = uint64(q.QueuedBytes())
+			}
+			r.ConnList = append(r.ConnList, c)
+		}
+		slices.SortFunc(r.ConnList, func(a, b *nodev1.NodeConn) int { return strings.Compare(a.GetClientId(), b.GetClientId()) })
+	}
+	return r
+}
+
+// disconnect closes the connections a NodeDisconnect names and returns how many.
+func (u *users) disconnect(ctx actor.Context, msg *nodev1.NodeDisconnect) uint32 {
+	var targets []*connEntry
+	if msg.GetUser() != "" {
+		for _, e := range u.conns[msg.GetUser()] {
+			targets = append(targets, e)
+		}
+	} else {
+		for _, e := range u.byID {
+			targets = append(targets, e)
+		}
+	}
+	var n uint32
+	for _, e := range targets {
+		if msg.GetClientId() != "" && e.clientID != msg.GetClientId() {
+			continue
+		}
+		code := int(msg.GetCode())
+		if code == 0 {
+			code = wire.CloseDisconnected
+		}
+		ctx.Send(e.pid, kick{code: code, reason: msg.GetReason()})
+		n++
+	}
+	return n
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -225,6 +226,7 @@ func hubbubBinary(t *testing.T) string {
 type serverProcess struct {
 	cmd  *exec.Cmd
 	URL  string
+	API  string // the server API's base URL, with --api-listen
 	logs chan map[string]any
 	done chan error
 }
@@ -242,17 +244,22 @@ func startProcess(t *testing.T, args ...string) *serverProcess {
 		t.Fatal(err)
 	}
 	p := &serverProcess{cmd: cmd, logs: make(chan map[string]any, 1000), done: make(chan error, 1)}
+	wantAPI := slices.Contains(args, "--api-listen")
 	go p.readLogs(stderr) // owner: the process; ends with its stderr
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.done
 	})
 	deadline := time.After(waitFor)
-	for p.URL == "" {
+	for p.URL == "" || (wantAPI && p.API == "") {
 		select {
 		case rec := <-p.logs:
-			if rec["msg"] == "hubbub listening" {
+			switch rec["msg"] {
+			case "hubbub listening":
 				p.URL, _ = rec["url"].(string)
+			case "server API listening":
+				addr, _ := rec["addr"].(string)
+				p.API = "http://" + addr
 			}
 		case <-deadline:
 			t.Fatal("server did not report its address")

@@ -77,7 +77,7 @@ buf generate --output "$gen"
 stale=0
 while IFS= read -r f; do
 	if ! cmp -s "$gen/$f" "$f"; then echo "stale: $f (run: buf generate)"; stale=1; fi
-done < <(cd "$gen" && find . -name '*.pb.go' | sed 's|^\./||')
+done < <(cd "$gen" && find . -name '*.go' | sed 's|^\./||')
 [ "$stale" = 0 ]
 
 step "browser test (headless Chromium)"

@@ -21,7 +21,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/hubbub-chat/hubbub/actors"
+	"github.com/hubbub-chat/hubbub/api"
 	"github.com/hubbub-chat/hubbub/auth"
 	"github.com/hubbub-chat/hubbub/telemetry"
 	"github.com/hubbub-chat/hubbub/transport"
@@ -39,6 +42,8 @@ type Config struct {
 	Metrics bool
 	// Pprof serves Go profiles at /debug/pprof/.
 	Pprof bool
+	// API, when set, builds the server API for ServeAPI.
+	API *api.Config
 }
 
 // Options are a node's collaborators; the zero value logs nothing, runs in
@@ -59,6 +64,10 @@ type Server struct {
 	transport *transport.Server
 	metrics   *telemetry.Metrics
 	counters  *telemetry.Counters
+	api       *api.Handler
+	apiSrv    *http.Server
+	apiMu     sync.Mutex
+	apiDone   bool // Shutdown ran: ServeAPI returns at once
 	stopOnce  sync.Once
 	stopErr   error
 }
@@ -89,6 +98,18 @@ func New(cfg Config, opts Options) (*Server, error) {
 		s.metrics = m
 		s.transport.Handle("/metrics", m.Handler())
 	}
+	if cfg.API != nil {
+		var meter metric.Meter
+		if s.metrics != nil {
+			meter = s.metrics.Meter()
+		}
+		h, err := api.New(node, *cfg.API, api.Options{Logger: opts.Logger, Tracing: opts.Tracing, Meter: meter})
+		if err != nil {
+			_ = node.Shutdown(context.Background())
+			return nil, err
+		}
+		s.api = h
+	}
 	if cfg.Pprof {
 		s.transport.Handle("/debug/pprof/", http.HandlerFunc(pprof.Index))
 		s.transport.Handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
@@ -109,6 +130,46 @@ func (s *Server) ServeTLS(l net.Listener, certFile, keyFile string) error {
 	return s.transport.ServeTLS(l, certFile, keyFile)
 }
 
+// ErrNoAPI is ServeAPI on a server built without Config.API.
+var ErrNoAPI = errors.New("server: the server API is not configured")
+
+// ServeAPI serves the server API on l (HTTP/1.1 and cleartext HTTP/2, so
+// gRPC clients work without TLS) until Shutdown; it then returns nil.
+func (s *Server) ServeAPI(l net.Listener) error { return s.serveAPI(l, "", "") }
+
+// ServeAPITLS is ServeAPI with TLS (HTTP/2 through ALPN).
+func (s *Server) ServeAPITLS(l net.Listener, certFile, keyFile string) error {
+	return s.serveAPI(l, certFile, keyFile)
+}
+
+func (s *Server) serveAPI(l net.Listener, certFile, keyFile string) error {
+	if s.api == nil {
+		return ErrNoAPI
+	}
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: s.api, Protocols: p, ReadHeaderTimeout: 10 * time.Second}
+	s.apiMu.Lock()
+	if s.apiDone {
+		s.apiMu.Unlock()
+		return nil
+	}
+	s.apiSrv = srv
+	s.apiMu.Unlock()
+	var err error
+	if certFile != "" {
+		err = srv.ServeTLS(l, certFile, keyFile)
+	} else {
+		err = srv.Serve(l)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
 // Node returns the node's actors.
 func (s *Server) Node() *actors.Node { return s.node }
 
@@ -119,6 +180,12 @@ func (s *Server) Counters() *telemetry.Counters { return s.counters }
 // system, and flushes metrics. It is safe to call more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
+		s.apiMu.Lock()
+		s.apiDone = true
+		if s.apiSrv != nil {
+			_ = s.apiSrv.Shutdown(ctx) // API calls in flight finish while the rooms still run
+		}
+		s.apiMu.Unlock()
 		s.stopErr = s.transport.Shutdown(ctx)
 		if s.metrics != nil {
 			s.stopErr = errors.Join(s.stopErr, s.metrics.Shutdown(ctx))

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -200,6 +201,12 @@ func Extract(ctx context.Context, carrier map[string]string) context.Context {
 		return ctx
 	}
 	return propagator.Extract(ctx, propagation.MapCarrier(carrier))
+}
+
+// ExtractHeaders returns ctx carrying the span context of HTTP headers
+// (W3C traceparent/tracestate), as a backend's API call sends them.
+func ExtractHeaders(ctx context.Context, h http.Header) context.Context {
+	return propagator.Extract(ctx, propagation.HeaderCarrier(h))
 }
 
 // Inject returns a trace map carrying ctx's span context, or nil when there is none.

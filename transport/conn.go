@@ -64,6 +64,9 @@ func newWSConn(ws *websocket.Conn, enc wire.Encoding, cfg *Config, log *slog.Log
 // Encoding implements actors.Sink.
 func (c *wsConn) Encoding() wire.Encoding { return c.enc }
 
+// QueuedBytes is the bytes waiting in the outbound queue (the server API's Connections).
+func (c *wsConn) QueuedBytes() int { return c.q.queued() }
+
 // Send implements actors.Sink: it queues a reply without blocking.
 func (c *wsConn) Send(frame []byte) error {
 	return c.enqueue(item{b: frame})

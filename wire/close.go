@@ -41,6 +41,12 @@ const (
 	CloseRoomMoved = 4004
 	// CloseConnectTimeout: no connect command arrived within the server's connect timeout.
 	CloseConnectTimeout = 4005
+	// CloseDisconnected: a backend disconnected the connection through the
+	// server API and asked the client to reconnect.
+	CloseDisconnected = 4006
+	// CloseDisconnectedFinal: a backend disconnected the connection through
+	// the server API; do not reconnect.
+	CloseDisconnectedFinal = 4007
 )
 
 // CloseCode is one row of the close code table: the code, the fixed reason
@@ -68,6 +74,8 @@ var CloseCodes = []CloseCode{
 	{CloseTooManyConnections, "too many connections for this user", false},
 	{CloseRoomMoved, "a joined room moved; rejoin", true},
 	{CloseConnectTimeout, "no connect in time", true},
+	{CloseDisconnected, "disconnected by the server", true},
+	{CloseDisconnectedFinal, "disconnected by the server; do not reconnect", false},
 }
 
 // LookupClose returns the table's row of a code.

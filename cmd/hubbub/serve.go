@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hubbub-chat/hubbub/actors"
+	"github.com/hubbub-chat/hubbub/api"
 	"github.com/hubbub-chat/hubbub/auth"
 	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/store"
@@ -49,6 +50,8 @@ type serveConfig struct {
 	typing          bool
 	configFile      string
 	printConfig     bool
+	apiListen       string
+	apiKeyFile      string
 	rooms           []roomSpec // the config file's profiles
 	flags           *envFlags
 }
@@ -68,6 +71,10 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.str(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.boolean(&c.server.Metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 	f.boolean(&c.server.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (for profiling; keep it off in production)")
+
+	f.group("Server API")
+	f.str(&c.apiListen, "api-listen", "", "address of the server API for backends (gRPC, gRPC-Web and HTTP+JSON), e.g. 127.0.0.1:8081; off when empty. TLS with --tls-cert")
+	f.str(&c.apiKeyFile, "api-key-file", "", "the server API's keys, one per line: NAME KEY SCOPES (scopes comma-separated from publish, read, admin; # comments)")
 
 	f.group("Connections")
 	f.integer(&tc.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close with 1009")
@@ -212,6 +219,16 @@ func (c *serveConfig) resolve() error {
 	}
 	if c.anonymousRooms != "" {
 		c.auth.AnonymousRooms = splitList(c.anonymousRooms)
+	}
+	if (c.apiListen == "") != (c.apiKeyFile == "") {
+		return errors.New("--api-listen and --api-key-file go together: the server API refuses calls without a key")
+	}
+	if c.apiKeyFile != "" {
+		keys, err := api.LoadKeys(c.apiKeyFile)
+		if err != nil {
+			return fmt.Errorf("--api-key-file: %w", err)
+		}
+		c.server.API = &api.Config{Keys: keys}
 	}
 	tc.AllowedOrigins = splitList(c.allowedOrigins)
 	nc.Room.Ephemeral = splitList(c.ephemeralRooms)
@@ -380,7 +397,7 @@ func serve(args []string) int {
 			"addr", l.Addr().String(), "anonymous_rooms", cfg.auth.AnonymousRooms)
 	}
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { // owner: serve; joined through errc or after Shutdown
 		if cfg.tlsCert != "" {
 			errc <- srv.ServeTLS(l, cfg.tlsCert, cfg.tlsKey)
@@ -388,6 +405,25 @@ func serve(args []string) int {
 			errc <- srv.Serve(l)
 		}
 	}()
+	serving := 1
+	if cfg.apiListen != "" {
+		al, err := net.Listen("tcp", cfg.apiListen)
+		if err != nil {
+			log.Error("listen", "addr", cfg.apiListen, "err", err)
+			_ = srv.Shutdown(context.Background())
+			<-errc
+			return 1
+		}
+		log.Info("server API listening", "addr", al.Addr().String(), "keys", len(cfg.server.API.Keys))
+		serving++
+		go func() { // owner: serve; joined through errc or after Shutdown
+			if cfg.tlsCert != "" {
+				errc <- srv.ServeAPITLS(al, cfg.tlsCert, cfg.tlsKey)
+			} else {
+				errc <- srv.ServeAPI(al)
+			}
+		}()
+	}
 	code := 0
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -396,6 +432,9 @@ func serve(args []string) int {
 	case err := <-errc:
 		log.Error("serve", "err", err)
 		_ = srv.Shutdown(context.Background())
+		for range serving - 1 {
+			<-errc
+		}
 		return 1
 	case sig := <-sigs:
 		log.Info("shutting down", "signal", sig.String())
@@ -409,7 +448,9 @@ func serve(args []string) int {
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
-	<-errc
+	for range serving {
+		<-errc
+	}
 	log.Info("stopped")
 	return code
 }

@@ -922,7 +922,10 @@ type ClientInfo struct {
 	// The authenticated user (or the name given by an anonymous client).
 	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	// The server-assigned id of the connection, unique in the cluster.
-	ClientId      string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// Set instead of user and client_id on a message a backend published
+	// through the server API: the name of the API key it used.
+	Server        string `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -967,6 +970,13 @@ func (x *ClientInfo) GetUser() string {
 func (x *ClientInfo) GetClientId() string {
 	if x != nil {
 		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ClientInfo) GetServer() string {
+	if x != nil {
+		return x.Server
 	}
 	return ""
 }
@@ -2808,11 +2818,12 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04text\x18\x01 \x01(\tH\x00R\x04text\x12,\n" +
 	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x12\x18\n" +
 	"\x06binary\x18\x03 \x01(\fH\x00R\x06binaryB\x06\n" +
-	"\x04kind\"=\n" +
+	"\x04kind\"U\n" +
 	"\n" +
 	"ClientInfo\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
-	"\tclient_id\x18\x02 \x01(\tR\bclientId\":\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
+	"\x06server\x18\x03 \x01(\tR\x06server\":\n" +
 	"\x0eConnectRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\xde\x01\n" +

@@ -147,6 +147,10 @@ type Envelope struct {
 	//	*Envelope_RelaySubscribe
 	//	*Envelope_RelayUnsubscribe
 	//	*Envelope_RelayDeliver
+	//	*Envelope_RoomInspect
+	//	*Envelope_NodeInspect
+	//	*Envelope_NodeReport
+	//	*Envelope_NodeDisconnect
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -279,6 +283,42 @@ func (x *Envelope) GetRelayDeliver() *RelayDeliver {
 	return nil
 }
 
+func (x *Envelope) GetRoomInspect() *RoomInspect {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomInspect); ok {
+			return x.RoomInspect
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetNodeInspect() *NodeInspect {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_NodeInspect); ok {
+			return x.NodeInspect
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetNodeReport() *NodeReport {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_NodeReport); ok {
+			return x.NodeReport
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetNodeDisconnect() *NodeDisconnect {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_NodeDisconnect); ok {
+			return x.NodeDisconnect
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -323,6 +363,22 @@ type Envelope_RelayDeliver struct {
 	RelayDeliver *RelayDeliver `protobuf:"bytes,10,opt,name=relay_deliver,json=relayDeliver,proto3,oneof"`
 }
 
+type Envelope_RoomInspect struct {
+	RoomInspect *RoomInspect `protobuf:"bytes,11,opt,name=room_inspect,json=roomInspect,proto3,oneof"`
+}
+
+type Envelope_NodeInspect struct {
+	NodeInspect *NodeInspect `protobuf:"bytes,12,opt,name=node_inspect,json=nodeInspect,proto3,oneof"`
+}
+
+type Envelope_NodeReport struct {
+	NodeReport *NodeReport `protobuf:"bytes,13,opt,name=node_report,json=nodeReport,proto3,oneof"`
+}
+
+type Envelope_NodeDisconnect struct {
+	NodeDisconnect *NodeDisconnect `protobuf:"bytes,14,opt,name=node_disconnect,json=nodeDisconnect,proto3,oneof"`
+}
+
 func (*Envelope_RoomJoin) isEnvelope_Body() {}
 
 func (*Envelope_RoomLeave) isEnvelope_Body() {}
@@ -342,6 +398,14 @@ func (*Envelope_RelaySubscribe) isEnvelope_Body() {}
 func (*Envelope_RelayUnsubscribe) isEnvelope_Body() {}
 
 func (*Envelope_RelayDeliver) isEnvelope_Body() {}
+
+func (*Envelope_RoomInspect) isEnvelope_Body() {}
+
+func (*Envelope_NodeInspect) isEnvelope_Body() {}
+
+func (*Envelope_NodeReport) isEnvelope_Body() {}
+
+func (*Envelope_NodeDisconnect) isEnvelope_Body() {}
 
 // Member identifies one connection in a room.
 type Member struct {
@@ -681,10 +745,15 @@ func (x *RoomPublish) GetTrace() map[string]string {
 
 // RoomHistory asks a room for retained messages.
 type RoomHistory struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Request       *v1.HistoryRequest     `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
-	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Request   *v1.HistoryRequest     `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	RequestId uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Only messages before this offset (0: no bound).
+	BeforeOffset uint64 `protobuf:"varint,3,opt,name=before_offset,json=beforeOffset,proto3" json:"before_offset,omitempty"`
+	// Read through the store when the room's in-memory window does not cover
+	// the request (the server API pages the whole retained stream).
+	Deep          bool              `protobuf:"varint,4,opt,name=deep,proto3" json:"deep,omitempty"`
+	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,6 +800,20 @@ func (x *RoomHistory) GetRequestId() uint64 {
 		return x.RequestId
 	}
 	return 0
+}
+
+func (x *RoomHistory) GetBeforeOffset() uint64 {
+	if x != nil {
+		return x.BeforeOffset
+	}
+	return 0
+}
+
+func (x *RoomHistory) GetDeep() bool {
+	if x != nil {
+		return x.Deep
+	}
+	return false
 }
 
 func (x *RoomHistory) GetTrace() map[string]string {
@@ -897,10 +980,12 @@ func (x *RoomTyping) GetTrace() map[string]string {
 // RoomReply is a room's answer to any of the requests above: a server frame
 // body for the client (with the request's id), or an error.
 type RoomReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Frame         *v1.ServerFrame        `protobuf:"bytes,2,opt,name=frame,proto3" json:"frame,omitempty"`
-	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Frame     *v1.ServerFrame        `protobuf:"bytes,2,opt,name=frame,proto3" json:"frame,omitempty"`
+	// The answer to a RoomInspect.
+	Inspection    *RoomInspection   `protobuf:"bytes,3,opt,name=inspection,proto3" json:"inspection,omitempty"`
+	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -949,11 +1034,563 @@ func (x *RoomReply) GetFrame() *v1.ServerFrame {
 	return nil
 }
 
+func (x *RoomReply) GetInspection() *RoomInspection {
+	if x != nil {
+		return x.Inspection
+	}
+	return nil
+}
+
 func (x *RoomReply) GetTrace() map[string]string {
 	if x != nil {
 		return x.Trace
 	}
 	return nil
+}
+
+// RoomInspect asks a room to describe itself (the server API's RoomInfo).
+type RoomInspect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomInspect) Reset() {
+	*x = RoomInspect{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomInspect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomInspect) ProtoMessage() {}
+
+func (x *RoomInspect) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomInspect.ProtoReflect.Descriptor instead.
+func (*RoomInspect) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RoomInspect) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *RoomInspect) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *RoomInspect) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
+// RoomInspection is a room's description of itself.
+type RoomInspection struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Position *v1.StreamPosition     `protobuf:"bytes,1,opt,name=position,proto3" json:"position,omitempty"`
+	Info     *v1.RoomInfo           `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	Presence *v1.PresenceState      `protobuf:"bytes,3,opt,name=presence,proto3" json:"presence,omitempty"`
+	// Members per node address.
+	Nodes map[string]uint32 `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The address of the node the room runs on.
+	Address       string `protobuf:"bytes,5,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomInspection) Reset() {
+	*x = RoomInspection{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomInspection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomInspection) ProtoMessage() {}
+
+func (x *RoomInspection) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomInspection.ProtoReflect.Descriptor instead.
+func (*RoomInspection) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RoomInspection) GetPosition() *v1.StreamPosition {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *RoomInspection) GetInfo() *v1.RoomInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *RoomInspection) GetPresence() *v1.PresenceState {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+func (x *RoomInspection) GetNodes() map[string]uint32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *RoomInspection) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// NodeInspect asks a node (its users actor) about itself: its rooms matching
+// a pattern, a user's connections, its counts.
+type NodeInspect struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// List the node's running rooms whose names match this profile pattern.
+	Rooms   bool   `protobuf:"varint,2,opt,name=rooms,proto3" json:"rooms,omitempty"`
+	Pattern string `protobuf:"bytes,3,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	// List this user's connections on the node.
+	User          string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInspect) Reset() {
+	*x = NodeInspect{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInspect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInspect) ProtoMessage() {}
+
+func (x *NodeInspect) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInspect.ProtoReflect.Descriptor instead.
+func (*NodeInspect) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *NodeInspect) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *NodeInspect) GetRooms() bool {
+	if x != nil {
+		return x.Rooms
+	}
+	return false
+}
+
+func (x *NodeInspect) GetPattern() string {
+	if x != nil {
+		return x.Pattern
+	}
+	return ""
+}
+
+func (x *NodeInspect) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+// NodeReport is a node's answer to NodeInspect.
+type NodeReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	StartedUnixMs int64                  `protobuf:"varint,4,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	Connections   uint32                 `protobuf:"varint,5,opt,name=connections,proto3" json:"connections,omitempty"`
+	Users         uint32                 `protobuf:"varint,6,opt,name=users,proto3" json:"users,omitempty"`
+	Rooms         uint32                 `protobuf:"varint,7,opt,name=rooms,proto3" json:"rooms,omitempty"`
+	RoomList      []*NodeRoom            `protobuf:"bytes,8,rep,name=room_list,json=roomList,proto3" json:"room_list,omitempty"`
+	ConnList      []*NodeConn            `protobuf:"bytes,9,rep,name=conn_list,json=connList,proto3" json:"conn_list,omitempty"`
+	// Connections closed by a NodeDisconnect.
+	Closed        uint32 `protobuf:"varint,10,opt,name=closed,proto3" json:"closed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeReport) Reset() {
+	*x = NodeReport{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeReport) ProtoMessage() {}
+
+func (x *NodeReport) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeReport.ProtoReflect.Descriptor instead.
+func (*NodeReport) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *NodeReport) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *NodeReport) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NodeReport) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *NodeReport) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *NodeReport) GetConnections() uint32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *NodeReport) GetUsers() uint32 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *NodeReport) GetRooms() uint32 {
+	if x != nil {
+		return x.Rooms
+	}
+	return 0
+}
+
+func (x *NodeReport) GetRoomList() []*NodeRoom {
+	if x != nil {
+		return x.RoomList
+	}
+	return nil
+}
+
+func (x *NodeReport) GetConnList() []*NodeConn {
+	if x != nil {
+		return x.ConnList
+	}
+	return nil
+}
+
+func (x *NodeReport) GetClosed() uint32 {
+	if x != nil {
+		return x.Closed
+	}
+	return 0
+}
+
+// NodeRoom is one room running on a node.
+type NodeRoom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Members       uint32                 `protobuf:"varint,2,opt,name=members,proto3" json:"members,omitempty"`
+	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRoom) Reset() {
+	*x = NodeRoom{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRoom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRoom) ProtoMessage() {}
+
+func (x *NodeRoom) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRoom.ProtoReflect.Descriptor instead.
+func (*NodeRoom) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *NodeRoom) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *NodeRoom) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *NodeRoom) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// NodeConn is one connection on a node.
+type NodeConn struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ClientId        string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	User            string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Rooms           []string               `protobuf:"bytes,3,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	QueuedBytes     uint64                 `protobuf:"varint,4,opt,name=queued_bytes,json=queuedBytes,proto3" json:"queued_bytes,omitempty"`
+	ConnectedUnixMs int64                  `protobuf:"varint,5,opt,name=connected_unix_ms,json=connectedUnixMs,proto3" json:"connected_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *NodeConn) Reset() {
+	*x = NodeConn{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeConn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeConn) ProtoMessage() {}
+
+func (x *NodeConn) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeConn.ProtoReflect.Descriptor instead.
+func (*NodeConn) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NodeConn) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *NodeConn) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *NodeConn) GetRooms() []string {
+	if x != nil {
+		return x.Rooms
+	}
+	return nil
+}
+
+func (x *NodeConn) GetQueuedBytes() uint64 {
+	if x != nil {
+		return x.QueuedBytes
+	}
+	return 0
+}
+
+func (x *NodeConn) GetConnectedUnixMs() int64 {
+	if x != nil {
+		return x.ConnectedUnixMs
+	}
+	return 0
+}
+
+// NodeDisconnect asks a node to close a user's connections (or one of them).
+type NodeDisconnect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	ClientId      string                 `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Code          uint32                 `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeDisconnect) Reset() {
+	*x = NodeDisconnect{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeDisconnect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeDisconnect) ProtoMessage() {}
+
+func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeDisconnect.ProtoReflect.Descriptor instead.
+func (*NodeDisconnect) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *NodeDisconnect) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *NodeDisconnect) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *NodeDisconnect) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *NodeDisconnect) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *NodeDisconnect) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // RelaySubscribe tells a node's relay that a local connection joined a room.
@@ -971,7 +1608,7 @@ type RelaySubscribe struct {
 
 func (x *RelaySubscribe) Reset() {
 	*x = RelaySubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[9]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1620,7 @@ func (x *RelaySubscribe) String() string {
 func (*RelaySubscribe) ProtoMessage() {}
 
 func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[9]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1633,7 @@ func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelaySubscribe.ProtoReflect.Descriptor instead.
 func (*RelaySubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RelaySubscribe) GetRoom() string {
@@ -1049,7 +1686,7 @@ type RelayUnsubscribe struct {
 
 func (x *RelayUnsubscribe) Reset() {
 	*x = RelayUnsubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[10]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1698,7 @@ func (x *RelayUnsubscribe) String() string {
 func (*RelayUnsubscribe) ProtoMessage() {}
 
 func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[10]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1711,7 @@ func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayUnsubscribe.ProtoReflect.Descriptor instead.
 func (*RelayUnsubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RelayUnsubscribe) GetRoom() string {
@@ -1141,7 +1778,7 @@ type RelayDeliver struct {
 
 func (x *RelayDeliver) Reset() {
 	*x = RelayDeliver{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1790,7 @@ func (x *RelayDeliver) String() string {
 func (*RelayDeliver) ProtoMessage() {}
 
 func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1803,7 @@ func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayDeliver.ProtoReflect.Descriptor instead.
 func (*RelayDeliver) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RelayDeliver) GetRoom() string {
@@ -1243,7 +1880,7 @@ var File_hubbub_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x16hubbub/v1/hubbub.proto\"\xac\x05\n" +
+	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x16hubbub/v1/hubbub.proto\"\xba\a\n" +
 	"\bEnvelope\x127\n" +
 	"\troom_join\x18\x01 \x01(\v2\x18.hubbub.node.v1.RoomJoinH\x00R\broomJoin\x12:\n" +
 	"\n" +
@@ -1258,7 +1895,12 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\x0frelay_subscribe\x18\b \x01(\v2\x1e.hubbub.node.v1.RelaySubscribeH\x00R\x0erelaySubscribe\x12O\n" +
 	"\x11relay_unsubscribe\x18\t \x01(\v2 .hubbub.node.v1.RelayUnsubscribeH\x00R\x10relayUnsubscribe\x12C\n" +
 	"\rrelay_deliver\x18\n" +
-	" \x01(\v2\x1c.hubbub.node.v1.RelayDeliverH\x00R\frelayDeliverB\x06\n" +
+	" \x01(\v2\x1c.hubbub.node.v1.RelayDeliverH\x00R\frelayDeliver\x12@\n" +
+	"\froom_inspect\x18\v \x01(\v2\x1b.hubbub.node.v1.RoomInspectH\x00R\vroomInspect\x12@\n" +
+	"\fnode_inspect\x18\f \x01(\v2\x1b.hubbub.node.v1.NodeInspectH\x00R\vnodeInspect\x12=\n" +
+	"\vnode_report\x18\r \x01(\v2\x1a.hubbub.node.v1.NodeReportH\x00R\n" +
+	"nodeReport\x12I\n" +
+	"\x0fnode_disconnect\x18\x0e \x01(\v2\x1e.hubbub.node.v1.NodeDisconnectH\x00R\x0enodeDisconnectB\x06\n" +
 	"\x04body\"\xa2\x01\n" +
 	"\x06Member\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x19\n" +
@@ -1305,11 +1947,13 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x02\n" +
 	"\vRoomHistory\x123\n" +
 	"\arequest\x18\x01 \x01(\v2\x19.hubbub.v1.HistoryRequestR\arequest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\x04R\trequestId\x12<\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12#\n" +
+	"\rbefore_offset\x18\x03 \x01(\x04R\fbeforeOffset\x12\x12\n" +
+	"\x04deep\x18\x04 \x01(\bR\x04deep\x12<\n" +
 	"\x05trace\x18\x0f \x03(\v2&.hubbub.node.v1.RoomHistory.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -1337,16 +1981,75 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x02\n" +
 	"\tRoomReply\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12,\n" +
-	"\x05frame\x18\x02 \x01(\v2\x16.hubbub.v1.ServerFrameR\x05frame\x12:\n" +
+	"\x05frame\x18\x02 \x01(\v2\x16.hubbub.v1.ServerFrameR\x05frame\x12>\n" +
+	"\n" +
+	"inspection\x18\x03 \x01(\v2\x1e.hubbub.node.v1.RoomInspectionR\n" +
+	"inspection\x12:\n" +
 	"\x05trace\x18\x0f \x03(\v2$.hubbub.node.v1.RoomReply.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x01\n" +
+	"\vRoomInspect\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12<\n" +
+	"\x05trace\x18\x0f \x03(\v2&.hubbub.node.v1.RoomInspect.TraceEntryR\x05trace\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x02\n" +
+	"\x0eRoomInspection\x125\n" +
+	"\bposition\x18\x01 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12'\n" +
+	"\x04info\x18\x02 \x01(\v2\x13.hubbub.v1.RoomInfoR\x04info\x124\n" +
+	"\bpresence\x18\x03 \x01(\v2\x18.hubbub.v1.PresenceStateR\bpresence\x12?\n" +
+	"\x05nodes\x18\x04 \x03(\v2).hubbub.node.v1.RoomInspection.NodesEntryR\x05nodes\x12\x18\n" +
+	"\aaddress\x18\x05 \x01(\tR\aaddress\x1a8\n" +
+	"\n" +
+	"NodesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"p\n" +
+	"\vNodeInspect\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
+	"\x05rooms\x18\x02 \x01(\bR\x05rooms\x12\x18\n" +
+	"\apattern\x18\x03 \x01(\tR\apattern\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\"\xdb\x02\n" +
+	"\n" +
+	"NodeReport\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12&\n" +
+	"\x0fstarted_unix_ms\x18\x04 \x01(\x03R\rstartedUnixMs\x12 \n" +
+	"\vconnections\x18\x05 \x01(\rR\vconnections\x12\x14\n" +
+	"\x05users\x18\x06 \x01(\rR\x05users\x12\x14\n" +
+	"\x05rooms\x18\a \x01(\rR\x05rooms\x125\n" +
+	"\troom_list\x18\b \x03(\v2\x18.hubbub.node.v1.NodeRoomR\broomList\x125\n" +
+	"\tconn_list\x18\t \x03(\v2\x18.hubbub.node.v1.NodeConnR\bconnList\x12\x16\n" +
+	"\x06closed\x18\n" +
+	" \x01(\rR\x06closed\"P\n" +
+	"\bNodeRoom\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x18\n" +
+	"\amembers\x18\x02 \x01(\rR\amembers\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"\xa0\x01\n" +
+	"\bNodeConn\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x14\n" +
+	"\x05rooms\x18\x03 \x03(\tR\x05rooms\x12!\n" +
+	"\fqueued_bytes\x18\x04 \x01(\x04R\vqueuedBytes\x12*\n" +
+	"\x11connected_unix_ms\x18\x05 \x01(\x03R\x0fconnectedUnixMs\"\x8c\x01\n" +
+	"\x0eNodeDisconnect\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\rR\x04code\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x85\x02\n" +
 	"\x0eRelaySubscribe\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12\x1d\n" +
@@ -1408,7 +2111,7 @@ func file_hubbub_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(Encoding)(0),             // 0: hubbub.node.v1.Encoding
 	(OverflowPolicy)(0),       // 1: hubbub.node.v1.OverflowPolicy
@@ -1421,25 +2124,36 @@ var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(*RoomPresence)(nil),      // 8: hubbub.node.v1.RoomPresence
 	(*RoomTyping)(nil),        // 9: hubbub.node.v1.RoomTyping
 	(*RoomReply)(nil),         // 10: hubbub.node.v1.RoomReply
-	(*RelaySubscribe)(nil),    // 11: hubbub.node.v1.RelaySubscribe
-	(*RelayUnsubscribe)(nil),  // 12: hubbub.node.v1.RelayUnsubscribe
-	(*RelayDeliver)(nil),      // 13: hubbub.node.v1.RelayDeliver
-	nil,                       // 14: hubbub.node.v1.RoomJoin.TraceEntry
-	nil,                       // 15: hubbub.node.v1.RoomLeave.TraceEntry
-	nil,                       // 16: hubbub.node.v1.RoomPublish.TraceEntry
-	nil,                       // 17: hubbub.node.v1.RoomHistory.TraceEntry
-	nil,                       // 18: hubbub.node.v1.RoomPresence.TraceEntry
-	nil,                       // 19: hubbub.node.v1.RoomTyping.TraceEntry
-	nil,                       // 20: hubbub.node.v1.RoomReply.TraceEntry
-	nil,                       // 21: hubbub.node.v1.RelaySubscribe.TraceEntry
-	nil,                       // 22: hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	nil,                       // 23: hubbub.node.v1.RelayDeliver.TraceEntry
-	(*v1.ClientInfo)(nil),     // 24: hubbub.v1.ClientInfo
-	(*v1.StreamPosition)(nil), // 25: hubbub.v1.StreamPosition
-	(*v1.Body)(nil),           // 26: hubbub.v1.Body
-	(*v1.HistoryRequest)(nil), // 27: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),    // 28: hubbub.v1.ServerFrame
-	(*v1.JoinReply)(nil),      // 29: hubbub.v1.JoinReply
+	(*RoomInspect)(nil),       // 11: hubbub.node.v1.RoomInspect
+	(*RoomInspection)(nil),    // 12: hubbub.node.v1.RoomInspection
+	(*NodeInspect)(nil),       // 13: hubbub.node.v1.NodeInspect
+	(*NodeReport)(nil),        // 14: hubbub.node.v1.NodeReport
+	(*NodeRoom)(nil),          // 15: hubbub.node.v1.NodeRoom
+	(*NodeConn)(nil),          // 16: hubbub.node.v1.NodeConn
+	(*NodeDisconnect)(nil),    // 17: hubbub.node.v1.NodeDisconnect
+	(*RelaySubscribe)(nil),    // 18: hubbub.node.v1.RelaySubscribe
+	(*RelayUnsubscribe)(nil),  // 19: hubbub.node.v1.RelayUnsubscribe
+	(*RelayDeliver)(nil),      // 20: hubbub.node.v1.RelayDeliver
+	nil,                       // 21: hubbub.node.v1.RoomJoin.TraceEntry
+	nil,                       // 22: hubbub.node.v1.RoomLeave.TraceEntry
+	nil,                       // 23: hubbub.node.v1.RoomPublish.TraceEntry
+	nil,                       // 24: hubbub.node.v1.RoomHistory.TraceEntry
+	nil,                       // 25: hubbub.node.v1.RoomPresence.TraceEntry
+	nil,                       // 26: hubbub.node.v1.RoomTyping.TraceEntry
+	nil,                       // 27: hubbub.node.v1.RoomReply.TraceEntry
+	nil,                       // 28: hubbub.node.v1.RoomInspect.TraceEntry
+	nil,                       // 29: hubbub.node.v1.RoomInspection.NodesEntry
+	nil,                       // 30: hubbub.node.v1.RelaySubscribe.TraceEntry
+	nil,                       // 31: hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	nil,                       // 32: hubbub.node.v1.RelayDeliver.TraceEntry
+	(*v1.ClientInfo)(nil),     // 33: hubbub.v1.ClientInfo
+	(*v1.StreamPosition)(nil), // 34: hubbub.v1.StreamPosition
+	(*v1.Body)(nil),           // 35: hubbub.v1.Body
+	(*v1.HistoryRequest)(nil), // 36: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),    // 37: hubbub.v1.ServerFrame
+	(*v1.RoomInfo)(nil),       // 38: hubbub.v1.RoomInfo
+	(*v1.PresenceState)(nil),  // 39: hubbub.v1.PresenceState
+	(*v1.JoinReply)(nil),      // 40: hubbub.v1.JoinReply
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	4,  // 0: hubbub.node.v1.Envelope.room_join:type_name -> hubbub.node.v1.RoomJoin
@@ -1449,37 +2163,49 @@ var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	8,  // 4: hubbub.node.v1.Envelope.room_presence:type_name -> hubbub.node.v1.RoomPresence
 	9,  // 5: hubbub.node.v1.Envelope.room_typing:type_name -> hubbub.node.v1.RoomTyping
 	10, // 6: hubbub.node.v1.Envelope.room_reply:type_name -> hubbub.node.v1.RoomReply
-	11, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
-	12, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
-	13, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
-	24, // 10: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
-	0,  // 11: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
-	3,  // 12: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
-	25, // 13: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	25, // 14: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
-	14, // 15: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
-	3,  // 16: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	15, // 17: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
-	3,  // 18: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	26, // 19: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	16, // 20: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	27, // 21: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	17, // 22: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	18, // 23: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
-	3,  // 24: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	19, // 25: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	28, // 26: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
-	20, // 27: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	29, // 28: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	21, // 29: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	22, // 30: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	1,  // 31: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	23, // 32: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	18, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
+	19, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
+	20, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
+	11, // 10: hubbub.node.v1.Envelope.room_inspect:type_name -> hubbub.node.v1.RoomInspect
+	13, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
+	14, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
+	17, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
+	33, // 14: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
+	0,  // 15: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
+	3,  // 16: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
+	34, // 17: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
+	34, // 18: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
+	21, // 19: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	3,  // 20: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
+	22, // 21: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	3,  // 22: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
+	35, // 23: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	23, // 24: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	36, // 25: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	24, // 26: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	25, // 27: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	3,  // 28: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
+	26, // 29: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	37, // 30: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	12, // 31: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
+	27, // 32: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	28, // 33: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
+	34, // 34: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
+	38, // 35: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
+	39, // 36: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
+	29, // 37: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
+	15, // 38: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
+	16, // 39: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
+	40, // 40: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	30, // 41: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	31, // 42: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 43: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	32, // 44: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
@@ -1498,6 +2224,10 @@ func file_hubbub_node_v1_node_proto_init() {
 		(*Envelope_RelaySubscribe)(nil),
 		(*Envelope_RelayUnsubscribe)(nil),
 		(*Envelope_RelayDeliver)(nil),
+		(*Envelope_RoomInspect)(nil),
+		(*Envelope_NodeInspect)(nil),
+		(*Envelope_NodeReport)(nil),
+		(*Envelope_NodeDisconnect)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1505,7 +2235,7 @@ func file_hubbub_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_node_v1_node_proto_rawDesc), len(file_hubbub_node_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
