@@ -440,3 +440,114 @@ func drainLogs(p *serverProcess) []byte {
 		}
 	}
 }
+
+// Three processes: an API call on one node reaches members on the others in
+// the room's one order with the clients' publishes; Disconnect, Connections,
+// ListRooms and Info cover every node.
+func TestServerAPICluster(t *testing.T) {
+	nodes := startCluster(t, 3, apiArgs(t)...)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	mb, mc := connect(t, b.URL, wire.Proto, "mb"), connect(t, c.URL, wire.JSON, "mc")
+	mb.join("ops", nil)
+	mc.join("ops", nil)
+	pub := connect(t, b.URL, wire.Proto, "pub")
+
+	const rounds = 5
+	done := make(chan error, 1)
+	go func() { // owner: this test; joined below
+		for i := range rounds * 10 {
+			id := pub.send(publishFrame("ops", fmt.Sprintf("c-%d", i), fmt.Sprintf("c-%d", i)))
+			if r := pub.waitReply(id); r.GetPublish() == nil {
+				done <- fmt.Errorf("client publish %d: %v", i, r)
+				return
+			}
+		}
+		done <- nil
+	}()
+	for r := range rounds {
+		var items []string
+		for i := range 10 {
+			items = append(items, fmt.Sprintf(`{"room":"ops","body":{"text":"a-%d"},"messageId":"a-%d"}`, r*10+i, r*10+i))
+		}
+		var res apiv1.BatchPublishResponse
+		apiOK(t, a.API, pubKey, "BatchPublish", `{"items":[`+strings.Join(items, ",")+`]}`, &res)
+		for i, it := range res.GetResults() {
+			if it.GetPublished() == nil {
+				t.Fatalf("round %d item %d: %v", r, i, it)
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var seqs [2][]string
+	for k, m := range []*client{mb, mc} {
+		next := map[string]int{}
+		for off := uint64(1); off <= rounds*20; off++ {
+			msg := m.nextMessage()
+			if msg.GetOffset() != off {
+				t.Fatalf("member %d: offset %d, want %d", k, msg.GetOffset(), off)
+			}
+			text := msg.GetBody().GetText()
+			who, n := text[:1], 0
+			fmt.Sscanf(text[2:], "%d", &n)
+			if n != next[who] {
+				t.Fatalf("member %d: %s out of order (want %s-%d)", k, text, who, next[who])
+			}
+			next[who]++
+			if who == "a" && msg.GetSender().GetServer() != "billing" {
+				t.Fatalf("API message from %v", msg.GetSender())
+			}
+			seqs[k] = append(seqs[k], text)
+		}
+	}
+	if !slices.Equal(seqs[0], seqs[1]) {
+		t.Fatalf("members saw different orders:\n%v\n%v", seqs[0], seqs[1])
+	}
+
+	// A user connected to every node.
+	zs := []*client{connect(t, a.URL, wire.Proto, "zed"), connect(t, b.URL, wire.JSON, "zed"), connect(t, c.URL, wire.Proto, "zed")}
+	zs[1].join("ops", nil)
+	var cr apiv1.ConnectionsResponse
+	apiOK(t, c.API, readKey, "Connections", `{"user":"zed"}`, &cr)
+	onNodes := map[string]bool{}
+	for _, conn := range cr.GetConnections() {
+		onNodes[conn.GetNode()] = true
+	}
+	if len(cr.GetConnections()) != 3 || len(onNodes) != 3 {
+		t.Fatalf("connections: %v", &cr)
+	}
+	var in apiv1.InfoResponse
+	apiOK(t, b.API, readKey, "Info", `{}`, &in)
+	if len(in.GetNodes()) != 3 {
+		t.Fatalf("info: %v", &in)
+	}
+	var d apiv1.DisconnectResponse
+	apiOK(t, a.API, adminKey, "Disconnect", `{"user":"zed","reason":"maintenance","reconnect":true}`, &d)
+	if d.GetConnections() != 3 {
+		t.Fatalf("disconnect: %v", &d)
+	}
+	for i, z := range zs {
+		if code := closeCode(z.waitClosed()); code != wire.CloseDisconnected {
+			t.Fatalf("zed on node %d: close %d", i, code)
+		}
+	}
+
+	// Rooms started through one node are listed by another, with their nodes.
+	for i := range 10 {
+		var r apiv1.PublishResponse
+		apiOK(t, a.API, pubKey, "Publish", fmt.Sprintf(`{"room":"list-%d","body":{"text":"hi"}}`, i), &r)
+	}
+	var lr apiv1.ListRoomsResponse
+	apiOK(t, b.API, readKey, "ListRooms", `{"pattern":"list-*"}`, &lr)
+	hosts := map[string]bool{}
+	for _, r := range lr.GetRooms() {
+		hosts[r.GetNode()] = true
+		if r.GetOffset() != 1 {
+			t.Fatalf("room %v", r)
+		}
+	}
+	if len(lr.GetRooms()) != 10 || len(hosts) < 2 {
+		t.Fatalf("listed %v", lr.GetRooms())
+	}
+}

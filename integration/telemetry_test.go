@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
+	apiv1 "github.com/hubbub-chat/hubbub/proto/hubbub/api/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/wire"
 )
@@ -257,9 +261,10 @@ func TestTraceInJaeger(t *testing.T) {
 	_, port1, _ := net.SplitHostPort(m1)
 	_, port2, _ := net.SplitHostPort(m2)
 	var nodes []*serverProcess
+	keys := apiArgs(t)
 	for _, port := range []string{port1, port2} {
-		nodes = append(nodes, startProcess(t, "--otel-traces-exporter", "otlp", "--otel-endpoint", "http://"+otlp, "--otel-service-name", "hubbub-it",
-			"--cluster-provider", "automanaged", "--cluster-bind", freePort(t), "--cluster-automanage-port", port, "--cluster-seeds", m1+","+m2))
+		nodes = append(nodes, startProcess(t, append([]string{"--otel-traces-exporter", "otlp", "--otel-endpoint", "http://" + otlp, "--otel-service-name", "hubbub-it",
+			"--cluster-provider", "automanaged", "--cluster-bind", freePort(t), "--cluster-automanage-port", port, "--cluster-seeds", m1 + "," + m2}, keys...)...))
 	}
 	for _, p := range nodes {
 		eventually(t, "node ready", func() bool {
@@ -281,19 +286,31 @@ func TestTraceInJaeger(t *testing.T) {
 	for _, c := range subs {
 		c.nextMessage()
 	}
+	// A backend's API call with its own traceparent, on the other node.
+	apiTrace := "0af7651916cd43dd8448eb211c80319c"
+	req, _ := http.NewRequest(http.MethodPost, nodes[1].API+"/hubbub.api.v1.ServerAPI/Publish",
+		strings.NewReader(`{"room":"jaeger","body":{"text":"from a backend"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+pubKey)
+	req.Header.Set("traceparent", "00-"+apiTrace+"-b7ad6b7169203331-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pr apiv1.PublishResponse
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err := protojson.Unmarshal(b, &pr); err != nil || pr.GetTraceId() != apiTrace {
+		t.Fatalf("API publish: %s", b)
+	}
+	for _, c := range subs {
+		c.nextMessage()
+	}
 	for _, p := range nodes {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM) // flushes the batches of spans
 	}
-	var tr jaegerTrace
-	eventually(t, "the trace in jaeger", func() bool {
-		resp, err := http.Get("http://" + query + "/api/traces/" + traceHex)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		tr = jaegerTrace{}
-		return json.NewDecoder(resp.Body).Decode(&tr) == nil && len(tr.Data) == 1 && len(tr.Data[0].Spans) >= 4
-	})
+	checkAPITrace(t, query, apiTrace)
+	tr := jaegerTraceOf(t, query, traceHex, 4)
 	ids := map[string]string{}
 	parent := map[string]string{}
 	fanoutNodes := map[string]bool{}
@@ -365,4 +382,45 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// jaegerTraceOf waits until Jaeger has a trace with at least minSpans spans.
+func jaegerTraceOf(t *testing.T, query, traceHex string, minSpans int) jaegerTrace {
+	t.Helper()
+	var tr jaegerTrace
+	eventually(t, "the trace in jaeger", func() bool {
+		resp, err := http.Get("http://" + query + "/api/traces/" + traceHex)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		tr = jaegerTrace{}
+		return json.NewDecoder(resp.Body).Decode(&tr) == nil && len(tr.Data) == 1 && len(tr.Data[0].Spans) >= minSpans
+	})
+	return tr
+}
+
+// checkAPITrace checks the trace of a server API publish: the backend's span,
+// then the API call's, the room's, and a fan-out span on each of the two nodes.
+func checkAPITrace(t *testing.T, query, traceHex string) {
+	t.Helper()
+	tr := jaegerTraceOf(t, query, traceHex, 4)
+	ids, parent := map[string]string{}, map[string]string{}
+	fanouts := 0
+	for _, s := range tr.Data[0].Spans {
+		ids[s.OperationName] = s.SpanID
+		for _, r := range s.References {
+			if r.RefType == "CHILD_OF" {
+				parent[s.SpanID] = r.SpanID
+			}
+		}
+	}
+	for _, s := range tr.Data[0].Spans {
+		if s.OperationName == "hubbub.fanout" && parent[s.SpanID] == ids["hubbub.room publish"] {
+			fanouts++
+		}
+	}
+	if parent[ids["hubbub.api Publish"]] != "b7ad6b7169203331" || parent[ids["hubbub.room publish"]] != ids["hubbub.api Publish"] || fanouts != 2 {
+		t.Fatalf("API trace: spans %v, parents %v, %d fan-outs", ids, parent, fanouts)
+	}
 }

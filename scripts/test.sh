@@ -94,6 +94,7 @@ if [ -n "${FUZZTIME:-}" ]; then
 	go test -run '^$' -fuzz '^FuzzCommandSequences$' -fuzztime "$FUZZTIME" ./actors
 	go test -run '^$' -fuzz '^FuzzPermissions$' -fuzztime "$FUZZTIME" ./actors
 	go test -run '^$' -fuzz '^FuzzEmbeddedStore$' -fuzztime "$FUZZTIME" ./store
+	go test -run '^$' -fuzz '^FuzzPublishRequests$' -fuzztime "$FUZZTIME" ./api
 fi
 echo
 echo "all checks passed"
