@@ -5,7 +5,9 @@
 // rate, open loop), maxtp (fanout at rising rates until loss or a p99 bound),
 // rooms (many rooms with few members each), idle (N idle connections, server
 // RSS per connection), storm (time to open N connections with C dialers) and
-// churn (connect/join/leave/disconnect in a loop while others publish).
+// churn (connect/join/leave/disconnect in a loop while others publish),
+// bigroom (N connections joining one room) and api (server API Publish and
+// BatchPublish beside WebSocket publishes, closed loop).
 // Payloads carry their send time, so latency is measured from the publisher's
 // write to the subscriber's read. Every loop is bounded by count and time.
 //

@@ -42,6 +42,10 @@ type Options struct {
 
 	Compression bool // offer permessage-deflate
 
+	APIURL string // api: the server API's base URL, e.g. http://127.0.0.1:8081
+	APIKey string // api: a key with the publish scope
+	Batch  int    // api: messages per BatchPublish (100)
+
 	Progress io.Writer // progress lines, nil for none
 }
 
@@ -79,6 +83,7 @@ func (o Options) withDefaults() Options {
 	def(&o.Conns, 1000)
 	def(&o.Dialers, 50)
 	def(&o.Workers, 20)
+	def(&o.Batch, 100)
 	return o
 }
 
@@ -114,6 +119,8 @@ type Result struct {
 	PresencePageMs      float64 `json:"presence_page_ms,omitempty"`
 	PublishAllMs        float64 `json:"publish_all_ms,omitempty"`
 	PublishCPUMs        float64 `json:"publish_cpu_ms,omitempty"`
+	PublishesPerS       float64 `json:"publishes_per_s,omitempty"`
+	CPUPerPublishUs     float64 `json:"server_cpu_per_publish_us,omitempty"`
 	Note                string  `json:"note,omitempty"`
 }
 

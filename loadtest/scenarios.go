@@ -11,7 +11,7 @@ import (
 )
 
 // Scenarios lists the scenario names Run accepts.
-var Scenarios = []string{"fanout", "maxtp", "rooms", "idle", "storm", "churn", "bigroom"}
+var Scenarios = []string{"fanout", "maxtp", "rooms", "idle", "storm", "churn", "bigroom", "api"}
 
 // Run runs one scenario and returns its results (maxtp returns one per step).
 func Run(ctx context.Context, name string, o Options) ([]Result, error) {
@@ -37,6 +37,8 @@ func Run(ctx context.Context, name string, o Options) ([]Result, error) {
 	case "bigroom":
 		r, err := BigRoom(ctx, o)
 		return []Result{r}, err
+	case "api":
+		return API(ctx, o)
 	}
 	return nil, fmt.Errorf("unknown scenario %q (one of %v)", name, Scenarios)
 }

@@ -80,6 +80,11 @@ if [ -n "$redis_port" ]; then
 	run hubbub-redis-ack-10k hubbub fanout --subscribers 10 --publishers 10 --rate 10000 --size 128 --duration 10s
 	run hubbub-redis-ack-40k hubbub fanout --subscribers 10 --publishers 10 --rate 40000 --size 128 --duration 5s
 fi
+# The server API beside WebSocket publishes (history in memory, one room).
+echo "bench $(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n') publish" >"$out/api-keys"
+api_key=$(awk '{print $2}' "$out/api-keys")
+serve_flags=(--history-store memory --api-listen 127.0.0.1:18099 --api-key-file "$out/api-keys")
+run hubbub-api hubbub api --api-url http://127.0.0.1:18099 --api-key "$api_key" --publishers 10 --batch 100 --duration 5s
 serve_flags=()
 run hubbub-idle hubbub idle --conns 10000 --duration 5s
 run hubbub-storm hubbub storm --conns 10000 --dialers 50
@@ -96,10 +101,12 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     if r.get("scenario") == "maxtp-step":
         continue
-    rows[r["label"]].append(r)
+    label = r["label"] if r["label"] != "hubbub-api" else r["scenario"]
+    rows[label].append(r)
 keys = ["deliveries_per_s", "loss", "p50_ms", "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms", "server_cpu_s",
         "deliveries_per_server_cpu_s", "rss_per_conn_bytes", "conns_per_s", "slow_readers_closed",
-        "joins_per_s", "join_p50_ms", "join_p99_ms", "room_members", "presence_page_ms", "publish_all_ms", "publish_cpu_ms"]
+        "joins_per_s", "join_p50_ms", "join_p99_ms", "room_members", "presence_page_ms", "publish_all_ms", "publish_cpu_ms",
+        "publishes_per_s", "server_cpu_per_publish_us"]
 for label, rs in rows.items():
     med = {k: statistics.median(r.get(k, 0) for r in rs) for k in keys if any(k in r for r in rs)}
     print(f"{label} (median of {len(rs)}): " + ", ".join(f"{k}={v:.6g}" for k, v in med.items()))

@@ -42,6 +42,9 @@ func bench(args []string) int {
 	f.IntVar(&o.Dialers, "dialers", 50, "concurrent dialers")
 	f.IntVar(&o.Workers, "workers", 20, "churn: connect/join/leave/disconnect loops")
 	f.BoolVar(&o.Compression, "compression", false, "offer permessage-deflate (the server needs --compression)")
+	f.StringVar(&o.APIURL, "api-url", "http://127.0.0.1:8081", "api: the server API's base URL (loopback only)")
+	f.StringVar(&o.APIKey, "api-key", "", "api: a server API key with the publish scope")
+	f.IntVar(&o.Batch, "batch", 100, "api: messages per BatchPublish")
 	jsonOnly := f.Bool("json", false, "print JSON lines only")
 	timeout := f.Duration("timeout", 10*time.Minute, "bound on the whole run")
 	if err := f.Parse(args[1:]); err != nil {
@@ -50,7 +53,11 @@ func bench(args []string) int {
 		}
 		return 2
 	}
-	if err := loopbackOnly(o.URL); err != nil {
+	err := loopbackOnly(o.URL)
+	if err == nil && name == "api" {
+		err = loopbackOnly(o.APIURL)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "hubbub bench:", err)
 		return 2
 	}
