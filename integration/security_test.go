@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,9 +21,13 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/auth"
+	apiv1 "github.com/hubbub-chat/hubbub/proto/hubbub/api/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/transport"
@@ -358,7 +363,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 // `hubbub serve --tls-cert --tls-key` serves wss://.
 func TestTLS(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
-	p := startProcess(t, "--tls-cert", certFile, "--tls-key", keyFile)
+	p := startProcess(t, append(apiArgs(t), "--tls-cert", certFile, "--tls-key", keyFile)...)
 	if !strings.HasPrefix(p.URL, "wss://") {
 		t.Fatalf("url %s", p.URL)
 	}
@@ -377,6 +382,29 @@ func TestTLS(t *testing.T) {
 	}
 	if m := c.nextMessage(); len(m.GetBody().GetText()) != 20000 {
 		t.Fatalf("message over TLS: %d bytes", len(m.GetBody().GetText()))
+	}
+	// The server API takes the same certificate, over HTTP/2 (gRPC) and HTTP/1.1.
+	conn, err := grpc.NewClient(strings.TrimPrefix(p.API, "http://"), grpc.WithTransportCredentials(credentials.NewClientTLSFromCert(pool, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+pubKey)
+	res, err := apiv1.NewServerAPIClient(conn).Publish(ctx, &apiv1.PublishRequest{Room: "secure", Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: "api"}}})
+	if err != nil || res.GetOffset() != 2 {
+		t.Fatalf("API publish over TLS: %v %v", res, err)
+	}
+	if m := c.nextMessage(); m.GetBody().GetText() != "api" || m.GetSender().GetServer() != "billing" {
+		t.Fatalf("API message over TLS: %v", m)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Post("https"+strings.TrimPrefix(p.API, "http")+"/hubbub.api.v1.ServerAPI/Info", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized { // no key: refused, but over TLS
+		t.Fatalf("HTTP/1.1 over TLS: %d", resp.StatusCode)
 	}
 }
 

@@ -166,7 +166,11 @@ func formatEvent(ev client.Event) string {
 	switch ev.Kind {
 	case client.EventMessage:
 		m := ev.Message
-		return fmt.Sprintf("[%d] %s: %s", m.GetOffset(), m.GetSender().GetUser(), bodyText(m.GetBody()))
+		who := m.GetSender().GetUser()
+		if s := m.GetSender().GetServer(); s != "" {
+			who = "[" + s + "]" // a backend's message, through the server API
+		}
+		return fmt.Sprintf("[%d] %s: %s", m.GetOffset(), who, bodyText(m.GetBody()))
 	case client.EventPresence:
 		d := ev.Presence
 		var parts []string

@@ -193,7 +193,10 @@ function messageItem(m) {
   off.textContent = `#${m.offset}`;
   const who = document.createElement("span");
   who.className = "who";
-  who.textContent = (m.sender && m.sender.user) || "?";
+  // A backend's message (server API) names its key instead of a user.
+  const server = m.sender && m.sender.server;
+  who.textContent = server ? `[${server}]` : (m.sender && m.sender.user) || "?";
+  if (server) who.classList.add("server");
   const text = document.createElement("span");
   text.className = "text";
   const b = m.body || {};
