@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -400,6 +401,26 @@ func TestServerAPI(t *testing.T) {
 		_, err = api.Publish(ctx, &apiv1.PublishRequest{Room: "a b", Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: "x"}}})
 		if status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("bad room over grpc: %v", err)
+		}
+		// Server reflection, as grpcurl uses it: the API is listed.
+		stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+			t.Fatal(err)
+		}
+		rr, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var services []string
+		for _, s := range rr.GetListServicesResponse().GetService() {
+			services = append(services, s.GetName())
+		}
+		_ = stream.CloseSend()
+		if !slices.Contains(services, "hubbub.api.v1.ServerAPI") {
+			t.Fatalf("reflection lists %v", services)
 		}
 		hc, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "hubbub.api.v1.ServerAPI"})
 		if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
