@@ -41,6 +41,8 @@ type conn struct {
 	member *nodev1.Member         // set by connect
 	rooms  map[string]*joinedRoom // joined or joining
 	gone   bool                   // the transport closed the socket
+
+	clientTrace map[string]string // the trace the client sent with the command being handled
 }
 
 type joinedRoom struct {
@@ -183,11 +185,21 @@ func (c *conn) awaitingConnect(ctx actor.Context, f *hubbubv1.ClientFrame) {
 	if token == "" {
 		token = c.info.Token
 	}
+	if c.node.hooks != nil {
+		c.connectHook(ctx, f, token, name)
+		return
+	}
 	id, err := c.node.auth.Authenticate(token, name)
 	if err != nil {
 		c.refuse(f.GetId(), err)
 		return
 	}
+	c.admit(ctx, f, id)
+}
+
+// admit completes a connect whose identity is known: it takes one of the
+// user's connection slots when they are limited, then accepts.
+func (c *conn) admit(ctx actor.Context, f *hubbubv1.ClientFrame, id *auth.Identity) {
 	c.identity = id
 	if c.cfg.MaxConnsPerUser <= 0 {
 		c.accept(ctx, f.GetId())

@@ -7,7 +7,10 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/hubbub-chat/hubbub/auth"
+	hooksv1 "github.com/hubbub-chat/hubbub/proto/hubbub/hooks/v1"
 	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 )
@@ -20,6 +23,7 @@ const maxIDBytes = 128
 // every request to a room leaves in that order too (see ask), so a room sees
 // one connection's commands in the order sent, on this node or another.
 func (c *conn) connected(ctx actor.Context, f *hubbubv1.ClientFrame) {
+	c.clientTrace = f.GetTrace()
 	f.Trace = c.beginCommand(f, roomOf(f))
 	switch cmd := f.GetCommand().(type) {
 	case *hubbubv1.ClientFrame_Join:
@@ -41,6 +45,8 @@ func (c *conn) connected(ctx actor.Context, f *hubbubv1.ClientFrame) {
 		c.onRefresh(ctx, f, cmd.Refresh)
 	case *hubbubv1.ClientFrame_Typing:
 		c.onTyping(ctx, f, cmd.Typing)
+	case *hubbubv1.ClientFrame_Rpc:
+		c.onRpc(ctx, f, cmd.Rpc)
 	case *hubbubv1.ClientFrame_Ping:
 		c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Ping{Ping: &hubbubv1.PingReply{ServerTimeUnixMs: time.Now().UnixMilli()}}})
 	case *hubbubv1.ClientFrame_Connect:
@@ -73,10 +79,32 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED, false, "at most %d rooms per connection", c.cfg.MaxRooms)
 		return
 	}
+	if c.node.hooks == nil {
+		c.sendJoin(ctx, f, req, since, nil)
+		return
+	}
+	hr := &hooksv1.JoinRequest{User: c.identity.User, ClientId: c.clientID, Room: name}
+	trace := c.hookTrace(f)
+	c.callHook(ctx, func() (any, error) { return c.node.hooks.Join(trace, hr) }, func(res any, err error) {
+		r, _ := res.(*hooksv1.JoinResponse)
+		switch {
+		case err != nil || r == nil:
+			c.hookDown(f.GetId())
+		case r.GetError() != nil:
+			c.hookRefused(f.GetId(), r.GetError())
+		default:
+			c.sendJoin(ctx, f, req, since, r.GetData())
+		}
+	})
+}
+
+// sendJoin asks the room to take the connection as a member.
+func (c *conn) sendJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.JoinRequest, since *hubbubv1.StreamPosition, data *structpb.Value) {
+	name := req.GetRoom()
 	jr := &joinedRoom{}
 	c.rooms[name] = jr
 	msg := &nodev1.RoomJoin{Room: name, Member: c.member, Since: since, PresenceSince: req.GetPresenceSince(),
-		MayPublish: c.identity.Can(auth.Publish, name), RequestId: f.GetId(), Trace: f.GetTrace()}
+		MayPublish: c.identity.Can(auth.Publish, name), RequestId: f.GetId(), Trace: f.GetTrace(), HookData: data}
 	c.ask(ctx, name, msg, f.GetId(), func(pid *actor.PID, rr *nodev1.RoomReply, err error) {
 		if c.rooms[name] != jr {
 			return // left meanwhile
@@ -140,7 +168,33 @@ func (c *conn) onPublish(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbub
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE, false, "body is %d bytes, limit %d", size, c.cfg.MaxMessageBytes)
 		return
 	}
-	msg := &nodev1.RoomPublish{Room: req.GetRoom(), Member: c.member, Body: req.GetBody(), MessageId: req.GetMessageId(),
+	if c.node.hooks == nil {
+		c.sendPublish(ctx, f, req, req.GetBody())
+		return
+	}
+	hr := &hooksv1.PublishRequest{User: c.identity.User, ClientId: c.clientID, Room: req.GetRoom(), Body: req.GetBody(), MessageId: req.GetMessageId()}
+	trace := c.hookTrace(f)
+	c.callHook(ctx, func() (any, error) { return c.node.hooks.Publish(trace, hr) }, func(res any, err error) {
+		r, _ := res.(*hooksv1.PublishResponse)
+		switch {
+		case err != nil || r == nil:
+			c.hookDown(f.GetId())
+		case r.GetError() != nil:
+			c.hookRefused(f.GetId(), r.GetError())
+		case r.GetBody() != nil && (r.GetBody().GetKind() == nil || BodyBytes(r.GetBody()) > c.cfg.MaxMessageBytes):
+			c.node.log.Warn("publish hook: replacement body empty or over --max-message-bytes; publish refused")
+			c.hookDown(f.GetId())
+		case r.GetBody() != nil:
+			c.sendPublish(ctx, f, req, r.GetBody()) // moderated or enriched
+		default:
+			c.sendPublish(ctx, f, req, req.GetBody())
+		}
+	})
+}
+
+// sendPublish sends a checked publish to its room.
+func (c *conn) sendPublish(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.PublishRequest, body *hubbubv1.Body) {
+	msg := &nodev1.RoomPublish{Room: req.GetRoom(), Member: c.member, Body: body, MessageId: req.GetMessageId(),
 		Key: req.GetKey(), RequestId: f.GetId(), Trace: f.GetTrace()}
 	c.ask(ctx, req.GetRoom(), msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
 		if err == nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/hubbub-chat/hubbub/auth"
+	"github.com/hubbub-chat/hubbub/hooks"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/telemetry"
 )
@@ -34,6 +35,7 @@ type Node struct {
 	cluster   *cluster.Cluster
 	users     *actor.PID
 	auth      *auth.Authenticator
+	hooks     *hooks.Client // the backend's hooks; nil when off
 	tracing   *telemetry.Tracing
 	inject    func(kind string, msg any)
 	nodeID    string
@@ -53,6 +55,8 @@ type Options struct {
 	Auth *auth.Authenticator
 	// Tracing traces commands, rooms and fan-out; nil means off.
 	Tracing *telemetry.Tracing
+	// Hooks, when set, lets a backend decide connects, joins, publishes and rpcs.
+	Hooks *hooks.Client
 	// Inject is for fault-injection tests only; leave it nil. It is called
 	// with every message a room ("room", the unwrapped message) or a
 	// connection actor ("conn", the client frame) is about to handle, on that
@@ -95,7 +99,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 		opts.Tracing = &telemetry.Tracing{}
 	}
 	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing,
-		inject: opts.Inject, rooms: newRoomIndex(), started: time.Now()}
+		inject: opts.Inject, rooms: newRoomIndex(), started: time.Now(), hooks: opts.Hooks}
 	n.stalls = startStallWatch(func(gap time.Duration) {
 		n.counters.NodeStalls.Add(1)
 		log.Warn("this node was stalled; durable rooms check their position against the store before answering", "gap", gap.Round(time.Millisecond))

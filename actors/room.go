@@ -251,7 +251,7 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 	}
 	r.addMember(ctx, key, m)
 	reply := &hubbubv1.JoinReply{Room: r.name, Position: r.position(), Presence: r.presence.state(),
-		Info: r.prof.info(r.store != nil, msg.GetMayPublish(), m.GetClient().GetUser())}
+		Info: r.prof.info(r.store != nil, msg.GetMayPublish(), m.GetClient().GetUser()), HookData: msg.GetHookData()}
 	if since := msg.GetSince(); since != nil {
 		reply.Recovered, reply.Messages = r.recover(since)
 	}

@@ -50,6 +50,8 @@ func commandName(f *hubbubv1.ClientFrame) string {
 		return "ping"
 	case *hubbubv1.ClientFrame_Refresh:
 		return "refresh"
+	case *hubbubv1.ClientFrame_Rpc:
+		return "rpc"
 	}
 	return "unknown"
 }

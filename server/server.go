@@ -26,6 +26,7 @@ import (
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/api"
 	"github.com/hubbub-chat/hubbub/auth"
+	"github.com/hubbub-chat/hubbub/hooks"
 	"github.com/hubbub-chat/hubbub/telemetry"
 	"github.com/hubbub-chat/hubbub/transport"
 )
@@ -44,6 +45,8 @@ type Config struct {
 	Pprof bool
 	// API, when set, builds the server API for ServeAPI.
 	API *api.Config
+	// Hooks, when set, calls the backend's hooks on connect, join, publish and rpc.
+	Hooks *hooks.Config
 }
 
 // Options are a node's collaborators; the zero value logs nothing, runs in
@@ -80,8 +83,15 @@ func New(cfg Config, opts Options) (*Server, error) {
 	cfg.Node.PingInterval = cfg.Transport.PingInterval
 	cfg.Node.MaxFrameBytes = cfg.Transport.MaxFrameBytes
 	counters := &telemetry.Counters{}
+	var hc *hooks.Client
+	if cfg.Hooks != nil {
+		var err error
+		if hc, err = hooks.New(*cfg.Hooks, hooks.Options{Logger: opts.Logger, Tracing: opts.Tracing, Counters: counters}); err != nil {
+			return nil, err
+		}
+	}
 	node, err := actors.StartNode(cfg.Node, actors.Options{Logger: opts.Logger, Auth: opts.Auth, Tracing: opts.Tracing,
-		Counters: counters, Inject: opts.Inject, OnStall: opts.OnStall})
+		Counters: counters, Inject: opts.Inject, OnStall: opts.OnStall, Hooks: hc})
 	if err != nil {
 		return nil, err
 	}

@@ -43,6 +43,9 @@ type Counters struct {
 	StreamGaps        atomic.Int64 // messages that did not continue a member's stream; the member was closed with 4004
 	NodeStalls        atomic.Int64 // times this process found it had been frozen (a gap of over a second in its ticker)
 	StaleRooms        atomic.Int64 // room activations that found the store ahead of them and stopped
+	HookCalls         atomic.Int64 // calls to the backend's hooks
+	HookFailures      atomic.Int64 // hook calls without a usable answer (down, slow, garbage, circuit open)
+	HookRefusals      atomic.Int64 // connects, joins, publishes and rpcs the backend refused
 
 	// Commands counts client commands by type; Pushes counts pushes handed to
 	// connections by type. Index with CommandIndex and PushIndex.
@@ -104,7 +107,7 @@ func (c *Counters) Errors() map[string]int64 {
 }
 
 // CommandNames are the client commands counted in Counters.Commands.
-var CommandNames = [...]string{"connect", "join", "leave", "publish", "history", "presence", "typing", "ping", "refresh", "unknown"}
+var CommandNames = [...]string{"connect", "join", "leave", "publish", "history", "presence", "typing", "ping", "refresh", "rpc", "unknown"}
 
 // PushNames are the push types counted in Counters.Pushes.
 var PushNames = [...]string{"message", "presence", "typing"}

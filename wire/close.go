@@ -26,6 +26,8 @@ const (
 	CloseTooBig = 1009
 	// CloseInternal: the server failed while handling this connection; reconnect.
 	CloseInternal = 1011
+	// CloseTryAgainLater: the backend's connect hook did not answer; reconnect later.
+	CloseTryAgainLater = 1013
 
 	// CloseSlowConsumer: the client read too slowly and its outbound queue
 	// overflowed; reconnect and recover from history.
@@ -68,6 +70,7 @@ var CloseCodes = []CloseCode{
 	{ClosePolicy, "rate limit exceeded repeatedly", false},
 	{CloseTooBig, "frame too big", false},
 	{CloseInternal, "internal error", true},
+	{CloseTryAgainLater, "try again later", true},
 	{CloseSlowConsumer, "slow consumer", true},
 	{CloseTokenExpired, "token expired", true},
 	{CloseUnauthorized, "unauthorized", false},

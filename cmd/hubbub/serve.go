@@ -16,6 +16,7 @@ import (
 	"github.com/hubbub-chat/hubbub/actors"
 	"github.com/hubbub-chat/hubbub/api"
 	"github.com/hubbub-chat/hubbub/auth"
+	"github.com/hubbub-chat/hubbub/hooks"
 	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/store"
 	"github.com/hubbub-chat/hubbub/telemetry"
@@ -52,6 +53,8 @@ type serveConfig struct {
 	printConfig     bool
 	apiListen       string
 	apiKeyFile      string
+	hooks           hooks.Config
+	hookSecretFile  string
 	rooms           []roomSpec // the config file's profiles
 	flags           *envFlags
 }
@@ -75,6 +78,13 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.group("Server API")
 	f.str(&c.apiListen, "api-listen", "", "address of the server API for backends (gRPC, gRPC-Web and HTTP+JSON), e.g. 127.0.0.1:8081; off when empty. TLS with --tls-cert")
 	f.str(&c.apiKeyFile, "api-key-file", "", "the server API's keys, one per line: NAME KEY SCOPES (scopes comma-separated from publish, read, admin; # comments)")
+
+	f.group("Backend hooks")
+	f.str(&c.hooks.URL, "hook-url", "", "base URL of the backend implementing hubbub.hooks.v1.Hooks (connect, join, publish, rpc); off when empty")
+	f.str(&c.hooks.Protocol, "hook-protocol", "json", "how to call the hooks: json (HTTP+JSON), proto (Connect, binary) or grpc")
+	f.str(&c.hookSecretFile, "hook-secret-file", "", "file holding the secret sent to the backend as Authorization: Bearer <secret>")
+	f.duration(&c.hooks.Timeout, "hook-timeout", 2*time.Second, "bound on one hook call; past it the command gets a temporary UNAVAILABLE (a connect: close 1013)")
+	f.integer(&c.hooks.MaxConcurrent, "hook-max-concurrent", 256, "hook calls in flight at most; more wait within their timeout")
 
 	f.group("Connections")
 	f.integer(&tc.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close with 1009")
@@ -222,6 +232,22 @@ func (c *serveConfig) resolve() error {
 	}
 	if (c.apiListen == "") != (c.apiKeyFile == "") {
 		return errors.New("--api-listen and --api-key-file go together: the server API refuses calls without a key")
+	}
+	if c.hookSecretFile != "" && c.hooks.URL == "" {
+		return errors.New("--hook-secret-file needs --hook-url")
+	}
+	if c.hooks.URL != "" {
+		if c.hookSecretFile != "" {
+			secret, err := os.ReadFile(c.hookSecretFile)
+			if err != nil {
+				return fmt.Errorf("--hook-secret-file: %w", err)
+			}
+			c.hooks.Secret = strings.TrimSpace(string(secret))
+		}
+		if _, err := hooks.New(c.hooks, hooks.Options{}); err != nil {
+			return fmt.Errorf("--hook-url/--hook-protocol: %w", err)
+		}
+		c.server.Hooks = &c.hooks
 	}
 	if c.apiKeyFile != "" {
 		keys, err := api.LoadKeys(c.apiKeyFile)

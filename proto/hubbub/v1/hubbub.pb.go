@@ -252,6 +252,7 @@ type ClientFrame struct {
 	//	*ClientFrame_Typing
 	//	*ClientFrame_Ping
 	//	*ClientFrame_Refresh
+	//	*ClientFrame_Rpc
 	Command isClientFrame_Command `protobuf_oneof:"command"`
 	// W3C trace context (traceparent, tracestate) the server's spans continue.
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -384,6 +385,15 @@ func (x *ClientFrame) GetRefresh() *RefreshRequest {
 	return nil
 }
 
+func (x *ClientFrame) GetRpc() *RpcRequest {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_Rpc); ok {
+			return x.Rpc
+		}
+	}
+	return nil
+}
+
 func (x *ClientFrame) GetTrace() map[string]string {
 	if x != nil {
 		return x.Trace
@@ -431,6 +441,10 @@ type ClientFrame_Refresh struct {
 	Refresh *RefreshRequest `protobuf:"bytes,10,opt,name=refresh,proto3,oneof"`
 }
 
+type ClientFrame_Rpc struct {
+	Rpc *RpcRequest `protobuf:"bytes,11,opt,name=rpc,proto3,oneof"`
+}
+
 func (*ClientFrame_Connect) isClientFrame_Command() {}
 
 func (*ClientFrame_Join) isClientFrame_Command() {}
@@ -449,6 +463,8 @@ func (*ClientFrame_Ping) isClientFrame_Command() {}
 
 func (*ClientFrame_Refresh) isClientFrame_Command() {}
 
+func (*ClientFrame_Rpc) isClientFrame_Command() {}
+
 // ServerFrame is a reply to one command (id set) or a push (id zero).
 type ServerFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -466,6 +482,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Typing
 	//	*ServerFrame_Ping
 	//	*ServerFrame_Refresh
+	//	*ServerFrame_Rpc
 	//	*ServerFrame_Message
 	//	*ServerFrame_PresenceEvent
 	//	*ServerFrame_TypingEvent
@@ -612,6 +629,15 @@ func (x *ServerFrame) GetRefresh() *RefreshReply {
 	return nil
 }
 
+func (x *ServerFrame) GetRpc() *RpcReply {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Rpc); ok {
+			return x.Rpc
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetMessage() *Message {
 	if x != nil {
 		if x, ok := x.Body.(*ServerFrame_Message); ok {
@@ -708,6 +734,10 @@ type ServerFrame_Refresh struct {
 	Refresh *RefreshReply `protobuf:"bytes,11,opt,name=refresh,proto3,oneof"`
 }
 
+type ServerFrame_Rpc struct {
+	Rpc *RpcReply `protobuf:"bytes,12,opt,name=rpc,proto3,oneof"`
+}
+
 type ServerFrame_Message struct {
 	// Pushes.
 	Message *Message `protobuf:"bytes,20,opt,name=message,proto3,oneof"`
@@ -748,6 +778,8 @@ func (*ServerFrame_Typing) isServerFrame_Body() {}
 func (*ServerFrame_Ping) isServerFrame_Body() {}
 
 func (*ServerFrame_Refresh) isServerFrame_Body() {}
+
+func (*ServerFrame_Rpc) isServerFrame_Body() {}
 
 func (*ServerFrame_Message) isServerFrame_Body() {}
 
@@ -1195,7 +1227,9 @@ type JoinReply struct {
 	// What the room's profile lets members do and see.
 	Info *RoomInfo `protobuf:"bytes,5,opt,name=info,proto3" json:"info,omitempty"`
 	// The room's presence at the join: its position, counts and, for presence_since, the missed diffs.
-	Presence      *PresenceState `protobuf:"bytes,6,opt,name=presence,proto3" json:"presence,omitempty"`
+	Presence *PresenceState `protobuf:"bytes,6,opt,name=presence,proto3" json:"presence,omitempty"`
+	// What the backend's join hook returned for this member, if anything.
+	HookData      *structpb.Value `protobuf:"bytes,7,opt,name=hook_data,json=hookData,proto3" json:"hook_data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1268,6 +1302,13 @@ func (x *JoinReply) GetInfo() *RoomInfo {
 func (x *JoinReply) GetPresence() *PresenceState {
 	if x != nil {
 		return x.Presence
+	}
+	return nil
+}
+
+func (x *JoinReply) GetHookData() *structpb.Value {
+	if x != nil {
+		return x.HookData
 	}
 	return nil
 }
@@ -2196,6 +2237,105 @@ func (x *RefreshReply) GetExpiresUnixMs() int64 {
 	return 0
 }
 
+// RpcRequest asks the backend (its rpc hook) to run a method; the reply
+// comes back with the command's id. Without hooks it is UNKNOWN_COMMAND.
+type RpcRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Method        string                 `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	Data          *structpb.Value        `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RpcRequest) Reset() {
+	*x = RpcRequest{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RpcRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RpcRequest) ProtoMessage() {}
+
+func (x *RpcRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RpcRequest.ProtoReflect.Descriptor instead.
+func (*RpcRequest) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RpcRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *RpcRequest) GetData() *structpb.Value {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// RpcReply is the backend's answer.
+type RpcReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          *structpb.Value        `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RpcReply) Reset() {
+	*x = RpcReply{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RpcReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RpcReply) ProtoMessage() {}
+
+func (x *RpcReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RpcReply.ProtoReflect.Descriptor instead.
+func (*RpcReply) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RpcReply) GetData() *structpb.Value {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // PingRequest is an application-level ping.
 type PingRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2205,7 +2345,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2357,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2370,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
 }
 
 // PingReply answers a PingRequest.
@@ -2243,7 +2383,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2395,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2408,7 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PingReply) GetServerTimeUnixMs() int64 {
@@ -2295,7 +2435,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2447,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2460,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Message) GetRoom() string {
@@ -2392,7 +2532,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +2544,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +2557,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{26}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PresenceEvent) GetRoom() string {
@@ -2472,7 +2612,7 @@ type PresenceDiff struct {
 
 func (x *PresenceDiff) Reset() {
 	*x = PresenceDiff{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2484,7 +2624,7 @@ func (x *PresenceDiff) String() string {
 func (*PresenceDiff) ProtoMessage() {}
 
 func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2497,7 +2637,7 @@ func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceDiff.ProtoReflect.Descriptor instead.
 func (*PresenceDiff) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{27}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PresenceDiff) GetRoom() string {
@@ -2575,7 +2715,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2587,7 +2727,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2600,7 +2740,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{28}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TypingEvent) GetRoom() string {
@@ -2639,7 +2779,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2791,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2804,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{29}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -2710,7 +2850,7 @@ type Disconnect struct {
 
 func (x *Disconnect) Reset() {
 	*x = Disconnect{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2722,7 +2862,7 @@ func (x *Disconnect) String() string {
 func (*Disconnect) ProtoMessage() {}
 
 func (x *Disconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2735,7 +2875,7 @@ func (x *Disconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disconnect.ProtoReflect.Descriptor instead.
 func (*Disconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{30}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Disconnect) GetCode() uint32 {
@@ -2770,7 +2910,7 @@ var File_hubbub_v1_hubbub_proto protoreflect.FileDescriptor
 
 const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\n" +
-	"\x16hubbub/v1/hubbub.proto\x12\thubbub.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf2\x04\n" +
+	"\x16hubbub/v1/hubbub.proto\x12\thubbub.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9d\x05\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
 	"\aconnect\x18\x02 \x01(\v2\x19.hubbub.v1.ConnectRequestH\x00R\aconnect\x12,\n" +
@@ -2782,13 +2922,14 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x06typing\x18\b \x01(\v2\x18.hubbub.v1.TypingRequestH\x00R\x06typing\x12,\n" +
 	"\x04ping\x18\t \x01(\v2\x16.hubbub.v1.PingRequestH\x00R\x04ping\x125\n" +
 	"\arefresh\x18\n" +
-	" \x01(\v2\x19.hubbub.v1.RefreshRequestH\x00R\arefresh\x127\n" +
+	" \x01(\v2\x19.hubbub.v1.RefreshRequestH\x00R\arefresh\x12)\n" +
+	"\x03rpc\x18\v \x01(\v2\x15.hubbub.v1.RpcRequestH\x00R\x03rpc\x127\n" +
 	"\x05trace\x18\x0f \x03(\v2!.hubbub.v1.ClientFrame.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acommand\"\xd8\x06\n" +
+	"\acommand\"\x81\a\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.hubbub.v1.ErrorH\x00R\x05error\x123\n" +
@@ -2801,7 +2942,8 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x06typing\x18\t \x01(\v2\x16.hubbub.v1.TypingReplyH\x00R\x06typing\x12*\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x14.hubbub.v1.PingReplyH\x00R\x04ping\x123\n" +
-	"\arefresh\x18\v \x01(\v2\x17.hubbub.v1.RefreshReplyH\x00R\arefresh\x12.\n" +
+	"\arefresh\x18\v \x01(\v2\x17.hubbub.v1.RefreshReplyH\x00R\arefresh\x12'\n" +
+	"\x03rpc\x18\f \x01(\v2\x13.hubbub.v1.RpcReplyH\x00R\x03rpc\x12.\n" +
 	"\amessage\x18\x14 \x01(\v2\x12.hubbub.v1.MessageH\x00R\amessage\x12A\n" +
 	"\x0epresence_event\x18\x15 \x01(\v2\x18.hubbub.v1.PresenceEventH\x00R\rpresenceEvent\x12;\n" +
 	"\ftyping_event\x18\x16 \x01(\v2\x16.hubbub.v1.TypingEventH\x00R\vtypingEvent\x127\n" +
@@ -2836,14 +2978,15 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\x12@\n" +
-	"\x0epresence_since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\"\x83\x02\n" +
+	"\x0epresence_since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\"\xb8\x02\n" +
 	"\tJoinReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x125\n" +
 	"\bposition\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x1c\n" +
 	"\trecovered\x18\x03 \x01(\bR\trecovered\x12.\n" +
 	"\bmessages\x18\x04 \x03(\v2\x12.hubbub.v1.MessageR\bmessages\x12'\n" +
 	"\x04info\x18\x05 \x01(\v2\x13.hubbub.v1.RoomInfoR\x04info\x124\n" +
-	"\bpresence\x18\x06 \x01(\v2\x18.hubbub.v1.PresenceStateR\bpresence\"\xc1\x02\n" +
+	"\bpresence\x18\x06 \x01(\v2\x18.hubbub.v1.PresenceStateR\bpresence\x123\n" +
+	"\thook_data\x18\a \x01(\v2\x16.google.protobuf.ValueR\bhookData\"\xc1\x02\n" +
 	"\bRoomInfo\x12\x18\n" +
 	"\aprofile\x18\x01 \x01(\tR\aprofile\x123\n" +
 	"\bpresence\x18\x02 \x01(\x0e2\x17.hubbub.v1.PresenceModeR\bpresence\x12\x1d\n" +
@@ -2909,7 +3052,13 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x0eRefreshRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"6\n" +
 	"\fRefreshReply\x12&\n" +
-	"\x0fexpires_unix_ms\x18\x01 \x01(\x03R\rexpiresUnixMs\"\r\n" +
+	"\x0fexpires_unix_ms\x18\x01 \x01(\x03R\rexpiresUnixMs\"P\n" +
+	"\n" +
+	"RpcRequest\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12*\n" +
+	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x04data\"6\n" +
+	"\bRpcReply\x12*\n" +
+	"\x04data\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x04data\"\r\n" +
 	"\vPingRequest\":\n" +
 	"\tPingReply\x12-\n" +
 	"\x13server_time_unix_ms\x18\x01 \x01(\x03R\x10serverTimeUnixMs\"\xf2\x01\n" +
@@ -2993,7 +3142,7 @@ func file_hubbub_v1_hubbub_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(PresenceMode)(0),       // 0: hubbub.v1.PresenceMode
 	(PresenceAction)(0),     // 1: hubbub.v1.PresenceAction
@@ -3021,16 +3170,18 @@ var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(*TypingReply)(nil),     // 23: hubbub.v1.TypingReply
 	(*RefreshRequest)(nil),  // 24: hubbub.v1.RefreshRequest
 	(*RefreshReply)(nil),    // 25: hubbub.v1.RefreshReply
-	(*PingRequest)(nil),     // 26: hubbub.v1.PingRequest
-	(*PingReply)(nil),       // 27: hubbub.v1.PingReply
-	(*Message)(nil),         // 28: hubbub.v1.Message
-	(*PresenceEvent)(nil),   // 29: hubbub.v1.PresenceEvent
-	(*PresenceDiff)(nil),    // 30: hubbub.v1.PresenceDiff
-	(*TypingEvent)(nil),     // 31: hubbub.v1.TypingEvent
-	(*Error)(nil),           // 32: hubbub.v1.Error
-	(*Disconnect)(nil),      // 33: hubbub.v1.Disconnect
-	nil,                     // 34: hubbub.v1.ClientFrame.TraceEntry
-	(*structpb.Value)(nil),  // 35: google.protobuf.Value
+	(*RpcRequest)(nil),      // 26: hubbub.v1.RpcRequest
+	(*RpcReply)(nil),        // 27: hubbub.v1.RpcReply
+	(*PingRequest)(nil),     // 28: hubbub.v1.PingRequest
+	(*PingReply)(nil),       // 29: hubbub.v1.PingReply
+	(*Message)(nil),         // 30: hubbub.v1.Message
+	(*PresenceEvent)(nil),   // 31: hubbub.v1.PresenceEvent
+	(*PresenceDiff)(nil),    // 32: hubbub.v1.PresenceDiff
+	(*TypingEvent)(nil),     // 33: hubbub.v1.TypingEvent
+	(*Error)(nil),           // 34: hubbub.v1.Error
+	(*Disconnect)(nil),      // 35: hubbub.v1.Disconnect
+	nil,                     // 36: hubbub.v1.ClientFrame.TraceEntry
+	(*structpb.Value)(nil),  // 37: google.protobuf.Value
 }
 var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	8,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
@@ -3040,52 +3191,57 @@ var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	18, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
 	20, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
 	22, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
-	26, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
+	28, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
 	24, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
-	34, // 9: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
-	32, // 10: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
-	9,  // 11: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
-	11, // 12: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
-	15, // 13: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
-	17, // 14: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
-	19, // 15: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
-	21, // 16: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
-	23, // 17: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
-	27, // 18: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
-	25, // 19: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
-	28, // 20: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
-	29, // 21: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
-	31, // 22: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
-	33, // 23: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
-	30, // 24: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
-	35, // 25: hubbub.v1.Body.data:type_name -> google.protobuf.Value
-	7,  // 26: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 27: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
-	5,  // 28: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
-	5,  // 29: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
-	28, // 30: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
-	12, // 31: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
-	13, // 32: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
-	0,  // 33: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
-	5,  // 34: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
-	30, // 35: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
-	6,  // 36: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	28, // 37: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
-	5,  // 38: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 39: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
-	13, // 40: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
-	7,  // 41: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
-	6,  // 42: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
-	1,  // 43: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
-	7,  // 44: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 45: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 46: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
-	2,  // 47: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	26, // 9: hubbub.v1.ClientFrame.rpc:type_name -> hubbub.v1.RpcRequest
+	36, // 10: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
+	34, // 11: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
+	9,  // 12: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
+	11, // 13: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
+	15, // 14: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
+	17, // 15: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
+	19, // 16: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
+	21, // 17: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
+	23, // 18: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
+	29, // 19: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
+	25, // 20: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
+	27, // 21: hubbub.v1.ServerFrame.rpc:type_name -> hubbub.v1.RpcReply
+	30, // 22: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
+	31, // 23: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
+	33, // 24: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
+	35, // 25: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
+	32, // 26: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
+	37, // 27: hubbub.v1.Body.data:type_name -> google.protobuf.Value
+	7,  // 28: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 29: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
+	5,  // 30: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
+	5,  // 31: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
+	30, // 32: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
+	12, // 33: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
+	13, // 34: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
+	37, // 35: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
+	0,  // 36: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
+	5,  // 37: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
+	32, // 38: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
+	6,  // 39: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	30, // 40: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
+	5,  // 41: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 42: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
+	13, // 43: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
+	37, // 44: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
+	37, // 45: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
+	7,  // 46: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
+	6,  // 47: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
+	1,  // 48: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
+	7,  // 49: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 50: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 51: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
+	2,  // 52: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_v1_hubbub_proto_init() }
@@ -3103,6 +3259,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ClientFrame_Typing)(nil),
 		(*ClientFrame_Ping)(nil),
 		(*ClientFrame_Refresh)(nil),
+		(*ClientFrame_Rpc)(nil),
 	}
 	file_hubbub_v1_hubbub_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),
@@ -3115,6 +3272,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ServerFrame_Typing)(nil),
 		(*ServerFrame_Ping)(nil),
 		(*ServerFrame_Refresh)(nil),
+		(*ServerFrame_Rpc)(nil),
 		(*ServerFrame_Message)(nil),
 		(*ServerFrame_PresenceEvent)(nil),
 		(*ServerFrame_TypingEvent)(nil),
@@ -3132,7 +3290,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_v1_hubbub_proto_rawDesc), len(file_hubbub_v1_hubbub_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -15,6 +15,7 @@ import (
 	v1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -487,7 +488,9 @@ type RoomJoin struct {
 	RequestId     uint64                 `protobuf:"varint,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	PresenceSince *v1.StreamPosition     `protobuf:"bytes,5,opt,name=presence_since,json=presenceSince,proto3" json:"presence_since,omitempty"`
 	// Whether the member's token lets it publish to the room (the room's profile may still refuse).
-	MayPublish    bool              `protobuf:"varint,6,opt,name=may_publish,json=mayPublish,proto3" json:"may_publish,omitempty"`
+	MayPublish bool `protobuf:"varint,6,opt,name=may_publish,json=mayPublish,proto3" json:"may_publish,omitempty"`
+	// The backend join hook's data for this member, returned in the join reply.
+	HookData      *structpb.Value   `protobuf:"bytes,7,opt,name=hook_data,json=hookData,proto3" json:"hook_data,omitempty"`
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -563,6 +566,13 @@ func (x *RoomJoin) GetMayPublish() bool {
 		return x.MayPublish
 	}
 	return false
+}
+
+func (x *RoomJoin) GetHookData() *structpb.Value {
+	if x != nil {
+		return x.HookData
+	}
+	return nil
 }
 
 func (x *RoomJoin) GetTrace() map[string]string {
@@ -1880,7 +1890,7 @@ var File_hubbub_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x16hubbub/v1/hubbub.proto\"\xba\a\n" +
+	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16hubbub/v1/hubbub.proto\"\xba\a\n" +
 	"\bEnvelope\x127\n" +
 	"\troom_join\x18\x01 \x01(\v2\x18.hubbub.node.v1.RoomJoinH\x00R\broomJoin\x12:\n" +
 	"\n" +
@@ -1906,7 +1916,7 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12-\n" +
 	"\x06client\x18\x03 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x124\n" +
-	"\bencoding\x18\x04 \x01(\x0e2\x18.hubbub.node.v1.EncodingR\bencoding\"\xf6\x02\n" +
+	"\bencoding\x18\x04 \x01(\x0e2\x18.hubbub.node.v1.EncodingR\bencoding\"\xab\x03\n" +
 	"\bRoomJoin\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12.\n" +
 	"\x06member\x18\x02 \x01(\v2\x16.hubbub.node.v1.MemberR\x06member\x12/\n" +
@@ -1915,7 +1925,8 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\x04R\trequestId\x12@\n" +
 	"\x0epresence_since\x18\x05 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\x12\x1f\n" +
 	"\vmay_publish\x18\x06 \x01(\bR\n" +
-	"mayPublish\x129\n" +
+	"mayPublish\x123\n" +
+	"\thook_data\x18\a \x01(\v2\x16.google.protobuf.ValueR\bhookData\x129\n" +
 	"\x05trace\x18\x0f \x03(\v2#.hubbub.node.v1.RoomJoin.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -2148,12 +2159,13 @@ var file_hubbub_node_v1_node_proto_goTypes = []any{
 	nil,                       // 32: hubbub.node.v1.RelayDeliver.TraceEntry
 	(*v1.ClientInfo)(nil),     // 33: hubbub.v1.ClientInfo
 	(*v1.StreamPosition)(nil), // 34: hubbub.v1.StreamPosition
-	(*v1.Body)(nil),           // 35: hubbub.v1.Body
-	(*v1.HistoryRequest)(nil), // 36: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),    // 37: hubbub.v1.ServerFrame
-	(*v1.RoomInfo)(nil),       // 38: hubbub.v1.RoomInfo
-	(*v1.PresenceState)(nil),  // 39: hubbub.v1.PresenceState
-	(*v1.JoinReply)(nil),      // 40: hubbub.v1.JoinReply
+	(*structpb.Value)(nil),    // 35: google.protobuf.Value
+	(*v1.Body)(nil),           // 36: hubbub.v1.Body
+	(*v1.HistoryRequest)(nil), // 37: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),    // 38: hubbub.v1.ServerFrame
+	(*v1.RoomInfo)(nil),       // 39: hubbub.v1.RoomInfo
+	(*v1.PresenceState)(nil),  // 40: hubbub.v1.PresenceState
+	(*v1.JoinReply)(nil),      // 41: hubbub.v1.JoinReply
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	4,  // 0: hubbub.node.v1.Envelope.room_join:type_name -> hubbub.node.v1.RoomJoin
@@ -2175,37 +2187,38 @@ var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	3,  // 16: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
 	34, // 17: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
 	34, // 18: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
-	21, // 19: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
-	3,  // 20: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	22, // 21: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
-	3,  // 22: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	35, // 23: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	23, // 24: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	36, // 25: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	24, // 26: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	25, // 27: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
-	3,  // 28: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	26, // 29: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	37, // 30: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
-	12, // 31: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
-	27, // 32: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	28, // 33: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
-	34, // 34: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
-	38, // 35: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
-	39, // 36: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
-	29, // 37: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
-	15, // 38: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
-	16, // 39: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
-	40, // 40: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	30, // 41: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	31, // 42: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	1,  // 43: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	32, // 44: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	35, // 19: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
+	21, // 20: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	3,  // 21: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
+	22, // 22: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	3,  // 23: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
+	36, // 24: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	23, // 25: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	37, // 26: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	24, // 27: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	25, // 28: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	3,  // 29: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
+	26, // 30: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	38, // 31: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	12, // 32: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
+	27, // 33: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	28, // 34: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
+	34, // 35: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
+	39, // 36: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
+	40, // 37: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
+	29, // 38: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
+	15, // 39: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
+	16, // 40: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
+	41, // 41: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	30, // 42: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	31, // 43: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 44: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	32, // 45: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }

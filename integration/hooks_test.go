@@ -1,0 +1,259 @@
+package integration
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+const hookSecret = "hook-secret-0123456789"
+
+// hookBackend is internal/hookbackend running as its own process.
+type hookBackend struct {
+	cmd  *exec.Cmd
+	URL  string
+	mu   sync.Mutex
+	seen []string // "METHOD TRACEPARENT" per call
+	done chan struct{}
+}
+
+var (
+	backendOnce sync.Once
+	backendBin  string
+	backendErr  error
+)
+
+// startHookBackend builds (once) and starts the test backend.
+func startHookBackend(t *testing.T, args ...string) *hookBackend {
+	t.Helper()
+	backendOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "hookbackend")
+		if err != nil {
+			backendErr = err
+			return
+		}
+		backendBin = filepath.Join(dir, "hookbackend")
+		if out, err := exec.Command("go", "build", "-o", backendBin, "../internal/hookbackend").CombinedOutput(); err != nil {
+			backendErr = err
+			t.Logf("%s", out)
+		}
+	})
+	if backendErr != nil {
+		t.Fatalf("build the hook backend: %v", backendErr)
+	}
+	b := &hookBackend{cmd: exec.Command(backendBin, append([]string{"--secret", hookSecret}, args...)...), done: make(chan struct{})}
+	out, err := b.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	go func() { // owner: the backend process; ends with its stdout
+		defer close(b.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			if a, ok := strings.CutPrefix(line, "listening "); ok {
+				addr <- a
+			} else if call, ok := strings.CutPrefix(line, "call "); ok {
+				b.mu.Lock()
+				b.seen = append(b.seen, call)
+				b.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(b.kill)
+	select {
+	case a := <-addr:
+		b.URL = "http://" + a
+	case <-time.After(waitFor):
+		t.Fatal("the hook backend did not start")
+	}
+	return b
+}
+
+func (b *hookBackend) kill() {
+	_ = b.cmd.Process.Kill()
+	<-b.done
+	_ = b.cmd.Wait()
+}
+
+func (b *hookBackend) calls() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.seen...)
+}
+
+// hookArgs are the serve flags of a node calling the backend.
+func hookArgs(t *testing.T, url, protocol string, extra ...string) []string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "hook-secret")
+	if err := os.WriteFile(file, []byte(hookSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return append([]string{"--hook-url", url, "--hook-protocol", protocol, "--hook-secret-file", file}, extra...)
+}
+
+// connectAs dials and connects with a token, returning the client and the connect reply.
+func connectAs(t *testing.T, url string, enc wire.Encoding, token string) (*client, *hubbubv1.ServerFrame) {
+	t.Helper()
+	c := dial(t, url, enc)
+	return c, c.request(connectFrame(token, "mallory"))
+}
+
+func rpcFrame(method string, data map[string]any) *hubbubv1.ClientFrame {
+	v, _ := structpb.NewValue(data)
+	return &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Rpc{Rpc: &hubbubv1.RpcRequest{Method: method, Data: v}}}
+}
+
+// Every hook, over HTTP+JSON and over gRPC, against a backend process.
+func TestHooks(t *testing.T) {
+	for _, protocol := range []string{"json", "grpc"} {
+		t.Run(protocol, func(t *testing.T) {
+			be := startHookBackend(t)
+			p := startProcess(t, hookArgs(t, be.URL, protocol)...)
+
+			// The backend names the user; the name the client asked for does not count.
+			ann, r := connectAs(t, p.URL, wire.Proto, "user:ann")
+			if r.GetConnect().GetClient().GetUser() != "ann" {
+				t.Fatalf("connect: %v", r)
+			}
+			bad, r := connectAs(t, p.URL, wire.JSON, "deny")
+			if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED || !strings.Contains(r.GetError().GetMessage(), "banned") ||
+				closeCode(bad.waitClosed()) != wire.CloseUnauthorized {
+				t.Fatalf("refused connect: %v", r)
+			}
+			nobody, r := connectAs(t, p.URL, wire.Proto, "who?")
+			if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED || closeCode(nobody.waitClosed()) != wire.CloseUnauthorized {
+				t.Fatalf("connect without a user: %v", r)
+			}
+
+			// Join: refused with the backend's reason, or with its data in the reply.
+			if r := ann.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "secret-1"}}}); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED ||
+				r.GetError().GetMessage() != "members only" {
+				t.Fatalf("refused join: %v", r)
+			}
+			j := ann.join("vip-1", nil)
+			if j.GetHookData().GetStructValue().GetFields()["tier"].GetStringValue() != "gold" ||
+				j.GetHookData().GetStructValue().GetFields()["user"].GetStringValue() != "ann" {
+				t.Fatalf("join data: %v", j.GetHookData())
+			}
+
+			// Publish: refused, replaced, or let through.
+			if r := ann.request(publishFrame("vip-1", "a badword here", "")); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED ||
+				r.GetError().GetMessage() != "watch your language" {
+				t.Fatalf("refused publish: %v", r)
+			}
+			ann.publish("vip-1", "shout:hello")
+			if m := ann.nextMessage(); m.GetBody().GetText() != "SHOUT:HELLO" || m.GetOffset() != 1 {
+				t.Fatalf("replaced publish: %v", m)
+			}
+
+			// Rpc: the backend's answer with the command's id, or its refusal.
+			if r := ann.request(rpcFrame("echo", map[string]any{"n": 42})); r.GetRpc().GetData().GetStructValue().GetFields()["n"].GetNumberValue() != 42 {
+				t.Fatalf("echo: %v", r)
+			}
+			if r := ann.request(rpcFrame("whoami", nil)); r.GetRpc().GetData().GetStringValue() != "ann" {
+				t.Fatalf("whoami: %v", r)
+			}
+			if r := ann.request(rpcFrame("nope", nil)); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED || !strings.Contains(r.GetError().GetMessage(), "no such method") {
+				t.Fatalf("refused rpc: %v", r)
+			}
+
+			// Pipelined: a slow join, a slow publish, a slow rpc and a fast
+			// publish, sent at once, take effect and answer in the order sent.
+			f := &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "slow-room"}}}
+			f.Trace = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+			ids := []uint64{ann.send(f), ann.send(publishFrame("slow-room", "slow first", "")),
+				ann.send(rpcFrame("sleep", map[string]any{"ms": 100})), ann.send(publishFrame("slow-room", "then fast", ""))}
+			var order []uint64
+			var texts []string
+			for len(order) < 4 || len(texts) < 2 {
+				fr := ann.read(waitFor)
+				if fr == nil {
+					t.Fatalf("stalled after %v %v", order, texts)
+				}
+				switch {
+				case fr.GetMessage() != nil:
+					texts = append(texts, fr.GetMessage().GetBody().GetText())
+				case fr.GetJoin() != nil || fr.GetPublish() != nil || fr.GetRpc() != nil:
+					order = append(order, fr.GetId())
+				case fr.GetError() != nil:
+					t.Fatalf("error %v", fr)
+				}
+			}
+			if order[1] != ids[1] || order[2] != ids[2] || order[3] != ids[3] || texts[0] != "slow first" || texts[1] != "then fast" {
+				t.Fatalf("replies %v (sent %v), messages %v", order, ids, texts)
+			}
+			// The backend saw the client's trace on the join hook.
+			found := false
+			for _, c := range be.calls() {
+				found = found || strings.HasPrefix(c, "Join 00-4bf92f3577b34da6a3ce929d0e0e4736-")
+			}
+			if !found {
+				t.Fatalf("no traceparent reached the backend: %v", be.calls())
+			}
+		})
+	}
+}
+
+// A backend that is down, slow, answers garbage or rejects Hubbub's secret:
+// connects close with 1013 (try again later), other commands get a
+// temporary UNAVAILABLE, and everything works again once it is back.
+func TestHooksBackendFailures(t *testing.T) {
+	be := startHookBackend(t)
+	p := startProcess(t, hookArgs(t, be.URL, "json", "--hook-timeout", "500ms")...)
+	ann, r := connectAs(t, p.URL, wire.Proto, "user:ann")
+	if r.GetConnect() == nil {
+		t.Fatalf("connect: %v", r)
+	}
+	// Slow: the rpc outlives the hook timeout.
+	if r := ann.request(rpcFrame("sleep", map[string]any{"ms": 1500})); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !r.GetError().GetTemporary() {
+		t.Fatalf("slow rpc: %v", r)
+	}
+	// Killed.
+	addr := strings.TrimPrefix(be.URL, "http://")
+	be.kill()
+	if r := ann.request(publishFrame("room", "hello", "")); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !r.GetError().GetTemporary() {
+		t.Fatalf("publish with the backend down: %v", r)
+	}
+	c, r := connectAs(t, p.URL, wire.JSON, "user:bob")
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || closeCode(c.waitClosed()) != wire.CloseTryAgainLater {
+		t.Fatalf("connect with the backend down: %v", r)
+	}
+	// Restarted on the same address: commands go through again (once the
+	// circuit lets a call through).
+	startHookBackend(t, "--listen", addr)
+	eventually(t, "publishes through the restarted backend", func() bool {
+		return ann.request(publishFrame("room", "back", "")).GetPublish() != nil
+	})
+	// Garbage answers and a wrong secret count as no answer.
+	garbage := startHookBackend(t, "--garbage")
+	q := startProcess(t, hookArgs(t, garbage.URL, "json")...)
+	c, r = connectAs(t, q.URL, wire.Proto, "user:carol")
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || closeCode(c.waitClosed()) != wire.CloseTryAgainLater {
+		t.Fatalf("connect with a garbage backend: %v", r)
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	if err := os.WriteFile(wrong, []byte("not the secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := startHookBackend(t)
+	w := startProcess(t, "--hook-url", good.URL, "--hook-secret-file", wrong)
+	c, r = connectAs(t, w.URL, wire.Proto, "user:dave")
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || closeCode(c.waitClosed()) != wire.CloseTryAgainLater {
+		t.Fatalf("connect with a wrong secret: %v", r)
+	}
+}

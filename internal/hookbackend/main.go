@@ -1,0 +1,138 @@
+// Command hookbackend is a backend implementing hubbub.hooks.v1.Hooks for
+// the end-to-end tests: it serves Connect, gRPC and HTTP+JSON on one port and
+// decides from what it is sent (see the handler's methods). It prints
+// "listening ADDR" first, then one line per call: "call METHOD TRACEPARENT".
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	hooksv1 "github.com/hubbub-chat/hubbub/proto/hubbub/hooks/v1"
+	"github.com/hubbub-chat/hubbub/proto/hubbub/hooks/v1/hooksv1connect"
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:0", "address")
+	secret := flag.String("secret", "", "required bearer secret")
+	garbage := flag.Bool("garbage", false, "answer every call with bytes that are not a reply")
+	flag.Parse()
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	mux := http.NewServeMux()
+	h := &handler{secret: *secret}
+	path, hh := hooksv1connect.NewHooksHandler(h)
+	if *garbage {
+		hh = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte("{this is not a reply"))
+		})
+	}
+	mux.Handle(path, hh)
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	fmt.Println("listening", l.Addr())
+	_ = (&http.Server{Handler: mux, Protocols: p}).Serve(l)
+}
+
+type handler struct {
+	secret string
+	mu     sync.Mutex
+}
+
+// seen checks the secret and prints the call.
+func (h *handler) seen(method string, hdr http.Header) error {
+	h.mu.Lock()
+	fmt.Println("call", method, hdr.Get("traceparent"))
+	h.mu.Unlock()
+	if h.secret != "" && hdr.Get("Authorization") != "Bearer "+h.secret {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("wrong secret"))
+	}
+	return nil
+}
+
+// Connect: token "user:NAME" is NAME; "deny" is refused; anything else gets no user.
+func (h *handler) Connect(_ context.Context, req *connect.Request[hooksv1.ConnectRequest]) (*connect.Response[hooksv1.ConnectResponse], error) {
+	if err := h.seen("Connect", req.Header()); err != nil {
+		return nil, err
+	}
+	res := &hooksv1.ConnectResponse{}
+	switch tok := req.Msg.GetToken(); {
+	case strings.HasPrefix(tok, "user:"):
+		res.User = strings.TrimPrefix(tok, "user:")
+	case tok == "deny":
+		res.Error = &hooksv1.Refusal{Reason: "banned"}
+	}
+	return connect.NewResponse(res), nil
+}
+
+// Join: rooms "secret*" are refused, "vip*" return data, "slow*" take 300ms.
+func (h *handler) Join(_ context.Context, req *connect.Request[hooksv1.JoinRequest]) (*connect.Response[hooksv1.JoinResponse], error) {
+	if err := h.seen("Join", req.Header()); err != nil {
+		return nil, err
+	}
+	res := &hooksv1.JoinResponse{}
+	switch room := req.Msg.GetRoom(); {
+	case strings.HasPrefix(room, "secret"):
+		res.Error = &hooksv1.Refusal{Reason: "members only"}
+	case strings.HasPrefix(room, "vip"):
+		res.Data, _ = structpb.NewValue(map[string]any{"tier": "gold", "user": req.Msg.GetUser()})
+	case strings.HasPrefix(room, "slow"):
+		time.Sleep(300 * time.Millisecond)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// Publish: "badword" is refused, "shout:..." is upper-cased, "slow..." takes 200ms.
+func (h *handler) Publish(_ context.Context, req *connect.Request[hooksv1.PublishRequest]) (*connect.Response[hooksv1.PublishResponse], error) {
+	if err := h.seen("Publish", req.Header()); err != nil {
+		return nil, err
+	}
+	res := &hooksv1.PublishResponse{}
+	switch text := req.Msg.GetBody().GetText(); {
+	case strings.Contains(text, "badword"):
+		res.Error = &hooksv1.Refusal{Reason: "watch your language"}
+	case strings.HasPrefix(text, "shout:"):
+		res.Body = &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: strings.ToUpper(text)}}
+	case strings.HasPrefix(text, "slow"):
+		time.Sleep(200 * time.Millisecond)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// Rpc: "echo" returns its data, "whoami" the user, "fail" refuses, "sleep" sleeps data.ms.
+func (h *handler) Rpc(_ context.Context, req *connect.Request[hooksv1.RpcRequest]) (*connect.Response[hooksv1.RpcResponse], error) {
+	if err := h.seen("Rpc", req.Header()); err != nil {
+		return nil, err
+	}
+	res := &hooksv1.RpcResponse{}
+	switch req.Msg.GetMethod() {
+	case "echo":
+		res.Data = req.Msg.GetData()
+	case "whoami":
+		res.Data = structpb.NewStringValue(req.Msg.GetUser())
+	case "sleep":
+		ms := req.Msg.GetData().GetStructValue().GetFields()["ms"].GetNumberValue()
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		res.Data = structpb.NewStringValue("slept")
+	default:
+		res.Error = &hooksv1.Refusal{Reason: "no such method: " + req.Msg.GetMethod()}
+	}
+	return connect.NewResponse(res), nil
+}
