@@ -201,7 +201,6 @@ func (c *Client) done(method string, err error) {
 	}
 }
 
-
 type change int
 
 const (
