@@ -44,6 +44,12 @@ func (c *conn) callHook(ctx actor.Context, call func() (any, error), then func(r
 	})
 }
 
+// profile is the profile a room of that name has.
+func (c *conn) profile(room string) *RoomProfile {
+	p := profileFor(c.node.cfg.Room.rules, room)
+	return &p
+}
+
 // hookTrace is the trace context a hook call continues: the command's span
 // when Hubbub traces, else the client's own traceparent, passed through.
 func (c *conn) hookTrace(f *hubbubv1.ClientFrame) map[string]string {

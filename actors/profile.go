@@ -126,6 +126,10 @@ type RoomProfile struct {
 	// Publish says who may publish; Publishers lists user patterns for PublishListed.
 	Publish    PublishPolicy
 	Publishers []string
+	// SkipJoinHook and SkipPublishHook leave the backend's join and publish
+	// hooks out for these rooms (when hooks are configured): joins and
+	// publishes go by the token's permissions alone.
+	SkipJoinHook, SkipPublishHook bool
 }
 
 // DefaultProfile is the profile of rooms that no profile matches: the

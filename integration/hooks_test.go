@@ -123,7 +123,11 @@ func TestHooks(t *testing.T) {
 	for _, protocol := range []string{"json", "grpc"} {
 		t.Run(protocol, func(t *testing.T) {
 			be := startHookBackend(t)
-			p := startProcess(t, hookArgs(t, be.URL, protocol)...)
+			cfg := filepath.Join(t.TempDir(), "hubbub.yaml")
+			if err := os.WriteFile(cfg, []byte("rooms:\n  - pattern: \"open-*\"\n    join-hook: false\n    publish-hook: false\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			p := startProcess(t, hookArgs(t, be.URL, protocol, "--config", cfg)...)
 
 			// The backend names the user; the name the client asked for does not count.
 			ann, r := connectAs(t, p.URL, wire.Proto, "user:ann")
@@ -159,6 +163,14 @@ func TestHooks(t *testing.T) {
 			ann.publish("vip-1", "shout:hello")
 			if m := ann.nextMessage(); m.GetBody().GetText() != "SHOUT:HELLO" || m.GetOffset() != 1 {
 				t.Fatalf("replaced publish: %v", m)
+			}
+
+			// A profile can leave rooms out of the join and publish hooks.
+			before := len(be.calls())
+			ann.join("open-1", nil)
+			ann.publish("open-1", "a badword, unchecked")
+			if m := ann.nextMessage(); m.GetBody().GetText() != "a badword, unchecked" || len(be.calls()) != before {
+				t.Fatalf("open room: %v, calls %v", m, be.calls()[before:])
 			}
 
 			// Rpc: the backend's answer with the command's id, or its refusal.

@@ -61,6 +61,8 @@ var profileSetters = map[string]func(v string) (func(*actors.RoomProfile), error
 	"publish-burst":      intSetter(func(p *actors.RoomProfile, n int) { p.PublishBurst = n }),
 	"join-leave":         boolSetter(func(p *actors.RoomProfile, b bool) { p.JoinLeave = b }),
 	"typing":             boolSetter(func(p *actors.RoomProfile, b bool) { p.Typing = b }),
+	"join-hook":          boolSetter(func(p *actors.RoomProfile, b bool) { p.SkipJoinHook = !b }),
+	"publish-hook":       boolSetter(func(p *actors.RoomProfile, b bool) { p.SkipPublishHook = !b }),
 	"publish-rate": func(v string) (func(*actors.RoomProfile), error) {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 {
@@ -382,6 +384,7 @@ func printConfig(w io.Writer, f *envFlags, rc actors.RoomConfig) error {
 			{Key: "overflow", Value: actors.OverflowName(p.Overflow)}, {Key: "publish-rate", Value: p.PublishRate},
 			{Key: "publish-burst", Value: p.PublishBurst}, {Key: "max-members", Value: p.MaxMembers},
 			{Key: "publish", Value: p.Publish.String()}, {Key: "publishers", Value: p.Publishers},
+			{Key: "join-hook", Value: !p.SkipJoinHook}, {Key: "publish-hook", Value: !p.SkipPublishHook},
 		})
 	}
 	top = append(top, yaml.MapItem{Key: "rooms", Value: rooms})
