@@ -217,6 +217,10 @@ func TestHooks(t *testing.T) {
 			if !found {
 				t.Fatalf("no traceparent reached the backend: %v", be.calls())
 			}
+			m := scrape(t, httpBase(p.URL))
+			if calls, refused := sum(m, "hubbub_hooks_calls_total"), sum(m, "hubbub_hooks_refusals_total"); calls != float64(len(be.calls())) || refused != 5 {
+				t.Fatalf("counted %v calls (backend saw %d), %v refusals", calls, len(be.calls()), refused)
+			}
 		})
 	}
 }

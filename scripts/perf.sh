@@ -16,6 +16,7 @@ out=${OUT:-/tmp/hubbub-perf}
 mkdir -p "$out"
 go build -o "$out/hubbub" ./cmd/hubbub
 go build -o "$out/gorillahub" ./loadtest/gorillahub
+go build -o "$out/hookbackend" ./internal/hookbackend
 only=${1:-all}
 
 port=18180
@@ -85,6 +86,16 @@ echo "bench $(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n') publish" >"$o
 api_key=$(awk '{print $2}' "$out/api-keys")
 serve_flags=(--history-store memory --api-listen 127.0.0.1:18099 --api-key-file "$out/api-keys")
 run hubbub-api hubbub api --api-url http://127.0.0.1:18099 --api-key "$api_key" --publishers 10 --batch 100 --duration 5s
+# Backend hooks on (a backend process on this machine) against off.
+"$out/hookbackend" --listen 127.0.0.1:18098 --accept-all --quiet >/dev/null &
+hook_pid=$!
+trap 'kill "$hook_pid" 2>/dev/null || true; [ -z "$redis_port" ] || kill "$(cat "$out/redis/pid")" 2>/dev/null || true' EXIT
+serve_flags=(--history-store memory)
+run hooks-off-storm hubbub storm --conns 5000 --dialers 50
+run hooks-off-ack hubbub fanout --subscribers 10 --publishers 10 --rate 5000 --size 128 --duration 5s
+serve_flags=(--history-store memory --hook-url http://127.0.0.1:18098)
+run hooks-on-storm hubbub storm --conns 5000 --dialers 50
+run hooks-on-ack hubbub fanout --subscribers 10 --publishers 10 --rate 5000 --size 128 --duration 5s
 serve_flags=()
 run hubbub-idle hubbub idle --conns 10000 --duration 5s
 run hubbub-storm hubbub storm --conns 10000 --dialers 50

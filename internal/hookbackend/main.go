@@ -28,6 +28,8 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address")
 	secret := flag.String("secret", "", "required bearer secret")
 	garbage := flag.Bool("garbage", false, "answer every call with bytes that are not a reply")
+	acceptAll := flag.Bool("accept-all", false, "connect: the user is the name the client gave (benchmarks)")
+	quiet := flag.Bool("quiet", false, "print no line per call (benchmarks)")
 	flag.Parse()
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -35,7 +37,7 @@ func main() {
 		os.Exit(1)
 	}
 	mux := http.NewServeMux()
-	h := &handler{secret: *secret}
+	h := &handler{secret: *secret, acceptAll: *acceptAll, quiet: *quiet}
 	path, hh := hooksv1connect.NewHooksHandler(h)
 	if *garbage {
 		hh = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -52,15 +54,19 @@ func main() {
 }
 
 type handler struct {
-	secret string
+	secret    string
+	acceptAll bool
+	quiet     bool
 	mu     sync.Mutex
 }
 
 // seen checks the secret and prints the call.
 func (h *handler) seen(method string, hdr http.Header) error {
-	h.mu.Lock()
-	fmt.Println("call", method, hdr.Get("traceparent"))
-	h.mu.Unlock()
+	if !h.quiet {
+		h.mu.Lock()
+		fmt.Println("call", method, hdr.Get("traceparent"))
+		h.mu.Unlock()
+	}
 	if h.secret != "" && hdr.Get("Authorization") != "Bearer "+h.secret {
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("wrong secret"))
 	}
@@ -76,6 +82,8 @@ func (h *handler) Connect(_ context.Context, req *connect.Request[hooksv1.Connec
 	switch tok := req.Msg.GetToken(); {
 	case strings.HasPrefix(tok, "user:"):
 		res.User = strings.TrimPrefix(tok, "user:")
+	case h.acceptAll:
+		res.User = req.Msg.GetName()
 	case tok == "deny":
 		res.Error = &hooksv1.Refusal{Reason: "banned"}
 	}
