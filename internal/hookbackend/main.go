@@ -57,7 +57,7 @@ type handler struct {
 	secret    string
 	acceptAll bool
 	quiet     bool
-	mu     sync.Mutex
+	mu        sync.Mutex
 }
 
 // seen checks the secret and prints the call.
