@@ -133,8 +133,11 @@ func TestCloseCodeTable(t *testing.T) {
 			t.Fatalf("lookup %d: %v %v", c.Code, got, ok)
 		}
 	}
-	if _, ok := LookupClose(1013); ok {
-		t.Fatal("1013 is not sent by the server and must not be in the table")
+	if _, ok := LookupClose(1012); ok {
+		t.Fatal("1012 is not sent by the server and must not be in the table")
+	}
+	if c, ok := LookupClose(CloseTryAgainLater); !ok || !c.Reconnect {
+		t.Fatalf("1013 (connect hook unanswered) must be in the table with reconnect: %v %v", c, ok)
 	}
 	var back []CloseCode
 	if err := json.Unmarshal(CloseCodesJSON(), &back); err != nil || !reflect.DeepEqual(back, CloseCodes) {
