@@ -12,6 +12,8 @@ type Config struct {
 	Room RoomConfig
 	// Conn configures every connection.
 	Conn ConnConfig
+	// Notify configures the leave and disconnect notifications to the backend's hooks.
+	Notify NotifyConfig
 	// ServerVersion is reported in ConnectReply. Default "dev".
 	ServerVersion string
 	// PingInterval is reported in ConnectReply (the transport does the

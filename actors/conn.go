@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hubbub-chat/hubbub/auth"
+	hooksv1 "github.com/hubbub-chat/hubbub/proto/hubbub/hooks/v1"
 	nodev1 "github.com/hubbub-chat/hubbub/proto/hubbub/node/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/wire"
@@ -122,6 +123,12 @@ func (c *conn) onStopping(ctx actor.Context) {
 	}
 	if c.member != nil {
 		ctx.Send(c.node.users, connDown{pid: ctx.Self()})
+		for name, jr := range c.rooms {
+			if jr.joined {
+				c.notify(ctx, hooksv1.Notification_KIND_LEAVE, name, "disconnect", true)
+			}
+		}
+		c.notify(ctx, hooksv1.Notification_KIND_DISCONNECT, "", "closed", true)
 	}
 	if !c.gone {
 		c.sink.Close(wire.CloseInternal, wire.CloseReason(wire.CloseInternal))
@@ -241,6 +248,9 @@ func (c *conn) accept(ctx actor.Context, id uint64) {
 	}
 	c.member = &nodev1.Member{Address: ctx.Self().Address, ActorId: ctx.Self().Id, Client: info, Encoding: enc}
 	ctx.Send(c.node.users, connUp{pid: ctx.Self(), user: info.GetUser(), clientID: info.GetClientId(), sink: c.sink})
+	if c.node.notifier != nil {
+		ctx.Send(c.node.notifier, userConnected{user: info.GetUser()})
+	}
 	c.armExpiry(ctx) // replaces the connect timeout
 	c.send(&hubbubv1.ServerFrame{Id: id, Body: &hubbubv1.ServerFrame_Connect{Connect: &hubbubv1.ConnectReply{
 		Client: info, PingIntervalMs: uint32(c.node.cfg.PingInterval / time.Millisecond),

@@ -120,6 +120,9 @@ func (c *conn) sendJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv
 		default:
 			jr.joined, jr.pid = true, pid // the join reply itself reaches the client through the relay
 			ctx.Send(c.node.users, connRoom{pid: ctx.Self(), room: name, joined: true})
+			if c.node.notifier != nil {
+				ctx.Send(c.node.notifier, userJoined{user: c.identity.User, room: name})
+			}
 			ctx.Watch(pid) // a room that dies under its members sends Terminated
 			c.endCommand(f.GetId(), nil)
 		}
@@ -141,6 +144,7 @@ func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1
 	}
 	delete(c.rooms, name)
 	ctx.Send(c.node.users, connRoom{pid: ctx.Self(), room: name})
+	c.notify(ctx, hooksv1.Notification_KIND_LEAVE, name, "leave", false)
 	msg := &nodev1.RoomLeave{Room: name, Member: c.member, RequestId: f.GetId(), Trace: f.GetTrace()}
 	c.ask(ctx, name, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
 		if err == nil && rr.GetFrame().GetError() != nil {

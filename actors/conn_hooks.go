@@ -50,6 +50,15 @@ func (c *conn) profile(room string) *RoomProfile {
 	return &p
 }
 
+// notify queues a leave or disconnect notification for the backend.
+func (c *conn) notify(ctx actor.Context, kind hooksv1.Notification_Kind, room, reason string, held bool) {
+	if c.node.notifier == nil || c.identity == nil {
+		return
+	}
+	ctx.Send(c.node.notifier, notice{held: held, n: &hooksv1.Notification{Kind: kind, User: c.identity.User, ClientId: c.clientID,
+		Room: room, Reason: reason, TimeUnixMs: time.Now().UnixMilli()}})
+}
+
 // hookTrace is the trace context a hook call continues: the command's span
 // when Hubbub traces, else the client's own traceparent, passed through.
 func (c *conn) hookTrace(f *hubbubv1.ClientFrame) map[string]string {

@@ -36,6 +36,7 @@ type Node struct {
 	users     *actor.PID
 	auth      *auth.Authenticator
 	hooks     *hooks.Client // the backend's hooks; nil when off
+	notifier  *actor.PID    // sends leave and disconnect notifications; nil without hooks
 	tracing   *telemetry.Tracing
 	inject    func(kind string, msg any)
 	nodeID    string
@@ -141,6 +142,9 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 		n.placement = lp
 	}
 	n.users, _ = keep.SpawnNamed(usersProps(n), usersID)
+	if n.hooks != nil {
+		n.notifier, _ = keep.SpawnNamed(notifierProps(n), "hubbub/notifier")
+	}
 	n.probes = n.probePlacement(rooms)
 	return n, nil
 }
@@ -225,6 +229,11 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		timeout := 5 * time.Second
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = time.Until(dl)
+		}
+		if n.notifier != nil {
+			// The connections' disconnects are queued: give them a chance to reach the backend.
+			_, _ = n.system.Root.RequestFuture(n.notifier, notifyFlush{}, min(timeout, 3*time.Second)).Result()
+			_ = n.system.Root.StopFuture(n.notifier).Wait()
 		}
 		n.probes.StopAll(timeout)
 		n.placement.StopAll(timeout)

@@ -150,6 +150,12 @@ func (c *Client) Rpc(trace map[string]string, req *hooksv1.RpcRequest) (*hooksv1
 	return call(c, "Rpc", trace, req, c.api.Rpc)
 }
 
+// Notify sends a batch of notifications.
+func (c *Client) Notify(req *hooksv1.NotifyRequest) error {
+	_, err := call(c, "Notify", nil, req, c.api.Notify)
+	return err
+}
+
 // call makes one hook call within the timeout, the concurrency limit and the breaker.
 func call[Req, Res any](c *Client, method string, carrier map[string]string, msg *Req,
 	do func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error)) (*Res, error) {

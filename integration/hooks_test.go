@@ -20,11 +20,12 @@ const hookSecret = "hook-secret-0123456789"
 
 // hookBackend is internal/hookbackend running as its own process.
 type hookBackend struct {
-	cmd  *exec.Cmd
-	URL  string
-	mu   sync.Mutex
-	seen []string // "METHOD TRACEPARENT" per call
-	done chan struct{}
+	cmd   *exec.Cmd
+	URL   string
+	mu    sync.Mutex
+	seen  []string // "METHOD TRACEPARENT" per call
+	notes []string // "KIND USER ROOM REASON" per notification, in arrival order
+	done  chan struct{}
 }
 
 var (
@@ -67,6 +68,11 @@ func startHookBackend(t *testing.T, args ...string) *hookBackend {
 			line := sc.Text()
 			if a, ok := strings.CutPrefix(line, "listening "); ok {
 				addr <- a
+			} else if n, ok := strings.CutPrefix(line, "notify "); ok {
+				f := strings.Fields(n) // KIND USER CLIENT ROOM REASON NODE SEQ
+				b.mu.Lock()
+				b.notes = append(b.notes, strings.Join([]string{f[0], f[1], f[3], f[4]}, " "))
+				b.mu.Unlock()
 			} else if call, ok := strings.CutPrefix(line, "call "); ok {
 				b.mu.Lock()
 				b.seen = append(b.seen, call)
@@ -88,6 +94,12 @@ func (b *hookBackend) kill() {
 	_ = b.cmd.Process.Kill()
 	<-b.done
 	_ = b.cmd.Wait()
+}
+
+func (b *hookBackend) notesNow() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.notes...)
 }
 
 func (b *hookBackend) calls() []string {
@@ -271,5 +283,86 @@ func TestHooksBackendFailures(t *testing.T) {
 	c, r = connectAs(t, w.URL, wire.Proto, "user:dave")
 	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || closeCode(c.waitClosed()) != wire.CloseTryAgainLater {
 		t.Fatalf("connect with a wrong secret: %v", r)
+	}
+}
+
+// waitNotifications waits until the backend has seen every wanted
+// notification ("KIND USER ROOM REASON") at least once and returns what it saw.
+func (b *hookBackend) waitNotifications(t *testing.T, want ...string) []string {
+	t.Helper()
+	var got []string
+	eventually(t, "notifications at the backend", func() bool {
+		got = got[:0]
+		have := map[string]bool{}
+		b.mu.Lock()
+		for _, l := range b.notes {
+			got = append(got, l)
+			have[l] = true
+		}
+		b.mu.Unlock()
+		for _, w := range want {
+			if !have[w] {
+				return false
+			}
+		}
+		return true
+	})
+	return got
+}
+
+// Leaves and disconnects reach the backend in the order they happened, at
+// least once across a backend restart; a user who reconnects within the
+// grace window produces no disconnect.
+func TestHookNotifications(t *testing.T) {
+	be := startHookBackend(t)
+	p := startProcess(t, hookArgs(t, be.URL, "json", "--hook-disconnect-grace", "1s")...)
+	ann, _ := connectAs(t, p.URL, wire.Proto, "user:ann")
+	ann.join("a", nil)
+	ann.join("b", nil)
+	if r := ann.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: "a"}}}); r.GetLeave() == nil {
+		t.Fatalf("leave: %v", r)
+	}
+	ann.close()
+	got := be.waitNotifications(t, "KIND_LEAVE ann a leave", "KIND_LEAVE ann b disconnect", "KIND_DISCONNECT ann - closed")
+	if strings.Join(got, "|") != "KIND_LEAVE ann a leave|KIND_LEAVE ann b disconnect|KIND_DISCONNECT ann - closed" {
+		t.Fatalf("notifications %v", got)
+	}
+
+	// Bob's page reloads: he is back within the window and rejoins c, so no
+	// disconnect and no leave of c; he does not come back to e, so its leave
+	// arrives when the window ends.
+	bob, _ := connectAs(t, p.URL, wire.JSON, "user:bob")
+	bob.join("c", nil)
+	bob.join("e", nil)
+	bob.close()
+	bob2, _ := connectAs(t, p.URL, wire.JSON, "user:bob")
+	bob2.join("c", nil)
+	got = be.waitNotifications(t, "KIND_LEAVE bob e disconnect")
+	time.Sleep(300 * time.Millisecond) // anything else held would have come with it
+	for _, l := range be.notesNow() {
+		if strings.Contains(l, " bob ") && l != "KIND_LEAVE bob e disconnect" {
+			t.Fatalf("a reconnect within the window notified %q (all: %v)", l, got)
+		}
+	}
+
+	// The backend goes away; what happens meanwhile arrives once it is back.
+	bob2.join("d", nil)
+	addr := strings.TrimPrefix(be.URL, "http://")
+	be.kill()
+	bob2.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: "d"}}})
+	time.Sleep(1500 * time.Millisecond) // retries fail meanwhile
+	be2 := startHookBackend(t, "--listen", addr)
+	got = be2.waitNotifications(t, "KIND_LEAVE bob d leave")
+	if got[0] != "KIND_LEAVE bob d leave" {
+		t.Fatalf("after the restart: %v", got)
+	}
+	bob2.close()
+	got = be2.waitNotifications(t, "KIND_LEAVE bob d leave", "KIND_LEAVE bob c disconnect", "KIND_DISCONNECT bob - closed")
+	if strings.Join(got[1:], "|") != "KIND_LEAVE bob c disconnect|KIND_DISCONNECT bob - closed" {
+		t.Fatalf("bob's disconnect after the window: %v", got)
+	}
+	m := scrape(t, httpBase(p.URL))
+	if sum(m, "hubbub_hooks_notify_coalesced_total") != 2 || sum(m, "hubbub_hooks_notified_total") < 7 {
+		t.Fatalf("coalesced %v, notified %v", sum(m, "hubbub_hooks_notify_coalesced_total"), sum(m, "hubbub_hooks_notified_total"))
 	}
 }

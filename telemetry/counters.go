@@ -7,45 +7,48 @@ import (
 
 // Counters counts what happens on one node. The zero value is ready to use.
 type Counters struct {
-	ConnectionsOpened atomic.Int64
-	ConnectionsClosed atomic.Int64
-	UpgradesRefused   atomic.Int64
-	FramesIn          atomic.Int64
-	FramesOut         atomic.Int64
-	BytesIn           atomic.Int64
-	BytesOut          atomic.Int64
-	MalformedFrames   atomic.Int64
-	ErrorReplies      atomic.Int64
-	SlowConsumers     atomic.Int64
-	Publishes         atomic.Int64
-	DuplicatePublish  atomic.Int64
-	Deliveries        atomic.Int64
-	DeliveryDrops     atomic.Int64
-	RoomsStarted      atomic.Int64
-	RoomsStopped      atomic.Int64
-	ActorPanics       atomic.Int64
-	RoomTimeouts      atomic.Int64
-	RateLimited       atomic.Int64
-	Unauthorized      atomic.Int64
-	PermissionDenied  atomic.Int64
-	OverflowDropped   atomic.Int64
-	RelayDelivers     atomic.Int64
-	RoomsLost         atomic.Int64
-	Conflated         atomic.Int64
-	StoreAppends      atomic.Int64 // batches the history store accepted
-	StoreMessages     atomic.Int64 // messages in those batches
-	StoreErrors       atomic.Int64 // failed appends and loads
-	StoreConflicts    atomic.Int64 // appends refused because another activation wrote first
-	RoomsLoaded       atomic.Int64 // room activations that loaded a position from the store
-	ConnectTimeouts   atomic.Int64 // connections closed for sending no connect in time
-	ProbeFailures     atomic.Int64 // readiness probes through the relay and a room that failed
-	RoomFailures      atomic.Int64 // rooms stopped by a panic; their members were closed with 4004
-	StreamGaps        atomic.Int64 // messages that did not continue a member's stream; the member was closed with 4004
-	NodeStalls        atomic.Int64 // times this process found it had been frozen (a gap of over a second in its ticker)
-	StaleRooms        atomic.Int64 // room activations that found the store ahead of them and stopped
-	HookCalls         atomic.Int64 // calls to the backend's hooks
-	HookFailures      atomic.Int64 // hook calls without a usable answer (down, slow, garbage, circuit open)
-	HookRefusals      atomic.Int64 // connects, joins, publishes and rpcs the backend refused
+	ConnectionsOpened   atomic.Int64
+	ConnectionsClosed   atomic.Int64
+	UpgradesRefused     atomic.Int64
+	FramesIn            atomic.Int64
+	FramesOut           atomic.Int64
+	BytesIn             atomic.Int64
+	BytesOut            atomic.Int64
+	MalformedFrames     atomic.Int64
+	ErrorReplies        atomic.Int64
+	SlowConsumers       atomic.Int64
+	Publishes           atomic.Int64
+	DuplicatePublish    atomic.Int64
+	Deliveries          atomic.Int64
+	DeliveryDrops       atomic.Int64
+	RoomsStarted        atomic.Int64
+	RoomsStopped        atomic.Int64
+	ActorPanics         atomic.Int64
+	RoomTimeouts        atomic.Int64
+	RateLimited         atomic.Int64
+	Unauthorized        atomic.Int64
+	PermissionDenied    atomic.Int64
+	OverflowDropped     atomic.Int64
+	RelayDelivers       atomic.Int64
+	RoomsLost           atomic.Int64
+	Conflated           atomic.Int64
+	StoreAppends        atomic.Int64 // batches the history store accepted
+	StoreMessages       atomic.Int64 // messages in those batches
+	StoreErrors         atomic.Int64 // failed appends and loads
+	StoreConflicts      atomic.Int64 // appends refused because another activation wrote first
+	RoomsLoaded         atomic.Int64 // room activations that loaded a position from the store
+	ConnectTimeouts     atomic.Int64 // connections closed for sending no connect in time
+	ProbeFailures       atomic.Int64 // readiness probes through the relay and a room that failed
+	RoomFailures        atomic.Int64 // rooms stopped by a panic; their members were closed with 4004
+	StreamGaps          atomic.Int64 // messages that did not continue a member's stream; the member was closed with 4004
+	NodeStalls          atomic.Int64 // times this process found it had been frozen (a gap of over a second in its ticker)
+	StaleRooms          atomic.Int64 // room activations that found the store ahead of them and stopped
+	HookCalls           atomic.Int64 // calls to the backend's hooks
+	HookFailures        atomic.Int64 // hook calls without a usable answer (down, slow, garbage, circuit open)
+	HookRefusals        atomic.Int64 // connects, joins, publishes and rpcs the backend refused
+	HookNotified        atomic.Int64 // leave and disconnect notifications the backend acknowledged
+	HookNotifyDropped   atomic.Int64 // notifications dropped because the queue was full
+	HookNotifyCoalesced atomic.Int64 // disconnect notifications dropped because the user reconnected within the grace window
 
 	// Commands counts client commands by type; Pushes counts pushes handed to
 	// connections by type. Index with CommandIndex and PushIndex.

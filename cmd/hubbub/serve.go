@@ -85,6 +85,8 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.str(&c.hookSecretFile, "hook-secret-file", "", "file holding the secret sent to the backend as Authorization: Bearer <secret>")
 	f.duration(&c.hooks.Timeout, "hook-timeout", 2*time.Second, "bound on one hook call; past it the command gets a temporary UNAVAILABLE (a connect: close 1013)")
 	f.integer(&c.hooks.MaxConcurrent, "hook-max-concurrent", 256, "hook calls in flight at most; more wait within their timeout")
+	f.duration(&nc.Notify.Grace, "hook-disconnect-grace", 2*time.Second, "a disconnect and its leaves are notified this long after they happen; a reconnect of the same user to this node drops the disconnect, a rejoin of a room its leave")
+	f.integer(&nc.Notify.MaxQueue, "hook-notify-queue", 10000, "leave and disconnect notifications waiting for the backend at most; beyond it the oldest are dropped (counted)")
 
 	f.group("Connections")
 	f.integer(&tc.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close with 1009")

@@ -124,6 +124,26 @@ func (h *handler) Publish(_ context.Context, req *connect.Request[hooksv1.Publis
 	return connect.NewResponse(res), nil
 }
 
+// Notify prints each notification: "notify KIND USER CLIENT ROOM REASON NODE SEQ".
+func (h *handler) Notify(_ context.Context, req *connect.Request[hooksv1.NotifyRequest]) (*connect.Response[hooksv1.NotifyResponse], error) {
+	if err := h.seen("Notify", req.Header()); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	for _, n := range req.Msg.GetNotifications() {
+		fmt.Println("notify", n.GetKind().String(), n.GetUser(), n.GetClientId(), orDash(n.GetRoom()), n.GetReason(), req.Msg.GetNode(), n.GetSeq())
+	}
+	h.mu.Unlock()
+	return connect.NewResponse(&hooksv1.NotifyResponse{}), nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 // Rpc: "echo" returns its data, "whoami" the user, "fail" refuses, "sleep" sleeps data.ms.
 func (h *handler) Rpc(_ context.Context, req *connect.Request[hooksv1.RpcRequest]) (*connect.Response[hooksv1.RpcResponse], error) {
 	if err := h.seen("Rpc", req.Header()); err != nil {

@@ -23,6 +23,245 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Kind is what happened.
+type Notification_Kind int32
+
+const (
+	Notification_KIND_UNSPECIFIED Notification_Kind = 0
+	// The connection left a room.
+	Notification_KIND_LEAVE Notification_Kind = 1
+	// The connection ended (and did not come back within the grace window).
+	Notification_KIND_DISCONNECT Notification_Kind = 2
+)
+
+// Enum value maps for Notification_Kind.
+var (
+	Notification_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_LEAVE",
+		2: "KIND_DISCONNECT",
+	}
+	Notification_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_LEAVE":       1,
+		"KIND_DISCONNECT":  2,
+	}
+)
+
+func (x Notification_Kind) Enum() *Notification_Kind {
+	p := new(Notification_Kind)
+	*p = x
+	return p
+}
+
+func (x Notification_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Notification_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_hubbub_hooks_v1_hooks_proto_enumTypes[0].Descriptor()
+}
+
+func (Notification_Kind) Type() protoreflect.EnumType {
+	return &file_hubbub_hooks_v1_hooks_proto_enumTypes[0]
+}
+
+func (x Notification_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Notification_Kind.Descriptor instead.
+func (Notification_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{1, 0}
+}
+
+// NotifyRequest is a batch of notifications from one node.
+type NotifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sending node's process id (random per process).
+	Node          string          `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Notifications []*Notification `protobuf:"bytes,2,rep,name=notifications,proto3" json:"notifications,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyRequest) Reset() {
+	*x = NotifyRequest{}
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyRequest) ProtoMessage() {}
+
+func (x *NotifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyRequest.ProtoReflect.Descriptor instead.
+func (*NotifyRequest) Descriptor() ([]byte, []int) {
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *NotifyRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NotifyRequest) GetNotifications() []*Notification {
+	if x != nil {
+		return x.Notifications
+	}
+	return nil
+}
+
+// Notification is one leave or disconnect.
+type Notification struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Increasing per node process; (node, seq) is unique.
+	Seq      uint64            `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Kind     Notification_Kind `protobuf:"varint,2,opt,name=kind,proto3,enum=hubbub.hooks.v1.Notification_Kind" json:"kind,omitempty"`
+	User     string            `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	ClientId string            `protobuf:"bytes,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The room a leave left.
+	Room       string `protobuf:"bytes,5,opt,name=room,proto3" json:"room,omitempty"`
+	TimeUnixMs int64  `protobuf:"varint,6,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	// A leave's cause: "leave" (the client left) or "disconnect" (its connection ended).
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Notification) Reset() {
+	*x = Notification{}
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Notification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Notification) ProtoMessage() {}
+
+func (x *Notification) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Notification.ProtoReflect.Descriptor instead.
+func (*Notification) Descriptor() ([]byte, []int) {
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Notification) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Notification) GetKind() Notification_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Notification_KIND_UNSPECIFIED
+}
+
+func (x *Notification) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Notification) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Notification) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *Notification) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
+}
+
+func (x *Notification) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// NotifyResponse acknowledges a batch.
+type NotifyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyResponse) Reset() {
+	*x = NotifyResponse{}
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyResponse) ProtoMessage() {}
+
+func (x *NotifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyResponse.ProtoReflect.Descriptor instead.
+func (*NotifyResponse) Descriptor() ([]byte, []int) {
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{2}
+}
+
 // Refusal is a backend's no, with the reason the client sees.
 type Refusal struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +274,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[0]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +286,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[0]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +299,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{0}
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Refusal) GetReason() string {
@@ -96,7 +335,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[1]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -108,7 +347,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[1]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -121,7 +360,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{1}
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConnectRequest) GetToken() string {
@@ -173,7 +412,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[2]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -185,7 +424,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[2]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -198,7 +437,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{2}
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConnectResponse) GetUser() string {
@@ -234,7 +473,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[3]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -246,7 +485,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[3]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -259,7 +498,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{3}
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JoinRequest) GetUser() string {
@@ -295,7 +534,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[4]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +546,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[4]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +559,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{4}
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinResponse) GetError() *Refusal {
@@ -351,7 +590,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[5]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +602,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[5]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +615,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{5}
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PublishRequest) GetUser() string {
@@ -426,7 +665,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[6]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +677,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[6]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +690,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{6}
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PublishResponse) GetError() *Refusal {
@@ -481,7 +720,7 @@ type RpcRequest struct {
 
 func (x *RpcRequest) Reset() {
 	*x = RpcRequest{}
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[7]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +732,7 @@ func (x *RpcRequest) String() string {
 func (*RpcRequest) ProtoMessage() {}
 
 func (x *RpcRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[7]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +745,7 @@ func (x *RpcRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcRequest.ProtoReflect.Descriptor instead.
 func (*RpcRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{7}
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RpcRequest) GetUser() string {
@@ -548,7 +787,7 @@ type RpcResponse struct {
 
 func (x *RpcResponse) Reset() {
 	*x = RpcResponse{}
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[8]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +799,7 @@ func (x *RpcResponse) String() string {
 func (*RpcResponse) ProtoMessage() {}
 
 func (x *RpcResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[8]
+	mi := &file_hubbub_hooks_v1_hooks_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +812,7 @@ func (x *RpcResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcResponse.ProtoReflect.Descriptor instead.
 func (*RpcResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{8}
+	return file_hubbub_hooks_v1_hooks_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RpcResponse) GetData() *structpb.Value {
@@ -594,7 +833,25 @@ var File_hubbub_hooks_v1_hooks_proto protoreflect.FileDescriptor
 
 const file_hubbub_hooks_v1_hooks_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhubbub/hooks/v1/hooks.proto\x12\x0fhubbub.hooks.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16hubbub/v1/hubbub.proto\"?\n" +
+	"\x1bhubbub/hooks/v1/hooks.proto\x12\x0fhubbub.hooks.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16hubbub/v1/hubbub.proto\"h\n" +
+	"\rNotifyRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12C\n" +
+	"\rnotifications\x18\x02 \x03(\v2\x1d.hubbub.hooks.v1.NotificationR\rnotifications\"\x9a\x02\n" +
+	"\fNotification\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x126\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\".hubbub.hooks.v1.Notification.KindR\x04kind\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x1b\n" +
+	"\tclient_id\x18\x04 \x01(\tR\bclientId\x12\x12\n" +
+	"\x04room\x18\x05 \x01(\tR\x04room\x12 \n" +
+	"\ftime_unix_ms\x18\x06 \x01(\x03R\n" +
+	"timeUnixMs\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"A\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"KIND_LEAVE\x10\x01\x12\x13\n" +
+	"\x0fKIND_DISCONNECT\x10\x02\"\x10\n" +
+	"\x0eNotifyResponse\"?\n" +
 	"\aRefusal\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1c\n" +
 	"\ttemporary\x18\x02 \x01(\bR\ttemporary\"\x96\x01\n" +
@@ -634,12 +891,13 @@ const file_hubbub_hooks_v1_hooks_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x04data\"i\n" +
 	"\vRpcResponse\x12*\n" +
 	"\x04data\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x04data\x12.\n" +
-	"\x05error\x18\x02 \x01(\v2\x18.hubbub.hooks.v1.RefusalR\x05error2\xaa\x02\n" +
+	"\x05error\x18\x02 \x01(\v2\x18.hubbub.hooks.v1.RefusalR\x05error2\xf5\x02\n" +
 	"\x05Hooks\x12L\n" +
 	"\aConnect\x12\x1f.hubbub.hooks.v1.ConnectRequest\x1a .hubbub.hooks.v1.ConnectResponse\x12C\n" +
 	"\x04Join\x12\x1c.hubbub.hooks.v1.JoinRequest\x1a\x1d.hubbub.hooks.v1.JoinResponse\x12L\n" +
 	"\aPublish\x12\x1f.hubbub.hooks.v1.PublishRequest\x1a .hubbub.hooks.v1.PublishResponse\x12@\n" +
-	"\x03Rpc\x12\x1b.hubbub.hooks.v1.RpcRequest\x1a\x1c.hubbub.hooks.v1.RpcResponseB=Z;github.com/hubbub-chat/hubbub/proto/hubbub/hooks/v1;hooksv1b\x06proto3"
+	"\x03Rpc\x12\x1b.hubbub.hooks.v1.RpcRequest\x1a\x1c.hubbub.hooks.v1.RpcResponse\x12I\n" +
+	"\x06Notify\x12\x1e.hubbub.hooks.v1.NotifyRequest\x1a\x1f.hubbub.hooks.v1.NotifyResponseB=Z;github.com/hubbub-chat/hubbub/proto/hubbub/hooks/v1;hooksv1b\x06proto3"
 
 var (
 	file_hubbub_hooks_v1_hooks_proto_rawDescOnce sync.Once
@@ -653,43 +911,52 @@ func file_hubbub_hooks_v1_hooks_proto_rawDescGZIP() []byte {
 	return file_hubbub_hooks_v1_hooks_proto_rawDescData
 }
 
-var file_hubbub_hooks_v1_hooks_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_hubbub_hooks_v1_hooks_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_hubbub_hooks_v1_hooks_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_hubbub_hooks_v1_hooks_proto_goTypes = []any{
-	(*Refusal)(nil),         // 0: hubbub.hooks.v1.Refusal
-	(*ConnectRequest)(nil),  // 1: hubbub.hooks.v1.ConnectRequest
-	(*ConnectResponse)(nil), // 2: hubbub.hooks.v1.ConnectResponse
-	(*JoinRequest)(nil),     // 3: hubbub.hooks.v1.JoinRequest
-	(*JoinResponse)(nil),    // 4: hubbub.hooks.v1.JoinResponse
-	(*PublishRequest)(nil),  // 5: hubbub.hooks.v1.PublishRequest
-	(*PublishResponse)(nil), // 6: hubbub.hooks.v1.PublishResponse
-	(*RpcRequest)(nil),      // 7: hubbub.hooks.v1.RpcRequest
-	(*RpcResponse)(nil),     // 8: hubbub.hooks.v1.RpcResponse
-	(*structpb.Value)(nil),  // 9: google.protobuf.Value
-	(*v1.Body)(nil),         // 10: hubbub.v1.Body
+	(Notification_Kind)(0),  // 0: hubbub.hooks.v1.Notification.Kind
+	(*NotifyRequest)(nil),   // 1: hubbub.hooks.v1.NotifyRequest
+	(*Notification)(nil),    // 2: hubbub.hooks.v1.Notification
+	(*NotifyResponse)(nil),  // 3: hubbub.hooks.v1.NotifyResponse
+	(*Refusal)(nil),         // 4: hubbub.hooks.v1.Refusal
+	(*ConnectRequest)(nil),  // 5: hubbub.hooks.v1.ConnectRequest
+	(*ConnectResponse)(nil), // 6: hubbub.hooks.v1.ConnectResponse
+	(*JoinRequest)(nil),     // 7: hubbub.hooks.v1.JoinRequest
+	(*JoinResponse)(nil),    // 8: hubbub.hooks.v1.JoinResponse
+	(*PublishRequest)(nil),  // 9: hubbub.hooks.v1.PublishRequest
+	(*PublishResponse)(nil), // 10: hubbub.hooks.v1.PublishResponse
+	(*RpcRequest)(nil),      // 11: hubbub.hooks.v1.RpcRequest
+	(*RpcResponse)(nil),     // 12: hubbub.hooks.v1.RpcResponse
+	(*structpb.Value)(nil),  // 13: google.protobuf.Value
+	(*v1.Body)(nil),         // 14: hubbub.v1.Body
 }
 var file_hubbub_hooks_v1_hooks_proto_depIdxs = []int32{
-	0,  // 0: hubbub.hooks.v1.ConnectResponse.error:type_name -> hubbub.hooks.v1.Refusal
-	0,  // 1: hubbub.hooks.v1.JoinResponse.error:type_name -> hubbub.hooks.v1.Refusal
-	9,  // 2: hubbub.hooks.v1.JoinResponse.data:type_name -> google.protobuf.Value
-	10, // 3: hubbub.hooks.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	0,  // 4: hubbub.hooks.v1.PublishResponse.error:type_name -> hubbub.hooks.v1.Refusal
-	10, // 5: hubbub.hooks.v1.PublishResponse.body:type_name -> hubbub.v1.Body
-	9,  // 6: hubbub.hooks.v1.RpcRequest.data:type_name -> google.protobuf.Value
-	9,  // 7: hubbub.hooks.v1.RpcResponse.data:type_name -> google.protobuf.Value
-	0,  // 8: hubbub.hooks.v1.RpcResponse.error:type_name -> hubbub.hooks.v1.Refusal
-	1,  // 9: hubbub.hooks.v1.Hooks.Connect:input_type -> hubbub.hooks.v1.ConnectRequest
-	3,  // 10: hubbub.hooks.v1.Hooks.Join:input_type -> hubbub.hooks.v1.JoinRequest
-	5,  // 11: hubbub.hooks.v1.Hooks.Publish:input_type -> hubbub.hooks.v1.PublishRequest
-	7,  // 12: hubbub.hooks.v1.Hooks.Rpc:input_type -> hubbub.hooks.v1.RpcRequest
-	2,  // 13: hubbub.hooks.v1.Hooks.Connect:output_type -> hubbub.hooks.v1.ConnectResponse
-	4,  // 14: hubbub.hooks.v1.Hooks.Join:output_type -> hubbub.hooks.v1.JoinResponse
-	6,  // 15: hubbub.hooks.v1.Hooks.Publish:output_type -> hubbub.hooks.v1.PublishResponse
-	8,  // 16: hubbub.hooks.v1.Hooks.Rpc:output_type -> hubbub.hooks.v1.RpcResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	2,  // 0: hubbub.hooks.v1.NotifyRequest.notifications:type_name -> hubbub.hooks.v1.Notification
+	0,  // 1: hubbub.hooks.v1.Notification.kind:type_name -> hubbub.hooks.v1.Notification.Kind
+	4,  // 2: hubbub.hooks.v1.ConnectResponse.error:type_name -> hubbub.hooks.v1.Refusal
+	4,  // 3: hubbub.hooks.v1.JoinResponse.error:type_name -> hubbub.hooks.v1.Refusal
+	13, // 4: hubbub.hooks.v1.JoinResponse.data:type_name -> google.protobuf.Value
+	14, // 5: hubbub.hooks.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	4,  // 6: hubbub.hooks.v1.PublishResponse.error:type_name -> hubbub.hooks.v1.Refusal
+	14, // 7: hubbub.hooks.v1.PublishResponse.body:type_name -> hubbub.v1.Body
+	13, // 8: hubbub.hooks.v1.RpcRequest.data:type_name -> google.protobuf.Value
+	13, // 9: hubbub.hooks.v1.RpcResponse.data:type_name -> google.protobuf.Value
+	4,  // 10: hubbub.hooks.v1.RpcResponse.error:type_name -> hubbub.hooks.v1.Refusal
+	5,  // 11: hubbub.hooks.v1.Hooks.Connect:input_type -> hubbub.hooks.v1.ConnectRequest
+	7,  // 12: hubbub.hooks.v1.Hooks.Join:input_type -> hubbub.hooks.v1.JoinRequest
+	9,  // 13: hubbub.hooks.v1.Hooks.Publish:input_type -> hubbub.hooks.v1.PublishRequest
+	11, // 14: hubbub.hooks.v1.Hooks.Rpc:input_type -> hubbub.hooks.v1.RpcRequest
+	1,  // 15: hubbub.hooks.v1.Hooks.Notify:input_type -> hubbub.hooks.v1.NotifyRequest
+	6,  // 16: hubbub.hooks.v1.Hooks.Connect:output_type -> hubbub.hooks.v1.ConnectResponse
+	8,  // 17: hubbub.hooks.v1.Hooks.Join:output_type -> hubbub.hooks.v1.JoinResponse
+	10, // 18: hubbub.hooks.v1.Hooks.Publish:output_type -> hubbub.hooks.v1.PublishResponse
+	12, // 19: hubbub.hooks.v1.Hooks.Rpc:output_type -> hubbub.hooks.v1.RpcResponse
+	3,  // 20: hubbub.hooks.v1.Hooks.Notify:output_type -> hubbub.hooks.v1.NotifyResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_hooks_v1_hooks_proto_init() }
@@ -702,13 +969,14 @@ func file_hubbub_hooks_v1_hooks_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_hooks_v1_hooks_proto_rawDesc), len(file_hubbub_hooks_v1_hooks_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   9,
+			NumEnums:      1,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_hubbub_hooks_v1_hooks_proto_goTypes,
 		DependencyIndexes: file_hubbub_hooks_v1_hooks_proto_depIdxs,
+		EnumInfos:         file_hubbub_hooks_v1_hooks_proto_enumTypes,
 		MessageInfos:      file_hubbub_hooks_v1_hooks_proto_msgTypes,
 	}.Build()
 	File_hubbub_hooks_v1_hooks_proto = out.File

@@ -23,6 +23,7 @@ const (
 	Hooks_Join_FullMethodName    = "/hubbub.hooks.v1.Hooks/Join"
 	Hooks_Publish_FullMethodName = "/hubbub.hooks.v1.Hooks/Publish"
 	Hooks_Rpc_FullMethodName     = "/hubbub.hooks.v1.Hooks/Rpc"
+	Hooks_Notify_FullMethodName  = "/hubbub.hooks.v1.Hooks/Notify"
 )
 
 // HooksClient is the client API for Hooks service.
@@ -44,6 +45,11 @@ type HooksClient interface {
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 	// Rpc answers a client's rpc command.
 	Rpc(ctx context.Context, in *RpcRequest, opts ...grpc.CallOption) (*RpcResponse, error)
+	// Notify tells the backend what happened: leaves and disconnects, in
+	// batches, in the order they happened on the node that sends them. A batch
+	// is sent again until it is answered without error, so a notification can
+	// arrive more than once: node and seq identify it.
+	Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error)
 }
 
 type hooksClient struct {
@@ -94,6 +100,16 @@ func (c *hooksClient) Rpc(ctx context.Context, in *RpcRequest, opts ...grpc.Call
 	return out, nil
 }
 
+func (c *hooksClient) Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NotifyResponse)
+	err := c.cc.Invoke(ctx, Hooks_Notify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HooksServer is the server API for Hooks service.
 // All implementations must embed UnimplementedHooksServer
 // for forward compatibility.
@@ -113,6 +129,11 @@ type HooksServer interface {
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	// Rpc answers a client's rpc command.
 	Rpc(context.Context, *RpcRequest) (*RpcResponse, error)
+	// Notify tells the backend what happened: leaves and disconnects, in
+	// batches, in the order they happened on the node that sends them. A batch
+	// is sent again until it is answered without error, so a notification can
+	// arrive more than once: node and seq identify it.
+	Notify(context.Context, *NotifyRequest) (*NotifyResponse, error)
 	mustEmbedUnimplementedHooksServer()
 }
 
@@ -134,6 +155,9 @@ func (UnimplementedHooksServer) Publish(context.Context, *PublishRequest) (*Publ
 }
 func (UnimplementedHooksServer) Rpc(context.Context, *RpcRequest) (*RpcResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Rpc not implemented")
+}
+func (UnimplementedHooksServer) Notify(context.Context, *NotifyRequest) (*NotifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Notify not implemented")
 }
 func (UnimplementedHooksServer) mustEmbedUnimplementedHooksServer() {}
 func (UnimplementedHooksServer) testEmbeddedByValue()               {}
@@ -228,6 +252,24 @@ func _Hooks_Rpc_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Hooks_Notify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NotifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HooksServer).Notify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Hooks_Notify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HooksServer).Notify(ctx, req.(*NotifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Hooks_ServiceDesc is the grpc.ServiceDesc for Hooks service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -250,6 +292,10 @@ var Hooks_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rpc",
 			Handler:    _Hooks_Rpc_Handler,
+		},
+		{
+			MethodName: "Notify",
+			Handler:    _Hooks_Notify_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -41,6 +41,8 @@ const (
 	HooksPublishProcedure = "/hubbub.hooks.v1.Hooks/Publish"
 	// HooksRpcProcedure is the fully-qualified name of the Hooks's Rpc RPC.
 	HooksRpcProcedure = "/hubbub.hooks.v1.Hooks/Rpc"
+	// HooksNotifyProcedure is the fully-qualified name of the Hooks's Notify RPC.
+	HooksNotifyProcedure = "/hubbub.hooks.v1.Hooks/Notify"
 )
 
 // HooksClient is a client for the hubbub.hooks.v1.Hooks service.
@@ -53,6 +55,11 @@ type HooksClient interface {
 	Publish(context.Context, *connect.Request[v1.PublishRequest]) (*connect.Response[v1.PublishResponse], error)
 	// Rpc answers a client's rpc command.
 	Rpc(context.Context, *connect.Request[v1.RpcRequest]) (*connect.Response[v1.RpcResponse], error)
+	// Notify tells the backend what happened: leaves and disconnects, in
+	// batches, in the order they happened on the node that sends them. A batch
+	// is sent again until it is answered without error, so a notification can
+	// arrive more than once: node and seq identify it.
+	Notify(context.Context, *connect.Request[v1.NotifyRequest]) (*connect.Response[v1.NotifyResponse], error)
 }
 
 // NewHooksClient constructs a client for the hubbub.hooks.v1.Hooks service. By default, it uses the
@@ -90,6 +97,12 @@ func NewHooksClient(httpClient connect.HTTPClient, baseURL string, opts ...conne
 			connect.WithSchema(hooksMethods.ByName("Rpc")),
 			connect.WithClientOptions(opts...),
 		),
+		notify: connect.NewClient[v1.NotifyRequest, v1.NotifyResponse](
+			httpClient,
+			baseURL+HooksNotifyProcedure,
+			connect.WithSchema(hooksMethods.ByName("Notify")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -99,6 +112,7 @@ type hooksClient struct {
 	join    *connect.Client[v1.JoinRequest, v1.JoinResponse]
 	publish *connect.Client[v1.PublishRequest, v1.PublishResponse]
 	rpc     *connect.Client[v1.RpcRequest, v1.RpcResponse]
+	notify  *connect.Client[v1.NotifyRequest, v1.NotifyResponse]
 }
 
 // Connect calls hubbub.hooks.v1.Hooks.Connect.
@@ -121,6 +135,11 @@ func (c *hooksClient) Rpc(ctx context.Context, req *connect.Request[v1.RpcReques
 	return c.rpc.CallUnary(ctx, req)
 }
 
+// Notify calls hubbub.hooks.v1.Hooks.Notify.
+func (c *hooksClient) Notify(ctx context.Context, req *connect.Request[v1.NotifyRequest]) (*connect.Response[v1.NotifyResponse], error) {
+	return c.notify.CallUnary(ctx, req)
+}
+
 // HooksHandler is an implementation of the hubbub.hooks.v1.Hooks service.
 type HooksHandler interface {
 	// Connect decides who a new connection is. An empty user with no error is a refusal.
@@ -131,6 +150,11 @@ type HooksHandler interface {
 	Publish(context.Context, *connect.Request[v1.PublishRequest]) (*connect.Response[v1.PublishResponse], error)
 	// Rpc answers a client's rpc command.
 	Rpc(context.Context, *connect.Request[v1.RpcRequest]) (*connect.Response[v1.RpcResponse], error)
+	// Notify tells the backend what happened: leaves and disconnects, in
+	// batches, in the order they happened on the node that sends them. A batch
+	// is sent again until it is answered without error, so a notification can
+	// arrive more than once: node and seq identify it.
+	Notify(context.Context, *connect.Request[v1.NotifyRequest]) (*connect.Response[v1.NotifyResponse], error)
 }
 
 // NewHooksHandler builds an HTTP handler from the service implementation. It returns the path on
@@ -164,6 +188,12 @@ func NewHooksHandler(svc HooksHandler, opts ...connect.HandlerOption) (string, h
 		connect.WithSchema(hooksMethods.ByName("Rpc")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hooksNotifyHandler := connect.NewUnaryHandler(
+		HooksNotifyProcedure,
+		svc.Notify,
+		connect.WithSchema(hooksMethods.ByName("Notify")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hubbub.hooks.v1.Hooks/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HooksConnectProcedure:
@@ -174,6 +204,8 @@ func NewHooksHandler(svc HooksHandler, opts ...connect.HandlerOption) (string, h
 			hooksPublishHandler.ServeHTTP(w, r)
 		case HooksRpcProcedure:
 			hooksRpcHandler.ServeHTTP(w, r)
+		case HooksNotifyProcedure:
+			hooksNotifyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -197,4 +229,8 @@ func (UnimplementedHooksHandler) Publish(context.Context, *connect.Request[v1.Pu
 
 func (UnimplementedHooksHandler) Rpc(context.Context, *connect.Request[v1.RpcRequest]) (*connect.Response[v1.RpcResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.hooks.v1.Hooks.Rpc is not implemented"))
+}
+
+func (UnimplementedHooksHandler) Notify(context.Context, *connect.Request[v1.NotifyRequest]) (*connect.Response[v1.NotifyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.hooks.v1.Hooks.Notify is not implemented"))
 }
