@@ -7,6 +7,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/hubbub-chat/hubbub/auth"
 	hooksv1 "github.com/hubbub-chat/hubbub/proto/hubbub/hooks/v1"
@@ -44,6 +45,13 @@ type conn struct {
 	gone   bool                   // the transport closed the socket
 
 	clientTrace map[string]string // the trace the client sent with the command being handled
+
+	// From the connect hook's answer, for accept: the user's info, the rooms
+	// joined for the connection, and the client's positions in them.
+	hookInfo   *structpb.Value
+	hookRooms  []string
+	hookSince  map[string]*hubbubv1.StreamPosition
+	hookTraces map[string]string
 }
 
 type joinedRoom struct {
@@ -241,7 +249,7 @@ func (c *conn) refuse(id uint64, err error) {
 
 // accept completes a connect.
 func (c *conn) accept(ctx actor.Context, id uint64) {
-	info := &hubbubv1.ClientInfo{User: c.identity.User, ClientId: c.clientID}
+	info := &hubbubv1.ClientInfo{User: c.identity.User, ClientId: c.clientID, Info: c.hookInfo}
 	enc := nodev1.Encoding_ENCODING_PROTO
 	if c.sink.Encoding() == wire.JSON {
 		enc = nodev1.Encoding_ENCODING_JSON
@@ -255,9 +263,10 @@ func (c *conn) accept(ctx actor.Context, id uint64) {
 	c.send(&hubbubv1.ServerFrame{Id: id, Body: &hubbubv1.ServerFrame_Connect{Connect: &hubbubv1.ConnectReply{
 		Client: info, PingIntervalMs: uint32(c.node.cfg.PingInterval / time.Millisecond),
 		ServerVersion: c.node.cfg.ServerVersion, MaxFrameBytes: uint32(c.node.cfg.MaxFrameBytes),
-		ExpiresUnixMs: expiresMs(c.identity),
+		ExpiresUnixMs: expiresMs(c.identity), Rooms: c.hookRooms,
 	}}})
 	c.handle = c.connected
+	c.joinHookRooms(ctx)
 }
 
 func expiresMs(id *auth.Identity) int64 {

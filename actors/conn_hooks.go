@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hubbub-chat/hubbub/auth"
 	hooksv1 "github.com/hubbub-chat/hubbub/proto/hubbub/hooks/v1"
@@ -72,11 +73,7 @@ func (c *conn) hookTrace(f *hubbubv1.ClientFrame) map[string]string {
 // its reason, or UNAVAILABLE when it said to retry later.
 func (c *conn) hookRefused(id uint64, r *hooksv1.Refusal) {
 	c.node.counters.HookRefusals.Add(1)
-	code := hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED
-	if r.GetTemporary() {
-		code = hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE
-	}
-	c.replyErr(id, code, r.GetTemporary(), "%s", refusalReason(r))
+	c.replyErr(id, refusalCode(r, hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED), r.GetTemporary(), "%s", refusalReason(r))
 }
 
 func refusalReason(r *hooksv1.Refusal) string {
@@ -100,7 +97,8 @@ func (c *conn) connectHook(ctx actor.Context, f *hubbubv1.ClientFrame, token, na
 			return
 		}
 	}
-	req := &hooksv1.ConnectRequest{Token: token, Name: f.GetConnect().GetName(), ClientId: c.clientID, RemoteAddr: c.info.RemoteAddr, Transport: "websocket"}
+	req := &hooksv1.ConnectRequest{Token: token, Name: f.GetConnect().GetName(), ClientId: c.clientID, RemoteAddr: c.info.RemoteAddr,
+		Transport: "websocket", Data: f.GetConnect().GetData(), Headers: c.info.Headers}
 	trace := f.GetTrace()
 	c.callHook(ctx, func() (any, error) { return c.node.hooks.Connect(trace, req) }, func(res any, err error) {
 		r, _ := res.(*hooksv1.ConnectResponse)
@@ -112,11 +110,12 @@ func (c *conn) connectHook(ctx actor.Context, f *hubbubv1.ClientFrame, token, na
 		case r.GetError() != nil || r.GetUser() == "":
 			c.node.counters.HookRefusals.Add(1)
 			c.node.counters.Unauthorized.Add(1)
-			c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED, false, "%s", refusalReason(r.GetError()))
+			c.replyErr(f.GetId(), refusalCode(r.GetError(), hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED), r.GetError().GetTemporary(), "%s", refusalReason(r.GetError()))
 			c.sink.Close(wire.CloseUnauthorized, wire.CloseReason(wire.CloseUnauthorized))
 			c.held, c.stash = true, nil
-		case len(r.GetUser()) > c.cfg.MaxNameBytes || !validDisplayName(r.GetUser()):
-			c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "the backend named an invalid user")
+		case len(r.GetUser()) > c.cfg.MaxNameBytes || !validDisplayName(r.GetUser()) || proto.Size(r.GetInfo()) > maxHookInfoBytes:
+			c.node.log.Warn("connect hook answer refused: invalid user or info over 4 KiB", "user_bytes", len(r.GetUser()), "info_bytes", proto.Size(r.GetInfo()))
+			c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "the backend answered an invalid user")
 			c.sink.Close(wire.CloseTryAgainLater, wire.CloseReason(wire.CloseTryAgainLater))
 			c.held, c.stash = true, nil
 		default:
@@ -124,9 +123,62 @@ func (c *conn) connectHook(ctx actor.Context, f *hubbubv1.ClientFrame, token, na
 			if ms := r.GetExpireAtUnixMs(); ms > 0 {
 				expires = time.UnixMilli(ms)
 			}
+			c.hookInfo, c.hookRooms, c.hookSince, c.hookTraces = r.GetInfo(), c.validHookRooms(r.GetRooms()), f.GetConnect().GetSince(), trace
 			c.admit(ctx, f, auth.BackendIdentity(r.GetUser(), expires))
 		}
 	})
+}
+
+// maxHookInfoBytes bounds the user info a connect hook may answer: it
+// travels with every message the connection publishes.
+const maxHookInfoBytes = 4 << 10
+
+// validHookRooms keeps the connect hook's rooms that are valid names, once
+// each, up to the connection's room limit; the rest are logged and skipped.
+func (c *conn) validHookRooms(rooms []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range rooms {
+		switch {
+		case r == "" || len(r) > c.cfg.MaxRoomNameBytes || !validName(r) || seen[r]:
+			c.node.log.Warn("connect hook named an invalid room; skipped", "room_bytes", len(r))
+		case len(out) >= c.cfg.MaxRooms:
+			c.node.log.Warn("connect hook named more rooms than a connection may join; the rest skipped", "max_rooms", c.cfg.MaxRooms)
+			return out
+		default:
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// joinHookRooms joins the rooms the connect hook named, right after the
+// connect reply: their join replies reach the client with id 0, recovering
+// from the positions the client gave in its connect (ConnectRequest.since).
+// The hook's answer authorised them, so the Join hook is not called.
+func (c *conn) joinHookRooms(ctx actor.Context) {
+	for _, room := range c.hookRooms {
+		since := c.hookSince[room]
+		if since.GetOffset() > 0 && since.GetEpoch() == "" {
+			since = nil
+		}
+		f := &hubbubv1.ClientFrame{Trace: c.hookTraces}
+		c.sendJoin(ctx, f, &hubbubv1.JoinRequest{Room: room, Since: since}, since, nil)
+	}
+	c.hookSince, c.hookTraces = nil, nil
+}
+
+// refusalCode is the error code a refusal gives the client: the backend's
+// choice, else def (UNAVAILABLE when the backend said to retry).
+func refusalCode(r *hooksv1.Refusal, def hubbubv1.ErrorCode) hubbubv1.ErrorCode {
+	switch {
+	case r.GetCode() != hubbubv1.ErrorCode_ERROR_CODE_UNSPECIFIED:
+		return r.GetCode()
+	case r.GetTemporary():
+		return hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE
+	}
+	return def
 }
 
 // onRpc forwards an rpc command to the backend and answers with its reply.

@@ -184,6 +184,9 @@ type ConnInfo struct {
 	Token string
 	// RemoteAddr is the peer's address.
 	RemoteAddr string
+	// Headers are the upgrade's HTTP headers the connect hook receives
+	// (transport.Config.HookHeaders), by canonical name.
+	Headers map[string]string
 }
 
 // OpenConn spawns the actor of a new connection whose frames go to sink.

@@ -42,6 +42,9 @@ type Config struct {
 	Timeout time.Duration
 	// MaxConcurrent bounds the calls in flight; more wait within their timeout. Default 256.
 	MaxConcurrent int
+	// Headers are the WebSocket upgrade's HTTP headers the Connect hook
+	// receives. Default none.
+	Headers []string
 	// BreakerFailures consecutive failures open the circuit. Default 5.
 	BreakerFailures int
 	// BreakerCooldown is how long an open circuit fails calls at once before

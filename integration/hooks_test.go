@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
@@ -364,5 +366,104 @@ func TestHookNotifications(t *testing.T) {
 	m := scrape(t, httpBase(p.URL))
 	if sum(m, "hubbub_hooks_notify_coalesced_total") != 2 || sum(m, "hubbub_hooks_notified_total") < 7 {
 		t.Fatalf("coalesced %v, notified %v", sum(m, "hubbub_hooks_notify_coalesced_total"), sum(m, "hubbub_hooks_notified_total"))
+	}
+}
+
+// hookJoins reads the join replies (id 0) of the rooms a connect hook named.
+func hookJoins(t *testing.T, c *client, n int) map[string]*hubbubv1.JoinReply {
+	t.Helper()
+	got := map[string]*hubbubv1.JoinReply{}
+	for len(got) < n {
+		f := c.nextPush()
+		if j := f.GetJoin(); j != nil {
+			got[j.GetRoom()] = j
+		} else if f.GetMessage() == nil && f.GetPresenceDiff() == nil {
+			t.Fatalf("waiting for join replies: %v", f)
+		}
+	}
+	return got
+}
+
+// The connect hook sees the upgrade's headers, the connect data and the
+// address; it answers the user's info (on the connect reply and on the
+// user's messages), rooms joined for the connection (recovering from the
+// positions the client gives on reconnect) and refusals with a code.
+func TestHookConnectRoomsAndInfo(t *testing.T) {
+	be := startHookBackend(t)
+	p := startProcess(t, hookArgs(t, be.URL, "json")...)
+	bob, _ := connectAs(t, p.URL, wire.JSON, "user:bob")
+	bob.join("inbox-ann", nil)
+	bob.join("team-x", nil)
+	bob.publish("inbox-ann", "one")
+	bob.publish("inbox-ann", "two")
+
+	joinsBefore := strings.Count(strings.Join(be.calls(), "\n"), "Join")
+	hdr := http.Header{"Cookie": {"session=abc"}}
+	ann, err := tryDialHeader(t, p.URL, wire.Proto, websocket.DefaultDialer, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := structpb.NewValue(map[string]any{"device": "phone"})
+	r := ann.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{
+		Token: "user:ann/inbox-ann,team-x,bad room", Data: data}}})
+	cr := r.GetConnect()
+	info := cr.GetClient().GetInfo().GetStructValue().GetFields()
+	if info["name"].GetStringValue() != "Ann" || info["cookie"].GetStringValue() != "session=abc" || !info["remote"].GetBoolValue() ||
+		info["data"].GetStructValue().GetFields()["device"].GetStringValue() != "phone" {
+		t.Fatalf("connect reply info: %v", r)
+	}
+	if strings.Join(cr.GetRooms(), ",") != "inbox-ann,team-x" {
+		t.Fatalf("rooms %v (an invalid name is skipped)", cr.GetRooms())
+	}
+	joins := hookJoins(t, ann, 2)
+	if joins["inbox-ann"].GetPosition().GetOffset() != 2 || joins["team-x"] == nil {
+		t.Fatalf("server joins: %v", joins)
+	}
+	if n := strings.Count(strings.Join(be.calls(), "\n"), "Join"); n != joinsBefore {
+		t.Fatalf("the join hook was called for rooms the connect hook named (%d calls, was %d)", n, joinsBefore)
+	}
+	if r := ann.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "team-x"}}}); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_ALREADY_JOINED {
+		t.Fatalf("join of a server-joined room: %v", r)
+	}
+	// Ann's messages carry her info; she gets her inbox's messages.
+	ann.publish("team-x", "hi team")
+	m := bob.nextMessage()
+	for m.GetRoom() != "team-x" {
+		m = bob.nextMessage() // bob's own messages to the inbox first
+	}
+	if m.GetSender().GetInfo().GetStructValue().GetFields()["name"].GetStringValue() != "Ann" {
+		t.Fatalf("sender info: %v", m)
+	}
+	bob.publish("inbox-ann", "three")
+	var last *hubbubv1.Message
+	for last.GetBody().GetText() != "three" {
+		last = ann.nextMessage()
+	}
+	pos := &hubbubv1.StreamPosition{Offset: last.GetOffset(), Epoch: last.GetEpoch()}
+	ann.close()
+
+	// Missed while away: the reconnect's since recovers them exactly.
+	bob.publish("inbox-ann", "four")
+	bob.publish("inbox-ann", "five")
+	ann2 := dial(t, p.URL, wire.JSON)
+	r = ann2.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{
+		Token: "user:ann/inbox-ann", Since: map[string]*hubbubv1.StreamPosition{"inbox-ann": pos}}}})
+	if r.GetConnect() == nil {
+		t.Fatalf("reconnect: %v", r)
+	}
+	j := hookJoins(t, ann2, 1)["inbox-ann"]
+	var texts []string
+	for _, m := range j.GetMessages() {
+		texts = append(texts, m.GetBody().GetText())
+	}
+	if !j.GetRecovered() || strings.Join(texts, ",") != "four,five" {
+		t.Fatalf("recovery through connect: recovered %v, %v", j.GetRecovered(), texts)
+	}
+
+	// A refusal with the backend's code.
+	sus, r := connectAs(t, p.URL, wire.JSON, "suspended")
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED || r.GetError().GetMessage() != "suspended until tomorrow" ||
+		closeCode(sus.waitClosed()) != wire.CloseUnauthorized {
+		t.Fatalf("coded refusal: %v", r)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -43,9 +44,14 @@ func dial(t testing.TB, url string, enc wire.Encoding) *client {
 }
 
 func tryDial(t testing.TB, url string, enc wire.Encoding, d *websocket.Dialer) (*client, error) {
+	return tryDialHeader(t, url, enc, d, nil)
+}
+
+// tryDialHeader dials with the upgrade request's headers set.
+func tryDialHeader(t testing.TB, url string, enc wire.Encoding, d *websocket.Dialer, hdr http.Header) (*client, error) {
 	dd := *d
 	dd.Subprotocols = []string{enc.String()}
-	ws, _, err := dd.Dial(url, nil)
+	ws, _, err := dd.Dial(url, hdr)
 	if err != nil {
 		return nil, err
 	}

@@ -85,6 +85,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	counters := &telemetry.Counters{}
 	var hc *hooks.Client
 	if cfg.Hooks != nil {
+		cfg.Transport.HookHeaders = cfg.Hooks.Headers
 		var err error
 		if hc, err = hooks.New(*cfg.Hooks, hooks.Options{Logger: opts.Logger, Tracing: opts.Tracing, Counters: counters}); err != nil {
 			return nil, err

@@ -4,6 +4,9 @@ import "time"
 
 // Config configures the WebSocket transport. The zero value means every default.
 type Config struct {
+	// HookHeaders are the upgrade request's headers kept for the backend's
+	// connect hook (actors.ConnInfo.Headers). Default none.
+	HookHeaders []string
 	// MaxFrameBytes is the largest client frame; a larger one closes the
 	// connection with 1009. Default 65536.
 	MaxFrameBytes int

@@ -195,6 +195,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader replied
 	}
 	info := actors.ConnInfo{Token: r.URL.Query().Get("token"), RemoteAddr: r.RemoteAddr}
+	for _, name := range s.cfg.HookHeaders {
+		if v := r.Header.Values(name); len(v) > 0 {
+			if info.Headers == nil {
+				info.Headers = make(map[string]string, len(s.cfg.HookHeaders))
+			}
+			sep := ", "
+			if http.CanonicalHeaderKey(name) == "Cookie" {
+				sep = "; " // how cookie headers combine (RFC 6265)
+			}
+			info.Headers[http.CanonicalHeaderKey(name)] = strings.Join(v, sep)
+		}
+	}
 	c := newWSConn(ws, enc, &s.cfg, s.log, s.counters)
 	c.deflate = s.cfg.Compression && offersDeflate(r)
 	// The connection gets a goroutine of its own and the HTTP handler returns:

@@ -55,6 +55,7 @@ type serveConfig struct {
 	apiKeyFile      string
 	hooks           hooks.Config
 	hookSecretFile  string
+	hookHeaders     string
 	rooms           []roomSpec // the config file's profiles
 	flags           *envFlags
 }
@@ -85,6 +86,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.str(&c.hookSecretFile, "hook-secret-file", "", "file holding the secret sent to the backend as Authorization: Bearer <secret>")
 	f.duration(&c.hooks.Timeout, "hook-timeout", 2*time.Second, "bound on one hook call; past it the command gets a temporary UNAVAILABLE (a connect: close 1013)")
 	f.integer(&c.hooks.MaxConcurrent, "hook-max-concurrent", 256, "hook calls in flight at most; more wait within their timeout")
+	f.str(&c.hookHeaders, "hook-headers", "Cookie,User-Agent,Origin,X-Forwarded-For", "HTTP headers of the WebSocket upgrade passed to the connect hook, comma-separated")
 	f.duration(&nc.Notify.Grace, "hook-disconnect-grace", 2*time.Second, "a disconnect and its leaves are notified this long after they happen; a reconnect of the same user to this node drops the disconnect, a rejoin of a room its leave")
 	f.integer(&nc.Notify.MaxQueue, "hook-notify-queue", 10000, "leave and disconnect notifications waiting for the backend at most; beyond it the oldest are dropped (counted)")
 
@@ -249,6 +251,7 @@ func (c *serveConfig) resolve() error {
 		if _, err := hooks.New(c.hooks, hooks.Options{}); err != nil {
 			return fmt.Errorf("--hook-url/--hook-protocol: %w", err)
 		}
+		c.hooks.Headers = splitList(c.hookHeaders)
 		c.server.Hooks = &c.hooks
 	}
 	if c.apiKeyFile != "" {

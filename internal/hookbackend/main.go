@@ -73,7 +73,10 @@ func (h *handler) seen(method string, hdr http.Header) error {
 	return nil
 }
 
-// Connect: token "user:NAME" is NAME; "deny" is refused; anything else gets no user.
+// Connect: token "user:NAME" is NAME (with "/ROOM,ROOM" the rooms to join),
+// with info naming them and echoing the Cookie header and the connect data;
+// "deny" is refused, "suspended" refused with PERMISSION_DENIED; anything
+// else gets no user.
 func (h *handler) Connect(_ context.Context, req *connect.Request[hooksv1.ConnectRequest]) (*connect.Response[hooksv1.ConnectResponse], error) {
 	if err := h.seen("Connect", req.Header()); err != nil {
 		return nil, err
@@ -81,11 +84,29 @@ func (h *handler) Connect(_ context.Context, req *connect.Request[hooksv1.Connec
 	res := &hooksv1.ConnectResponse{}
 	switch tok := req.Msg.GetToken(); {
 	case strings.HasPrefix(tok, "user:"):
-		res.User = strings.TrimPrefix(tok, "user:")
+		// "user:NAME" or "user:NAME/ROOM,ROOM": the user, and rooms to join.
+		user, rooms, _ := strings.Cut(strings.TrimPrefix(tok, "user:"), "/")
+		res.User = user
+		if rooms != "" {
+			res.Rooms = strings.Split(rooms, ",")
+		}
+		info := map[string]any{"name": strings.ToUpper(user[:1]) + user[1:]}
+		if c := req.Msg.GetHeaders()["Cookie"]; c != "" {
+			info["cookie"] = c
+		}
+		if d := req.Msg.GetData(); d != nil {
+			info["data"] = d.AsInterface()
+		}
+		if req.Msg.GetRemoteAddr() != "" {
+			info["remote"] = true
+		}
+		res.Info, _ = structpb.NewValue(info)
 	case h.acceptAll:
 		res.User = req.Msg.GetName()
 	case tok == "deny":
 		res.Error = &hooksv1.Refusal{Reason: "banned"}
+	case tok == "suspended":
+		res.Error = &hooksv1.Refusal{Reason: "suspended until tomorrow", Code: hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED}
 	}
 	return connect.NewResponse(res), nil
 }

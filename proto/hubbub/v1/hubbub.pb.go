@@ -957,7 +957,10 @@ type ClientInfo struct {
 	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// Set instead of user and client_id on a message a backend published
 	// through the server API: the name of the API key it used.
-	Server        string `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
+	Server string `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
+	// What the backend's connect hook said about the user (a display name, an
+	// avatar), carried on the connect reply and on the connection's messages.
+	Info          *structpb.Value `protobuf:"bytes,4,opt,name=info,proto3" json:"info,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1013,13 +1016,27 @@ func (x *ClientInfo) GetServer() string {
 	return ""
 }
 
+func (x *ClientInfo) GetInfo() *structpb.Value {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
 // ConnectRequest must be the first command on a connection.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Connection token, when the server requires authentication.
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// Display name for anonymous connections.
-	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Anything else the application wants its backend's connect hook to see
+	// (a device id, an app version); not used by Hubbub itself.
+	Data *structpb.Value `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// The last position seen in rooms the server joined for this client on an
+	// earlier connection (ConnectReply.rooms), so those joins recover what was
+	// missed, as JoinRequest.since does for rooms the client joins itself.
+	Since         map[string]*StreamPosition `protobuf:"bytes,4,rep,name=since,proto3" json:"since,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1068,6 +1085,20 @@ func (x *ConnectRequest) GetName() string {
 	return ""
 }
 
+func (x *ConnectRequest) GetData() *structpb.Value {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetSince() map[string]*StreamPosition {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 // ConnectReply accepts a connection.
 type ConnectReply struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1079,6 +1110,11 @@ type ConnectReply struct {
 	ServerVersion  string `protobuf:"bytes,3,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
 	// Maximum bytes of one client frame.
 	MaxFrameBytes uint32 `protobuf:"varint,4,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
+	// Rooms the server joins for this connection (the backend's connect hook
+	// chose them). Their JoinReply frames follow this reply with id 0; a
+	// client does not join them itself, and passes their positions in
+	// ConnectRequest.since when it reconnects.
+	Rooms         []string `protobuf:"bytes,6,rep,name=rooms,proto3" json:"rooms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1146,6 +1182,13 @@ func (x *ConnectReply) GetMaxFrameBytes() uint32 {
 		return x.MaxFrameBytes
 	}
 	return 0
+}
+
+func (x *ConnectReply) GetRooms() []string {
+	if x != nil {
+		return x.Rooms
+	}
+	return nil
 }
 
 // JoinRequest subscribes the connection to a room and adds it to the room's presence.
@@ -2960,21 +3003,29 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04text\x18\x01 \x01(\tH\x00R\x04text\x12,\n" +
 	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x12\x18\n" +
 	"\x06binary\x18\x03 \x01(\fH\x00R\x06binaryB\x06\n" +
-	"\x04kind\"U\n" +
+	"\x04kind\"\x81\x01\n" +
 	"\n" +
 	"ClientInfo\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
-	"\x06server\x18\x03 \x01(\tR\x06server\":\n" +
+	"\x06server\x18\x03 \x01(\tR\x06server\x12*\n" +
+	"\x04info\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x04info\"\xf7\x01\n" +
 	"\x0eConnectRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xde\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
+	"\x04data\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x04data\x12:\n" +
+	"\x05since\x18\x04 \x03(\v2$.hubbub.v1.ConnectRequest.SinceEntryR\x05since\x1aS\n" +
+	"\n" +
+	"SinceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05value:\x028\x01\"\xf4\x01\n" +
 	"\fConnectReply\x12-\n" +
 	"\x06client\x18\x01 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x12&\n" +
 	"\x0fexpires_unix_ms\x18\x05 \x01(\x03R\rexpiresUnixMs\x12(\n" +
 	"\x10ping_interval_ms\x18\x02 \x01(\rR\x0epingIntervalMs\x12%\n" +
 	"\x0eserver_version\x18\x03 \x01(\tR\rserverVersion\x12&\n" +
-	"\x0fmax_frame_bytes\x18\x04 \x01(\rR\rmaxFrameBytes\"\x94\x01\n" +
+	"\x0fmax_frame_bytes\x18\x04 \x01(\rR\rmaxFrameBytes\x12\x14\n" +
+	"\x05rooms\x18\x06 \x03(\tR\x05rooms\"\x94\x01\n" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\x12@\n" +
@@ -3142,7 +3193,7 @@ func file_hubbub_v1_hubbub_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(PresenceMode)(0),       // 0: hubbub.v1.PresenceMode
 	(PresenceAction)(0),     // 1: hubbub.v1.PresenceAction
@@ -3181,7 +3232,8 @@ var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(*Error)(nil),           // 34: hubbub.v1.Error
 	(*Disconnect)(nil),      // 35: hubbub.v1.Disconnect
 	nil,                     // 36: hubbub.v1.ClientFrame.TraceEntry
-	(*structpb.Value)(nil),  // 37: google.protobuf.Value
+	nil,                     // 37: hubbub.v1.ConnectRequest.SinceEntry
+	(*structpb.Value)(nil),  // 38: google.protobuf.Value
 }
 var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	8,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
@@ -3211,37 +3263,41 @@ var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	33, // 24: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
 	35, // 25: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
 	32, // 26: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
-	37, // 27: hubbub.v1.Body.data:type_name -> google.protobuf.Value
-	7,  // 28: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 29: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
-	5,  // 30: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
-	5,  // 31: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
-	30, // 32: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
-	12, // 33: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
-	13, // 34: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
-	37, // 35: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
-	0,  // 36: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
-	5,  // 37: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
-	32, // 38: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
-	6,  // 39: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	30, // 40: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
-	5,  // 41: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 42: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
-	13, // 43: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
-	37, // 44: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
-	37, // 45: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
-	7,  // 46: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
-	6,  // 47: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
-	1,  // 48: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
-	7,  // 49: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 50: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 51: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
-	2,  // 52: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	38, // 27: hubbub.v1.Body.data:type_name -> google.protobuf.Value
+	38, // 28: hubbub.v1.ClientInfo.info:type_name -> google.protobuf.Value
+	38, // 29: hubbub.v1.ConnectRequest.data:type_name -> google.protobuf.Value
+	37, // 30: hubbub.v1.ConnectRequest.since:type_name -> hubbub.v1.ConnectRequest.SinceEntry
+	7,  // 31: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 32: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
+	5,  // 33: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
+	5,  // 34: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
+	30, // 35: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
+	12, // 36: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
+	13, // 37: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
+	38, // 38: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
+	0,  // 39: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
+	5,  // 40: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
+	32, // 41: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
+	6,  // 42: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	30, // 43: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
+	5,  // 44: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 45: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
+	13, // 46: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
+	38, // 47: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
+	38, // 48: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
+	7,  // 49: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
+	6,  // 50: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
+	1,  // 51: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
+	7,  // 52: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 53: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 54: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
+	2,  // 55: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
+	5,  // 56: hubbub.v1.ConnectRequest.SinceEntry.value:type_name -> hubbub.v1.StreamPosition
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_v1_hubbub_proto_init() }
@@ -3290,7 +3346,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_v1_hubbub_proto_rawDesc), len(file_hubbub_v1_hubbub_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -267,7 +267,10 @@ type Refusal struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The client may retry later (an UNAVAILABLE error instead of PERMISSION_DENIED).
-	Temporary     bool `protobuf:"varint,2,opt,name=temporary,proto3" json:"temporary,omitempty"`
+	Temporary bool `protobuf:"varint,2,opt,name=temporary,proto3" json:"temporary,omitempty"`
+	// The error code the client gets instead of the default (UNAUTHORIZED for
+	// a connect, PERMISSION_DENIED otherwise, UNAVAILABLE when temporary).
+	Code          v1.ErrorCode `protobuf:"varint,3,opt,name=code,proto3,enum=hubbub.v1.ErrorCode" json:"code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -316,6 +319,13 @@ func (x *Refusal) GetTemporary() bool {
 	return false
 }
 
+func (x *Refusal) GetCode() v1.ErrorCode {
+	if x != nil {
+		return x.Code
+	}
+	return v1.ErrorCode(0)
+}
+
 // ConnectRequest is what the client sent in its connect command, and where it came from.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -328,7 +338,13 @@ type ConnectRequest struct {
 	// The peer's address.
 	RemoteAddr string `protobuf:"bytes,4,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
 	// The transport: "websocket".
-	Transport     string `protobuf:"bytes,5,opt,name=transport,proto3" json:"transport,omitempty"`
+	Transport string `protobuf:"bytes,5,opt,name=transport,proto3" json:"transport,omitempty"`
+	// The application's connect data (hubbub.v1.ConnectRequest.data), as sent.
+	Data *structpb.Value `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	// The WebSocket upgrade's HTTP headers named by --hook-headers (Cookie,
+	// User-Agent, Origin and X-Forwarded-For by default), by canonical name;
+	// several values of one header are joined with ", ".
+	Headers       map[string]string `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -398,6 +414,20 @@ func (x *ConnectRequest) GetTransport() string {
 	return ""
 }
 
+func (x *ConnectRequest) GetData() *structpb.Value {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
 // ConnectResponse names the user, or refuses.
 type ConnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -406,8 +436,14 @@ type ConnectResponse struct {
 	// When the connection must end (Unix ms; 0: never); it closes with 4001 then.
 	ExpireAtUnixMs int64    `protobuf:"varint,2,opt,name=expire_at_unix_ms,json=expireAtUnixMs,proto3" json:"expire_at_unix_ms,omitempty"`
 	Error          *Refusal `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// About the user (a display name, an avatar): the client's ClientInfo.info,
+	// carried on its connect reply and its messages. At most 4 KiB as JSON.
+	Info *structpb.Value `protobuf:"bytes,4,opt,name=info,proto3" json:"info,omitempty"`
+	// Rooms the server joins for the connection at once, without the Join hook
+	// (this answer authorised them): a user's own inbox, a team's channels.
+	Rooms         []string `protobuf:"bytes,5,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConnectResponse) Reset() {
@@ -457,6 +493,20 @@ func (x *ConnectResponse) GetExpireAtUnixMs() int64 {
 func (x *ConnectResponse) GetError() *Refusal {
 	if x != nil {
 		return x.Error
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetInfo() *structpb.Value {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetRooms() []string {
+	if x != nil {
+		return x.Rooms
 	}
 	return nil
 }
@@ -851,21 +901,29 @@ const file_hubbub_hooks_v1_hooks_proto_rawDesc = "" +
 	"\n" +
 	"KIND_LEAVE\x10\x01\x12\x13\n" +
 	"\x0fKIND_DISCONNECT\x10\x02\"\x10\n" +
-	"\x0eNotifyResponse\"?\n" +
+	"\x0eNotifyResponse\"i\n" +
 	"\aRefusal\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1c\n" +
-	"\ttemporary\x18\x02 \x01(\bR\ttemporary\"\x96\x01\n" +
+	"\ttemporary\x18\x02 \x01(\bR\ttemporary\x12(\n" +
+	"\x04code\x18\x03 \x01(\x0e2\x14.hubbub.v1.ErrorCodeR\x04code\"\xc6\x02\n" +
 	"\x0eConnectRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
 	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12\x1f\n" +
 	"\vremote_addr\x18\x04 \x01(\tR\n" +
 	"remoteAddr\x12\x1c\n" +
-	"\ttransport\x18\x05 \x01(\tR\ttransport\"\x80\x01\n" +
+	"\ttransport\x18\x05 \x01(\tR\ttransport\x12*\n" +
+	"\x04data\x18\x06 \x01(\v2\x16.google.protobuf.ValueR\x04data\x12F\n" +
+	"\aheaders\x18\a \x03(\v2,.hubbub.hooks.v1.ConnectRequest.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\x01\n" +
 	"\x0fConnectResponse\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12)\n" +
 	"\x11expire_at_unix_ms\x18\x02 \x01(\x03R\x0eexpireAtUnixMs\x12.\n" +
-	"\x05error\x18\x03 \x01(\v2\x18.hubbub.hooks.v1.RefusalR\x05error\"R\n" +
+	"\x05error\x18\x03 \x01(\v2\x18.hubbub.hooks.v1.RefusalR\x05error\x12*\n" +
+	"\x04info\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x04info\x12\x14\n" +
+	"\x05rooms\x18\x05 \x03(\tR\x05rooms\"R\n" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x12\n" +
@@ -912,7 +970,7 @@ func file_hubbub_hooks_v1_hooks_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_hooks_v1_hooks_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hubbub_hooks_v1_hooks_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_hubbub_hooks_v1_hooks_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_hubbub_hooks_v1_hooks_proto_goTypes = []any{
 	(Notification_Kind)(0),  // 0: hubbub.hooks.v1.Notification.Kind
 	(*NotifyRequest)(nil),   // 1: hubbub.hooks.v1.NotifyRequest
@@ -927,36 +985,42 @@ var file_hubbub_hooks_v1_hooks_proto_goTypes = []any{
 	(*PublishResponse)(nil), // 10: hubbub.hooks.v1.PublishResponse
 	(*RpcRequest)(nil),      // 11: hubbub.hooks.v1.RpcRequest
 	(*RpcResponse)(nil),     // 12: hubbub.hooks.v1.RpcResponse
-	(*structpb.Value)(nil),  // 13: google.protobuf.Value
-	(*v1.Body)(nil),         // 14: hubbub.v1.Body
+	nil,                     // 13: hubbub.hooks.v1.ConnectRequest.HeadersEntry
+	(v1.ErrorCode)(0),       // 14: hubbub.v1.ErrorCode
+	(*structpb.Value)(nil),  // 15: google.protobuf.Value
+	(*v1.Body)(nil),         // 16: hubbub.v1.Body
 }
 var file_hubbub_hooks_v1_hooks_proto_depIdxs = []int32{
 	2,  // 0: hubbub.hooks.v1.NotifyRequest.notifications:type_name -> hubbub.hooks.v1.Notification
 	0,  // 1: hubbub.hooks.v1.Notification.kind:type_name -> hubbub.hooks.v1.Notification.Kind
-	4,  // 2: hubbub.hooks.v1.ConnectResponse.error:type_name -> hubbub.hooks.v1.Refusal
-	4,  // 3: hubbub.hooks.v1.JoinResponse.error:type_name -> hubbub.hooks.v1.Refusal
-	13, // 4: hubbub.hooks.v1.JoinResponse.data:type_name -> google.protobuf.Value
-	14, // 5: hubbub.hooks.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	4,  // 6: hubbub.hooks.v1.PublishResponse.error:type_name -> hubbub.hooks.v1.Refusal
-	14, // 7: hubbub.hooks.v1.PublishResponse.body:type_name -> hubbub.v1.Body
-	13, // 8: hubbub.hooks.v1.RpcRequest.data:type_name -> google.protobuf.Value
-	13, // 9: hubbub.hooks.v1.RpcResponse.data:type_name -> google.protobuf.Value
-	4,  // 10: hubbub.hooks.v1.RpcResponse.error:type_name -> hubbub.hooks.v1.Refusal
-	5,  // 11: hubbub.hooks.v1.Hooks.Connect:input_type -> hubbub.hooks.v1.ConnectRequest
-	7,  // 12: hubbub.hooks.v1.Hooks.Join:input_type -> hubbub.hooks.v1.JoinRequest
-	9,  // 13: hubbub.hooks.v1.Hooks.Publish:input_type -> hubbub.hooks.v1.PublishRequest
-	11, // 14: hubbub.hooks.v1.Hooks.Rpc:input_type -> hubbub.hooks.v1.RpcRequest
-	1,  // 15: hubbub.hooks.v1.Hooks.Notify:input_type -> hubbub.hooks.v1.NotifyRequest
-	6,  // 16: hubbub.hooks.v1.Hooks.Connect:output_type -> hubbub.hooks.v1.ConnectResponse
-	8,  // 17: hubbub.hooks.v1.Hooks.Join:output_type -> hubbub.hooks.v1.JoinResponse
-	10, // 18: hubbub.hooks.v1.Hooks.Publish:output_type -> hubbub.hooks.v1.PublishResponse
-	12, // 19: hubbub.hooks.v1.Hooks.Rpc:output_type -> hubbub.hooks.v1.RpcResponse
-	3,  // 20: hubbub.hooks.v1.Hooks.Notify:output_type -> hubbub.hooks.v1.NotifyResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	14, // 2: hubbub.hooks.v1.Refusal.code:type_name -> hubbub.v1.ErrorCode
+	15, // 3: hubbub.hooks.v1.ConnectRequest.data:type_name -> google.protobuf.Value
+	13, // 4: hubbub.hooks.v1.ConnectRequest.headers:type_name -> hubbub.hooks.v1.ConnectRequest.HeadersEntry
+	4,  // 5: hubbub.hooks.v1.ConnectResponse.error:type_name -> hubbub.hooks.v1.Refusal
+	15, // 6: hubbub.hooks.v1.ConnectResponse.info:type_name -> google.protobuf.Value
+	4,  // 7: hubbub.hooks.v1.JoinResponse.error:type_name -> hubbub.hooks.v1.Refusal
+	15, // 8: hubbub.hooks.v1.JoinResponse.data:type_name -> google.protobuf.Value
+	16, // 9: hubbub.hooks.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	4,  // 10: hubbub.hooks.v1.PublishResponse.error:type_name -> hubbub.hooks.v1.Refusal
+	16, // 11: hubbub.hooks.v1.PublishResponse.body:type_name -> hubbub.v1.Body
+	15, // 12: hubbub.hooks.v1.RpcRequest.data:type_name -> google.protobuf.Value
+	15, // 13: hubbub.hooks.v1.RpcResponse.data:type_name -> google.protobuf.Value
+	4,  // 14: hubbub.hooks.v1.RpcResponse.error:type_name -> hubbub.hooks.v1.Refusal
+	5,  // 15: hubbub.hooks.v1.Hooks.Connect:input_type -> hubbub.hooks.v1.ConnectRequest
+	7,  // 16: hubbub.hooks.v1.Hooks.Join:input_type -> hubbub.hooks.v1.JoinRequest
+	9,  // 17: hubbub.hooks.v1.Hooks.Publish:input_type -> hubbub.hooks.v1.PublishRequest
+	11, // 18: hubbub.hooks.v1.Hooks.Rpc:input_type -> hubbub.hooks.v1.RpcRequest
+	1,  // 19: hubbub.hooks.v1.Hooks.Notify:input_type -> hubbub.hooks.v1.NotifyRequest
+	6,  // 20: hubbub.hooks.v1.Hooks.Connect:output_type -> hubbub.hooks.v1.ConnectResponse
+	8,  // 21: hubbub.hooks.v1.Hooks.Join:output_type -> hubbub.hooks.v1.JoinResponse
+	10, // 22: hubbub.hooks.v1.Hooks.Publish:output_type -> hubbub.hooks.v1.PublishResponse
+	12, // 23: hubbub.hooks.v1.Hooks.Rpc:output_type -> hubbub.hooks.v1.RpcResponse
+	3,  // 24: hubbub.hooks.v1.Hooks.Notify:output_type -> hubbub.hooks.v1.NotifyResponse
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_hooks_v1_hooks_proto_init() }
@@ -970,7 +1034,7 @@ func file_hubbub_hooks_v1_hooks_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_hooks_v1_hooks_proto_rawDesc), len(file_hubbub_hooks_v1_hooks_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
