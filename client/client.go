@@ -235,7 +235,17 @@ func (c *Client) dial() (*websocket.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
-	req := &hubbubv1.ConnectRequest{Name: c.cfg.Name}
+	req := &hubbubv1.ConnectRequest{Name: c.cfg.Name, Data: c.cfg.ConnectData}
+	c.mu.Lock()
+	for room, s := range c.subs {
+		if s.server && s.position != nil {
+			if req.Since == nil {
+				req.Since = map[string]*hubbubv1.StreamPosition{}
+			}
+			req.Since[room] = s.position
+		}
+	}
+	c.mu.Unlock()
 	if c.cfg.Token != nil {
 		if req.Token, err = c.cfg.Token(ctx); err != nil {
 			_ = ws.Close()
@@ -271,8 +281,42 @@ func (c *Client) dial() (*websocket.Conn, error) {
 	_ = ws.SetWriteDeadline(time.Time{})
 	c.mu.Lock()
 	c.info = f.GetConnect().GetClient()
+	fresh := c.serverRoomsLocked(f.GetConnect().GetRooms())
 	c.mu.Unlock()
+	if c.cfg.OnServerJoin != nil {
+		for _, s := range fresh {
+			c.cfg.OnServerJoin(s)
+		}
+	}
 	return ws, nil
+}
+
+// serverRoomsLocked records the rooms the server joins on this connection:
+// no join is sent for them, and their join replies (id 0) go to their
+// subscriptions. It ends the server subscriptions not named any more and
+// returns the new ones. Called with c.mu held.
+func (c *Client) serverRoomsLocked(rooms []string) []*Subscription {
+	named := map[string]bool{}
+	var fresh []*Subscription
+	for _, room := range rooms {
+		named[room] = true
+		s := c.subs[room]
+		if s == nil {
+			s = newSubscription(c, room)
+			c.subs[room] = s
+			fresh = append(fresh, s)
+		}
+		s.server, s.joinSent = true, true
+	}
+	for room, s := range c.subs {
+		if s.server && !named[room] {
+			delete(c.subs, room)
+			s.signalFirst(ErrDisconnected)
+			s.cancel()
+			s.queue.close()
+		}
+	}
+	return fresh
 }
 
 // serve runs one connection: rejoin, resend, then read until it ends.
@@ -435,6 +479,15 @@ func (c *Client) onReply(f *hubbubv1.ServerFrame) {
 }
 
 func (c *Client) onPush(f *hubbubv1.ServerFrame) {
+	if j := f.GetJoin(); j != nil { // a room the server joined for this client
+		c.mu.Lock()
+		s := c.subs[j.GetRoom()]
+		c.mu.Unlock()
+		if s != nil && s.server {
+			c.onJoinReply(s, f, false)
+		}
+		return
+	}
 	var room string
 	ev := Event{}
 	switch {

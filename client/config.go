@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/hubbub-chat/hubbub/wire"
 )
@@ -40,6 +41,14 @@ type Config struct {
 	TrackMembers bool
 	// Dialer dials the WebSocket. Default: websocket.DefaultDialer's settings.
 	Dialer *websocket.Dialer
+	// ConnectData is sent with every connect for the backend's connect hook
+	// (a device id, an app version).
+	ConnectData *structpb.Value
+	// OnServerJoin, when set, is called with the subscription of each room
+	// the server joined for this client (the backend's connect hook named
+	// it), the first time it does. Such rooms are not joined with Join: the
+	// client recovers them by passing their positions with each connect.
+	OnServerJoin func(*Subscription)
 }
 
 func (c Config) withDefaults() Config {

@@ -53,6 +53,7 @@ type Subscription struct {
 	position *hubbubv1.StreamPosition
 	joined   bool
 	joinSent bool // a join was sent on the current connection
+	server   bool // the server joins it at connect (ConnectReply.rooms)
 	joinErr  error
 	first    chan struct{} // closed at the first join reply (or failure)
 	firstOK  sync.Once

@@ -2,18 +2,21 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	hubclient "github.com/hubbub-chat/hubbub/client"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/wire"
 )
@@ -465,5 +468,81 @@ func TestHookConnectRoomsAndInfo(t *testing.T) {
 	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED || r.GetError().GetMessage() != "suspended until tomorrow" ||
 		closeCode(sus.waitClosed()) != wire.CloseUnauthorized {
 		t.Fatalf("coded refusal: %v", r)
+	}
+}
+
+// The Go client takes the rooms a connect hook joins for it: a subscription
+// through OnServerJoin, and exact recovery across a server kill -9 and
+// restart by passing its position with the next connect.
+func TestGoClientServerJoinedRooms(t *testing.T) {
+	be := startHookBackend(t)
+	addr, dir := freePort(t), t.TempDir()
+	args := hookArgs(t, be.URL, "json", "--listen", addr, "--data-dir", dir)
+	p1 := startProcess(t, args...)
+	subs := make(chan *hubclient.Subscription, 4)
+	data, _ := structpb.NewValue(map[string]any{"device": "go"})
+	ann := hubclient.New(hubclient.Config{URL: p1.URL, MinReconnectDelay: 50 * time.Millisecond, MaxReconnectDelay: 200 * time.Millisecond,
+		Token:        func(context.Context) (string, error) { return "user:ann/inbox-ann", nil },
+		ConnectData:  data,
+		OnServerJoin: func(s *hubclient.Subscription) { subs <- s }})
+	defer ann.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := ann.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f := ann.Info().GetInfo().GetStructValue().GetFields(); f["name"].GetStringValue() != "Ann" || f["data"].GetStructValue().GetFields()["device"].GetStringValue() != "go" {
+		t.Fatalf("info %v", ann.Info())
+	}
+	var s *hubclient.Subscription
+	select {
+	case s = <-subs:
+	case <-ctx.Done():
+		t.Fatal("no server-joined subscription")
+	}
+	if s.Room() != "inbox-ann" {
+		t.Fatalf("room %s", s.Room())
+	}
+	bob, _ := connectAs(t, p1.URL, wire.JSON, "user:bob")
+	bob.join("inbox-ann", nil)
+	bob.publish("inbox-ann", "one")
+	if ev := waitEvent(t, s, hubclient.EventMessage); ev.Message.GetBody().GetText() != "one" {
+		t.Fatalf("first: %v", ev.Message)
+	}
+
+	if err := p1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p1.done
+	p1.done <- nil
+	p2 := startProcess(t, args...)
+	bob2, _ := connectAs(t, p2.URL, wire.JSON, "user:bob")
+	bob2.join("inbox-ann", nil)
+	bob2.publish("inbox-ann", "two")
+	bob2.publish("inbox-ann", "three")
+	var got []string
+	for len(got) < 2 {
+		select {
+		case ev, ok := <-s.Events():
+			if !ok {
+				t.Fatal("subscription ended")
+			}
+			switch ev.Kind {
+			case hubclient.EventMessage:
+				got = append(got, ev.Message.GetBody().GetText())
+			case hubclient.EventNotRecovered:
+				t.Fatalf("not recovered after the restart: %v", ev.Position)
+			}
+		case <-ctx.Done():
+			t.Fatalf("after the restart: %v", got)
+		}
+	}
+	if strings.Join(got, ",") != "two,three" {
+		t.Fatalf("after the restart: %v", got)
+	}
+	select {
+	case s2 := <-subs:
+		t.Fatalf("a second subscription for %s after the reconnect", s2.Room())
+	default:
 	}
 }
