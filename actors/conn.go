@@ -257,7 +257,7 @@ func (c *conn) accept(ctx actor.Context, id uint64) {
 	c.member = &nodev1.Member{Address: ctx.Self().Address, ActorId: ctx.Self().Id, Client: info, Encoding: enc}
 	ctx.Send(c.node.users, connUp{pid: ctx.Self(), user: info.GetUser(), clientID: info.GetClientId(), sink: c.sink})
 	if c.node.notifier != nil {
-		ctx.Send(c.node.notifier, userConnected{user: info.GetUser()})
+		ctx.Send(c.node.notifier, userConnected{user: info.GetUser(), clientID: c.clientID})
 	}
 	c.armExpiry(ctx) // replaces the connect timeout
 	c.send(&hubbubv1.ServerFrame{Id: id, Body: &hubbubv1.ServerFrame_Connect{Connect: &hubbubv1.ConnectReply{

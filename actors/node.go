@@ -101,6 +101,13 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing,
 		inject: opts.Inject, rooms: newRoomIndex(), started: time.Now(), hooks: opts.Hooks}
+	var nt *notifier
+	if n.hooks != nil {
+		var err error
+		if nt, err = newNotifier(n); err != nil {
+			return nil, err
+		}
+	}
 	n.stalls = startStallWatch(func(gap time.Duration) {
 		n.counters.NodeStalls.Add(1)
 		log.Warn("this node was stalled; durable rooms check their position against the store before answering", "gap", gap.Round(time.Millisecond))
@@ -130,6 +137,9 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 		c, err := n.startCluster(cfg.Cluster, props)
 		if err != nil {
 			n.stalls.close()
+			if nt != nil && nt.journal != nil {
+				nt.journal.close()
+			}
 			return nil, err
 		}
 		n.cluster = c
@@ -142,8 +152,8 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 		n.placement = lp
 	}
 	n.users, _ = keep.SpawnNamed(usersProps(n), usersID)
-	if n.hooks != nil {
-		n.notifier, _ = keep.SpawnNamed(notifierProps(n), "hubbub/notifier")
+	if nt != nil {
+		n.notifier, _ = keep.SpawnNamed(notifierProps(nt), "hubbub/notifier")
 	}
 	n.probes = n.probePlacement(rooms)
 	return n, nil

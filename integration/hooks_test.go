@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,8 +29,9 @@ type hookBackend struct {
 	cmd   *exec.Cmd
 	URL   string
 	mu    sync.Mutex
-	seen  []string // "METHOD TRACEPARENT" per call
-	notes []string // "KIND USER ROOM REASON" per notification, in arrival order
+	seen  []string   // "METHOD TRACEPARENT" per call
+	notes []string   // "KIND USER ROOM REASON" per notification, in arrival order
+	raw   [][]string // the same as printed: KIND USER CLIENT ROOM REASON NODE SEQ
 	done  chan struct{}
 }
 
@@ -77,6 +79,7 @@ func startHookBackend(t *testing.T, args ...string) *hookBackend {
 				f := strings.Fields(n) // KIND USER CLIENT ROOM REASON NODE SEQ
 				b.mu.Lock()
 				b.notes = append(b.notes, strings.Join([]string{f[0], f[1], f[3], f[4]}, " "))
+				b.raw = append(b.raw, f)
 				b.mu.Unlock()
 			} else if call, ok := strings.CutPrefix(line, "call "); ok {
 				b.mu.Lock()
@@ -544,5 +547,61 @@ func TestGoClientServerJoinedRooms(t *testing.T) {
 	case s2 := <-subs:
 		t.Fatalf("a second subscription for %s after the reconnect", s2.Room())
 	default:
+	}
+}
+
+// A node killed with kill -9 owes the backend what it had not sent and the
+// leaves and disconnects of the connections it had: restarted on the same
+// data directory it sends them, under the same node name with seq going on.
+func TestHookNotificationsAcrossNodeKill(t *testing.T) {
+	be := startHookBackend(t)
+	addr, dir := freePort(t), t.TempDir()
+	args := hookArgs(t, be.URL, "json", "--listen", addr, "--data-dir", dir, "--hook-disconnect-grace", "5s")
+	p1 := startProcess(t, args...)
+	ann, _ := connectAs(t, p1.URL, wire.Proto, "user:ann")
+	ann.join("r1", nil)
+	ann.join("r2", nil)
+	cat, _ := connectAs(t, p1.URL, wire.JSON, "user:cat")
+	cat.join("r1", nil)
+	cat.join("r3", nil)
+	cat.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: "r1"}}})
+	be.waitNotifications(t, "KIND_LEAVE cat r1 leave")
+	eventually(t, "the backend's answer at the node", func() bool {
+		return sum(scrape(t, httpBase(p1.URL)), "hubbub_hooks_notified_total") == 1
+	})
+	be.mu.Lock()
+	stream, seq1 := be.raw[0][5], be.raw[0][6]
+	be.mu.Unlock()
+
+	// The backend goes away: a leave is queued; cat closes (its disconnect
+	// waits out the grace window); then the node is killed.
+	hookAddr := strings.TrimPrefix(be.URL, "http://")
+	be.kill()
+	cat.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: "r3"}}})
+	cat.close()
+	time.Sleep(300 * time.Millisecond)
+	if err := p1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p1.done
+	p1.done <- nil
+
+	be2 := startHookBackend(t, "--listen", hookAddr)
+	startProcess(t, args...)
+	want := []string{"KIND_LEAVE cat r3 leave", "KIND_LEAVE ann r1 node_restarted", "KIND_LEAVE ann r2 node_restarted",
+		"KIND_DISCONNECT ann - node_restarted", "KIND_DISCONNECT cat - node_restarted"}
+	got := be2.waitNotifications(t, want...)
+	if got[0] != want[0] || len(got) != len(want) {
+		t.Fatalf("after the restart %v, want %v (the queued leave first, each once)", got, want)
+	}
+	be2.mu.Lock()
+	defer be2.mu.Unlock()
+	prev, _ := strconv.Atoi(seq1)
+	for _, f := range be2.raw {
+		n, _ := strconv.Atoi(f[6])
+		if f[5] != stream || n <= prev {
+			t.Fatalf("node %s seq %d after node %s seq %d: the journal's name and seq must go on (%v)", f[5], n, stream, prev, be2.raw)
+		}
+		prev = n
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -252,6 +253,7 @@ func (c *serveConfig) resolve() error {
 			return fmt.Errorf("--hook-url/--hook-protocol: %w", err)
 		}
 		c.hooks.Headers = splitList(c.hookHeaders)
+		nc.Notify.JournalDir = filepath.Join(c.dataDir, "notify")
 		c.server.Hooks = &c.hooks
 	}
 	if c.apiKeyFile != "" {

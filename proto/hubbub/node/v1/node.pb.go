@@ -12,6 +12,7 @@
 package nodev1
 
 import (
+	v11 "github.com/hubbub-chat/hubbub/proto/hubbub/hooks/v1"
 	v1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -1886,11 +1887,244 @@ func (x *RelayDeliver) GetTrace() map[string]string {
 	return nil
 }
 
+// NotifyJournalRecord is one record of a node's notification journal (under
+// its data directory): what the backend has yet to hear about, kept so a
+// node killed and restarted with the same directory still sends it.
+type NotifyJournalRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Entry:
+	//
+	//	*NotifyJournalRecord_Stream
+	//	*NotifyJournalRecord_Open
+	//	*NotifyJournalRecord_Join
+	//	*NotifyJournalRecord_Left
+	//	*NotifyJournalRecord_Closed
+	//	*NotifyJournalRecord_Queued
+	//	*NotifyJournalRecord_Acked
+	Entry         isNotifyJournalRecord_Entry `protobuf_oneof:"entry"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyJournalRecord) Reset() {
+	*x = NotifyJournalRecord{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyJournalRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyJournalRecord) ProtoMessage() {}
+
+func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyJournalRecord.ProtoReflect.Descriptor instead.
+func (*NotifyJournalRecord) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *NotifyJournalRecord) GetEntry() isNotifyJournalRecord_Entry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *NotifyJournalRecord) GetStream() string {
+	if x != nil {
+		if x, ok := x.Entry.(*NotifyJournalRecord_Stream); ok {
+			return x.Stream
+		}
+	}
+	return ""
+}
+
+func (x *NotifyJournalRecord) GetOpen() *JournalConn {
+	if x != nil {
+		if x, ok := x.Entry.(*NotifyJournalRecord_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *NotifyJournalRecord) GetJoin() *JournalConn {
+	if x != nil {
+		if x, ok := x.Entry.(*NotifyJournalRecord_Join); ok {
+			return x.Join
+		}
+	}
+	return nil
+}
+
+func (x *NotifyJournalRecord) GetLeft() *JournalConn {
+	if x != nil {
+		if x, ok := x.Entry.(*NotifyJournalRecord_Left); ok {
+			return x.Left
+		}
+	}
+	return nil
+}
+
+func (x *NotifyJournalRecord) GetClosed() *JournalConn {
+	if x != nil {
+		if x, ok := x.Entry.(*NotifyJournalRecord_Closed); ok {
+			return x.Closed
+		}
+	}
+	return nil
+}
+
+func (x *NotifyJournalRecord) GetQueued() *v11.Notification {
+	if x != nil {
+		if x, ok := x.Entry.(*NotifyJournalRecord_Queued); ok {
+			return x.Queued
+		}
+	}
+	return nil
+}
+
+func (x *NotifyJournalRecord) GetAcked() uint64 {
+	if x != nil {
+		if x, ok := x.Entry.(*NotifyJournalRecord_Acked); ok {
+			return x.Acked
+		}
+	}
+	return 0
+}
+
+type isNotifyJournalRecord_Entry interface {
+	isNotifyJournalRecord_Entry()
+}
+
+type NotifyJournalRecord_Stream struct {
+	// The journal's stream: the node name notifications carry; first record.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3,oneof"`
+}
+
+type NotifyJournalRecord_Open struct {
+	// A connection was accepted.
+	Open *JournalConn `protobuf:"bytes,2,opt,name=open,proto3,oneof"`
+}
+
+type NotifyJournalRecord_Join struct {
+	// A connection joined a room.
+	Join *JournalConn `protobuf:"bytes,3,opt,name=join,proto3,oneof"`
+}
+
+type NotifyJournalRecord_Left struct {
+	// A connection is out of a room; its leave, if any, is queued or dropped.
+	Left *JournalConn `protobuf:"bytes,4,opt,name=left,proto3,oneof"`
+}
+
+type NotifyJournalRecord_Closed struct {
+	// A connection's disconnect is queued or dropped.
+	Closed *JournalConn `protobuf:"bytes,5,opt,name=closed,proto3,oneof"`
+}
+
+type NotifyJournalRecord_Queued struct {
+	// A notification entered the queue.
+	Queued *v11.Notification `protobuf:"bytes,6,opt,name=queued,proto3,oneof"`
+}
+
+type NotifyJournalRecord_Acked struct {
+	// The backend acknowledged every notification up to this seq.
+	Acked uint64 `protobuf:"varint,7,opt,name=acked,proto3,oneof"`
+}
+
+func (*NotifyJournalRecord_Stream) isNotifyJournalRecord_Entry() {}
+
+func (*NotifyJournalRecord_Open) isNotifyJournalRecord_Entry() {}
+
+func (*NotifyJournalRecord_Join) isNotifyJournalRecord_Entry() {}
+
+func (*NotifyJournalRecord_Left) isNotifyJournalRecord_Entry() {}
+
+func (*NotifyJournalRecord_Closed) isNotifyJournalRecord_Entry() {}
+
+func (*NotifyJournalRecord_Queued) isNotifyJournalRecord_Entry() {}
+
+func (*NotifyJournalRecord_Acked) isNotifyJournalRecord_Entry() {}
+
+// JournalConn names a connection (and a room, for join and left).
+type JournalConn struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Room          string                 `protobuf:"bytes,3,opt,name=room,proto3" json:"room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JournalConn) Reset() {
+	*x = JournalConn{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JournalConn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JournalConn) ProtoMessage() {}
+
+func (x *JournalConn) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JournalConn.ProtoReflect.Descriptor instead.
+func (*JournalConn) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *JournalConn) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *JournalConn) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *JournalConn) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
 var File_hubbub_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16hubbub/v1/hubbub.proto\"\xba\a\n" +
+	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bhubbub/hooks/v1/hooks.proto\x1a\x16hubbub/v1/hubbub.proto\"\xba\a\n" +
 	"\bEnvelope\x127\n" +
 	"\troom_join\x18\x01 \x01(\v2\x18.hubbub.node.v1.RoomJoinH\x00R\broomJoin\x12:\n" +
 	"\n" +
@@ -2099,7 +2333,20 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*K\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x02\n" +
+	"\x13NotifyJournalRecord\x12\x18\n" +
+	"\x06stream\x18\x01 \x01(\tH\x00R\x06stream\x121\n" +
+	"\x04open\x18\x02 \x01(\v2\x1b.hubbub.node.v1.JournalConnH\x00R\x04open\x121\n" +
+	"\x04join\x18\x03 \x01(\v2\x1b.hubbub.node.v1.JournalConnH\x00R\x04join\x121\n" +
+	"\x04left\x18\x04 \x01(\v2\x1b.hubbub.node.v1.JournalConnH\x00R\x04left\x125\n" +
+	"\x06closed\x18\x05 \x01(\v2\x1b.hubbub.node.v1.JournalConnH\x00R\x06closed\x127\n" +
+	"\x06queued\x18\x06 \x01(\v2\x1d.hubbub.hooks.v1.NotificationH\x00R\x06queued\x12\x16\n" +
+	"\x05acked\x18\a \x01(\x04H\x00R\x05ackedB\a\n" +
+	"\x05entry\"R\n" +
+	"\vJournalConn\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n" +
+	"\x04room\x18\x03 \x01(\tR\x04room*K\n" +
 	"\bEncoding\x12\x18\n" +
 	"\x14ENCODING_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eENCODING_PROTO\x10\x01\x12\x11\n" +
@@ -2122,50 +2369,53 @@ func file_hubbub_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_hubbub_node_v1_node_proto_goTypes = []any{
-	(Encoding)(0),             // 0: hubbub.node.v1.Encoding
-	(OverflowPolicy)(0),       // 1: hubbub.node.v1.OverflowPolicy
-	(*Envelope)(nil),          // 2: hubbub.node.v1.Envelope
-	(*Member)(nil),            // 3: hubbub.node.v1.Member
-	(*RoomJoin)(nil),          // 4: hubbub.node.v1.RoomJoin
-	(*RoomLeave)(nil),         // 5: hubbub.node.v1.RoomLeave
-	(*RoomPublish)(nil),       // 6: hubbub.node.v1.RoomPublish
-	(*RoomHistory)(nil),       // 7: hubbub.node.v1.RoomHistory
-	(*RoomPresence)(nil),      // 8: hubbub.node.v1.RoomPresence
-	(*RoomTyping)(nil),        // 9: hubbub.node.v1.RoomTyping
-	(*RoomReply)(nil),         // 10: hubbub.node.v1.RoomReply
-	(*RoomInspect)(nil),       // 11: hubbub.node.v1.RoomInspect
-	(*RoomInspection)(nil),    // 12: hubbub.node.v1.RoomInspection
-	(*NodeInspect)(nil),       // 13: hubbub.node.v1.NodeInspect
-	(*NodeReport)(nil),        // 14: hubbub.node.v1.NodeReport
-	(*NodeRoom)(nil),          // 15: hubbub.node.v1.NodeRoom
-	(*NodeConn)(nil),          // 16: hubbub.node.v1.NodeConn
-	(*NodeDisconnect)(nil),    // 17: hubbub.node.v1.NodeDisconnect
-	(*RelaySubscribe)(nil),    // 18: hubbub.node.v1.RelaySubscribe
-	(*RelayUnsubscribe)(nil),  // 19: hubbub.node.v1.RelayUnsubscribe
-	(*RelayDeliver)(nil),      // 20: hubbub.node.v1.RelayDeliver
-	nil,                       // 21: hubbub.node.v1.RoomJoin.TraceEntry
-	nil,                       // 22: hubbub.node.v1.RoomLeave.TraceEntry
-	nil,                       // 23: hubbub.node.v1.RoomPublish.TraceEntry
-	nil,                       // 24: hubbub.node.v1.RoomHistory.TraceEntry
-	nil,                       // 25: hubbub.node.v1.RoomPresence.TraceEntry
-	nil,                       // 26: hubbub.node.v1.RoomTyping.TraceEntry
-	nil,                       // 27: hubbub.node.v1.RoomReply.TraceEntry
-	nil,                       // 28: hubbub.node.v1.RoomInspect.TraceEntry
-	nil,                       // 29: hubbub.node.v1.RoomInspection.NodesEntry
-	nil,                       // 30: hubbub.node.v1.RelaySubscribe.TraceEntry
-	nil,                       // 31: hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	nil,                       // 32: hubbub.node.v1.RelayDeliver.TraceEntry
-	(*v1.ClientInfo)(nil),     // 33: hubbub.v1.ClientInfo
-	(*v1.StreamPosition)(nil), // 34: hubbub.v1.StreamPosition
-	(*structpb.Value)(nil),    // 35: google.protobuf.Value
-	(*v1.Body)(nil),           // 36: hubbub.v1.Body
-	(*v1.HistoryRequest)(nil), // 37: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),    // 38: hubbub.v1.ServerFrame
-	(*v1.RoomInfo)(nil),       // 39: hubbub.v1.RoomInfo
-	(*v1.PresenceState)(nil),  // 40: hubbub.v1.PresenceState
-	(*v1.JoinReply)(nil),      // 41: hubbub.v1.JoinReply
+	(Encoding)(0),               // 0: hubbub.node.v1.Encoding
+	(OverflowPolicy)(0),         // 1: hubbub.node.v1.OverflowPolicy
+	(*Envelope)(nil),            // 2: hubbub.node.v1.Envelope
+	(*Member)(nil),              // 3: hubbub.node.v1.Member
+	(*RoomJoin)(nil),            // 4: hubbub.node.v1.RoomJoin
+	(*RoomLeave)(nil),           // 5: hubbub.node.v1.RoomLeave
+	(*RoomPublish)(nil),         // 6: hubbub.node.v1.RoomPublish
+	(*RoomHistory)(nil),         // 7: hubbub.node.v1.RoomHistory
+	(*RoomPresence)(nil),        // 8: hubbub.node.v1.RoomPresence
+	(*RoomTyping)(nil),          // 9: hubbub.node.v1.RoomTyping
+	(*RoomReply)(nil),           // 10: hubbub.node.v1.RoomReply
+	(*RoomInspect)(nil),         // 11: hubbub.node.v1.RoomInspect
+	(*RoomInspection)(nil),      // 12: hubbub.node.v1.RoomInspection
+	(*NodeInspect)(nil),         // 13: hubbub.node.v1.NodeInspect
+	(*NodeReport)(nil),          // 14: hubbub.node.v1.NodeReport
+	(*NodeRoom)(nil),            // 15: hubbub.node.v1.NodeRoom
+	(*NodeConn)(nil),            // 16: hubbub.node.v1.NodeConn
+	(*NodeDisconnect)(nil),      // 17: hubbub.node.v1.NodeDisconnect
+	(*RelaySubscribe)(nil),      // 18: hubbub.node.v1.RelaySubscribe
+	(*RelayUnsubscribe)(nil),    // 19: hubbub.node.v1.RelayUnsubscribe
+	(*RelayDeliver)(nil),        // 20: hubbub.node.v1.RelayDeliver
+	(*NotifyJournalRecord)(nil), // 21: hubbub.node.v1.NotifyJournalRecord
+	(*JournalConn)(nil),         // 22: hubbub.node.v1.JournalConn
+	nil,                         // 23: hubbub.node.v1.RoomJoin.TraceEntry
+	nil,                         // 24: hubbub.node.v1.RoomLeave.TraceEntry
+	nil,                         // 25: hubbub.node.v1.RoomPublish.TraceEntry
+	nil,                         // 26: hubbub.node.v1.RoomHistory.TraceEntry
+	nil,                         // 27: hubbub.node.v1.RoomPresence.TraceEntry
+	nil,                         // 28: hubbub.node.v1.RoomTyping.TraceEntry
+	nil,                         // 29: hubbub.node.v1.RoomReply.TraceEntry
+	nil,                         // 30: hubbub.node.v1.RoomInspect.TraceEntry
+	nil,                         // 31: hubbub.node.v1.RoomInspection.NodesEntry
+	nil,                         // 32: hubbub.node.v1.RelaySubscribe.TraceEntry
+	nil,                         // 33: hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	nil,                         // 34: hubbub.node.v1.RelayDeliver.TraceEntry
+	(*v1.ClientInfo)(nil),       // 35: hubbub.v1.ClientInfo
+	(*v1.StreamPosition)(nil),   // 36: hubbub.v1.StreamPosition
+	(*structpb.Value)(nil),      // 37: google.protobuf.Value
+	(*v1.Body)(nil),             // 38: hubbub.v1.Body
+	(*v1.HistoryRequest)(nil),   // 39: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),      // 40: hubbub.v1.ServerFrame
+	(*v1.RoomInfo)(nil),         // 41: hubbub.v1.RoomInfo
+	(*v1.PresenceState)(nil),    // 42: hubbub.v1.PresenceState
+	(*v1.JoinReply)(nil),        // 43: hubbub.v1.JoinReply
+	(*v11.Notification)(nil),    // 44: hubbub.hooks.v1.Notification
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	4,  // 0: hubbub.node.v1.Envelope.room_join:type_name -> hubbub.node.v1.RoomJoin
@@ -2182,43 +2432,48 @@ var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	13, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
 	14, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
 	17, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
-	33, // 14: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
+	35, // 14: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
 	0,  // 15: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
 	3,  // 16: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
-	34, // 17: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	34, // 18: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
-	35, // 19: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
-	21, // 20: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	36, // 17: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
+	36, // 18: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
+	37, // 19: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
+	23, // 20: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
 	3,  // 21: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	22, // 22: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	24, // 22: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
 	3,  // 23: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	36, // 24: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	23, // 25: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	37, // 26: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	24, // 27: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	25, // 28: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	38, // 24: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	25, // 25: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	39, // 26: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	26, // 27: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	27, // 28: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
 	3,  // 29: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	26, // 30: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	38, // 31: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	28, // 30: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	40, // 31: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
 	12, // 32: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
-	27, // 33: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	28, // 34: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
-	34, // 35: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
-	39, // 36: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
-	40, // 37: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
-	29, // 38: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
+	29, // 33: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	30, // 34: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
+	36, // 35: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
+	41, // 36: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
+	42, // 37: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
+	31, // 38: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
 	15, // 39: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
 	16, // 40: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
-	41, // 41: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	30, // 42: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	31, // 43: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	43, // 41: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	32, // 42: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	33, // 43: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
 	1,  // 44: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	32, // 45: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	34, // 45: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	22, // 46: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
+	22, // 47: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
+	22, // 48: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
+	22, // 49: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
+	44, // 50: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
@@ -2242,13 +2497,22 @@ func file_hubbub_node_v1_node_proto_init() {
 		(*Envelope_NodeReport)(nil),
 		(*Envelope_NodeDisconnect)(nil),
 	}
+	file_hubbub_node_v1_node_proto_msgTypes[19].OneofWrappers = []any{
+		(*NotifyJournalRecord_Stream)(nil),
+		(*NotifyJournalRecord_Open)(nil),
+		(*NotifyJournalRecord_Join)(nil),
+		(*NotifyJournalRecord_Left)(nil),
+		(*NotifyJournalRecord_Closed)(nil),
+		(*NotifyJournalRecord_Queued)(nil),
+		(*NotifyJournalRecord_Acked)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_node_v1_node_proto_rawDesc), len(file_hubbub_node_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
