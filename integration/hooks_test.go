@@ -605,3 +605,61 @@ func TestHookNotificationsAcrossNodeKill(t *testing.T) {
 		prev = n
 	}
 }
+
+// Three nodes call one backend (gRPC): connects on every node get the
+// backend's user and info, a room's members on different nodes see each
+// other's messages through the hooks, and each node notifies under its own
+// name.
+func TestHooksCluster(t *testing.T) {
+	be := startHookBackend(t)
+	nodes := startCluster(t, 3, hookArgs(t, be.URL, "grpc", "--hook-disconnect-grace", "200ms")...)
+	ann, r := connectAs(t, nodes[0].URL, wire.Proto, "user:ann/team-c")
+	if r.GetConnect().GetClient().GetUser() != "ann" || len(r.GetConnect().GetRooms()) != 1 {
+		t.Fatalf("node 0 connect: %v", r)
+	}
+	hookJoins(t, ann, 1)
+	bob, r := connectAs(t, nodes[1].URL, wire.JSON, "user:bob")
+	if r.GetConnect().GetClient().GetInfo().GetStructValue().GetFields()["name"].GetStringValue() != "Bob" {
+		t.Fatalf("node 1 connect: %v", r)
+	}
+	carol, _ := connectAs(t, nodes[2].URL, wire.Proto, "user:carol")
+	bob.join("team-c", nil)
+	carol.join("team-c", nil)
+	if r := carol.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{Room: "secret-c"}}}); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED {
+		t.Fatalf("refused join on node 2: %v", r)
+	}
+	if _, r := connectAs(t, nodes[1].URL, wire.JSON, "deny"); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED {
+		t.Fatalf("refused connect on node 1: %v", r)
+	}
+
+	bob.publish("team-c", "shout:hello")
+	if r := carol.request(publishFrame("team-c", "a badword", "")); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED {
+		t.Fatalf("refused publish on node 2: %v", r)
+	}
+	carol.publish("team-c", "fine")
+	for _, c := range []*client{ann, bob, carol} {
+		m1, m2 := c.nextMessage(), c.nextMessage()
+		if m1.GetBody().GetText() != "SHOUT:HELLO" || m1.GetSender().GetInfo().GetStructValue().GetFields()["name"].GetStringValue() != "Bob" ||
+			m2.GetBody().GetText() != "fine" || m2.GetSender().GetUser() != "carol" {
+			t.Fatalf("messages: %v %v", m1, m2)
+		}
+	}
+
+	carol.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: "team-c"}}})
+	bob.close()
+	ann.close()
+	be.waitNotifications(t, "KIND_LEAVE carol team-c leave", "KIND_LEAVE bob team-c disconnect", "KIND_DISCONNECT bob - closed",
+		"KIND_LEAVE ann team-c disconnect", "KIND_DISCONNECT ann - closed")
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	streams := map[string]string{}
+	for _, f := range be.raw {
+		if s, ok := streams[f[1]]; ok && s != f[5] {
+			t.Fatalf("one connection's notifications under two names: %v", be.raw)
+		}
+		streams[f[1]] = f[5]
+	}
+	if len(streams) != 3 || streams["ann"] == streams["bob"] || streams["bob"] == streams["carol"] || streams["ann"] == streams["carol"] {
+		t.Fatalf("each node notifies under its own name: %v", streams)
+	}
+}
