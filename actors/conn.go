@@ -200,7 +200,7 @@ func (c *conn) awaitingConnect(ctx actor.Context, f *hubbubv1.ClientFrame) {
 	if token == "" {
 		token = c.info.Token
 	}
-	if c.node.hooks != nil {
+	if c.node.hooks.Has("Connect") {
 		c.connectHook(ctx, f, token, name)
 		return
 	}

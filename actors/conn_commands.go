@@ -79,7 +79,7 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED, false, "at most %d rooms per connection", c.cfg.MaxRooms)
 		return
 	}
-	if c.node.hooks == nil || c.profile(name).SkipJoinHook {
+	if !c.node.hooks.Has("Join") || c.profile(name).SkipJoinHook {
 		c.sendJoin(ctx, f, req, since, nil)
 		return
 	}
@@ -172,7 +172,7 @@ func (c *conn) onPublish(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbub
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE, false, "body is %d bytes, limit %d", size, c.cfg.MaxMessageBytes)
 		return
 	}
-	if c.node.hooks == nil || c.profile(req.GetRoom()).SkipPublishHook {
+	if !c.node.hooks.Has("Publish") || c.profile(req.GetRoom()).SkipPublishHook {
 		c.sendPublish(ctx, f, req, req.GetBody())
 		return
 	}

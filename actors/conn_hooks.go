@@ -183,8 +183,8 @@ func refusalCode(r *hooksv1.Refusal, def hubbubv1.ErrorCode) hubbubv1.ErrorCode 
 
 // onRpc forwards an rpc command to the backend and answers with its reply.
 func (c *conn) onRpc(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.RpcRequest) {
-	if c.node.hooks == nil {
-		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNKNOWN_COMMAND, false, "rpc needs a backend (--hook-url)")
+	if !c.node.hooks.Has("Rpc") {
+		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_UNKNOWN_COMMAND, false, "rpc needs a backend with the Rpc hook (--hook-url, --hooks)")
 		return
 	}
 	if req.GetMethod() == "" || len(req.GetMethod()) > maxIDBytes {

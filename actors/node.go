@@ -102,7 +102,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing,
 		inject: opts.Inject, rooms: newRoomIndex(), started: time.Now(), hooks: opts.Hooks}
 	var nt *notifier
-	if n.hooks != nil {
+	if n.hooks.Has("Notify") {
 		var err error
 		if nt, err = newNotifier(n); err != nil {
 			return nil, err

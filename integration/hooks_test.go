@@ -663,3 +663,41 @@ func TestHooksCluster(t *testing.T) {
 		t.Fatalf("each node notifies under its own name: %v", streams)
 	}
 }
+
+// Over https with mutual TLS: Hubbub trusts the backend's CA and presents
+// its own certificate; without it the backend refuses and connects get 1013.
+// --hooks turns hooks off (joins go by the identity's grants, as without a
+// backend) and --hook-timeouts gives one hook a timeout of its own.
+func TestHooksMutualTLS(t *testing.T) {
+	beCert, beKey, _ := selfSigned(t)
+	hubCert, hubKey, _ := selfSigned(t)
+	be := startHookBackend(t, "--tls-cert", beCert, "--tls-key", beKey, "--client-ca", hubCert)
+	url := strings.Replace(be.URL, "http://", "https://", 1)
+	p := startProcess(t, hookArgs(t, url, "grpc", "--hook-ca-file", beCert, "--hook-cert", hubCert, "--hook-key", hubKey,
+		"--hooks", "connect,rpc", "--hook-timeouts", "rpc=150ms")...)
+	ann, r := connectAs(t, p.URL, wire.JSON, "user:ann")
+	if r.GetConnect().GetClient().GetUser() != "ann" {
+		for len(p.logs) > 0 {
+			t.Log(<-p.logs)
+		}
+		t.Fatalf("connect over mutual TLS: %v", r)
+	}
+	joins := strings.Count(strings.Join(be.calls(), "\n"), "Join")
+	ann.join("secret-1", nil) // the Join hook is off: the backend would refuse it
+	if n := strings.Count(strings.Join(be.calls(), "\n"), "Join"); n != joins {
+		t.Fatal("the Join hook was called while off")
+	}
+	if r := ann.request(rpcFrame("whoami", nil)); r.GetRpc().GetData().GetStringValue() != "ann" {
+		t.Fatalf("rpc over mutual TLS: %v", r)
+	}
+	if r := ann.request(rpcFrame("sleep", map[string]any{"ms": 400})); errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !r.GetError().GetTemporary() {
+		t.Fatalf("rpc past its own 150ms timeout: %v", r)
+	}
+
+	// A node without the client certificate is refused by the backend.
+	p2 := startProcess(t, hookArgs(t, url, "grpc", "--hook-ca-file", beCert)...)
+	c, r := connectAs(t, p2.URL, wire.JSON, "user:bob")
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || closeCode(c.waitClosed()) != wire.CloseTryAgainLater {
+		t.Fatalf("connect without the client certificate: %v", r)
+	}
+}

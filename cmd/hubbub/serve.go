@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,6 +59,12 @@ type serveConfig struct {
 	hooks           hooks.Config
 	hookSecretFile  string
 	hookHeaders     string
+	hookEnabled     string
+	hookURLs        string
+	hookTimeouts    string
+	hookCAFile      string
+	hookCertFile    string
+	hookKeyFile     string
 	rooms           []roomSpec // the config file's profiles
 	flags           *envFlags
 }
@@ -87,6 +95,12 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.str(&c.hookSecretFile, "hook-secret-file", "", "file holding the secret sent to the backend as Authorization: Bearer <secret>")
 	f.duration(&c.hooks.Timeout, "hook-timeout", 2*time.Second, "bound on one hook call; past it the command gets a temporary UNAVAILABLE (a connect: close 1013)")
 	f.integer(&c.hooks.MaxConcurrent, "hook-max-concurrent", 256, "hook calls in flight at most; more wait within their timeout")
+	f.str(&c.hookEnabled, "hooks", "connect,join,publish,rpc,notify", "the hooks called, comma-separated from connect, join, publish, rpc and notify; the others act as without a backend")
+	f.str(&c.hookURLs, "hook-urls", "", "hooks with a backend of their own, e.g. join=http://10.0.0.5:9000,publish=http://10.0.0.6:9000; the others call --hook-url")
+	f.str(&c.hookTimeouts, "hook-timeouts", "", "hooks with a timeout of their own, e.g. publish=300ms,connect=5s; the others take --hook-timeout")
+	f.str(&c.hookCAFile, "hook-ca-file", "", "PEM CAs trusted for https hook URLs (default: the system's)")
+	f.str(&c.hookCertFile, "hook-cert", "", "PEM certificate Hubbub presents to a backend asking for one (mutual TLS), with --hook-key")
+	f.str(&c.hookKeyFile, "hook-key", "", "PEM key of --hook-cert")
 	f.str(&c.hookHeaders, "hook-headers", "Cookie,User-Agent,Origin,X-Forwarded-For", "HTTP headers of the WebSocket upgrade passed to the connect hook, comma-separated")
 	f.duration(&nc.Notify.Grace, "hook-disconnect-grace", 2*time.Second, "a disconnect and its leaves are notified this long after they happen; a reconnect of the same user to this node drops the disconnect, a rejoin of a room its leave")
 	f.integer(&nc.Notify.MaxQueue, "hook-notify-queue", 10000, "leave and disconnect notifications waiting for the backend at most; beyond it the oldest are dropped (counted)")
@@ -249,10 +263,13 @@ func (c *serveConfig) resolve() error {
 			}
 			c.hooks.Secret = strings.TrimSpace(string(secret))
 		}
-		if _, err := hooks.New(c.hooks, hooks.Options{}); err != nil {
-			return fmt.Errorf("--hook-url/--hook-protocol: %w", err)
-		}
 		c.hooks.Headers = splitList(c.hookHeaders)
+		if err := c.hookSettings(); err != nil {
+			return err
+		}
+		if _, err := hooks.New(c.hooks, hooks.Options{}); err != nil {
+			return fmt.Errorf("--hook-url/--hook-protocol/--hooks: %w", err)
+		}
 		nc.Notify.JournalDir = filepath.Join(c.dataDir, "notify")
 		c.server.Hooks = &c.hooks
 	}
@@ -310,6 +327,74 @@ func (c *serveConfig) resolve() error {
 	}
 	nc.ServerVersion = versionString()
 	tc.ShutdownTimeout = c.shutdownTimeout
+	return nil
+}
+
+// hookSettings reads --hooks, --hook-urls, --hook-timeouts and the hook TLS files.
+func (c *serveConfig) hookSettings() error {
+	c.hooks.Enabled = []string{}
+	for _, h := range splitList(c.hookEnabled) {
+		name, ok := hooks.Name(h)
+		if !ok {
+			return fmt.Errorf("--hooks: no hook %q (connect, join, publish, rpc, notify)", h)
+		}
+		c.hooks.Enabled = append(c.hooks.Enabled, name)
+	}
+	if len(c.hooks.Enabled) == 0 {
+		return errors.New("--hooks: none named; to call no hooks leave --hook-url empty")
+	}
+	pairs := func(flag, list string, set func(name, v string) error) error {
+		for _, kv := range splitList(list) {
+			k, v, ok := strings.Cut(kv, "=")
+			name, known := hooks.Name(k)
+			if !ok || !known || v == "" {
+				return fmt.Errorf("--%s: %q is not HOOK=VALUE with a hook from connect, join, publish, rpc, notify", flag, kv)
+			}
+			if err := set(name, strings.TrimSpace(v)); err != nil {
+				return fmt.Errorf("--%s: %s: %w", flag, name, err)
+			}
+		}
+		return nil
+	}
+	c.hooks.URLs, c.hooks.Timeouts = map[string]string{}, map[string]time.Duration{}
+	if err := pairs("hook-urls", c.hookURLs, func(name, v string) error { c.hooks.URLs[name] = v; return nil }); err != nil {
+		return err
+	}
+	if err := pairs("hook-timeouts", c.hookTimeouts, func(name, v string) error {
+		d, err := time.ParseDuration(v)
+		if err == nil && d <= 0 {
+			err = errors.New("not positive")
+		}
+		c.hooks.Timeouts[name] = d
+		return err
+	}); err != nil {
+		return err
+	}
+	if c.hookCAFile == "" && c.hookCertFile == "" && c.hookKeyFile == "" {
+		return nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.hookCAFile != "" {
+		pem, err := os.ReadFile(c.hookCAFile)
+		if err != nil {
+			return fmt.Errorf("--hook-ca-file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--hook-ca-file: no PEM certificate in %s", c.hookCAFile)
+		}
+	}
+	if (c.hookCertFile == "") != (c.hookKeyFile == "") {
+		return errors.New("--hook-cert and --hook-key go together")
+	}
+	if c.hookCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.hookCertFile, c.hookKeyFile)
+		if err != nil {
+			return fmt.Errorf("--hook-cert/--hook-key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	c.hooks.TLS = tc
 	return nil
 }
 

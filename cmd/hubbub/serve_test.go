@@ -31,6 +31,12 @@ func TestServeRefusesNonsenseFlags(t *testing.T) {
 		{[]string{"--max-message-bytes", "100000"}, "--max-message-bytes"},
 		{[]string{"--jwt-alg", "HS256"}, "--jwt-alg HS256 needs a key"},
 		{[]string{"--history-store", "disk"}, "--history-store"},
+		{[]string{"--hook-url", "http://127.0.0.1:9", "--hooks", "connect,subscribe"}, `--hooks: no hook "subscribe"`},
+		{[]string{"--hook-url", "http://127.0.0.1:9", "--hook-urls", "join"}, "--hook-urls"},
+		{[]string{"--hook-url", "http://127.0.0.1:9", "--hook-urls", "join=ftp://x"}, "not http:// or https://"},
+		{[]string{"--hook-url", "http://127.0.0.1:9", "--hook-timeouts", "rpc=soon"}, "--hook-timeouts: Rpc"},
+		{[]string{"--hook-url", "http://127.0.0.1:9", "--hook-cert", "c.pem"}, "--hook-cert and --hook-key go together"},
+		{[]string{"--hook-url", "http://127.0.0.1:9", "--hook-ca-file", "/nonexistent"}, "--hook-ca-file"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -43,6 +49,11 @@ func TestServeRefusesNonsenseFlags(t *testing.T) {
 	// Zero keeps its documented meaning where it has one; negative rates mean unlimited.
 	if _, err := parseServe([]string{"--max-connections", "0", "--command-rate", "-1", "--history-size", "-1"}); err != nil {
 		t.Fatal(err)
+	}
+	c, err := parseServe([]string{"--hook-url", "http://127.0.0.1:9", "--hooks", "Connect, rpc", "--hook-urls", "rpc=https://10.0.0.1:9000",
+		"--hook-timeouts", "connect=5s"})
+	if err != nil || strings.Join(c.hooks.Enabled, ",") != "Connect,Rpc" || c.hooks.URLs["Rpc"] != "https://10.0.0.1:9000" || c.hooks.Timeouts["Connect"] != 5*time.Second {
+		t.Fatalf("hook settings: %+v %v", c.hooks, err)
 	}
 }
 

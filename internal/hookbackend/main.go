@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +32,9 @@ func main() {
 	garbage := flag.Bool("garbage", false, "answer every call with bytes that are not a reply")
 	acceptAll := flag.Bool("accept-all", false, "connect: the user is the name the client gave (benchmarks)")
 	quiet := flag.Bool("quiet", false, "print no line per call (benchmarks)")
+	certFile := flag.String("tls-cert", "", "serve TLS with this PEM certificate (and --tls-key)")
+	keyFile := flag.String("tls-key", "", "PEM key of --tls-cert")
+	clientCA := flag.String("client-ca", "", "with TLS: require a client certificate signed by these PEM CAs")
 	flag.Parse()
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -48,9 +53,26 @@ func main() {
 	mux.Handle(path, hh)
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
+	p.SetHTTP2(true) // over TLS, for gRPC
 	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: mux, Protocols: p}
 	fmt.Println("listening", l.Addr())
-	_ = (&http.Server{Handler: mux, Protocols: p}).Serve(l)
+	if *certFile == "" {
+		_ = srv.Serve(l)
+		return
+	}
+	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if *clientCA != "" {
+		b, err := os.ReadFile(*clientCA)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(b)
+		srv.TLSConfig.ClientCAs, srv.TLSConfig.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	_ = srv.ServeTLS(l, *certFile, *keyFile)
 }
 
 type handler struct {
