@@ -121,7 +121,8 @@ func (c *conn) sendJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv
 			jr.joined, jr.pid = true, pid // the join reply itself reaches the client through the relay
 			ctx.Send(c.node.users, connRoom{pid: ctx.Self(), room: name, joined: true})
 			if c.node.notifier != nil {
-				ctx.Send(c.node.notifier, userJoined{user: c.identity.User, clientID: c.clientID, room: name})
+				ctx.Send(c.node.notifier, userJoined{user: c.identity.User, clientID: c.clientID, room: name,
+					notify: c.profile(name).HookNotify == HookNotifyPresence, time: time.Now().UnixMilli()})
 			}
 			ctx.Watch(pid) // a room that dies under its members sends Terminated
 			c.endCommand(f.GetId(), nil)

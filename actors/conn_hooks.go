@@ -53,7 +53,7 @@ func (c *conn) profile(room string) *RoomProfile {
 
 // notify queues a leave or disconnect notification for the backend.
 func (c *conn) notify(ctx actor.Context, kind hooksv1.Notification_Kind, room, reason string, held bool) {
-	if c.node.notifier == nil || c.identity == nil {
+	if c.node.notifier == nil || c.identity == nil || (room != "" && c.profile(room).HookNotify == HookNotifyOff) {
 		return
 	}
 	ctx.Send(c.node.notifier, notice{held: held, n: &hooksv1.Notification{Kind: kind, User: c.identity.User, ClientId: c.clientID,

@@ -94,7 +94,11 @@ type notice struct {
 type userConnected struct{ user, clientID string }
 
 // userJoined tells the notifier a user joined a room (cancelling a held leave of it).
-type userJoined struct{ user, clientID, room string }
+type userJoined struct {
+	user, clientID, room string
+	notify               bool  // the room's profile notifies joins
+	time                 int64 // Unix ms
+}
 
 type (
 	notifySend   struct{}                  // the linger or backoff timer fired
@@ -139,9 +143,13 @@ func (s *notifier) Receive(ctx actor.Context) {
 			c.rooms[msg.room] = true
 			s.record(&nodev1.NotifyJournalRecord{Entry: &nodev1.NotifyJournalRecord_Join{Join: &nodev1.JournalConn{ClientId: msg.clientID, Room: msg.room}}})
 		}
-		s.cancel(msg.user, func(n *hooksv1.Notification) bool {
+		rejoined := s.cancel(msg.user, func(n *hooksv1.Notification) bool {
 			return n.GetKind() == hooksv1.Notification_KIND_LEAVE && n.GetRoom() == msg.room
 		})
+		if msg.notify && !rejoined {
+			s.enqueue(ctx, &hooksv1.Notification{Kind: hooksv1.Notification_KIND_JOIN, User: msg.user, ClientId: msg.clientID,
+				Room: msg.room, Reason: "join", TimeUnixMs: msg.time})
+		}
 	case graceExpired:
 		s.release(ctx, msg.user, msg.id)
 	case notifySend:
@@ -265,9 +273,11 @@ func (s *notifier) hold(ctx actor.Context, n *hooksv1.Notification) {
 	}
 }
 
-// cancel drops the user's held notifications that match, counting them. A
-// connection whose held notifications are all gone owes nothing more.
-func (s *notifier) cancel(user string, match func(*hooksv1.Notification) bool) {
+// cancel drops the user's held notifications that match, counting them, and
+// reports whether there were any. A connection whose held notifications are
+// all gone owes nothing more.
+func (s *notifier) cancel(user string, match func(*hooksv1.Notification) bool) bool {
+	found := false
 	hs := s.held[user]
 	for _, h := range hs {
 		kept := h.events[:0]
@@ -276,6 +286,7 @@ func (s *notifier) cancel(user string, match func(*hooksv1.Notification) bool) {
 				kept = append(kept, n)
 				continue
 			}
+			found = true
 			s.node.counters.HookNotifyCoalesced.Add(1)
 			if n.GetKind() == hooksv1.Notification_KIND_LEAVE {
 				s.left(n.GetClientId(), n.GetRoom())
@@ -296,6 +307,7 @@ func (s *notifier) cancel(user string, match func(*hooksv1.Notification) bool) {
 	} else {
 		s.held[user] = hs
 	}
+	return found
 }
 
 // release queues what is left of a held disconnect whose window ended.

@@ -130,7 +130,37 @@ type RoomProfile struct {
 	// hooks out for these rooms (when hooks are configured): joins and
 	// publishes go by the token's permissions alone.
 	SkipJoinHook, SkipPublishHook bool
+	// HookNotify is what the backend hears of these rooms (when the Notify
+	// hook is on): leaves (the default), presence (joins too) or nothing.
+	HookNotify HookNotifyMode
 }
+
+// HookNotifyMode says which membership changes of a room are notified.
+type HookNotifyMode int
+
+const (
+	// HookNotifyLeaves notifies leaves (the default).
+	HookNotifyLeaves HookNotifyMode = iota
+	// HookNotifyPresence notifies joins and leaves.
+	HookNotifyPresence
+	// HookNotifyOff notifies nothing of the room (disconnects still are).
+	HookNotifyOff
+)
+
+var hookNotifyNames = []string{"leaves", "presence", "off"}
+
+// ParseHookNotify reads a HookNotifyMode by name.
+func ParseHookNotify(s string) (HookNotifyMode, error) {
+	for i, n := range hookNotifyNames {
+		if n == s {
+			return HookNotifyMode(i), nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not leaves, presence or off", s)
+}
+
+// String is the mode's name.
+func (m HookNotifyMode) String() string { return hookNotifyNames[m] }
 
 // DefaultProfile is the profile of rooms that no profile matches: the
 // room-wide settings of c, defaults applied.

@@ -701,3 +701,36 @@ func TestHooksMutualTLS(t *testing.T) {
 		t.Fatalf("connect without the client certificate: %v", r)
 	}
 }
+
+// Room profiles choose what the backend hears: joins too (hook-notify:
+// presence), or nothing (off); a rejoin after a page reload is neither a
+// leave nor a join.
+func TestHookNotifyProfiles(t *testing.T) {
+	be := startHookBackend(t)
+	cfg := filepath.Join(t.TempDir(), "hubbub.yaml")
+	rooms := "rooms:\n  - pattern: \"p-*\"\n    hook-notify: presence\n  - pattern: \"quiet-*\"\n    hook-notify: off\n"
+	if err := os.WriteFile(cfg, []byte(rooms), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, hookArgs(t, be.URL, "json", "--config", cfg, "--hook-disconnect-grace", "1s")...)
+	dan, _ := connectAs(t, p.URL, wire.JSON, "user:dan")
+	dan.join("p-1", nil)
+	dan.join("quiet-1", nil)
+	dan.join("p-2", nil)
+	for _, room := range []string{"quiet-1", "p-1"} {
+		dan.request(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Leave{Leave: &hubbubv1.LeaveRequest{Room: room}}})
+	}
+	want := []string{"KIND_JOIN dan p-1 join", "KIND_JOIN dan p-2 join", "KIND_LEAVE dan p-1 leave"}
+	if got := be.waitNotifications(t, want...); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("notifications %v, want %v", got, want)
+	}
+	dan.close()
+	dan2, _ := connectAs(t, p.URL, wire.JSON, "user:dan")
+	dan2.join("p-2", nil)
+	dan2.join("p-3", nil)
+	be.waitNotifications(t, "KIND_JOIN dan p-3 join")
+	time.Sleep(1500 * time.Millisecond) // past the window
+	if got := be.notesNow(); len(got) != 4 {
+		t.Fatalf("after the reload %v: only the join of p-3 is new", got)
+	}
+}

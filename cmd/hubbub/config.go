@@ -87,6 +87,10 @@ var profileSetters = map[string]func(v string) (func(*actors.RoomProfile), error
 		}
 		return func(p *actors.RoomProfile) { p.Overflow = o }, nil
 	},
+	"hook-notify": func(v string) (func(*actors.RoomProfile), error) {
+		m, err := actors.ParseHookNotify(v)
+		return func(p *actors.RoomProfile) { p.HookNotify = m }, err
+	},
 	"publish": func(v string) (func(*actors.RoomProfile), error) {
 		pp, err := actors.ParsePublishPolicy(v)
 		return func(p *actors.RoomProfile) { p.Publish = pp }, err
@@ -385,6 +389,7 @@ func printConfig(w io.Writer, f *envFlags, rc actors.RoomConfig) error {
 			{Key: "publish-burst", Value: p.PublishBurst}, {Key: "max-members", Value: p.MaxMembers},
 			{Key: "publish", Value: p.Publish.String()}, {Key: "publishers", Value: p.Publishers},
 			{Key: "join-hook", Value: !p.SkipJoinHook}, {Key: "publish-hook", Value: !p.SkipPublishHook},
+			{Key: "hook-notify", Value: p.HookNotify.String()},
 		})
 	}
 	top = append(top, yaml.MapItem{Key: "rooms", Value: rooms})

@@ -32,6 +32,10 @@ const (
 	Notification_KIND_LEAVE Notification_Kind = 1
 	// The connection ended (and did not come back within the grace window).
 	Notification_KIND_DISCONNECT Notification_Kind = 2
+	// The connection joined a room whose profile notifies presence
+	// (hook-notify: presence). A rejoin within the grace window after a
+	// disconnect is not notified, as its leave was not.
+	Notification_KIND_JOIN Notification_Kind = 3
 )
 
 // Enum value maps for Notification_Kind.
@@ -40,11 +44,13 @@ var (
 		0: "KIND_UNSPECIFIED",
 		1: "KIND_LEAVE",
 		2: "KIND_DISCONNECT",
+		3: "KIND_JOIN",
 	}
 	Notification_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
 		"KIND_LEAVE":       1,
 		"KIND_DISCONNECT":  2,
+		"KIND_JOIN":        3,
 	}
 )
 
@@ -886,7 +892,7 @@ const file_hubbub_hooks_v1_hooks_proto_rawDesc = "" +
 	"\x1bhubbub/hooks/v1/hooks.proto\x12\x0fhubbub.hooks.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16hubbub/v1/hubbub.proto\"h\n" +
 	"\rNotifyRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12C\n" +
-	"\rnotifications\x18\x02 \x03(\v2\x1d.hubbub.hooks.v1.NotificationR\rnotifications\"\x9a\x02\n" +
+	"\rnotifications\x18\x02 \x03(\v2\x1d.hubbub.hooks.v1.NotificationR\rnotifications\"\xa9\x02\n" +
 	"\fNotification\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x126\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\".hubbub.hooks.v1.Notification.KindR\x04kind\x12\x12\n" +
@@ -895,12 +901,13 @@ const file_hubbub_hooks_v1_hooks_proto_rawDesc = "" +
 	"\x04room\x18\x05 \x01(\tR\x04room\x12 \n" +
 	"\ftime_unix_ms\x18\x06 \x01(\x03R\n" +
 	"timeUnixMs\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"A\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"P\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
 	"KIND_LEAVE\x10\x01\x12\x13\n" +
-	"\x0fKIND_DISCONNECT\x10\x02\"\x10\n" +
+	"\x0fKIND_DISCONNECT\x10\x02\x12\r\n" +
+	"\tKIND_JOIN\x10\x03\"\x10\n" +
 	"\x0eNotifyResponse\"i\n" +
 	"\aRefusal\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1c\n" +
