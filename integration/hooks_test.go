@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -732,5 +733,26 @@ func TestHookNotifyProfiles(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // past the window
 	if got := be.notesNow(); len(got) != 4 {
 		t.Fatalf("after the reload %v: only the join of p-3 is new", got)
+	}
+}
+
+// With JWTs configured the connect hook runs after the token check: a bad
+// token is refused without asking the backend, a good one is passed on and
+// the backend names the user.
+func TestHookAfterJWT(t *testing.T) {
+	be := startHookBackend(t)
+	secret := filepath.Join(t.TempDir(), "jwt")
+	if err := os.WriteFile(secret, testSecret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, hookArgs(t, be.URL, "json", "--jwt-alg", "HS256", "--jwt-hmac-secret-file", secret)...)
+	calls := len(be.calls())
+	bad, r := connectAs(t, p.URL, wire.JSON, token(t, jwt.SigningMethodHS256, []byte("not the server's secret at all!!"), userClaims("eve", time.Hour)))
+	if errCode(r) != hubbubv1.ErrorCode_ERROR_CODE_UNAUTHORIZED || closeCode(bad.waitClosed()) != wire.CloseUnauthorized || len(be.calls()) != calls {
+		t.Fatalf("a bad token: %v (backend calls %v)", r, be.calls()[calls:])
+	}
+	_, r = connectAs(t, p.URL, wire.JSON, token(t, jwt.SigningMethodHS256, testSecret, userClaims("ann", time.Hour)))
+	if r.GetConnect().GetClient().GetUser() != "jwt-ann" {
+		t.Fatalf("a good token: %v", r)
 	}
 }

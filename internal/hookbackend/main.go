@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -123,6 +125,13 @@ func (h *handler) Connect(_ context.Context, req *connect.Request[hooksv1.Connec
 			info["remote"] = true
 		}
 		res.Info, _ = structpb.NewValue(info)
+	case strings.Count(tok, ".") == 2:
+		// A JWT that Hubbub checked already: the user is "jwt-" and its subject.
+		var claims struct{ Sub string }
+		b, err := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[1])
+		if err == nil && json.Unmarshal(b, &claims) == nil && claims.Sub != "" {
+			res.User = "jwt-" + claims.Sub
+		}
 	case h.acceptAll:
 		res.User = req.Msg.GetName()
 	case tok == "deny":
