@@ -268,7 +268,16 @@ func (c *wsConn) flush() error {
 	if c.deflate {
 		d := getDeflater(c.cfg.CompressionLevel)
 		defer d.release()
-		frames = d.compressAll(frames, make([][]byte, 0, len(frames)))
+		frames = make([][]byte, 0, len(frames))
+		for _, it := range batch {
+			switch {
+			case it.b == nil:
+			case it.room != "": // a room's push: the same bytes go to every member
+				frames = append(frames, pushZ.get(it.b, c.cfg.CompressionLevel, d))
+			default:
+				frames = append(frames, d.compressOne(it.b))
+			}
+		}
 		opcode |= rsv1Bit
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // rsv1Bit marks a compressed message (RFC 7692).
@@ -44,31 +45,88 @@ func getDeflater(level int) *deflater {
 	return d
 }
 
-// compressAll appends the compressed form of every payload to one buffer and
-// returns slices of it (valid until the next call on this deflater).
-func (d *deflater) compressAll(payloads [][]byte, out [][]byte) [][]byte {
-	d.buf.Reset()
-	ends := make([]int, 0, len(payloads))
-	for _, p := range payloads {
-		d.w.Reset(&d.buf)
-		_, _ = d.w.Write(p)
-		_ = d.w.Flush()
-		// Drop the empty stored block's 0x00 0x00 0xff 0xff tail (RFC 7692 7.2.1).
-		d.buf.Truncate(d.buf.Len() - 4)
-		ends = append(ends, d.buf.Len())
-	}
-	all := d.buf.Bytes()
-	start := 0
-	for _, end := range ends {
-		out = append(out, all[start:end:end])
-		start = end
-	}
-	return out
-}
-
 func (d *deflater) release() {
 	if d.buf.Cap() > 1<<20 {
 		return
 	}
 	deflaters.Put(d)
+}
+
+// zcache holds the compressed form of room pushes, so a message fanned out
+// to many connections is compressed once, not once per recipient (with no
+// context takeover the compressed bytes are the same for everyone). It is
+// keyed by the identity of the payload's bytes: the relay hands every
+// recipient the same slice. An entry keeps its payload alive, so while it is
+// cached no other payload can have its address; entries are evicted oldest
+// first past a byte budget per shard.
+type zcache struct {
+	shards [zShards]zshard
+}
+
+const (
+	zShards      = 16
+	zShardBudget = 256 << 10 // payload and compressed bytes per shard
+)
+
+type zkey struct {
+	p     *byte
+	n     int
+	level int
+}
+
+type zshard struct {
+	mu    sync.Mutex
+	m     map[zkey][]byte
+	order []zkey
+	src   map[zkey][]byte // the payloads, kept alive while cached
+	bytes int
+}
+
+var pushZ zcache
+
+// get returns the compressed form of p, compressing it on a miss.
+func (z *zcache) get(p []byte, level int, d *deflater) []byte {
+	if len(p) == 0 {
+		return d.compressOne(p)
+	}
+	k := zkey{p: &p[0], n: len(p), level: level}
+	s := &z.shards[(uintptr(unsafe.Pointer(k.p))>>4)%zShards]
+	s.mu.Lock()
+	if c, ok := s.m[k]; ok {
+		s.mu.Unlock()
+		return c
+	}
+	s.mu.Unlock()
+	c := d.compressOne(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if prev, ok := s.m[k]; ok {
+		return prev // compressed meanwhile by another connection
+	}
+	if s.m == nil {
+		s.m, s.src = map[zkey][]byte{}, map[zkey][]byte{}
+	}
+	s.m[k], s.src[k] = c, p
+	s.order = append(s.order, k)
+	s.bytes += len(p) + len(c)
+	for s.bytes > zShardBudget && len(s.order) > 1 {
+		old := s.order[0]
+		s.order = s.order[1:]
+		s.bytes -= len(s.src[old]) + len(s.m[old])
+		delete(s.m, old)
+		delete(s.src, old)
+	}
+	if cap(s.order) > 4*len(s.order)+64 {
+		s.order = append([]zkey(nil), s.order...)
+	}
+	return c
+}
+
+// compressOne returns the compressed form of p in a slice of its own.
+func (d *deflater) compressOne(p []byte) []byte {
+	d.buf.Reset()
+	d.w.Reset(&d.buf)
+	_, _ = d.w.Write(p)
+	_ = d.w.Flush()
+	return append([]byte(nil), d.buf.Bytes()[:d.buf.Len()-4]...)
 }
