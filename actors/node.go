@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,7 +37,6 @@ type Node struct {
 	auth      *auth.Authenticator
 	hooks     *hooks.Client // the backend's hooks; nil when off
 	notifier  *actor.PID    // sends leave and disconnect notifications; nil without hooks
-	relays    []*actor.PID  // the relay's shards; relay is the first
 	tracing   *telemetry.Tracing
 	inject    func(kind string, msg any)
 	nodeID    string
@@ -132,18 +130,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	n.conns = actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("connection", actor.StopDirective)))
 	rooms := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.StopDirective)))
 	keep := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("node", actor.ResumeDirective)))
-	shards := cfg.RelayShards
-	if shards <= 0 {
-		shards = runtime.GOMAXPROCS(0)
-	}
-	n.relays = make([]*actor.PID, shards)
-	for i := range n.relays {
-		n.relays[i] = actor.NewPID(system.Address(), relayShardID(i))
-	}
-	for i := shards - 1; i >= 0; i-- { // the first shard, which hands on to the others, last
-		n.relays[i], _ = keep.SpawnNamed(relayProps(log, n.counters, n.tracing, i, n.relays), relayShardID(i))
-	}
-	n.relay = n.relays[0]
+	n.relay, _ = keep.SpawnNamed(relayProps(log, n.counters, n.tracing), relayID)
 	if cfg.Cluster.Provider != "" {
 		props := roomProps("", cfg.Room, n.roomDeps(), nil).
 			Configure(actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.StopDirective))))
@@ -225,7 +212,7 @@ func (n *Node) OpenConn(sink Sink, info ConnInfo) (*ConnHandle, error) {
 		return &conn{node: n, cfg: n.cfg.Conn, sink: sink, info: info, clientID: clientID, done: done}
 	}, actor.WithReceiverMiddleware(limiter.middleware), actor.WithMailbox(actor.Unbounded(&n.counters.Mailboxes.Conn)))
 	pid := n.conns.SpawnPrefix(props, "conn")
-	n.system.Root.Send(n.relays[relayShard(pid.Id, len(n.relays))], registerConn{id: pid.Id, sink: sink})
+	n.system.Root.Send(n.relay, registerConn{id: pid.Id, sink: sink})
 	return &ConnHandle{pid: pid, root: n.system.Root, done: done}, nil
 }
 
@@ -263,9 +250,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		n.probes.StopAll(timeout)
 		n.placement.StopAll(timeout)
-		for _, pid := range n.relays {
-			_ = n.system.Root.StopFuture(pid).Wait()
-		}
+		_ = n.system.Root.StopFuture(n.relay).Wait()
 		_ = n.system.Root.StopFuture(n.users).Wait()
 		if n.cluster == nil {
 			n.system.Shutdown() // cluster.Shutdown closed it already

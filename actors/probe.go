@@ -42,10 +42,8 @@ func (n *Node) probe(ctx context.Context) error {
 	if timeout <= 0 {
 		return context.DeadlineExceeded
 	}
-	for i, pid := range n.relays {
-		if _, err := n.system.Root.RequestFuture(pid, relayProbe{}, timeout).Result(); err != nil {
-			return fmt.Errorf("relay shard %d: %w", i, err)
-		}
+	if _, err := n.system.Root.RequestFuture(n.relay, relayProbe{}, timeout).Result(); err != nil {
+		return fmt.Errorf("relay: %w", err)
 	}
 	room := healthRoomPrefix + n.nodeID
 	pid := n.probes.RoomPID(room)

@@ -3,9 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"log/slog"
-	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -18,53 +16,19 @@ import (
 	"github.com/hubbub-chat/hubbub/wire"
 )
 
-// relayID is the actor id of every node's relay (its first shard).
+// relayID is the actor id of every node's relay.
 const relayID = "hubbub/relay"
 
 // relay receives each room's pushes once per node and appends the encoded
 // frame to the outbound queue of every local member. Because join and leave
 // replies take the same path as pushes, each member's stream is ordered.
-//
-// A node's relay is sharded so its fan-out uses every core: each connection
-// belongs to one shard (relayShard of its actor id), and rooms send to the
-// first shard only (one message per node, as before), which hands pushes,
-// joins and leaves on to the other shards in the order it got them. A
-// member's stream therefore keeps the room's order, and a remote node's
-// pushes cross the network once.
 type relay struct {
 	log      *slog.Logger
 	counters *telemetry.Counters
 	tracing  *telemetry.Tracing
 	conns    map[string]*localConn             // by connection actor id
 	rooms    map[string]map[string]*roomMember // room -> actor id -> member
-	shard    int
-	shards   []*actor.PID // every shard of the node, on the first shard only
 }
-
-// relayShard is the shard of the relay that serves a connection actor.
-func relayShard(actorID string, shards int) int {
-	if shards <= 1 {
-		return 0
-	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(actorID))
-	return int(h.Sum32() % uint32(shards))
-}
-
-// relayShardID is the actor id of a node's relay shard i.
-func relayShardID(i int) string {
-	if i == 0 {
-		return relayID
-	}
-	return relayID + "-" + strconv.Itoa(i)
-}
-
-// Messages the first shard hands on to the others.
-type (
-	shardDeliver     struct{ msg *nodev1.RelayDeliver }
-	shardSubscribe   struct{ msg *nodev1.RelaySubscribe }
-	shardUnsubscribe struct{ msg *nodev1.RelayUnsubscribe }
-)
 
 type localConn struct {
 	id    string
@@ -108,58 +72,25 @@ type registerConn struct {
 
 type unregisterConn struct{ id string }
 
-// relayProps is shard i's; shards lists every shard for the first one.
-func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing, i int, shards []*actor.PID) *actor.Props {
+func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		r := &relay{log: log, counters: c, tracing: t, conns: map[string]*localConn{}, rooms: map[string]map[string]*roomMember{}, shard: i}
-		if i == 0 && len(shards) > 1 {
-			r.shards = shards
-		}
-		return r
+		return &relay{log: log, counters: c, tracing: t, conns: map[string]*localConn{}, rooms: map[string]map[string]*roomMember{}}
 	}, actor.WithMailbox(actor.Unbounded(&c.Mailboxes.Relay)))
-}
-
-// route returns the shard that serves a connection, nil for this one.
-func (r *relay) route(actorID string) *actor.PID {
-	if len(r.shards) == 0 {
-		return nil
-	}
-	if k := relayShard(actorID, len(r.shards)); k != r.shard {
-		return r.shards[k]
-	}
-	return nil
 }
 
 func (r *relay) Receive(ctx actor.Context) {
 	switch msg := unwrap(ctx.Message()).(type) {
 	case *nodev1.RelayDeliver:
 		r.counters.RelayDelivers.Add(1)
-		for i, pid := range r.shards {
-			if i != r.shard {
-				ctx.Send(pid, shardDeliver{msg})
-			}
-		}
-		r.onDeliverAny(ctx, msg)
-	case shardDeliver:
-		if len(r.rooms[msg.msg.GetRoom()]) > 0 {
-			r.onDeliverAny(ctx, msg.msg)
+		if r.tracing.Enabled && len(msg.GetTrace()) > 0 {
+			r.onDeliverTraced(msg, ctx.ActorSystem().Address()) // known once the cluster's transport runs
+		} else {
+			r.onDeliver(msg)
 		}
 	case *nodev1.RelaySubscribe:
-		if pid := r.route(msg.GetActorId()); pid != nil {
-			ctx.Send(pid, shardSubscribe{msg})
-			return
-		}
 		r.onSubscribe(msg)
-	case shardSubscribe:
-		r.onSubscribe(msg.msg)
 	case *nodev1.RelayUnsubscribe:
-		if pid := r.route(msg.GetActorId()); pid != nil {
-			ctx.Send(pid, shardUnsubscribe{msg})
-			return
-		}
 		r.onUnsubscribe(msg)
-	case shardUnsubscribe:
-		r.onUnsubscribe(msg.msg)
 	case registerConn:
 		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink, rooms: map[string]struct{}{}}
 	case unregisterConn:
@@ -169,14 +100,6 @@ func (r *relay) Receive(ctx actor.Context) {
 	case actor.SystemMessage, actor.AutoReceiveMessage:
 	default:
 		r.log.Warn("relay: unexpected message dropped", "type", slog.AnyValue(msg).String())
-	}
-}
-
-func (r *relay) onDeliverAny(ctx actor.Context, msg *nodev1.RelayDeliver) {
-	if r.tracing.Enabled && len(msg.GetTrace()) > 0 {
-		r.onDeliverTraced(msg, ctx.ActorSystem().Address()) // known once the cluster's transport runs
-	} else {
-		r.onDeliver(msg)
 	}
 }
 
