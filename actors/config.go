@@ -12,6 +12,9 @@ type Config struct {
 	Room RoomConfig
 	// Conn configures every connection.
 	Conn ConnConfig
+	// RelayShards is how many relay actors fan a node's pushes out to its
+	// connections. Default GOMAXPROCS (one per core).
+	RelayShards int
 	// Notify configures the leave and disconnect notifications to the backend's hooks.
 	Notify NotifyConfig
 	// ServerVersion is reported in ConnectReply. Default "dev".

@@ -81,7 +81,7 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		c.onStopping(ctx)
 	case *actor.Stopped:
-		ctx.Send(c.node.relay, unregisterConn{id: ctx.Self().Id})
+		ctx.Send(c.node.relays[relayShard(ctx.Self().Id, len(c.node.relays))], unregisterConn{id: ctx.Self().Id})
 		if c.expiry != nil {
 			c.expiry.Stop()
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -35,8 +36,10 @@ type Node struct {
 	cluster   *cluster.Cluster
 	users     *actor.PID
 	auth      *auth.Authenticator
-	hooks     *hooks.Client // the backend's hooks; nil when off
-	notifier  *actor.PID    // sends leave and disconnect notifications; nil without hooks
+	hooks     *hooks.Client   // the backend's hooks; nil when off
+	notifier  *actor.PID      // sends leave and disconnect notifications; nil without hooks
+	relays    []*actor.PID    // the relay's shards; relay is the first
+	fanouts   *fanoutRecorder // makes the relays' fan-out spans; nil when tracing is off
 	tracing   *telemetry.Tracing
 	inject    func(kind string, msg any)
 	nodeID    string
@@ -130,13 +133,30 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	n.conns = actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("connection", actor.StopDirective)))
 	rooms := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.StopDirective)))
 	keep := actor.NewRootContext(system, nil).WithGuardian(actor.NewOneForOneStrategy(0, 0, n.decide("node", actor.ResumeDirective)))
-	n.relay, _ = keep.SpawnNamed(relayProps(log, n.counters, n.tracing), relayID)
+	if n.tracing.Enabled {
+		n.fanouts = startFanoutRecorder(n.tracing, n.counters)
+	}
+	shards := cfg.RelayShards
+	if shards <= 0 {
+		shards = runtime.GOMAXPROCS(0)
+	}
+	n.relays = make([]*actor.PID, shards)
+	for i := range n.relays {
+		n.relays[i] = actor.NewPID(system.Address(), relayShardID(i))
+	}
+	for i := shards - 1; i >= 0; i-- { // the first shard, which hands on to the others, last
+		n.relays[i], _ = keep.SpawnNamed(relayProps(log, n.counters, n.tracing, n.fanouts, i, n.relays), relayShardID(i))
+	}
+	n.relay = n.relays[0]
 	if cfg.Cluster.Provider != "" {
 		props := roomProps("", cfg.Room, n.roomDeps(), nil).
 			Configure(actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, n.decide("room", actor.StopDirective))))
 		c, err := n.startCluster(cfg.Cluster, props)
 		if err != nil {
 			n.stalls.close()
+			if n.fanouts != nil {
+				n.fanouts.close()
+			}
 			if nt != nil && nt.journal != nil {
 				nt.journal.close()
 			}
@@ -212,7 +232,7 @@ func (n *Node) OpenConn(sink Sink, info ConnInfo) (*ConnHandle, error) {
 		return &conn{node: n, cfg: n.cfg.Conn, sink: sink, info: info, clientID: clientID, done: done}
 	}, actor.WithReceiverMiddleware(limiter.middleware), actor.WithMailbox(actor.Unbounded(&n.counters.Mailboxes.Conn)))
 	pid := n.conns.SpawnPrefix(props, "conn")
-	n.system.Root.Send(n.relay, registerConn{id: pid.Id, sink: sink})
+	n.system.Root.Send(n.relays[relayShard(pid.Id, len(n.relays))], registerConn{id: pid.Id, sink: sink})
 	return &ConnHandle{pid: pid, root: n.system.Root, done: done}, nil
 }
 
@@ -250,7 +270,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		n.probes.StopAll(timeout)
 		n.placement.StopAll(timeout)
-		_ = n.system.Root.StopFuture(n.relay).Wait()
+		for _, pid := range n.relays {
+			_ = n.system.Root.StopFuture(pid).Wait()
+		}
+		if n.fanouts != nil {
+			n.fanouts.close()
+		}
 		_ = n.system.Root.StopFuture(n.users).Wait()
 		if n.cluster == nil {
 			n.system.Shutdown() // cluster.Shutdown closed it already

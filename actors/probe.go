@@ -42,8 +42,10 @@ func (n *Node) probe(ctx context.Context) error {
 	if timeout <= 0 {
 		return context.DeadlineExceeded
 	}
-	if _, err := n.system.Root.RequestFuture(n.relay, relayProbe{}, timeout).Result(); err != nil {
-		return fmt.Errorf("relay: %w", err)
+	for i, pid := range n.relays {
+		if _, err := n.system.Root.RequestFuture(pid, relayProbe{}, timeout).Result(); err != nil {
+			return fmt.Errorf("relay shard %d: %w", i, err)
+		}
 	}
 	room := healthRoomPrefix + n.nodeID
 	pid := n.probes.RoomPID(room)

@@ -1,12 +1,13 @@
 package actors
 
 import (
-	"context"
 	"errors"
+	"hash/fnv"
 	"log/slog"
-
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -16,19 +17,57 @@ import (
 	"github.com/hubbub-chat/hubbub/wire"
 )
 
-// relayID is the actor id of every node's relay.
+// relayID is the actor id of every node's relay (its first shard).
 const relayID = "hubbub/relay"
 
 // relay receives each room's pushes once per node and appends the encoded
 // frame to the outbound queue of every local member. Because join and leave
 // replies take the same path as pushes, each member's stream is ordered.
+//
+// A node's relay is sharded so its fan-out uses every core: each connection
+// belongs to one shard (relayShard of its actor id), and rooms send to the
+// first shard only (one message per node, as before), which hands pushes,
+// joins and leaves on to the other shards in the order it got them. A
+// member's stream therefore keeps the room's order, and a remote node's
+// pushes cross the network once.
 type relay struct {
 	log      *slog.Logger
 	counters *telemetry.Counters
 	tracing  *telemetry.Tracing
 	conns    map[string]*localConn             // by connection actor id
 	rooms    map[string]map[string]*roomMember // room -> actor id -> member
+	recorder *fanoutRecorder                   // nil when tracing is off
+	shard    int
+	shards   []*actor.PID // every shard of the node, on the first shard only
 }
+
+// relayShard is the shard of the relay that serves a connection actor.
+func relayShard(actorID string, shards int) int {
+	if shards <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(actorID))
+	return int(h.Sum32() % uint32(shards))
+}
+
+// relayShardID is the actor id of a node's relay shard i.
+func relayShardID(i int) string {
+	if i == 0 {
+		return relayID
+	}
+	return relayID + "-" + strconv.Itoa(i)
+}
+
+// Messages the first shard hands on to the others.
+type (
+	shardDeliver struct {
+		msg   *nodev1.RelayDeliver
+		tally *pushTally
+	}
+	shardSubscribe   struct{ msg *nodev1.RelaySubscribe }
+	shardUnsubscribe struct{ msg *nodev1.RelayUnsubscribe }
+)
 
 type localConn struct {
 	id    string
@@ -72,25 +111,61 @@ type registerConn struct {
 
 type unregisterConn struct{ id string }
 
-func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing) *actor.Props {
+// relayProps is shard i's; shards lists every shard for the first one.
+func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing, rec *fanoutRecorder, i int, shards []*actor.PID) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &relay{log: log, counters: c, tracing: t, conns: map[string]*localConn{}, rooms: map[string]map[string]*roomMember{}}
+		r := &relay{log: log, counters: c, tracing: t, recorder: rec, conns: map[string]*localConn{}, rooms: map[string]map[string]*roomMember{}, shard: i}
+		if i == 0 && len(shards) > 1 {
+			r.shards = shards
+		}
+		return r
 	}, actor.WithMailbox(actor.Unbounded(&c.Mailboxes.Relay)))
+}
+
+// route returns the shard that serves a connection, nil for this one.
+func (r *relay) route(actorID string) *actor.PID {
+	if len(r.shards) == 0 {
+		return nil
+	}
+	if k := relayShard(actorID, len(r.shards)); k != r.shard {
+		return r.shards[k]
+	}
+	return nil
 }
 
 func (r *relay) Receive(ctx actor.Context) {
 	switch msg := unwrap(ctx.Message()).(type) {
 	case *nodev1.RelayDeliver:
 		r.counters.RelayDelivers.Add(1)
-		if r.tracing.Enabled && len(msg.GetTrace()) > 0 {
-			r.onDeliverTraced(msg, ctx.ActorSystem().Address()) // known once the cluster's transport runs
-		} else {
-			r.onDeliver(msg)
+		var t *pushTally
+		if len(r.shards) > 1 {
+			t = &pushTally{}
+			t.remaining.Store(int32(len(r.shards)))
+			for i, pid := range r.shards {
+				if i != r.shard {
+					ctx.Send(pid, shardDeliver{msg, t})
+				}
+			}
 		}
+		r.onDeliverAny(ctx, msg, t)
+	case shardDeliver:
+		r.onDeliverAny(ctx, msg.msg, msg.tally)
 	case *nodev1.RelaySubscribe:
+		if pid := r.route(msg.GetActorId()); pid != nil {
+			ctx.Send(pid, shardSubscribe{msg})
+			return
+		}
 		r.onSubscribe(msg)
+	case shardSubscribe:
+		r.onSubscribe(msg.msg)
 	case *nodev1.RelayUnsubscribe:
+		if pid := r.route(msg.GetActorId()); pid != nil {
+			ctx.Send(pid, shardUnsubscribe{msg})
+			return
+		}
 		r.onUnsubscribe(msg)
+	case shardUnsubscribe:
+		r.onUnsubscribe(msg.msg)
 	case registerConn:
 		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink, rooms: map[string]struct{}{}}
 	case unregisterConn:
@@ -103,8 +178,16 @@ func (r *relay) Receive(ctx actor.Context) {
 	}
 }
 
+func (r *relay) onDeliverAny(ctx actor.Context, msg *nodev1.RelayDeliver, t *pushTally) {
+	if r.recorder != nil && len(msg.GetTrace()) > 0 {
+		r.onDeliverTraced(msg, t, ctx.ActorSystem().Address()) // known once the cluster's transport runs
+	} else {
+		r.onDeliver(msg, t)
+	}
+}
+
 // onDeliver is the hot path: the same bytes to every local member's queue.
-func (r *relay) onDeliver(msg *nodev1.RelayDeliver) {
+func (r *relay) onDeliver(msg *nodev1.RelayDeliver, t *pushTally) {
 	subs := r.rooms[msg.GetRoom()]
 	delivered := 0
 	for _, m := range subs {
@@ -113,6 +196,46 @@ func (r *relay) onDeliver(msg *nodev1.RelayDeliver) {
 		}
 	}
 	r.count(msg, len(subs), delivered)
+	if t == nil {
+		r.done(msg, len(subs), nil)
+	} else if total, last := t.add(len(subs), nil); last {
+		r.done(msg, total, nil)
+	}
+}
+
+// pushTally sums what the shards of a node did with one push, so the node
+// records one fan-out (its size histogram, its span) per push however many
+// shards share it. The shard that finishes last records it.
+type pushTally struct {
+	remaining  atomic.Int32
+	recipients atomic.Int64
+	mu         sync.Mutex
+	note       *fanoutNote // traced pushes only
+}
+
+// add adds a shard's part; last reports whether it was the last shard's.
+func (t *pushTally) add(recipients int, n *fanoutNote) (total int, last bool) {
+	if n != nil {
+		t.mu.Lock()
+		if t.note == nil {
+			t.note = n
+		} else {
+			t.note.merge(n)
+		}
+		t.mu.Unlock()
+	}
+	total = int(t.recipients.Add(int64(recipients)))
+	return total, t.remaining.Add(-1) == 0
+}
+
+// done records a push's fan-out on this node once every shard has had it.
+func (r *relay) done(msg *nodev1.RelayDeliver, recipients int, n *fanoutNote) {
+	if msg.GetOffset() > 0 {
+		r.counters.Hist.Load().RecordFanout(recipients, msg.GetAcceptedUnixNano())
+	}
+	if n != nil {
+		r.recorder.note(n)
+	}
 }
 
 // errStreamGap is a message that does not continue a member's stream.
@@ -144,47 +267,44 @@ func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember) error {
 	return c.sink.Push(frame, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy()})
 }
 
+// count counts one shard's deliveries of a push.
 func (r *relay) count(msg *nodev1.RelayDeliver, recipients, delivered int) {
 	r.counters.Deliveries.Add(int64(delivered))
 	r.counters.CountPushes(msg.GetKind(), delivered)
 	r.counters.DeliveryDrops.Add(int64(recipients - delivered))
-	if msg.GetOffset() > 0 {
-		r.counters.Hist.Load().RecordFanout(recipients, msg.GetAcceptedUnixNano())
-	}
 }
 
-// onDeliverTraced is onDeliver with a fan-out span on the publish's trace:
-// counts as attributes, drops and slow consumers as events, and per-recipient
-// events or spans when configured.
-func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver, address string) {
-	ctx := telemetry.Extract(context.Background(), msg.GetTrace())
-	ctx, span := r.tracing.Tracer.Start(ctx, "hubbub.fanout", trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attrRoom.String(msg.GetRoom()), attrOffset.Int64(int64(msg.GetOffset())), attrNode.String(address)))
-	defer span.End()
+// onDeliverTraced is onDeliver noting what the fan-out span will say:
+// counts, drops and slow consumers, and per-recipient deliveries when
+// configured. The recorder makes the span (see fanouttrace.go).
+func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver, t *pushTally, address string) {
+	n := &fanoutNote{msg: msg, node: address, start: time.Now()}
+	perRecipient := r.tracing.Deliveries != telemetry.DeliveryCounts
 	subs := r.rooms[msg.GetRoom()]
-	delivered := 0
 	for _, m := range subs {
-		c := m.conn
 		err := r.deliver(msg, m)
 		switch {
 		case errors.Is(err, ErrSlowConsumer):
-			span.AddEvent("hubbub.slow_consumer", trace.WithAttributes(attrClient.String(c.id)))
+			n.events = append(n.events, deliveryEvent{name: "hubbub.slow_consumer", client: m.conn.id, at: time.Now()})
 		case err != nil:
-			span.AddEvent("hubbub.drop", trace.WithAttributes(attrClient.String(c.id), attribute.String("error.type", err.Error())))
+			n.events = append(n.events, deliveryEvent{name: "hubbub.drop", client: m.conn.id, err: err.Error(), at: time.Now()})
 		default:
-			delivered++
-		}
-		switch {
-		case err != nil:
-		case r.tracing.Deliveries == telemetry.DeliveryEvents:
-			span.AddEvent("hubbub.deliver", trace.WithAttributes(attrClient.String(c.id)))
-		case r.tracing.Deliveries == telemetry.DeliverySpans:
-			_, s := r.tracing.Tracer.Start(ctx, "hubbub.deliver", trace.WithAttributes(attrClient.String(c.id)))
-			s.End()
+			n.delivered++
+			if perRecipient {
+				n.events = append(n.events, deliveryEvent{name: "hubbub.deliver", client: m.conn.id, at: time.Now()})
+			}
 		}
 	}
-	span.SetAttributes(attrRecipients.Int(len(subs)), attrDelivered.Int(delivered), attrDropped.Int(len(subs)-delivered))
-	r.count(msg, len(subs), delivered)
+	n.recipients = len(subs)
+	n.end = time.Now()
+	r.count(msg, len(subs), n.delivered)
+	if t == nil {
+		r.done(msg, len(subs), n)
+		return
+	}
+	if total, last := t.add(len(subs), n); last {
+		r.done(msg, total, t.note) // every shard has added its part: no lock needed
+	}
 }
 
 func (r *relay) onSubscribe(msg *nodev1.RelaySubscribe) {

@@ -111,6 +111,68 @@ func TestOnePublishIsOneTrace(t *testing.T) {
 	}
 }
 
+// A node's relay is sharded, yet each push is one fan-out span per node: the
+// shards' parts summed (recipients, one event per recipient), timed from the
+// first shard's start to the last one's end. Every member still gets the
+// room's messages in order whichever shard serves it.
+func TestShardedRelayOneFanoutSpan(t *testing.T) {
+	s, exp := tracedServer(t, telemetry.DeliveryEvents, actors.Config{RelayShards: 4}, transport.Config{})
+	const members, msgs = 12, 20
+	var subs []*client
+	for i := range members {
+		c := connect(t, s.URL, wire.Proto, fmt.Sprint("m", i))
+		c.join("sharded", nil)
+		subs = append(subs, c)
+	}
+	pub := connect(t, s.URL, wire.Proto, "pub")
+	var tids []trace.TraceID
+	for i := range msgs {
+		r := pub.request(publishFrame("sharded", fmt.Sprint(i), ""))
+		tid, err := trace.TraceIDFromHex(r.GetTraceId())
+		if err != nil {
+			t.Fatalf("reply %v", r)
+		}
+		tids = append(tids, tid)
+	}
+	for _, c := range subs {
+		for i := range msgs {
+			if m := c.nextMessage(); m.GetOffset() != uint64(i+1) || m.GetBody().GetText() != fmt.Sprint(i) {
+				t.Fatalf("message %d: offset %d body %q", i, m.GetOffset(), m.GetBody().GetText())
+			}
+		}
+	}
+	for _, tid := range tids {
+		eventually(t, "the fan-out span", func() bool { _, ok := spansOf(exp, tid)["hubbub.fanout"]; return ok })
+		var fans []tracetest.SpanStub
+		for _, sp := range exp.GetSpans() {
+			if sp.SpanContext.TraceID() == tid && sp.Name == "hubbub.fanout" {
+				fans = append(fans, sp)
+			}
+		}
+		if len(fans) != 1 {
+			t.Fatalf("%d fan-out spans for one push on one node", len(fans))
+		}
+		fan, room := fans[0], spansOf(exp, tid)["hubbub.room publish"]
+		if attr(fan, "hubbub.fanout.recipients") != fmt.Sprint(members) || attr(fan, "hubbub.fanout.delivered") != fmt.Sprint(members) {
+			t.Fatalf("fanout attributes %v", fan.Attributes)
+		}
+		if len(fan.Events) != members {
+			t.Fatalf("%d deliver events, want %d", len(fan.Events), members)
+		}
+		for _, e := range fan.Events {
+			if e.Time.Before(fan.StartTime) || e.Time.After(fan.EndTime) {
+				t.Fatalf("event at %v outside the span %v-%v", e.Time, fan.StartTime, fan.EndTime)
+			}
+		}
+		if fan.Parent.SpanID() != room.SpanContext.SpanID() || fan.StartTime.Before(room.StartTime) {
+			t.Fatalf("fan-out parent %v (room %v), start %v (room %v)", fan.Parent.SpanID(), room.SpanContext.SpanID(), fan.StartTime, room.StartTime)
+		}
+	}
+	if n := s.node.Counters().FanoutNotesDropped.Load(); n != 0 {
+		t.Fatalf("%d fan-out notes dropped", n)
+	}
+}
+
 func TestDeliverySpansAndSlowConsumerEvent(t *testing.T) {
 	s, exp := tracedServer(t, telemetry.DeliverySpans, actors.Config{}, transport.Config{MaxQueuedBytes: 64 << 10, WriteTimeout: 30 * time.Second})
 	good := connect(t, s.URL, wire.Proto, "good")

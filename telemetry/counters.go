@@ -30,6 +30,7 @@ type Counters struct {
 	PermissionDenied    atomic.Int64
 	OverflowDropped     atomic.Int64
 	RelayDelivers       atomic.Int64
+	FanoutNotesDropped  atomic.Int64 // fan-out spans not recorded because the recorder was behind
 	RoomsLost           atomic.Int64
 	Conflated           atomic.Int64
 	StoreAppends        atomic.Int64 // batches the history store accepted

@@ -76,6 +76,7 @@ func (m *Metrics) observeCounters(c *Counters) error {
 		{"hubbub.publishes.duplicate", "{message}", "retried publishes recognised by message id", &c.DuplicatePublish, nil},
 		{"hubbub.deliveries", "{message}", "pushes handed to connections' outbound queues", &c.Deliveries, nil},
 		{"hubbub.relay.delivers", "{message}", "pushes this node's relay received from rooms: one per push per node with members", &c.RelayDelivers, nil},
+		{"hubbub.trace.notes_dropped", "{span}", "fan-out spans not recorded because the fan-out recorder was behind", &c.FanoutNotesDropped, nil},
 		{"hubbub.deliveries.dropped", "{message}", "pushes not queued (connection closing or overflowing)", &c.DeliveryDrops, nil},
 		{"hubbub.rooms.started", "{room}", "room activations", &c.RoomsStarted, nil},
 		{"hubbub.rooms.stopped", "{room}", "room passivations", &c.RoomsStopped, nil},

@@ -125,6 +125,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.str(&c.ephemeralRooms, "ephemeral-rooms", "", "comma-separated room patterns whose history stays in memory even with a durable store (faster; lost when the room stops)")
 	f.duration(&nc.Room.IdleTimeout, "room-idle-timeout", time.Minute, "an empty room stops after this long without activity")
 	f.integer(&nc.Room.MaxMembers, "max-room-members", 0, "members per room (0: unlimited)")
+	f.integer(&nc.RelayShards, "relay-shards", 0, "relay actors that fan a node's pushes out to its connections (0: one per core)")
 	f.duration(&nc.Room.TypingTTL, "typing-ttl", 5*time.Second, "how long a typing indicator lasts without a refresh")
 	f.integer(&nc.Conn.MaxMessageBytes, "max-message-bytes", 32<<10, "largest published body: bytes of a text or binary body, of a data body's compact JSON")
 	f.integer(&nc.Conn.MaxRoomNameBytes, "max-room-name-bytes", 128, "longest room name")
