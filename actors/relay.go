@@ -138,13 +138,15 @@ func (r *relay) Receive(ctx actor.Context) {
 	case *nodev1.RelayDeliver:
 		r.counters.RelayDelivers.Add(1)
 		var t *pushTally
-		if len(r.shards) > 1 {
+		// Presence and typing pushes (offset 0) that are not traced record
+		// nothing per push, so their shards need no tally.
+		if len(r.shards) > 1 && (msg.GetOffset() > 0 || r.traced(msg)) {
 			t = &pushTally{}
 			t.remaining.Store(int32(len(r.shards)))
-			for i, pid := range r.shards {
-				if i != r.shard {
-					ctx.Send(pid, shardDeliver{msg, t})
-				}
+		}
+		for i, pid := range r.shards {
+			if i != r.shard {
+				ctx.Send(pid, shardDeliver{msg, t})
 			}
 		}
 		r.onDeliverAny(ctx, msg, t)
@@ -179,11 +181,16 @@ func (r *relay) Receive(ctx actor.Context) {
 }
 
 func (r *relay) onDeliverAny(ctx actor.Context, msg *nodev1.RelayDeliver, t *pushTally) {
-	if r.recorder != nil && len(msg.GetTrace()) > 0 {
+	if r.traced(msg) {
 		r.onDeliverTraced(msg, t, ctx.ActorSystem().Address()) // known once the cluster's transport runs
 	} else {
 		r.onDeliver(msg, t)
 	}
+}
+
+// traced reports whether this node records a fan-out span for a push.
+func (r *relay) traced(msg *nodev1.RelayDeliver) bool {
+	return r.recorder != nil && len(msg.GetTrace()) > 0
 }
 
 // onDeliver is the hot path: the same bytes to every local member's queue.
@@ -195,12 +202,7 @@ func (r *relay) onDeliver(msg *nodev1.RelayDeliver, t *pushTally) {
 			delivered++
 		}
 	}
-	r.count(msg, len(subs), delivered)
-	if t == nil {
-		r.done(msg, len(subs), nil)
-	} else if total, last := t.add(len(subs), nil); last {
-		r.done(msg, total, nil)
-	}
+	r.finish(msg, t, len(subs), delivered, nil)
 }
 
 // pushTally sums what the shards of a node did with one push, so the node
@@ -228,8 +230,22 @@ func (t *pushTally) add(recipients int, n *fanoutNote) (total int, last bool) {
 	return total, t.remaining.Add(-1) == 0
 }
 
-// done records a push's fan-out on this node once every shard has had it.
-func (r *relay) done(msg *nodev1.RelayDeliver, recipients int, n *fanoutNote) {
+// finish counts one shard's part of a push and, once every shard of the
+// node has had it (t is nil when no sum is needed), records the node's
+// fan-out: the size and latency histograms, and the span's note.
+func (r *relay) finish(msg *nodev1.RelayDeliver, t *pushTally, recipients, delivered int, n *fanoutNote) {
+	if recipients > 0 {
+		r.counters.Deliveries.Add(int64(delivered))
+		r.counters.CountPushes(msg.GetKind(), delivered)
+		r.counters.DeliveryDrops.Add(int64(recipients - delivered))
+	}
+	if t != nil {
+		var last bool
+		if recipients, last = t.add(recipients, n); !last {
+			return
+		}
+		n = t.note // every shard has added its part: no lock needed
+	}
 	if msg.GetOffset() > 0 {
 		r.counters.Hist.Load().RecordFanout(recipients, msg.GetAcceptedUnixNano())
 	}
@@ -267,13 +283,6 @@ func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember) error {
 	return c.sink.Push(frame, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy()})
 }
 
-// count counts one shard's deliveries of a push.
-func (r *relay) count(msg *nodev1.RelayDeliver, recipients, delivered int) {
-	r.counters.Deliveries.Add(int64(delivered))
-	r.counters.CountPushes(msg.GetKind(), delivered)
-	r.counters.DeliveryDrops.Add(int64(recipients - delivered))
-}
-
 // onDeliverTraced is onDeliver noting what the fan-out span will say:
 // counts, drops and slow consumers, and per-recipient deliveries when
 // configured. The recorder makes the span (see fanouttrace.go).
@@ -297,14 +306,7 @@ func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver, t *pushTally, address 
 	}
 	n.recipients = len(subs)
 	n.end = time.Now()
-	r.count(msg, len(subs), n.delivered)
-	if t == nil {
-		r.done(msg, len(subs), n)
-		return
-	}
-	if total, last := t.add(len(subs), n); last {
-		r.done(msg, total, t.note) // every shard has added its part: no lock needed
-	}
+	r.finish(msg, t, len(subs), n.delivered, n)
 }
 
 func (r *relay) onSubscribe(msg *nodev1.RelaySubscribe) {
