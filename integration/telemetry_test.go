@@ -96,7 +96,10 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	eventually(t, "the malformed frame's close to be counted", func() bool {
 		after = scrape(t, base)
 		return sum(after, "hubbub_connections_closed_total", `websocket_close_code="1007"`) == 1 &&
-			sum(after, "hubbub_pushes_total", `hubbub_push="presence"`) > sum(before, "hubbub_pushes_total", `hubbub_push="presence"`)
+			sum(after, "hubbub_pushes_total", `hubbub_push="presence"`) > sum(before, "hubbub_pushes_total", `hubbub_push="presence"`) &&
+			// The fan-out recorder records a push's size after its relay
+			// shards finish, a little after the members have it.
+			sum(after, "hubbub_fanout_size_sum")-sum(before, "hubbub_fanout_size_sum") >= 30
 	})
 	delta := func(name string, labels ...string) float64 {
 		return sum(after, name, labels...) - sum(before, name, labels...)
