@@ -28,6 +28,7 @@ type conn struct {
 
 	spans     map[uint64]trace.Span // open command spans by request id
 	identity  *auth.Identity
+	compact   bool        // the client asked for compact pushes
 	counted   bool        // holds one of the user's connection slots
 	expiry    *time.Timer // the connect timeout until connect, then the token's expiry
 	expiryGen int
@@ -188,6 +189,7 @@ func (c *conn) awaitingConnect(ctx actor.Context, f *hubbubv1.ClientFrame) {
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_CONNECTED, false, "connect first")
 		return
 	}
+	c.compact = req.GetCompact()
 	name := req.GetName()
 	if len(name) > c.cfg.MaxNameBytes || !validDisplayName(name) {
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "invalid name")
@@ -254,7 +256,7 @@ func (c *conn) accept(ctx actor.Context, id uint64) {
 	if c.sink.Encoding() == wire.JSON {
 		enc = nodev1.Encoding_ENCODING_JSON
 	}
-	c.member = &nodev1.Member{Address: ctx.Self().Address, ActorId: ctx.Self().Id, Client: info, Encoding: enc}
+	c.member = &nodev1.Member{Address: ctx.Self().Address, ActorId: ctx.Self().Id, Client: info, Encoding: enc, Compact: c.compact}
 	ctx.Send(c.node.users, connUp{pid: ctx.Self(), user: info.GetUser(), clientID: info.GetClientId(), sink: c.sink})
 	if c.node.notifier != nil {
 		ctx.Send(c.node.notifier, userConnected{user: info.GetUser(), clientID: c.clientID})

@@ -144,8 +144,9 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	for i := range n.relays {
 		n.relays[i] = actor.NewPID(system.Address(), relayShardID(i))
 	}
+	deps := relayDeps{log: log, counters: n.counters, tracing: n.tracing, recorder: n.fanouts, aliases: newAliasTable()}
 	for i := shards - 1; i >= 0; i-- { // the first shard, which hands on to the others, last
-		n.relays[i], _ = keep.SpawnNamed(relayProps(log, n.counters, n.tracing, n.fanouts, i, n.relays), relayShardID(i))
+		n.relays[i], _ = keep.SpawnNamed(relayProps(deps, i, n.relays), relayShardID(i))
 	}
 	n.relay = n.relays[0]
 	if cfg.Cluster.Provider != "" {

@@ -31,14 +31,26 @@ const relayID = "hubbub/relay"
 // member's stream therefore keeps the room's order, and a remote node's
 // pushes cross the network once.
 type relay struct {
+	relayDeps
+	conns  map[string]*localConn             // by connection actor id
+	rooms  map[string]map[string]*roomMember // room -> actor id -> member
+	shard  int
+	shards []*actor.PID // every shard of the node, on the first shard only
+	// The compact frames of the push being delivered, built for its first
+	// compact member.
+	compact struct {
+		msg         *nodev1.RelayDeliver
+		proto, json []byte
+	}
+}
+
+// relayDeps is what a node's relay shards share.
+type relayDeps struct {
 	log      *slog.Logger
 	counters *telemetry.Counters
 	tracing  *telemetry.Tracing
-	conns    map[string]*localConn             // by connection actor id
-	rooms    map[string]map[string]*roomMember // room -> actor id -> member
-	recorder *fanoutRecorder                   // nil when tracing is off
-	shard    int
-	shards   []*actor.PID // every shard of the node, on the first shard only
+	recorder *fanoutRecorder // nil when tracing is off
+	aliases  *aliasTable     // rooms' aliases for compact pushes on this node
 }
 
 // relayShard is the shard of the relay that serves a connection actor.
@@ -78,8 +90,9 @@ type localConn struct {
 // roomMember is one local connection's membership of one room: where the
 // room's pushes go, and where the member is in the room's stream.
 type roomMember struct {
-	conn   *localConn
-	stream memberStream
+	conn    *localConn
+	stream  memberStream
+	compact bool // gets CompactMessage pushes and holds a reference to the room's alias
 }
 
 // memberStream is where one member is in one room's stream: the epoch and
@@ -112,14 +125,14 @@ type registerConn struct {
 type unregisterConn struct{ id string }
 
 // relayProps is shard i's; shards lists every shard for the first one.
-func relayProps(log *slog.Logger, c *telemetry.Counters, t *telemetry.Tracing, rec *fanoutRecorder, i int, shards []*actor.PID) *actor.Props {
+func relayProps(deps relayDeps, i int, shards []*actor.PID) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		r := &relay{log: log, counters: c, tracing: t, recorder: rec, conns: map[string]*localConn{}, rooms: map[string]map[string]*roomMember{}, shard: i}
+		r := &relay{relayDeps: deps, conns: map[string]*localConn{}, rooms: map[string]map[string]*roomMember{}, shard: i}
 		if i == 0 && len(shards) > 1 {
 			r.shards = shards
 		}
 		return r
-	}, actor.WithMailbox(actor.Unbounded(&c.Mailboxes.Relay)))
+	}, actor.WithMailbox(actor.Unbounded(&deps.counters.Mailboxes.Relay)))
 }
 
 // route returns the shard that serves a connection, nil for this one.
@@ -277,10 +290,27 @@ func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember) error {
 	if c.sink.Encoding() == wire.JSON {
 		frame = msg.GetJsonFrame()
 	}
+	if m.compact && msg.GetOffset() > 0 {
+		frame = r.compactFrame(msg, c.sink.Encoding())
+	}
 	if len(frame) == 0 {
 		return errNoFrame
 	}
 	return c.sink.Push(frame, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy()})
+}
+
+// compactFrame returns a message's compact push for this node: the room's
+// CompactMessage encoding with the node's alias for the room, built once per
+// push and shard and shared by its compact members.
+func (r *relay) compactFrame(msg *nodev1.RelayDeliver, enc wire.Encoding) []byte {
+	if r.compact.msg != msg {
+		r.compact.msg = msg
+		r.compact.proto, r.compact.json = compactFrames(r.aliases.lookup(msg.GetRoom()), msg.GetCompactProto(), msg.GetCompactJson())
+	}
+	if enc == wire.JSON {
+		return r.compact.json
+	}
+	return r.compact.proto
 }
 
 // onDeliverTraced is onDeliver noting what the fan-out span will say:
@@ -320,7 +350,14 @@ func (r *relay) onSubscribe(msg *nodev1.RelaySubscribe) {
 		r.rooms[msg.GetRoom()] = subs
 	}
 	pos := msg.GetReply().GetPosition()
-	subs[msg.GetActorId()] = &roomMember{conn: c, stream: memberStream{epoch: pos.GetEpoch(), offset: pos.GetOffset()}}
+	m := &roomMember{conn: c, stream: memberStream{epoch: pos.GetEpoch(), offset: pos.GetOffset()}, compact: msg.GetCompact()}
+	if old := subs[msg.GetActorId()]; old != nil && old.compact {
+		r.aliases.release(msg.GetRoom())
+	}
+	if m.compact {
+		msg.GetReply().Alias = r.aliases.acquire(msg.GetRoom())
+	}
+	subs[msg.GetActorId()] = m
 	c.rooms[msg.GetRoom()] = struct{}{}
 	r.send(c, &hubbubv1.ServerFrame{Id: msg.GetRequestId(), Body: &hubbubv1.ServerFrame_Join{Join: msg.GetReply()}, TraceId: traceID(msg.GetTrace())})
 }
@@ -339,6 +376,9 @@ func (r *relay) onUnsubscribe(msg *nodev1.RelayUnsubscribe) {
 func (r *relay) drop(room, id string, c *localConn) {
 	delete(c.rooms, room)
 	if subs := r.rooms[room]; subs != nil {
+		if m := subs[id]; m != nil && m.compact {
+			r.aliases.release(room)
+		}
 		delete(subs, id)
 		if len(subs) == 0 {
 			delete(r.rooms, room)

@@ -41,10 +41,13 @@ type room struct {
 	relays    map[string]*actor.PID     // relay per node address
 	json      int                       // members speaking JSON
 	binary    int                       // members speaking protobuf
-	history   *history
-	dedupe    *dedupe
-	typing    *typingState
-	presence  *presence
+	// Members with compact pushes, by encoding: they need the CompactMessage
+	// encodings of messages and the full frames of other pushes.
+	compactJSON, compactBinary int
+	history                    *history
+	dedupe                     *dedupe
+	typing                     *typingState
+	presence                   *presence
 
 	lastActive time.Time
 	idleTimer  *time.Timer
@@ -265,7 +268,7 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 		span.End()
 	}
 	ctx.Send(r.relay(m.GetAddress()), wrap(&nodev1.RelaySubscribe{
-		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: reply, Trace: trace,
+		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: reply, Trace: trace, Compact: m.GetCompact(),
 	}))
 	r.reply(ctx, msg.GetRequestId(), nil)
 }
@@ -289,10 +292,22 @@ func (r *room) addMember(ctx actor.Context, key string, m *nodev1.Member) {
 	r.presence.schedule(ctx)
 	defer func() { r.counters.Hist.Load().RecordMembers(len(r.members)) }()
 	r.nodes[m.GetAddress()]++
-	if m.GetEncoding() == nodev1.Encoding_ENCODING_JSON {
-		r.json++
-	} else {
-		r.binary++
+	r.countEncoding(m, 1)
+}
+
+// countEncoding counts the encodings the members need, so a push is
+// encoded only in those.
+func (r *room) countEncoding(m *nodev1.Member, d int) {
+	json := m.GetEncoding() == nodev1.Encoding_ENCODING_JSON
+	switch {
+	case json && m.GetCompact():
+		r.compactJSON += d
+	case json:
+		r.json += d
+	case m.GetCompact():
+		r.compactBinary += d
+	default:
+		r.binary += d
 	}
 }
 
@@ -305,11 +320,7 @@ func (r *room) removeMember(ctx actor.Context, key string, m *nodev1.Member) {
 	if r.nodes[m.GetAddress()]--; r.nodes[m.GetAddress()] <= 0 {
 		delete(r.nodes, m.GetAddress())
 	}
-	if m.GetEncoding() == nodev1.Encoding_ENCODING_JSON {
-		r.json--
-	} else {
-		r.binary--
-	}
+	r.countEncoding(m, -1)
 }
 
 func (r *room) onLeave(ctx actor.Context, msg *nodev1.RoomLeave) {
@@ -450,22 +461,53 @@ func (r *room) broadcastTraced(ctx actor.Context, f *hubbubv1.ServerFrame, offse
 	d := &nodev1.RelayDeliver{Room: r.name, Offset: offset, Trace: trace, AcceptedUnixNano: time.Now().UnixNano(), Kind: pushKind(f),
 		Policy: r.prof.Overflow, Key: f.GetMessage().GetKey(), Epoch: f.GetMessage().GetEpoch()}
 	var err error
-	if r.binary > 0 {
+	if r.binary > 0 || (r.compactBinary > 0 && f.GetMessage() == nil) {
 		if d.ProtoFrame, err = proto.Marshal(f); err != nil {
 			r.log.Error("room: encode push", "room", r.name, "err", err)
 			return
 		}
 	}
-	if r.json > 0 {
+	if r.json > 0 || (r.compactJSON > 0 && f.GetMessage() == nil) {
 		if d.JsonFrame, err = wire.Marshal(f, wire.JSON); err != nil {
 			r.log.Error("room: encode push", "room", r.name, "err", err)
 			return
+		}
+	}
+	if m := f.GetMessage(); m != nil && r.compactJSON+r.compactBinary > 0 {
+		c := compactMessage(m)
+		if r.compactBinary > 0 {
+			if d.CompactProto, err = proto.Marshal(c); err != nil {
+				r.log.Error("room: encode push", "room", r.name, "err", err)
+				return
+			}
+		}
+		if r.compactJSON > 0 {
+			if d.CompactJson, err = wire.Marshal(c, wire.JSON); err != nil {
+				r.log.Error("room: encode push", "room", r.name, "err", err)
+				return
+			}
 		}
 	}
 	env := wrap(d)
 	for addr := range r.nodes {
 		ctx.Send(r.relay(addr), env)
 	}
+}
+
+// compactMessage is m as a CompactMessage without its alias, which each
+// node's relay adds (see compactFrames).
+func compactMessage(m *hubbubv1.Message) *hubbubv1.CompactMessage {
+	c := &hubbubv1.CompactMessage{Offset: m.GetOffset(), User: m.GetSender().GetUser(), Server: m.GetSender().GetServer(),
+		TimeUnixMs: m.GetTimeUnixMs(), MessageId: m.GetMessageId(), Key: m.GetKey()}
+	switch b := m.GetBody().GetKind().(type) {
+	case *hubbubv1.Body_Text:
+		c.Body = &hubbubv1.CompactMessage_Text{Text: b.Text}
+	case *hubbubv1.Body_Data:
+		c.Body = &hubbubv1.CompactMessage_Data{Data: b.Data}
+	case *hubbubv1.Body_Binary:
+		c.Body = &hubbubv1.CompactMessage_Binary{Binary: b.Binary}
+	}
+	return c
 }
 
 // answerHistory sends the history a request asks for to the requester.

@@ -86,6 +86,9 @@ func (c *Client) onJoinReply(s *Subscription, f *hubbubv1.ServerFrame, sentPrese
 	}
 	j := f.GetJoin()
 	c.mu.Lock()
+	if a := j.GetAlias(); a != 0 && c.aliases != nil {
+		c.aliases[a] = s.room
+	}
 	var evs []Event
 	switch {
 	case s.position == nil:

@@ -34,7 +34,8 @@ type Client struct {
 	started   bool
 	msgPrefix string
 	msgSeq    uint64
-	dials     int // dial attempts, for rotating through URLs
+	dials     int               // dial attempts, for rotating through URLs
+	aliases   map[uint32]string // compact pushes: the current connection's room aliases (JoinReply.alias)
 
 	wmu     sync.Mutex // one writer at a time on ws
 	closed  chan struct{}
@@ -235,8 +236,9 @@ func (c *Client) dial() (*websocket.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
-	req := &hubbubv1.ConnectRequest{Name: c.cfg.Name, Data: c.cfg.ConnectData}
+	req := &hubbubv1.ConnectRequest{Name: c.cfg.Name, Data: c.cfg.ConnectData, Compact: c.cfg.Compact}
 	c.mu.Lock()
+	c.aliases = map[uint32]string{} // a connection's aliases are its own
 	for room, s := range c.subs {
 		if s.server && s.position != nil {
 			if req.Since == nil {
@@ -491,6 +493,12 @@ func (c *Client) onPush(f *hubbubv1.ServerFrame) {
 	var room string
 	ev := Event{}
 	switch {
+	case f.GetCompactMessage() != nil:
+		m := c.expand(f.GetCompactMessage())
+		if m == nil {
+			return
+		}
+		ev.Kind, ev.Message, room = EventMessage, m, m.GetRoom()
 	case f.GetMessage() != nil:
 		ev.Kind, ev.Message, room = EventMessage, f.GetMessage(), f.GetMessage().GetRoom()
 	case f.GetPresenceDiff() != nil:
@@ -525,6 +533,36 @@ func (c *Client) onPush(f *hubbubv1.ServerFrame) {
 	}
 	c.mu.Unlock()
 	s.queue.push(ev)
+}
+
+// expand turns a compact push back into the Message it stands for: the room
+// its alias names on this connection, the epoch of the subscription's
+// stream. Nil for an alias no join reply gave.
+func (c *Client) expand(cm *hubbubv1.CompactMessage) *hubbubv1.Message {
+	c.mu.Lock()
+	room, ok := c.aliases[cm.GetAlias()]
+	var epoch string
+	if s := c.subs[room]; ok && s != nil {
+		epoch = s.position.GetEpoch()
+	}
+	c.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	m := &hubbubv1.Message{Room: room, Offset: cm.GetOffset(), Epoch: epoch, TimeUnixMs: cm.GetTimeUnixMs(),
+		MessageId: cm.GetMessageId(), Key: cm.GetKey(), Body: &hubbubv1.Body{}}
+	if cm.GetUser() != "" || cm.GetServer() != "" {
+		m.Sender = &hubbubv1.ClientInfo{User: cm.GetUser(), Server: cm.GetServer()}
+	}
+	switch b := cm.GetBody().(type) {
+	case *hubbubv1.CompactMessage_Text:
+		m.Body.Kind = &hubbubv1.Body_Text{Text: b.Text}
+	case *hubbubv1.CompactMessage_Data:
+		m.Body.Kind = &hubbubv1.Body_Data{Data: b.Data}
+	case *hubbubv1.CompactMessage_Binary:
+		m.Body.Kind = &hubbubv1.Body_Binary{Binary: b.Binary}
+	}
+	return m
 }
 
 // advance records a message as delivered; false for one delivered before. Called with c.mu held.

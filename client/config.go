@@ -49,6 +49,12 @@ type Config struct {
 	// it), the first time it does. Such rooms are not joined with Join: the
 	// client recovers them by passing their positions with each connect.
 	OnServerJoin func(*Subscription)
+	// Compact asks the server for compact message pushes (a room alias
+	// instead of its name, no epoch, the sender's user only): about a third
+	// fewer bytes per message for high-rate rooms. Messages still reach the
+	// application as whole Messages, rebuilt from the subscription; their
+	// Sender carries no client id or connect-hook info.
+	Compact bool
 }
 
 func (c Config) withDefaults() Config {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/hubbub-chat/hubbub/api"
 	"github.com/hubbub-chat/hubbub/loadtest"
 	"github.com/hubbub-chat/hubbub/server"
+	"github.com/hubbub-chat/hubbub/wire"
 )
 
 // The load tool's scenarios run end to end at a small scale and account for
@@ -80,5 +82,31 @@ func TestLoadToolScenarios(t *testing.T) {
 	}
 	if _, err := loadtest.Run(ctx, "nonsense", o); err == nil {
 		t.Fatal("unknown scenario accepted")
+	}
+	// Fanout with subscribers in each encoding, full and compact: every
+	// message timed and counted, and compact pushes are smaller.
+	size := map[string]float64{}
+	for _, enc := range []wire.Encoding{wire.Proto, wire.JSON} {
+		for _, compact := range []bool{false, true} {
+			name := fmt.Sprintf("fanout-%v-compact=%v", enc, compact)
+			t.Run(name, func(t *testing.T) {
+				o := o
+				o.Encoding, o.Compact = enc, compact
+				res, err := loadtest.Run(ctx, "fanout", o)
+				if err != nil || len(res) != 1 {
+					t.Fatalf("%v %v", res, err)
+				}
+				r := res[0]
+				if r.Published < 50 || r.Loss != 0 || r.Deliveries != r.Published*20 || r.P99Ms <= 0 || r.BytesPerDelivery <= float64(o.Size) {
+					t.Fatalf("%+v", r)
+				}
+				size[name] = r.BytesPerDelivery
+			})
+		}
+		full, compact := size[fmt.Sprintf("fanout-%v-compact=false", enc)], size[fmt.Sprintf("fanout-%v-compact=true", enc)]
+		t.Logf("%v: %.0f bytes per delivery full, %.0f compact", enc, full, compact)
+		if compact >= full {
+			t.Errorf("%v: compact pushes of %.0f bytes against %.0f full", enc, compact, full)
+		}
 	}
 }

@@ -33,7 +33,7 @@ func API(ctx context.Context, o Options) ([]Result, error) {
 		return nil, errors.New("the api scenario needs --api-url and --api-key")
 	}
 	room := fmt.Sprintf("api-%d", time.Now().UnixNano())
-	reader, err := open(ctx, o.URL, "reader", false)
+	reader, err := open(ctx, o.URL, "reader", dialOpts{})
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func API(ctx context.Context, o Options) ([]Result, error) {
 	// The same from WebSocket clients.
 	calls := make([]func(context.Context) (int, error), o.Publishers)
 	for i := range calls {
-		c, err := open(ctx, o.URL, fmt.Sprintf("pub-%d", i), false)
+		c, err := open(ctx, o.URL, fmt.Sprintf("pub-%d", i), dialOpts{})
 		if err != nil {
 			return out, err
 		}

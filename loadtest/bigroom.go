@@ -61,7 +61,7 @@ func BigRoom(ctx context.Context, o Options) (Result, error) {
 	if o.ServerPID != 0 {
 		r.RSSPerConnBytes = float64(settled.rssBytes-before.rssBytes) / float64(o.Conns)
 	}
-	obs, err := open(ctx, o.URL, "observer", false)
+	obs, err := open(ctx, o.URL, "observer", dialOpts{})
 	if err != nil {
 		return r, err
 	}
@@ -97,7 +97,7 @@ func countMessages(c *lconn, got *atomic.Int64) {
 // which a timeout breaks) and returns the member count the room reports and
 // the median time; -1, 0 when the server has no presence.
 func presencePages(ctx context.Context, url, room string) (int, float64) {
-	c, err := open(ctx, url, "pager", false)
+	c, err := open(ctx, url, "pager", dialOpts{})
 	if err != nil {
 		return -1, 0
 	}

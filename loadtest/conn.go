@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,18 +13,26 @@ import (
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/wire"
 )
 
-// lconn is one load-generating connection speaking protobuf frames.
+// lconn is one load-generating connection (protobuf frames unless a
+// subscriber was asked to speak JSON).
 type lconn struct {
 	ws     *websocket.Conn
+	enc    wire.Encoding
 	wmu    sync.Mutex
 	nextID uint64
 	buf    bytes.Buffer
+}
+
+// dialOpts say how a connection speaks.
+type dialOpts struct {
+	compress bool          // offer permessage-deflate
+	enc      wire.Encoding // zero: protobuf
+	compact  bool          // ask for compact pushes
 }
 
 var dialer = &websocket.Dialer{
@@ -34,15 +43,14 @@ var dialer = &websocket.Dialer{
 	NetDialContext:   (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
 }
 
-// compressedDialer offers permessage-deflate.
-var compressedDialer = func() *websocket.Dialer { d := *dialer; d.EnableCompression = true; return &d }()
-
 // open dials and completes the connect handshake.
-func open(ctx context.Context, url, name string, compress bool) (*lconn, error) {
-	d := dialer
-	if compress {
-		d = compressedDialer
+func open(ctx context.Context, url, name string, o dialOpts) (*lconn, error) {
+	d := *dialer
+	d.EnableCompression = o.compress
+	if o.enc == 0 {
+		o.enc = wire.Proto
 	}
+	d.Subprotocols = []string{o.enc.String()}
 	ws, resp, err := d.DialContext(ctx, url, nil)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
@@ -50,8 +58,8 @@ func open(ctx context.Context, url, name string, compress bool) (*lconn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := &lconn{ws: ws}
-	if err := c.send(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: name}}}); err != nil {
+	c := &lconn{ws: ws, enc: o.enc}
+	if err := c.send(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: name, Compact: o.compact}}}); err != nil {
 		ws.Close()
 		return nil, err
 	}
@@ -68,11 +76,15 @@ func (c *lconn) send(f *hubbubv1.ClientFrame) error {
 	defer c.wmu.Unlock()
 	c.nextID++
 	f.Id = c.nextID
-	b, err := proto.Marshal(f)
+	b, err := wire.Marshal(f, c.enc)
 	if err != nil {
 		return err
 	}
-	return c.ws.WriteMessage(websocket.BinaryMessage, b)
+	mt := websocket.BinaryMessage
+	if c.enc == wire.JSON {
+		mt = websocket.TextMessage
+	}
+	return c.ws.WriteMessage(mt, b)
 }
 
 // read returns the next frame's bytes, valid until the next read.
@@ -91,7 +103,7 @@ func (c *lconn) readFrame() (*hubbubv1.ServerFrame, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wire.DecodeServerFrame(b, wire.Proto)
+	return wire.DecodeServerFrame(b, c.enc)
 }
 
 // join joins a room and waits for the reply, skipping pushes.
@@ -133,17 +145,29 @@ func payload(size int, sent time.Time, pub, seq uint32) []byte {
 var errNotMessage = errors.New("not a message push")
 
 // messageSentAt finds a message push's payload send time without decoding the
-// whole frame: ServerFrame.message(20) -> Message.body(5) -> Body.binary(3).
-func messageSentAt(frame []byte) (time.Time, error) {
-	msg, ok := field(frame, 20)
-	if !ok {
-		return time.Time{}, errNotMessage
+// whole frame: ServerFrame.message(20) -> Message.body(5) -> Body.binary(3),
+// or ServerFrame.compact_message(25) -> CompactMessage.binary(7); in JSON the
+// first "binary" or "y" string.
+func messageSentAt(frame []byte, enc wire.Encoding) (time.Time, error) {
+	if enc == wire.JSON {
+		return jsonSentAt(frame)
 	}
-	body, ok := field(msg, 5)
-	if !ok {
-		return time.Time{}, errNotMessage
+	var bin []byte
+	if msg, ok := field(frame, 20); ok {
+		body, ok := field(msg, 5)
+		if !ok {
+			return time.Time{}, errNotMessage
+		}
+		bin, ok = field(body, 3)
+		if !ok {
+			return time.Time{}, errNotMessage
+		}
+	} else if msg, ok := field(frame, 25); ok {
+		if bin, ok = field(msg, 7); !ok {
+			return time.Time{}, errNotMessage
+		}
 	}
-	bin, ok := field(body, 3)
+	ok := bin != nil
 	if !ok || len(bin) < 8 {
 		return time.Time{}, errNotMessage
 	}
@@ -201,4 +225,27 @@ func replyInfo(frame []byte) (id uint64, ack, isErr bool) {
 		b = b[l:]
 	}
 	return
+}
+
+var (
+	jsonFull    = []byte(`"binary":"`)
+	jsonCompact = []byte(`"y":"`)
+)
+
+// jsonSentAt is messageSentAt for a JSON push: the first 8 bytes of the
+// base64 binary body (12 characters hold 9 bytes).
+func jsonSentAt(frame []byte) (time.Time, error) {
+	i := bytes.Index(frame, jsonFull)
+	k := len(jsonFull)
+	if i < 0 {
+		i, k = bytes.Index(frame, jsonCompact), len(jsonCompact)
+	}
+	if i < 0 || len(frame) < i+k+12 {
+		return time.Time{}, errNotMessage
+	}
+	var b [9]byte
+	if _, err := base64.StdEncoding.Decode(b[:], frame[i+k:i+k+12]); err != nil {
+		return time.Time{}, errNotMessage
+	}
+	return time.Unix(0, int64(binary.LittleEndian.Uint64(b[:]))), nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/wire"
 )
 
 // Options configure a scenario. Zero values take the defaults noted.
@@ -41,6 +42,10 @@ type Options struct {
 	Workers int // churn: connect/join/leave/disconnect loops (20)
 
 	Compression bool // offer permessage-deflate
+
+	// fanout, maxtp: how subscribers speak (publishers speak protobuf).
+	Encoding wire.Encoding // wire.Proto (default) or wire.JSON
+	Compact  bool          // ask for compact pushes
 
 	APIURL string // api: the server API's base URL, e.g. http://127.0.0.1:8081
 	APIKey string // api: a key with the publish scope
@@ -95,6 +100,7 @@ type Result struct {
 	Published           int64   `json:"published,omitempty"`
 	PublishErrors       int64   `json:"publish_errors,omitempty"`
 	Deliveries          int64   `json:"deliveries,omitempty"`
+	BytesPerDelivery    float64 `json:"bytes_per_delivery,omitempty"` // WebSocket payload of one message push
 	DeliveriesPerS      float64 `json:"deliveries_per_s,omitempty"`
 	Loss                int64   `json:"loss"`
 	P50Ms               float64 `json:"p50_ms,omitempty"`
@@ -162,12 +168,17 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // openMany opens n connections with the given number of concurrent dialers;
 // setup runs on each after its handshake.
 func openMany(ctx context.Context, o Options, n int, prefix string, setup func(i int, c *lconn) error) ([]*lconn, error) {
+	return openManyWith(ctx, o, dialOpts{compress: o.Compression}, n, prefix, setup)
+}
+
+// openManyWith is openMany with the connections speaking as d says.
+func openManyWith(ctx context.Context, o Options, d dialOpts, n int, prefix string, setup func(i int, c *lconn) error) ([]*lconn, error) {
 	conns := make([]*lconn, n)
 	var next atomic.Int64
 	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for d := 0; d < min(o.Dialers, n); d++ {
+	for range min(o.Dialers, n) {
 		wg.Add(1)
 		go func() { // owner: openMany; joined below
 			defer wg.Done()
@@ -176,7 +187,7 @@ func openMany(ctx context.Context, o Options, n int, prefix string, setup func(i
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				c, err := open(ctx, o.URL, fmt.Sprintf("%s%d", prefix, i), o.Compression)
+				c, err := open(ctx, o.URL, fmt.Sprintf("%s%d", prefix, i), d)
 				if err == nil && setup != nil {
 					if err = setup(i, c); err != nil {
 						c.close()
@@ -218,6 +229,7 @@ type subscriber struct {
 	c        *lconn
 	slow     bool
 	received atomic.Int64
+	bytes    atomic.Int64 // message push bytes (WebSocket payloads, before any compression)
 	hist     hist
 	closed   atomic.Bool
 }
@@ -229,10 +241,11 @@ func (s *subscriber) run() {
 			s.closed.Store(true)
 			return
 		}
-		sent, err := messageSentAt(b)
+		sent, err := messageSentAt(b, s.c.enc)
 		if err != nil {
 			continue
 		}
+		s.bytes.Add(int64(len(b)))
 		s.hist.record(time.Since(sent))
 		s.received.Add(1)
 		if s.slow {

@@ -88,8 +88,9 @@ func (t *traffic) measure(ctx context.Context, r *Result) {
 	after, _ := readProc(t.o.ServerPID)
 	var lat, ack hist
 	slowClosed := 0
-	var received, slowReceived int64
+	var received, slowReceived, bytes int64
 	for _, s := range t.subs {
+		bytes += s.bytes.Load()
 		if s.slow {
 			slowReceived += s.received.Load()
 			if s.closed.Load() {
@@ -115,6 +116,9 @@ func (t *traffic) measure(ctx context.Context, r *Result) {
 	r.PublishErrors = errs + sent - t.acked()
 	r.Deliveries = received + slowReceived
 	r.DeliveriesPerS = float64(received+slowReceived) / t.o.Duration.Seconds()
+	if r.Deliveries > 0 {
+		r.BytesPerDelivery = float64(bytes) / float64(r.Deliveries)
+	}
 	r.Loss = max(0, expected-received)
 	r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs = ms(lat.quantile(0.5)), ms(lat.quantile(0.9)), ms(lat.quantile(0.99)), ms(time.Duration(lat.max))
 	r.AckP50Ms, r.AckP99Ms = ms(ack.quantile(0.5)), ms(ack.quantile(0.99))
@@ -206,11 +210,12 @@ func newPublishers(ctx context.Context, o Options, rooms []string, totalRate flo
 // Fanout: S subscribers in one room, P publishers at a fixed total rate.
 func Fanout(ctx context.Context, o Options) (Result, error) {
 	o = o.withDefaults()
-	r := Result{Scenario: "fanout", Params: fmt.Sprintf("subscribers=%d publishers=%d rate=%g/s size=%dB duration=%s slow=%d",
-		o.Subscribers, o.Publishers, o.Rate, o.Size, o.Duration, o.SlowReaders)}
+	r := Result{Scenario: "fanout", Params: fmt.Sprintf("subscribers=%d publishers=%d rate=%g/s size=%dB duration=%s slow=%d encoding=%v compact=%v",
+		o.Subscribers, o.Publishers, o.Rate, o.Size, o.Duration, o.SlowReaders, o.Encoding, o.Compact)}
 	room := fmt.Sprintf("fanout-%d", time.Now().UnixNano())
 	progress(o, "opening %d subscribers", o.Subscribers)
-	conns, err := openMany(ctx, o, o.Subscribers, "sub", func(_ int, c *lconn) error { return c.join(room) })
+	conns, err := openManyWith(ctx, o, dialOpts{compress: o.Compression, enc: o.Encoding, compact: o.Compact}, o.Subscribers, "sub",
+		func(_ int, c *lconn) error { return c.join(room) })
 	if err != nil {
 		return r, err
 	}
@@ -375,7 +380,7 @@ func Churn(ctx context.Context, o Options) (Result, error) {
 		go func() { // owner: Churn; joined below
 			defer wg.Done()
 			for churnCtx.Err() == nil {
-				c, err := open(churnCtx, o.URL, fmt.Sprint("churn", w), o.Compression)
+				c, err := open(churnCtx, o.URL, fmt.Sprint("churn", w), dialOpts{compress: o.Compression})
 				if err != nil {
 					errs.Add(1)
 					continue

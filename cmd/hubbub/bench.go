@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hubbub-chat/hubbub/loadtest"
+	"github.com/hubbub-chat/hubbub/wire"
 )
 
 // bench drives a running server with one load scenario and prints the figures.
@@ -42,6 +43,8 @@ func bench(args []string) int {
 	f.IntVar(&o.Dialers, "dialers", 50, "concurrent dialers")
 	f.IntVar(&o.Workers, "workers", 20, "churn: connect/join/leave/disconnect loops")
 	f.BoolVar(&o.Compression, "compression", false, "offer permessage-deflate (the server needs --compression)")
+	encoding := f.String("encoding", "proto", "fanout, maxtp: the subscribers' encoding, proto or json")
+	f.BoolVar(&o.Compact, "compact", false, "fanout, maxtp: subscribers ask for compact pushes")
 	f.StringVar(&o.APIURL, "api-url", "http://127.0.0.1:8081", "api: the server API's base URL (loopback only)")
 	f.StringVar(&o.APIKey, "api-key", "", "api: a server API key with the publish scope")
 	f.IntVar(&o.Batch, "batch", 100, "api: messages per BatchPublish")
@@ -54,6 +57,14 @@ func bench(args []string) int {
 		return 2
 	}
 	err := loopbackOnly(o.URL)
+	switch *encoding {
+	case "proto":
+		o.Encoding = wire.Proto
+	case "json":
+		o.Encoding = wire.JSON
+	default:
+		err = fmt.Errorf("--encoding %q: proto or json", *encoding)
+	}
 	if err == nil && name == "api" {
 		err = loopbackOnly(o.APIURL)
 	}

@@ -12,6 +12,8 @@ const state = {
   me: null, position: null, attempt: 0, stopped: false, joinedOnce: false,
   members: new Set(), presence: null, presenceLoad: null, typers: new Map(), lastTypingSent: 0, msgSeq: 0,
   msgPrefix: Math.random().toString(36).slice(2, 10),
+  // ?compact=1 asks for compact message pushes: {"c":{"a":alias,"o":offset,...}}.
+  compact: new URLSearchParams(location.search).get("compact") === "1", alias: 0, compactPushes: 0,
 };
 
 function setStatus(kind, text) {
@@ -46,7 +48,7 @@ function connect() {
   let advice = null;
   ws.onopen = async () => {
     try {
-      const c = await send({ connect: { name: state.name } });
+      const c = await send({ connect: { name: state.name, compact: state.compact } });
       state.me = c.connect.client;
       await join();
       state.attempt = 0;
@@ -93,6 +95,7 @@ async function join() {
   const presenceSince = state.presence || undefined;
   const r = await send({ join: { room: state.room, since, presenceSince } });
   const j = r.join;
+  state.alias = j.alias || 0;
   const pos = { offset: j.position.offset || "0", epoch: j.position.epoch || "" };
   if (since) {
     if (j.recovered) (j.messages || []).forEach(renderMessage);
@@ -173,7 +176,20 @@ async function loadHistory(upTo) {
   for (const m of older) list.insertBefore(messageItem(m), first);
 }
 
+// expand rebuilds the Message a compact push stands for: its room is the one
+// whose join reply gave the alias, its epoch the one of the stream.
+function expand(c) {
+  const body = c.x !== undefined ? { text: c.x } : c.d !== undefined ? { data: c.d } : { binary: c.y || "" };
+  const sender = c.s ? { server: c.s } : { user: c.u || "" };
+  return { room: state.alias && c.a === state.alias ? state.room : "", offset: c.o || "0", epoch: state.position ? state.position.epoch : "",
+    sender, body, timeUnixMs: c.t, messageId: c.i, key: c.k };
+}
+
 function onPush(f) {
+  if (f.c) {
+    state.compactPushes++;
+    f = { message: expand(f.c) };
+  }
   if (f.message && f.message.room === state.room) renderMessage(f.message);
   else if (f.presenceDiff && f.presenceDiff.room === state.room) onPresenceDiff(f.presenceDiff);
   else if (f.typingEvent && f.typingEvent.room === state.room) {
@@ -209,7 +225,11 @@ function renderMessage(m) {
   const pos = state.position;
   if (pos && pos.epoch === m.epoch && Number(m.offset) <= Number(pos.offset)) return; // seen already
   state.position = { offset: m.offset, epoch: m.epoch };
-  if (m.sender) state.typers.delete(m.sender.clientId);
+  if (m.sender) {
+    // Compact messages name the user only: stop showing that user typing.
+    if (m.sender.clientId) state.typers.delete(m.sender.clientId);
+    else for (const [id, t] of state.typers) if (t.user === m.sender.user) state.typers.delete(id);
+  }
   renderTyping();
   append(messageItem(m));
 }
@@ -288,4 +308,5 @@ window.hubbubDebug = {
     if (state.ws) state.ws.close(4999, "dropped by debug handle");
   },
   position: () => state.position,
+  compactPushes: () => state.compactPushes,
 };

@@ -54,9 +54,9 @@ after(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-async function openChat(name, room) {
+async function openChat(name, room, query = "") {
   const page = await browser.newPage();
-  await page.goto(baseURL + "/");
+  await page.goto(baseURL + "/" + query);
   await page.fill("#name", name);
   await page.fill("#room", room);
   await page.click("#join-button");
@@ -101,7 +101,9 @@ test("two pages chat, see presence and typing, and receive the Go client's messa
 });
 
 test("a page that loses its connection reconnects and recovers exactly what it missed", async () => {
-  const cat = await openChat("cat", "recover");
+  // cat asks for compact pushes: live messages come as CompactMessage,
+  // recovered ones as Message, and the page shows both the same way.
+  const cat = await openChat("cat", "recover", "?compact=1");
   const dog = await openChat("dog", "recover");
   await dog.fill("#text", "before");
   await dog.press("#text", "Enter");
@@ -119,4 +121,13 @@ test("a page that loses its connection reconnects and recovers exactly what it m
   assert.deepEqual(texts, ["before", "gap 1", "gap 2", "gap 3"]);
   const notices = await cat.$$eval("#messages li.notice", (els) => els.map((el) => el.textContent));
   assert.ok(!notices.some((n) => n.includes("missed")), notices.join("|"));
+  const whos = await cat.$$eval("#messages li[data-offset] .who", (els) => els.map((el) => el.textContent));
+  assert.deepEqual(whos, ["dog", "dog", "dog", "dog"]);
+  // "before" arrived live, compact; the gap was recovered in the join reply.
+  assert.ok(await cat.evaluate(() => window.hubbubDebug.compactPushes()) >= 1);
+  await dog.fill("#text", "after");
+  await dog.press("#text", "Enter");
+  await cat.waitForFunction(() => document.querySelectorAll("#messages li[data-offset]").length === 5);
+  assert.ok(await cat.evaluate(() => window.hubbubDebug.compactPushes()) >= 2);
+  assert.deepEqual(await cat.evaluate(() => window.hubbubDebug.position().offset), "5");
 });

@@ -488,6 +488,7 @@ type ServerFrame struct {
 	//	*ServerFrame_TypingEvent
 	//	*ServerFrame_Disconnect
 	//	*ServerFrame_PresenceDiff
+	//	*ServerFrame_CompactMessage
 	Body isServerFrame_Body `protobuf_oneof:"body"`
 	// The trace id of the server-side trace this frame belongs to, when tracing is on.
 	TraceId       string `protobuf:"bytes,30,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
@@ -683,6 +684,15 @@ func (x *ServerFrame) GetPresenceDiff() *PresenceDiff {
 	return nil
 }
 
+func (x *ServerFrame) GetCompactMessage() *CompactMessage {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_CompactMessage); ok {
+			return x.CompactMessage
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetTraceId() string {
 	if x != nil {
 		return x.TraceId
@@ -759,6 +769,12 @@ type ServerFrame_PresenceDiff struct {
 	PresenceDiff *PresenceDiff `protobuf:"bytes,24,opt,name=presence_diff,json=presenceDiff,proto3,oneof"`
 }
 
+type ServerFrame_CompactMessage struct {
+	// A message to a connection that asked for compact pushes
+	// (ConnectRequest.compact); see CompactMessage.
+	CompactMessage *CompactMessage `protobuf:"bytes,25,opt,name=compact_message,json=c,proto3,oneof"`
+}
+
 func (*ServerFrame_Error) isServerFrame_Body() {}
 
 func (*ServerFrame_Connect) isServerFrame_Body() {}
@@ -790,6 +806,8 @@ func (*ServerFrame_TypingEvent) isServerFrame_Body() {}
 func (*ServerFrame_Disconnect) isServerFrame_Body() {}
 
 func (*ServerFrame_PresenceDiff) isServerFrame_Body() {}
+
+func (*ServerFrame_CompactMessage) isServerFrame_Body() {}
 
 // StreamPosition is a point in a room's message stream.
 type StreamPosition struct {
@@ -1036,7 +1054,12 @@ type ConnectRequest struct {
 	// The last position seen in rooms the server joined for this client on an
 	// earlier connection (ConnectReply.rooms), so those joins recover what was
 	// missed, as JoinRequest.since does for rooms the client joins itself.
-	Since         map[string]*StreamPosition `protobuf:"bytes,4,rep,name=since,proto3" json:"since,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Since map[string]*StreamPosition `protobuf:"bytes,4,rep,name=since,proto3" json:"since,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Ask for compact message pushes: messages arrive as CompactMessage, which
+	// names the room by the alias its JoinReply gave and leaves out what the
+	// client already knows. For high-rate rooms (market data, telemetry, game
+	// state); replies, history and recovered messages stay full Messages.
+	Compact       bool `protobuf:"varint,5,opt,name=compact,proto3" json:"compact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1097,6 +1120,13 @@ func (x *ConnectRequest) GetSince() map[string]*StreamPosition {
 		return x.Since
 	}
 	return nil
+}
+
+func (x *ConnectRequest) GetCompact() bool {
+	if x != nil {
+		return x.Compact
+	}
+	return false
 }
 
 // ConnectReply accepts a connection.
@@ -1272,7 +1302,11 @@ type JoinReply struct {
 	// The room's presence at the join: its position, counts and, for presence_since, the missed diffs.
 	Presence *PresenceState `protobuf:"bytes,6,opt,name=presence,proto3" json:"presence,omitempty"`
 	// What the backend's join hook returned for this member, if anything.
-	HookData      *structpb.Value `protobuf:"bytes,7,opt,name=hook_data,json=hookData,proto3" json:"hook_data,omitempty"`
+	HookData *structpb.Value `protobuf:"bytes,7,opt,name=hook_data,json=hookData,proto3" json:"hook_data,omitempty"`
+	// On a connection with compact pushes: the number CompactMessage.alias
+	// uses for this room until the LeaveReply (or the connection's end). An
+	// alias may name another room after this one is left.
+	Alias         uint32 `protobuf:"varint,8,opt,name=alias,proto3" json:"alias,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1354,6 +1388,13 @@ func (x *JoinReply) GetHookData() *structpb.Value {
 		return x.HookData
 	}
 	return nil
+}
+
+func (x *JoinReply) GetAlias() uint32 {
+	if x != nil {
+		return x.Alias
+	}
+	return 0
 }
 
 // RoomInfo describes a room's profile: the settings it runs with.
@@ -2562,6 +2603,173 @@ func (x *Message) GetKey() string {
 	return ""
 }
 
+// CompactMessage is a Message pushed to a connection that asked for compact
+// pushes, with the short JSON names given here. What it leaves out is known
+// to the client: the room is the JoinReply's alias; the epoch is the one of
+// the member's stream (its JoinReply's position), which cannot change
+// without the connection being closed with 4004; the sender is its user (or
+// the API key's name), without client id or connect-hook info. Offsets
+// follow each other within the stream except where the room's overflow
+// policy dropped or conflated messages, exactly as for Message.
+type CompactMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The room's alias (JoinReply.alias).
+	Alias  uint32 `protobuf:"varint,1,opt,name=alias,json=a,proto3" json:"alias,omitempty"`
+	Offset uint64 `protobuf:"varint,2,opt,name=offset,json=o,proto3" json:"offset,omitempty"`
+	// The sender's user (ClientInfo.user); empty for a server API message.
+	User string `protobuf:"bytes,3,opt,name=user,json=u,proto3" json:"user,omitempty"`
+	// The API key's name for a server API message (ClientInfo.server).
+	Server string `protobuf:"bytes,4,opt,name=server,json=s,proto3" json:"server,omitempty"`
+	// The body, as in Body.
+	//
+	// Types that are valid to be assigned to Body:
+	//
+	//	*CompactMessage_Text
+	//	*CompactMessage_Data
+	//	*CompactMessage_Binary
+	Body          isCompactMessage_Body `protobuf_oneof:"body"`
+	TimeUnixMs    int64                 `protobuf:"varint,8,opt,name=time_unix_ms,json=t,proto3" json:"time_unix_ms,omitempty"`
+	MessageId     string                `protobuf:"bytes,9,opt,name=message_id,json=i,proto3" json:"message_id,omitempty"`
+	Key           string                `protobuf:"bytes,10,opt,name=key,json=k,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactMessage) Reset() {
+	*x = CompactMessage{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactMessage) ProtoMessage() {}
+
+func (x *CompactMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactMessage.ProtoReflect.Descriptor instead.
+func (*CompactMessage) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CompactMessage) GetAlias() uint32 {
+	if x != nil {
+		return x.Alias
+	}
+	return 0
+}
+
+func (x *CompactMessage) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *CompactMessage) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *CompactMessage) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *CompactMessage) GetBody() isCompactMessage_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *CompactMessage) GetText() string {
+	if x != nil {
+		if x, ok := x.Body.(*CompactMessage_Text); ok {
+			return x.Text
+		}
+	}
+	return ""
+}
+
+func (x *CompactMessage) GetData() *structpb.Value {
+	if x != nil {
+		if x, ok := x.Body.(*CompactMessage_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+func (x *CompactMessage) GetBinary() []byte {
+	if x != nil {
+		if x, ok := x.Body.(*CompactMessage_Binary); ok {
+			return x.Binary
+		}
+	}
+	return nil
+}
+
+func (x *CompactMessage) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
+}
+
+func (x *CompactMessage) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *CompactMessage) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type isCompactMessage_Body interface {
+	isCompactMessage_Body()
+}
+
+type CompactMessage_Text struct {
+	Text string `protobuf:"bytes,5,opt,name=text,json=x,proto3,oneof"`
+}
+
+type CompactMessage_Data struct {
+	Data *structpb.Value `protobuf:"bytes,6,opt,name=data,json=d,proto3,oneof"`
+}
+
+type CompactMessage_Binary struct {
+	Binary []byte `protobuf:"bytes,7,opt,name=binary,json=y,proto3,oneof"`
+}
+
+func (*CompactMessage_Text) isCompactMessage_Body() {}
+
+func (*CompactMessage_Data) isCompactMessage_Body() {}
+
+func (*CompactMessage_Binary) isCompactMessage_Body() {}
+
 // PresenceEvent was pushed for every join and leave; rooms now push PresenceDiff instead, and
 // PresenceEvent is no longer sent.
 type PresenceEvent struct {
@@ -2575,7 +2783,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2587,7 +2795,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2600,7 +2808,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{28}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PresenceEvent) GetRoom() string {
@@ -2655,7 +2863,7 @@ type PresenceDiff struct {
 
 func (x *PresenceDiff) Reset() {
 	*x = PresenceDiff{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +2875,7 @@ func (x *PresenceDiff) String() string {
 func (*PresenceDiff) ProtoMessage() {}
 
 func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +2888,7 @@ func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceDiff.ProtoReflect.Descriptor instead.
 func (*PresenceDiff) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{29}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PresenceDiff) GetRoom() string {
@@ -2758,7 +2966,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2770,7 +2978,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2783,7 +2991,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{30}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TypingEvent) GetRoom() string {
@@ -2822,7 +3030,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +3042,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +3055,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{31}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -2893,7 +3101,7 @@ type Disconnect struct {
 
 func (x *Disconnect) Reset() {
 	*x = Disconnect{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3113,7 @@ func (x *Disconnect) String() string {
 func (*Disconnect) ProtoMessage() {}
 
 func (x *Disconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3126,7 @@ func (x *Disconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disconnect.ProtoReflect.Descriptor instead.
 func (*Disconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{32}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Disconnect) GetCode() uint32 {
@@ -2972,7 +3180,7 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acommand\"\x81\a\n" +
+	"\acommand\"\xba\a\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.hubbub.v1.ErrorH\x00R\x05error\x123\n" +
@@ -2993,7 +3201,8 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\n" +
 	"disconnect\x18\x17 \x01(\v2\x15.hubbub.v1.DisconnectH\x00R\n" +
 	"disconnect\x12>\n" +
-	"\rpresence_diff\x18\x18 \x01(\v2\x17.hubbub.v1.PresenceDiffH\x00R\fpresenceDiff\x12\x19\n" +
+	"\rpresence_diff\x18\x18 \x01(\v2\x17.hubbub.v1.PresenceDiffH\x00R\fpresenceDiff\x127\n" +
+	"\x0fcompact_message\x18\x19 \x01(\v2\x19.hubbub.v1.CompactMessageH\x00R\x01c\x12\x19\n" +
 	"\btrace_id\x18\x1e \x01(\tR\atraceIdB\x06\n" +
 	"\x04body\">\n" +
 	"\x0eStreamPosition\x12\x16\n" +
@@ -3009,12 +3218,13 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
 	"\x06server\x18\x03 \x01(\tR\x06server\x12*\n" +
-	"\x04info\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x04info\"\xf7\x01\n" +
+	"\x04info\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x04info\"\x91\x02\n" +
 	"\x0eConnectRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
 	"\x04data\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x04data\x12:\n" +
-	"\x05since\x18\x04 \x03(\v2$.hubbub.v1.ConnectRequest.SinceEntryR\x05since\x1aS\n" +
+	"\x05since\x18\x04 \x03(\v2$.hubbub.v1.ConnectRequest.SinceEntryR\x05since\x12\x18\n" +
+	"\acompact\x18\x05 \x01(\bR\acompact\x1aS\n" +
 	"\n" +
 	"SinceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
@@ -3029,7 +3239,7 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\x12@\n" +
-	"\x0epresence_since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\"\xb8\x02\n" +
+	"\x0epresence_since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\"\xce\x02\n" +
 	"\tJoinReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x125\n" +
 	"\bposition\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x1c\n" +
@@ -3037,7 +3247,8 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\bmessages\x18\x04 \x03(\v2\x12.hubbub.v1.MessageR\bmessages\x12'\n" +
 	"\x04info\x18\x05 \x01(\v2\x13.hubbub.v1.RoomInfoR\x04info\x124\n" +
 	"\bpresence\x18\x06 \x01(\v2\x18.hubbub.v1.PresenceStateR\bpresence\x123\n" +
-	"\thook_data\x18\a \x01(\v2\x16.google.protobuf.ValueR\bhookData\"\xc1\x02\n" +
+	"\thook_data\x18\a \x01(\v2\x16.google.protobuf.ValueR\bhookData\x12\x14\n" +
+	"\x05alias\x18\b \x01(\rR\x05alias\"\xc1\x02\n" +
 	"\bRoomInfo\x12\x18\n" +
 	"\aprofile\x18\x01 \x01(\tR\aprofile\x123\n" +
 	"\bpresence\x18\x02 \x01(\x0e2\x17.hubbub.v1.PresenceModeR\bpresence\x12\x1d\n" +
@@ -3123,7 +3334,21 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"timeUnixMs\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\a \x01(\tR\tmessageId\x12\x10\n" +
-	"\x03key\x18\b \x01(\tR\x03key\"\x85\x01\n" +
+	"\x03key\x18\b \x01(\tR\x03key\"\xf4\x01\n" +
+	"\x0eCompactMessage\x12\x10\n" +
+	"\x05alias\x18\x01 \x01(\rR\x01a\x12\x11\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x01o\x12\x0f\n" +
+	"\x04user\x18\x03 \x01(\tR\x01u\x12\x11\n" +
+	"\x06server\x18\x04 \x01(\tR\x01s\x12\x11\n" +
+	"\x04text\x18\x05 \x01(\tH\x00R\x01x\x12)\n" +
+	"\x04data\x18\x06 \x01(\v2\x16.google.protobuf.ValueH\x00R\x01d\x12\x13\n" +
+	"\x06binary\x18\a \x01(\fH\x00R\x01y\x12\x17\n" +
+	"\ftime_unix_ms\x18\b \x01(\x03R\x01t\x12\x15\n" +
+	"\n" +
+	"message_id\x18\t \x01(\tR\x01i\x12\x0e\n" +
+	"\x03key\x18\n" +
+	" \x01(\tR\x01kB\x06\n" +
+	"\x04body\"\x85\x01\n" +
 	"\rPresenceEvent\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x121\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x19.hubbub.v1.PresenceActionR\x06action\x12-\n" +
@@ -3193,7 +3418,7 @@ func file_hubbub_v1_hubbub_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(PresenceMode)(0),       // 0: hubbub.v1.PresenceMode
 	(PresenceAction)(0),     // 1: hubbub.v1.PresenceAction
@@ -3226,14 +3451,15 @@ var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(*PingRequest)(nil),     // 28: hubbub.v1.PingRequest
 	(*PingReply)(nil),       // 29: hubbub.v1.PingReply
 	(*Message)(nil),         // 30: hubbub.v1.Message
-	(*PresenceEvent)(nil),   // 31: hubbub.v1.PresenceEvent
-	(*PresenceDiff)(nil),    // 32: hubbub.v1.PresenceDiff
-	(*TypingEvent)(nil),     // 33: hubbub.v1.TypingEvent
-	(*Error)(nil),           // 34: hubbub.v1.Error
-	(*Disconnect)(nil),      // 35: hubbub.v1.Disconnect
-	nil,                     // 36: hubbub.v1.ClientFrame.TraceEntry
-	nil,                     // 37: hubbub.v1.ConnectRequest.SinceEntry
-	(*structpb.Value)(nil),  // 38: google.protobuf.Value
+	(*CompactMessage)(nil),  // 31: hubbub.v1.CompactMessage
+	(*PresenceEvent)(nil),   // 32: hubbub.v1.PresenceEvent
+	(*PresenceDiff)(nil),    // 33: hubbub.v1.PresenceDiff
+	(*TypingEvent)(nil),     // 34: hubbub.v1.TypingEvent
+	(*Error)(nil),           // 35: hubbub.v1.Error
+	(*Disconnect)(nil),      // 36: hubbub.v1.Disconnect
+	nil,                     // 37: hubbub.v1.ClientFrame.TraceEntry
+	nil,                     // 38: hubbub.v1.ConnectRequest.SinceEntry
+	(*structpb.Value)(nil),  // 39: google.protobuf.Value
 }
 var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	8,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
@@ -3246,8 +3472,8 @@ var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	28, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
 	24, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
 	26, // 9: hubbub.v1.ClientFrame.rpc:type_name -> hubbub.v1.RpcRequest
-	36, // 10: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
-	34, // 11: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
+	37, // 10: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
+	35, // 11: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
 	9,  // 12: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
 	11, // 13: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
 	15, // 14: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
@@ -3259,45 +3485,47 @@ var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	25, // 20: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
 	27, // 21: hubbub.v1.ServerFrame.rpc:type_name -> hubbub.v1.RpcReply
 	30, // 22: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
-	31, // 23: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
-	33, // 24: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
-	35, // 25: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
-	32, // 26: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
-	38, // 27: hubbub.v1.Body.data:type_name -> google.protobuf.Value
-	38, // 28: hubbub.v1.ClientInfo.info:type_name -> google.protobuf.Value
-	38, // 29: hubbub.v1.ConnectRequest.data:type_name -> google.protobuf.Value
-	37, // 30: hubbub.v1.ConnectRequest.since:type_name -> hubbub.v1.ConnectRequest.SinceEntry
-	7,  // 31: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 32: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
-	5,  // 33: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
-	5,  // 34: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
-	30, // 35: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
-	12, // 36: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
-	13, // 37: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
-	38, // 38: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
-	0,  // 39: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
-	5,  // 40: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
-	32, // 41: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
-	6,  // 42: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	30, // 43: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
-	5,  // 44: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 45: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
-	13, // 46: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
-	38, // 47: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
-	38, // 48: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
-	7,  // 49: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
-	6,  // 50: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
-	1,  // 51: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
-	7,  // 52: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 53: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 54: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
-	2,  // 55: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
-	5,  // 56: hubbub.v1.ConnectRequest.SinceEntry.value:type_name -> hubbub.v1.StreamPosition
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	32, // 23: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
+	34, // 24: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
+	36, // 25: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
+	33, // 26: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
+	31, // 27: hubbub.v1.ServerFrame.compact_message:type_name -> hubbub.v1.CompactMessage
+	39, // 28: hubbub.v1.Body.data:type_name -> google.protobuf.Value
+	39, // 29: hubbub.v1.ClientInfo.info:type_name -> google.protobuf.Value
+	39, // 30: hubbub.v1.ConnectRequest.data:type_name -> google.protobuf.Value
+	38, // 31: hubbub.v1.ConnectRequest.since:type_name -> hubbub.v1.ConnectRequest.SinceEntry
+	7,  // 32: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 33: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
+	5,  // 34: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
+	5,  // 35: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
+	30, // 36: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
+	12, // 37: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
+	13, // 38: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
+	39, // 39: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
+	0,  // 40: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
+	5,  // 41: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
+	33, // 42: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
+	6,  // 43: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	30, // 44: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
+	5,  // 45: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 46: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
+	13, // 47: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
+	39, // 48: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
+	39, // 49: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
+	7,  // 50: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
+	6,  // 51: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
+	39, // 52: hubbub.v1.CompactMessage.data:type_name -> google.protobuf.Value
+	1,  // 53: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
+	7,  // 54: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 55: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 56: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
+	2,  // 57: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
+	5,  // 58: hubbub.v1.ConnectRequest.SinceEntry.value:type_name -> hubbub.v1.StreamPosition
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_v1_hubbub_proto_init() }
@@ -3334,11 +3562,17 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ServerFrame_TypingEvent)(nil),
 		(*ServerFrame_Disconnect)(nil),
 		(*ServerFrame_PresenceDiff)(nil),
+		(*ServerFrame_CompactMessage)(nil),
 	}
 	file_hubbub_v1_hubbub_proto_msgTypes[3].OneofWrappers = []any{
 		(*Body_Text)(nil),
 		(*Body_Data)(nil),
 		(*Body_Binary)(nil),
+	}
+	file_hubbub_v1_hubbub_proto_msgTypes[28].OneofWrappers = []any{
+		(*CompactMessage_Text)(nil),
+		(*CompactMessage_Data)(nil),
+		(*CompactMessage_Binary)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3346,7 +3580,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_v1_hubbub_proto_rawDesc), len(file_hubbub_v1_hubbub_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -415,9 +415,11 @@ type Member struct {
 	// Address of the node the connection lives on (its relay receives the room's pushes).
 	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	// The connection actor's id on that node.
-	ActorId       string         `protobuf:"bytes,2,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
-	Client        *v1.ClientInfo `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
-	Encoding      Encoding       `protobuf:"varint,4,opt,name=encoding,proto3,enum=hubbub.node.v1.Encoding" json:"encoding,omitempty"`
+	ActorId  string         `protobuf:"bytes,2,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	Client   *v1.ClientInfo `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
+	Encoding Encoding       `protobuf:"varint,4,opt,name=encoding,proto3,enum=hubbub.node.v1.Encoding" json:"encoding,omitempty"`
+	// The connection asked for compact message pushes.
+	Compact       bool `protobuf:"varint,5,opt,name=compact,proto3" json:"compact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -478,6 +480,13 @@ func (x *Member) GetEncoding() Encoding {
 		return x.Encoding
 	}
 	return Encoding_ENCODING_UNSPECIFIED
+}
+
+func (x *Member) GetCompact() bool {
+	if x != nil {
+		return x.Compact
+	}
+	return false
 }
 
 // RoomJoin asks a room to add a member.
@@ -1607,12 +1616,15 @@ func (x *NodeDisconnect) GetReason() string {
 // RelaySubscribe tells a node's relay that a local connection joined a room.
 // The relay delivers the join reply, then every later push of the room.
 type RelaySubscribe struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
-	ActorId       string                 `protobuf:"bytes,2,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
-	RequestId     uint64                 `protobuf:"varint,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Reply         *v1.JoinReply          `protobuf:"bytes,4,opt,name=reply,proto3" json:"reply,omitempty"`
-	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Room      string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	ActorId   string                 `protobuf:"bytes,2,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	RequestId uint64                 `protobuf:"varint,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Reply     *v1.JoinReply          `protobuf:"bytes,4,opt,name=reply,proto3" json:"reply,omitempty"`
+	// The connection asked for compact pushes: the relay gives the room an
+	// alias on the node and sets it in the reply.
+	Compact       bool              `protobuf:"varint,5,opt,name=compact,proto3" json:"compact,omitempty"`
+	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1673,6 +1685,13 @@ func (x *RelaySubscribe) GetReply() *v1.JoinReply {
 		return x.Reply
 	}
 	return nil
+}
+
+func (x *RelaySubscribe) GetCompact() bool {
+	if x != nil {
+		return x.Compact
+	}
+	return false
 }
 
 func (x *RelaySubscribe) GetTrace() map[string]string {
@@ -1781,7 +1800,12 @@ type RelayDeliver struct {
 	// The room's epoch, with offset: each member's relay checks that a
 	// message continues that member's stream (empty for pushes that are not
 	// messages).
-	Epoch         string            `protobuf:"bytes,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch string `protobuf:"bytes,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The message as a CompactMessage without its alias (field 1), in
+	// protobuf and JSON, when members with compact pushes need it; each node
+	// adds its alias for the room once per push.
+	CompactProto  []byte            `protobuf:"bytes,10,opt,name=compact_proto,json=compactProto,proto3" json:"compact_proto,omitempty"`
+	CompactJson   []byte            `protobuf:"bytes,11,opt,name=compact_json,json=compactJson,proto3" json:"compact_json,omitempty"`
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1878,6 +1902,20 @@ func (x *RelayDeliver) GetEpoch() string {
 		return x.Epoch
 	}
 	return ""
+}
+
+func (x *RelayDeliver) GetCompactProto() []byte {
+	if x != nil {
+		return x.CompactProto
+	}
+	return nil
+}
+
+func (x *RelayDeliver) GetCompactJson() []byte {
+	if x != nil {
+		return x.CompactJson
+	}
+	return nil
 }
 
 func (x *RelayDeliver) GetTrace() map[string]string {
@@ -2145,12 +2183,13 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\vnode_report\x18\r \x01(\v2\x1a.hubbub.node.v1.NodeReportH\x00R\n" +
 	"nodeReport\x12I\n" +
 	"\x0fnode_disconnect\x18\x0e \x01(\v2\x1e.hubbub.node.v1.NodeDisconnectH\x00R\x0enodeDisconnectB\x06\n" +
-	"\x04body\"\xa2\x01\n" +
+	"\x04body\"\xbc\x01\n" +
 	"\x06Member\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12-\n" +
 	"\x06client\x18\x03 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x124\n" +
-	"\bencoding\x18\x04 \x01(\x0e2\x18.hubbub.node.v1.EncodingR\bencoding\"\xab\x03\n" +
+	"\bencoding\x18\x04 \x01(\x0e2\x18.hubbub.node.v1.EncodingR\bencoding\x12\x18\n" +
+	"\acompact\x18\x05 \x01(\bR\acompact\"\xab\x03\n" +
 	"\bRoomJoin\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12.\n" +
 	"\x06member\x18\x02 \x01(\v2\x16.hubbub.node.v1.MemberR\x06member\x12/\n" +
@@ -2294,13 +2333,14 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1b\n" +
 	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\rR\x04code\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x85\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x9f\x02\n" +
 	"\x0eRelaySubscribe\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\x04R\trequestId\x12*\n" +
-	"\x05reply\x18\x04 \x01(\v2\x14.hubbub.v1.JoinReplyR\x05reply\x12?\n" +
+	"\x05reply\x18\x04 \x01(\v2\x14.hubbub.v1.JoinReplyR\x05reply\x12\x18\n" +
+	"\acompact\x18\x05 \x01(\bR\acompact\x12?\n" +
 	"\x05trace\x18\x0f \x03(\v2).hubbub.node.v1.RelaySubscribe.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -2316,7 +2356,7 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdd\x03\n" +
 	"\fRelayDeliver\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1f\n" +
 	"\vproto_frame\x18\x02 \x01(\fR\n" +
@@ -2328,7 +2368,10 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\x04kind\x18\x06 \x01(\tR\x04kind\x126\n" +
 	"\x06policy\x18\a \x01(\x0e2\x1e.hubbub.node.v1.OverflowPolicyR\x06policy\x12\x10\n" +
 	"\x03key\x18\b \x01(\tR\x03key\x12\x14\n" +
-	"\x05epoch\x18\t \x01(\tR\x05epoch\x12=\n" +
+	"\x05epoch\x18\t \x01(\tR\x05epoch\x12#\n" +
+	"\rcompact_proto\x18\n" +
+	" \x01(\fR\fcompactProto\x12!\n" +
+	"\fcompact_json\x18\v \x01(\fR\vcompactJson\x12=\n" +
 	"\x05trace\x18\x0f \x03(\v2'.hubbub.node.v1.RelayDeliver.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
