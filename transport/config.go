@@ -26,6 +26,12 @@ type Config struct {
 	SlowConsumerGrace time.Duration
 	// CloseTimeout is how long the server waits for the peer's close reply. Default 2s.
 	CloseTimeout time.Duration
+	// Reader is how connections are read: ReaderEpoll (the default on
+	// Linux) keeps idle connections in one epoll set and starts a reader
+	// goroutine only while a socket has input; ReaderGoroutine reads every
+	// connection on a goroutine of its own (the only way elsewhere, and for
+	// TLS served by Hubbub itself).
+	Reader string
 	// ReadBufferBytes is the size of each connection's socket read buffer. Default 1024.
 	ReadBufferBytes int
 	// Compression enables permessage-deflate for clients that offer it
@@ -51,6 +57,12 @@ type Config struct {
 	// ConnectBurstPerIP is the per-IP bucket's size. Default max(1, 2*ConnectRatePerIP).
 	ConnectBurstPerIP int
 }
+
+// The ways of reading connections (Config.Reader).
+const (
+	ReaderEpoll     = "epoll"
+	ReaderGoroutine = "goroutine"
+)
 
 // WithDefaults returns the configuration with every zero field set to its default.
 func (c Config) WithDefaults() Config {

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -40,6 +42,20 @@ type wsConn struct {
 	closeCh    chan struct{} // closed once closeReq is set
 	readerDone chan struct{} // closed when the read loop returns
 	peerCode   atomic.Int32  // close code the peer sent, if any
+
+	// With the poller (an idle connection holds no goroutine): the socket's
+	// buffered reader (the one gorilla reads from), the registration, and
+	// whether a reader goroutine runs.
+	poll      atomic.Pointer[poller] // set once the connection is registered
+	br        *bufio.Reader          // gorilla's reader; its buffer is lent from readers while input is read
+	brLent    *bufio.Reader          // the pooled reader whose buffer br holds, nil while idle
+	readers   *sync.Pool             // of *bufio.Reader
+	raw       syscall.RawConn
+	pollToken uint64
+	reading   atomic.Bool
+	lastRead  atomic.Int64       // Unix nanoseconds of the last input, for the keep-alive check
+	h         *actors.ConnHandle // the connection actor's handle, for polled reads
+	ended     func()             // the server's end of a polled connection
 }
 
 type closeRequest struct {
@@ -133,42 +149,166 @@ func (c *wsConn) kick() {
 
 var readBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// readLoop decodes client frames and hands them to the connection actor
-// until the peer goes away, breaks the protocol or the connection closes.
-func (c *wsConn) readLoop(h *actors.ConnHandle) {
-	defer close(c.readerDone)
-	keepAlive := c.cfg.PingInterval + c.cfg.PongTimeout
-	extend := func() { _ = c.ws.SetReadDeadline(time.Now().Add(keepAlive)) }
-	extend()
-	c.ws.SetPongHandler(func(string) error { extend(); return nil })
-	c.ws.SetPingHandler(func(p string) error {
-		extend()
-		b := []byte(p)
-		c.pong.Store(&b)
-		c.kick()
-		return nil
-	})
+// keepAlive is how long a silent peer is kept.
+func (c *wsConn) keepAlive() time.Duration { return c.cfg.PingInterval + c.cfg.PongTimeout }
+
+// extend moves the read deadline: input came.
+func (c *wsConn) extend() {
+	now := time.Now()
+	c.lastRead.Store(now.UnixNano())
+	_ = c.ws.SetReadDeadline(now.Add(c.keepAlive()))
+}
+
+func (c *wsConn) onPing(p []byte) {
+	c.extend()
+	b := append([]byte(nil), p...)
+	c.pong.Store(&b)
+	c.kick()
+}
+
+// setHandlers sets gorilla's control-frame handlers and read limit.
+func (c *wsConn) setHandlers() {
+	c.extend()
+	c.ws.SetPongHandler(func(string) error { c.extend(); return nil })
+	c.ws.SetPingHandler(func(p string) error { c.onPing([]byte(p)); return nil })
 	c.ws.SetCloseHandler(func(code int, _ string) error {
 		c.peerCode.Store(int32(code))
 		return nil
 	})
 	// A backstop far above our own limit; gorilla answers it with 1009 itself.
 	c.ws.SetReadLimit(int64(c.cfg.MaxFrameBytes)*4 + 4096)
+}
+
+// readLoop decodes client frames and hands them to the connection actor
+// until the peer goes away, breaks the protocol or the connection closes.
+func (c *wsConn) readLoop(h *actors.ConnHandle) {
+	defer close(c.readerDone)
+	c.setHandlers()
+	for c.readMessage(h) {
+	}
+}
+
+// readMessage reads one data message (and the control frames before it)
+// and hands it on; false when reading has ended.
+func (c *wsConn) readMessage(h *actors.ConnHandle) bool {
+	mt, r, err := c.ws.NextReader()
+	if err != nil {
+		if code := int(c.peerCode.Load()); code != 0 {
+			// Echo the peer's close (RFC 6455 section 5.5.1).
+			c.setClose(&closeRequest{code: code, echo: true})
+		}
+		return false
+	}
+	c.extend()
+	if c.closeReq.Load() != nil {
+		return true // closing: discard until the peer's close reply or the deadline
+	}
+	c.readFrame(h, mt, r)
+	return true
+}
+
+// schedule starts a reader goroutine for a polled connection unless one runs.
+func (c *wsConn) schedule() {
+	if c.reading.CompareAndSwap(false, true) {
+		go c.readSome() // owner: the connection's poller registration; ends when the socket has nothing buffered
+	}
+}
+
+// readSome reads what a polled socket has, then hands it back to the
+// poller; when reading ends it ends the connection.
+func (c *wsConn) readSome() {
 	for {
-		mt, r, err := c.ws.NextReader()
-		if err != nil {
-			if code := int(c.peerCode.Load()); code != 0 {
-				// Echo the peer's close (RFC 6455 section 5.5.1).
-				c.setClose(&closeRequest{code: code, echo: true})
-			}
+		c.lendBuffer()
+		if !c.readAvailable() {
+			close(c.readerDone)
+			c.ended() // reading stays true: no reader after the end
 			return
 		}
-		extend()
-		if c.closeReq.Load() != nil {
-			continue // closing: discard until the peer's close reply or the deadline
+		c.returnBuffer()
+		c.reading.Store(false) // before re-arming, so the next report starts a reader
+		if c.poll.Load().rearm(c) == nil {
+			return
 		}
-		c.readFrame(h, mt, r)
+		// The socket was closed: read again to see the end.
+		if !c.reading.CompareAndSwap(false, true) {
+			return
+		}
 	}
+}
+
+// lendBuffer gives gorilla's reader a buffer for reading; returnBuffer takes
+// it back once it is drained, so an idle connection holds no read buffer.
+// gorilla keeps a pointer to br, so br's contents are swapped in place.
+func (c *wsConn) lendBuffer() {
+	if c.brLent != nil {
+		return
+	}
+	p := c.readers.Get().(*bufio.Reader)
+	p.Reset(c.nc)
+	*c.br, c.brLent = *p, p
+}
+
+func (c *wsConn) returnBuffer() {
+	if c.brLent == nil || c.br.Buffered() > 0 {
+		return
+	}
+	*c.brLent = *c.br
+	*c.br = bufio.Reader{}
+	c.readers.Put(c.brLent)
+	c.brLent = nil
+}
+
+// readAvailable reads frames until the socket's buffer is empty; false when
+// reading has ended. A ping or pong that is whole in the buffer is answered
+// here: gorilla would read on past it, waiting for a data message, and keep
+// a goroutine for an idle connection.
+func (c *wsConn) readAvailable() bool {
+	for {
+		c.extend()
+		if _, err := c.br.Peek(1); err != nil {
+			return c.readMessage(c.h) // reports the end (and a peer's close)
+		}
+		if ok, handled := c.controlFrame(); handled {
+			if !ok {
+				return false
+			}
+		} else if !c.readMessage(c.h) {
+			return false
+		}
+		if c.br.Buffered() == 0 {
+			return true
+		}
+	}
+}
+
+// controlFrame answers a ping or pong at the head of the buffer; handled is
+// false for anything else (data, close, malformed), which gorilla reads.
+func (c *wsConn) controlFrame() (ok, handled bool) {
+	h, err := c.br.Peek(2)
+	if err != nil {
+		return false, false
+	}
+	op := h[0] & 0x0f
+	n := int(h[1] & 0x7f)
+	// FIN, no RSV bits, ping or pong, masked (as client frames are), short.
+	if h[0]&0xf0 != 0x80 || (op != websocket.PingMessage && op != websocket.PongMessage) || h[1]&0x80 == 0 || n > 125 {
+		return false, false
+	}
+	f, err := c.br.Peek(6 + n)
+	if err != nil {
+		return false, false // gorilla reads it and sees the error
+	}
+	payload := make([]byte, n)
+	for i := range payload {
+		payload[i] = f[6+i] ^ f[2+i%4]
+	}
+	_, _ = c.br.Discard(6 + n)
+	if op == websocket.PingMessage {
+		c.onPing(payload)
+	} else {
+		c.extend()
+	}
+	return true, true
 }
 
 func (c *wsConn) readFrame(h *actors.ConnHandle, mt int, r io.Reader) {
@@ -336,12 +476,18 @@ func (c *wsConn) finishClose() {
 	case <-c.readerDone:
 	case <-time.After(c.cfg.CloseTimeout + time.Second):
 	}
+	if c.poll.Load() != nil {
+		c.abort() // no reader waits on a polled socket for its deadline
+	}
 }
 
 // abort drops the TCP connection, which ends the read loop.
 func (c *wsConn) abort() {
 	c.q.close(true)
 	_ = c.nc.Close()
+	if c.poll.Load() != nil {
+		c.schedule() // a closed socket leaves the epoll set without a report
+	}
 }
 
 // closeCode is the code this connection ended with, for counting.

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -39,6 +41,32 @@ type Server struct {
 	stopErr  error
 
 	pingerStop, pingerDone chan struct{}
+	poll                   *poller   // nil: a goroutine reads each connection
+	readers                sync.Pool // *bufio.Reader of ReadBufferBytes, lent to polled connections while they read
+	pollUpgrader           websocket.Upgrader
+}
+
+// pollHijacker hands gorilla a buffered reader of ours on the hijacked
+// socket (gorilla reads through a hijacked reader it is given when its own
+// ReadBufferSize is 0), so the poller can tell when the socket is drained.
+type pollHijacker struct {
+	http.ResponseWriter
+	readers  *sync.Pool
+	br, lent *bufio.Reader
+}
+
+func (h *pollHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return nc, brw, err // gorilla refuses input sent before the handshake's end
+	}
+	h.lent = h.readers.Get().(*bufio.Reader)
+	h.lent.Reset(nc)
+	h.br = new(bufio.Reader)
+	*h.br = *h.lent
+	// gorilla writes the handshake's answer from this writer's buffer (grown
+	// as needed) and keeps neither.
+	return nc, bufio.NewReadWriter(h.br, bufio.NewWriterSize(nc, 16)), nil
 }
 
 // NewServer returns a server for node. Extra handlers may be added with Handle
@@ -60,6 +88,18 @@ func NewServer(node *actors.Node, cfg Config, log *slog.Logger) *Server {
 		EnableCompression: cfg.Compression,
 		Error:             s.upgradeError,
 	}
+	s.readers.New = func() any { return bufio.NewReaderSize(nil, cfg.ReadBufferBytes) }
+	s.pollUpgrader = s.upgrader
+	s.pollUpgrader.ReadBufferSize = 0 // read through the hijacker's buffer
+	// gorilla reads through the hijacked buffer only when it holds more
+	// than 256 bytes.
+	if cfg.Reader != ReaderGoroutine && cfg.ReadBufferBytes > 256 {
+		if p, err := newPoller(); err == nil {
+			s.poll = p
+		} else {
+			log.Info("reading every connection on a goroutine of its own", "why", err)
+		}
+	}
 	s.mux.HandleFunc("/ws", s.serveWS)
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("/readyz", s.serveReady)
@@ -80,8 +120,15 @@ func (s *Server) pinger() {
 		case <-s.pingerStop:
 			return
 		case <-t.C:
+			// A polled connection has no read deadline running while idle:
+			// one silent for longer than the keep-alive is dropped here.
+			silent := time.Now().Add(-s.cfg.PingInterval - s.cfg.PongTimeout).UnixNano()
 			s.mu.Lock()
 			for c := range s.conns {
+				if c.poll.Load() != nil && c.lastRead.Load() < silent {
+					c.abort()
+					continue
+				}
 				c.ping()
 			}
 			s.mu.Unlock()
@@ -188,8 +235,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.handlers.Add(1)
 	s.mu.Unlock()
-	// Upgrade answers with the first server subprotocol the client offered, which is enc.
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	// Upgrade answers with the first server subprotocol the client offered,
+	// which is enc. A plain TCP socket is read through a buffer of ours, so
+	// the poller can tell when it is drained (see wsConn.readSome).
+	up, hj := &s.upgrader, (*pollHijacker)(nil)
+	if s.poll != nil && r.TLS == nil {
+		hj = &pollHijacker{ResponseWriter: w, readers: &s.readers}
+		w, up = hj, &s.pollUpgrader
+	}
+	ws, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		s.handlers.Done()
 		return // the upgrader replied
@@ -209,45 +263,87 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := newWSConn(ws, enc, &s.cfg, s.log, s.counters)
 	c.deflate = s.cfg.Compression && offersDeflate(r)
-	// The connection gets a goroutine of its own and the HTTP handler returns:
-	// net/http's per-request state (its 4 KiB read and write buffers, the
-	// request and its context) would otherwise live as long as the socket.
 	s.open.Add(1)
+	h := s.openConn(c, info)
+	if h != nil && hj != nil && hj.br != nil {
+		if sc, ok := c.nc.(syscall.Conn); ok {
+			if raw, err := sc.SyscallConn(); err == nil {
+				// No goroutine while idle: the poller starts a reader when
+				// input arrives, and the last reader ends the connection.
+				c.br, c.brLent, c.readers, c.h, c.ended = hj.br, hj.lent, &s.readers, h, func() { s.endConn(c, h) }
+				c.setHandlers()
+				c.poll.Store(s.poll)
+				if s.poll.add(c, raw) == nil {
+					// Unless a report started a reader already: read what
+					// came with the handshake, or hand the buffer back.
+					if c.reading.CompareAndSwap(false, true) {
+						if hj.br.Buffered() > 0 {
+							go c.readSome() // owner: the connection's poller registration
+						} else {
+							c.returnBuffer()
+							c.reading.Store(false)
+							if s.poll.rearm(c) != nil { // a report taken meanwhile is not lost
+								c.schedule()
+							}
+						}
+					}
+					return
+				}
+				if !c.reading.CompareAndSwap(false, true) {
+					return // aborted meanwhile: the reader it started ends the connection
+				}
+				c.poll.Store(nil) // reading stays true: no polled reader from now on
+			}
+		}
+	}
+	// Otherwise the connection gets a goroutine of its own and the HTTP
+	// handler returns: net/http's per-request state (its 4 KiB read and
+	// write buffers, the request and its context) would otherwise live as
+	// long as the socket.
 	go func() { // owner: the server; joined by Shutdown through s.handlers
-		defer s.handlers.Done()
-		defer s.open.Add(-1)
-		s.serveConn(c, info)
+		if h != nil {
+			c.readLoop(h)
+		} else {
+			close(c.readerDone)
+		}
+		s.endConn(c, h)
 	}()
 }
 
-// serveConn runs one connection to its end on the calling goroutine, which
-// owns the socket: it runs the read loop and, when that ends, waits for the
-// write pump and stops the connection actor.
-func (s *Server) serveConn(c *wsConn, info actors.ConnInfo) {
-	defer c.ws.Close()
+// openConn starts a connection's actor; nil when the node refused it (the
+// connection is then closed with 1001).
+func (s *Server) openConn(c *wsConn, info actors.ConnInfo) *actors.ConnHandle {
 	if !s.track(c) {
 		c.requestClose(wire.CloseGoingAway, wire.CloseReason(wire.CloseGoingAway), false)
 	}
-	defer s.untrack(c)
 	s.counters.ConnectionsOpened.Add(1)
-	defer func() { s.counters.CountClose(c.closeCode()) }()
 	h, err := s.node.OpenConn(c, info)
 	if err != nil {
 		c.requestClose(wire.CloseGoingAway, wire.CloseReason(wire.CloseGoingAway), false)
 	}
-	if h != nil {
-		c.readLoop(h)
-	} else {
-		close(c.readerDone)
-	}
+	return h
+}
+
+// endConn ends a connection once its reading has ended: it waits for the
+// write pump, closes the socket and stops the connection actor. It runs on
+// the goroutine that read last.
+func (s *Server) endConn(c *wsConn, h *actors.ConnHandle) {
 	if c.closeReq.Load() == nil {
 		c.abort() // the peer went away without a close frame
 	}
 	c.stopPumps() // the close, if any, is written by a pump
+	if p := c.poll.Load(); p != nil {
+		p.remove(c)
+	}
 	_ = c.nc.Close()
+	_ = c.ws.Close()
 	if h != nil {
 		h.Close(s.cfg.WriteTimeout)
 	}
+	s.counters.CountClose(c.closeCode())
+	s.untrack(c)
+	s.open.Add(-1)
+	s.handlers.Done()
 }
 
 func (s *Server) track(c *wsConn) bool {
@@ -296,6 +392,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		close(s.pingerStop)
 		<-s.pingerDone
+		if s.poll != nil {
+			s.poll.close()
+		}
 		if err := s.node.Shutdown(ctx); err != nil && s.stopErr == nil {
 			s.stopErr = err
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/store"
 	"github.com/hubbub-chat/hubbub/telemetry"
+	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/web"
 )
 
@@ -116,6 +117,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.boolean(&tc.Compression, "compression", false, "permessage-deflate for clients that offer it (costs server CPU per message and recipient)")
 	f.integer(&tc.CompressionLevel, "compression-level", 1, "flate level 1-9 for --compression")
 	f.duration(&nc.Conn.RequestTimeout, "request-timeout", 5*time.Second, "bound on waiting for a room's answer")
+	f.str(&tc.Reader, "reader", transport.ReaderEpoll, "how connections are read: epoll (Linux: idle connections hold no goroutine; a reader runs while a socket has input) or goroutine (one per connection; always so elsewhere and with --tls-cert)")
 
 	f.group("Rooms and history")
 	f.integer(&nc.Room.HistorySize, "history-size", 100, "messages kept per room (negative: none)")
@@ -295,6 +297,9 @@ func (c *serveConfig) resolve() error {
 		if nc.Cluster.Provider != "" {
 			c.historyStore = "memory"
 		}
+	}
+	if r := c.server.Transport.Reader; r != transport.ReaderEpoll && r != transport.ReaderGoroutine {
+		return fmt.Errorf("--reader: %q is not epoll or goroutine", r)
 	}
 	switch c.historyStore {
 	case "embedded":

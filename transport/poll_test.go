@@ -1,0 +1,187 @@
+package transport
+
+import (
+	"context"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/hubbub-chat/hubbub/actors"
+	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/wire"
+)
+
+func startTransport(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	node := actors.NewNode(actors.Config{}, actors.Options{})
+	srv := NewServer(node, cfg, nil)
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		hs.Close()
+	})
+	return srv, "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// dialConnected opens a protobuf connection and completes connect.
+func dialConnected(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := (&websocket.Dialer{Subprotocols: []string{wire.SubprotocolProto}}).Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.Close() })
+	writeCommand(t, ws, &hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "p"}}})
+	if f := readServerFrame(t, ws); f.GetConnect() == nil {
+		t.Fatalf("connect: %v", f)
+	}
+	return ws
+}
+
+func writeCommand(t *testing.T, ws *websocket.Conn, f *hubbubv1.ClientFrame) {
+	t.Helper()
+	b, _ := wire.Marshal(f, wire.Proto)
+	if err := ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readServerFrame(t *testing.T, ws *websocket.Conn) *hubbubv1.ServerFrame {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, b, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := wire.DecodeServerFrame(b, wire.Proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// Idle connections hold no goroutine with the epoll reader (one each with
+// the goroutine reader); pings, pongs and commands wake a reader that goes
+// away again.
+func TestPolledIdleConnectionsHoldNoGoroutine(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("epoll is Linux-only")
+	}
+	const n = 100
+	for _, reader := range []string{ReaderEpoll, ReaderGoroutine} {
+		t.Run(reader, func(t *testing.T) {
+			srv, url := startTransport(t, Config{Reader: reader})
+			if (srv.poll != nil) != (reader == ReaderEpoll) {
+				t.Fatalf("reader %s: poller %v", reader, srv.poll)
+			}
+			base := runtime.NumGoroutine()
+			conns := make([]*websocket.Conn, n)
+			pongs := make(chan struct{}, n)
+			for i := range conns {
+				conns[i] = dialConnected(t, url)
+				conns[i].SetPongHandler(func(string) error { pongs <- struct{}{}; return nil })
+			}
+			idle := func() bool { return runtime.NumGoroutine()-base < n/4 }
+			if reader == ReaderGoroutine {
+				time.Sleep(100 * time.Millisecond)
+				if got := runtime.NumGoroutine() - base; got < n*3/4 {
+					t.Fatalf("goroutine reader: %d goroutines for %d connections", got, n)
+				}
+				return
+			}
+			waitUntil(t, "idle connections to hold no goroutine", idle)
+			// A ping and a command on every connection: the ping is answered
+			// (by the poller's reader, not gorilla's wait for data), the
+			// command too, and the readers go away again.
+			for i, ws := range conns {
+				if err := ws.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				writeCommand(t, ws, &hubbubv1.ClientFrame{Id: uint64(10 + i), Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}})
+			}
+			for i, ws := range conns {
+				if f := readServerFrame(t, ws); f.GetPing() == nil || f.GetId() != uint64(10+i) {
+					t.Fatalf("ping command: %v", f)
+				}
+			}
+			if len(pongs) != n {
+				t.Fatalf("%d pongs for %d pings", len(pongs), n)
+			}
+			waitUntil(t, "readers to go away after input", idle)
+		})
+	}
+}
+
+// A frame that arrives a byte at a time, and a ping split likewise, are
+// read whole.
+func TestPolledSplitFrames(t *testing.T) {
+	_, url := startTransport(t, Config{})
+	ws := dialConnected(t, url)
+	pong := make(chan string, 1)
+	ws.SetPongHandler(func(p string) error { pong <- p; return nil })
+	nc := ws.UnderlyingConn()
+	frame := func(op byte, payload []byte) []byte {
+		mask := [4]byte{1, 2, 3, 4}
+		b := []byte{0x80 | op, 0x80 | byte(len(payload))}
+		b = append(b, mask[:]...)
+		for i, c := range payload {
+			b = append(b, c^mask[i%4])
+		}
+		return b
+	}
+	cmd, _ := wire.Marshal(&hubbubv1.ClientFrame{Id: 7, Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}}, wire.Proto)
+	var stream []byte
+	stream = append(stream, frame(websocket.PingMessage, []byte("split ping"))...)
+	stream = append(stream, frame(websocket.BinaryMessage, cmd)...)
+	for _, b := range stream {
+		if _, err := nc.Write([]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if f := readServerFrame(t, ws); f.GetPing() == nil || f.GetId() != 7 {
+		t.Fatalf("split command: %v", f)
+	}
+	select {
+	case p := <-pong:
+		if p != "split ping" {
+			t.Fatalf("pong %q", p)
+		}
+	default:
+		t.Fatal("no pong for the split ping")
+	}
+}
+
+// A polled connection that sends nothing, not even pongs, is dropped once
+// the keep-alive passes (no read deadline runs while it is idle).
+func TestPolledSilentPeerDropped(t *testing.T) {
+	_, url := startTransport(t, Config{PingInterval: 100 * time.Millisecond, PongTimeout: 100 * time.Millisecond})
+	ws := dialConnected(t, url)
+	ws.SetPingHandler(func(string) error { return nil }) // never answer
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+				t.Fatal("the silent peer was not dropped")
+			}
+			return
+		}
+	}
+}
