@@ -224,6 +224,9 @@ func (c *wsConn) readSome() {
 			c.ended() // reading stays true: no reader after the end
 			return
 		}
+		if c.awaitInput() {
+			continue // a busy connection keeps its reader
+		}
 		c.returnBuffer()
 		c.reading.Store(false) // before re-arming, so the next report starts a reader
 		if c.poll.Load().rearm(c) == nil {
@@ -234,6 +237,22 @@ func (c *wsConn) readSome() {
 			return
 		}
 	}
+}
+
+// idleReaderAfter is how long a polled connection's reader waits for more
+// input (in the runtime's own poller, at no extra latency) before it hands
+// the socket to the epoll set. Connections that send often (publishers)
+// keep a reader; idle ones hold none. A wake from the epoll set passes
+// through one more thread and the scheduler's run queue, which under load
+// costs milliseconds, so only idle connections take that path.
+const idleReaderAfter = 2 * time.Second
+
+// awaitInput waits up to idleReaderAfter for input; false when none came.
+func (c *wsConn) awaitInput() bool {
+	_ = c.nc.SetReadDeadline(time.Now().Add(idleReaderAfter))
+	_, err := c.br.Peek(1)
+	var ne net.Error
+	return !errors.As(err, &ne) || !ne.Timeout() // input, or an end readAvailable reports
 }
 
 // lendBuffer gives gorilla's reader a buffer for reading; returnBuffer takes
