@@ -245,7 +245,7 @@ func (c *wsConn) readSome() {
 // keep a reader; idle ones hold none. A wake from the epoll set passes
 // through one more thread and the scheduler's run queue, which under load
 // costs milliseconds, so only idle connections take that path.
-const idleReaderAfter = 2 * time.Second
+const idleReaderAfter = 500 * time.Millisecond
 
 // awaitInput waits up to idleReaderAfter for input; false when none came.
 func (c *wsConn) awaitInput() bool {
