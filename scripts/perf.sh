@@ -67,6 +67,10 @@ run() { # label, kind, scenario, bench flags...
 run hubbub-fanout-1M hubbub fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s
 run hubbub-fanout-1M-slow hubbub fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s --slow-readers 1
 run hubbub-fanout-200k hubbub fanout --subscribers 1000 --publishers 10 --rate 200 --size 128 --duration 10s
+# Subscribers in JSON and with compact pushes (bytes per delivery).
+run hubbub-fanout-1M-json hubbub fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s --encoding json
+run hubbub-fanout-1M-json-compact hubbub fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s --encoding json --compact
+run hubbub-fanout-1M-compact hubbub fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s --compact
 run hubbub-maxtp hubbub maxtp --subscribers 1000 --publishers 10 --start-rate 800 --step 1.25 --duration 5s --p99-bound 250ms
 run hubbub-rooms hubbub rooms --rooms 10000 --members 10 --rooms-per-conn 100 --rate-per-room 1 --publishers 10 --duration 10s
 run hubbub-ack-10k hubbub fanout --subscribers 10 --publishers 10 --rate 10000 --size 128 --duration 10s
@@ -99,6 +103,10 @@ run hooks-on-ack hubbub fanout --subscribers 10 --publishers 10 --rate 5000 --si
 serve_flags=()
 run hubbub-idle hubbub idle --conns 10000 --duration 5s
 run hubbub-storm hubbub storm --conns 10000 --dialers 50
+serve_flags=(--reader goroutine)
+run hubbub-goroutine-reader-idle hubbub idle --conns 10000 --duration 5s
+run hubbub-goroutine-reader-storm hubbub storm --conns 10000 --dialers 50
+serve_flags=()
 run hubbub-bigroom-10k hubbub bigroom --conns 10000 --dialers 50
 run hubbub-bigroom-19k hubbub bigroom --conns 19000 --dialers 50
 run gorillahub-bigroom-10k gorilla bigroom --conns 10000 --dialers 50
@@ -114,7 +122,7 @@ for line in open(sys.argv[1]):
         continue
     label = r["label"] if r["label"] != "hubbub-api" else r["scenario"]
     rows[label].append(r)
-keys = ["deliveries_per_s", "loss", "p50_ms", "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms", "server_cpu_s",
+keys = ["deliveries_per_s", "bytes_per_delivery", "loss", "p50_ms", "p99_ms", "max_ms", "ack_p50_ms", "ack_p99_ms", "server_cpu_s",
         "deliveries_per_server_cpu_s", "rss_per_conn_bytes", "conns_per_s", "slow_readers_closed",
         "joins_per_s", "join_p50_ms", "join_p99_ms", "room_members", "presence_page_ms", "publish_all_ms", "publish_cpu_ms",
         "publishes_per_s", "server_cpu_per_publish_us"]
