@@ -2,7 +2,7 @@
 # Runs Hubbub's whole check and test suite; CI runs it too (.ci/run). It
 # installs what is missing: buf and staticcheck (Go module proxy), Debian's chromium,
 # etcd-server and redis-server (apt-get, as root or through sudo), playwright-core (npm ci in
-# web/test) and Jaeger (built from tools/jaeger into ~/.cache/hubbub-tools).
+# web/test), the TypeScript SDK's packages (npm ci in sdk/ts) and Jaeger (built from tools/jaeger into ~/.cache/hubbub-tools).
 #
 #   ./scripts/test.sh            everything
 #   FUZZTIME=30s ./scripts/test.sh   also fuzz each decoder for that long
@@ -35,6 +35,7 @@ if [ -n "$missing" ]; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 (cd web/test && npm ci --no-audit --no-fund --silent)
+(cd sdk/ts && npm ci --no-audit --no-fund --silent)
 # Jaeger (a real trace backend) from the tools/jaeger module, built once per machine.
 JAEGER_VERSION=$(awk '$1 == "github.com/jaegertracing/jaeger" {print $2}' tools/jaeger/go.mod)
 export JAEGER_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/hubbub-tools/jaeger-$JAEGER_VERSION"
@@ -74,16 +75,31 @@ step "generated code is current"
 gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
 buf generate --output "$gen"
+buf generate --template sdk/ts/buf.gen.yaml --path proto/hubbub/v1 --output "$gen"
 stale=0
 while IFS= read -r f; do
-	if ! cmp -s "$gen/$f" "$f"; then echo "stale: $f (run: buf generate)"; stale=1; fi
-done < <(cd "$gen" && find . -name '*.go' | sed 's|^\./||')
+	if ! cmp -s "$gen/$f" "$f"; then echo "stale: $f (run: buf generate; buf generate --template sdk/ts/buf.gen.yaml --path proto/hubbub/v1)"; stale=1; fi
+done < <(cd "$gen" && find . -name '*.go' -o -name '*_pb.ts' | sed 's|^\./||')
 [ "$stale" = 0 ]
 
 step "browser test (headless Chromium)"
 bin="$gen/hubbub"
 go build -o "$bin" ./cmd/hubbub
 (cd web/test && HUBBUB_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-reporter=spec)
+
+step "TypeScript SDK: type check, tests against a real server, package"
+(
+	cd sdk/ts
+	npx tsc -p tsconfig.json --noEmit
+	npm run --silent build
+	HUBBUB_BIN="$bin" node --test --test-reporter=spec
+	# The packed package installs and imports on its own.
+	tgz="$gen/$(npm pack --silent --pack-destination "$gen" | tail -1)"
+	mkdir -p "$gen/sdk-install" && cd "$gen/sdk-install"
+	echo '{"name":"sdk-install","private":true,"type":"module"}' >package.json
+	npm install --no-audit --no-fund --silent "$tgz" ws
+	node --input-type=module -e 'const m = await import("@hubbub-chat/client"); if (typeof m.Client !== "function" || !m.closeCodes.length) process.exit(1); console.log("package ok")'
+)
 
 step "go test -race"
 go test -race -count=1 -timeout 10m ./...

@@ -1,0 +1,579 @@
+import { clone, create, fromBinary, fromJson, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
+import type { JsonValue, MessageInitShape } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import {
+  BodySchema,
+  ClientFrameSchema,
+  ConnectReplySchema,
+  ServerFrameSchema,
+  MessageSchema,
+  ClientInfoSchema,
+  StreamPositionSchema,
+} from "./gen/hubbub/v1/hubbub_pb.js";
+import type {
+  Body,
+  ClientFrame,
+  ClientInfo,
+  CompactMessage,
+  ConnectReply,
+  HistoryReply,
+  JoinReply,
+  Message,
+  PresenceDiff,
+  PresenceReply,
+  PublishReply,
+  ServerFrame,
+  StreamPosition,
+  TypingEvent,
+} from "./gen/hubbub/v1/hubbub_pb.js";
+import { ClosedError, DisconnectedError, ServerError, UpgradeError, shouldReconnect } from "./errors.js";
+
+/** The WebSocket subprotocols: protobuf in binary frames, or its JSON in text frames. */
+export const SUBPROTOCOL_PROTO = "hubbub.v1.proto";
+export const SUBPROTOCOL_JSON = "hubbub.v1.json";
+
+/** The WebSocket constructor the client uses: the browser's, Node 22's, or the `ws` package's. */
+export type WebSocketConstructor = new (url: string, protocols: string[], options?: unknown) => WebSocket;
+
+export type State = "idle" | "connecting" | "connected" | "reconnecting" | "closed";
+
+export interface ClientOptions {
+  /** The server's WebSocket URL (ws://host:8080/ws), or several: reconnects go round them in turn. */
+  url: string | string[];
+  /** "proto" (default) or "json". */
+  encoding?: "proto" | "json";
+  /** The display name of an anonymous connection. */
+  name?: string;
+  /** Returns the connection token for each connect and before it expires (refresh). */
+  token?: () => string | Promise<string>;
+  /** Ask for compact message pushes (room aliases, short JSON); messages still reach you whole. */
+  compact?: boolean;
+  /** Backoff of reconnects: full jitter between 0 and min(max, min * 2^attempt). Defaults 200 ms and 20 s. */
+  minReconnectDelayMs?: number;
+  maxReconnectDelayMs?: number;
+  /** The WebSocket implementation; default globalThis.WebSocket (pass `ws`'s WebSocket on Node 20). */
+  WebSocket?: WebSocketConstructor;
+  /** Passed as the third argument of the WebSocket constructor (with `ws`: headers, agent). */
+  webSocketOptions?: unknown;
+  /** Called on every change of state. */
+  onState?: (state: State) => void;
+  /** Called once when the client stops for good, with why. */
+  onClose?: (err: Error) => void;
+}
+
+/** What a subscription hears: messages in order, once each, and what else the room pushes. */
+export interface SubscriptionHandlers {
+  /** A message; skipped > 0 when the room's overflow policy dropped some before it. */
+  message?: (m: Message, skipped: number) => void;
+  /** After a reconnect the missed messages were no longer held: the stream continues from position. */
+  notRecovered?: (position: StreamPosition) => void;
+  presence?: (d: PresenceDiff) => void;
+  typing?: (e: TypingEvent) => void;
+}
+
+export interface JoinOptions {
+  /** The last position seen, to receive every message after it (recovery). */
+  since?: { offset: bigint; epoch: string };
+}
+
+export interface PublishOptions {
+  /** The message id the server dedupes retries by; one is made up when not given. */
+  messageId?: string;
+  /** The conflation key. */
+  key?: string;
+}
+
+/** A body to publish: a string is text, bytes are binary, anything else JSON data. */
+export type BodyInput = string | Uint8Array | JsonValue;
+
+/** A joined room. */
+export class Subscription {
+  readonly room: string;
+  /** The position of the last message delivered (or of the join). */
+  position?: StreamPosition;
+  /** The join reply (room info, presence state). */
+  reply?: JoinReply;
+  private handlers: SubscriptionHandlers;
+  private client: Client;
+  /** @internal */
+  constructor(client: Client, room: string, handlers: SubscriptionHandlers, since?: StreamPosition) {
+    this.client = client;
+    this.room = room;
+    this.handlers = handlers;
+    this.position = since;
+  }
+  /** Leave the room. */
+  leave(): Promise<void> {
+    return this.client.leave(this);
+  }
+  /** @internal */
+  deliver(m: Message): void {
+    const p = this.position;
+    let skipped = 0;
+    if (p && p.epoch === m.epoch) {
+      if (m.offset <= p.offset) return; // delivered before
+      skipped = Number(m.offset - p.offset - 1n);
+    }
+    this.position = create(StreamPositionSchema, { offset: m.offset, epoch: m.epoch });
+    this.handlers.message?.(m, skipped);
+  }
+  /** @internal */
+  onJoin(j: JoinReply, sentSince: boolean): void {
+    this.reply = j;
+    if (!sentSince || !this.position) {
+      this.position = j.position;
+      return;
+    }
+    if (j.recovered) {
+      for (const m of j.messages) this.deliver(m);
+      return;
+    }
+    this.position = j.position;
+    if (j.position) this.handlers.notRecovered?.(j.position);
+  }
+  /** @internal */
+  push(f: ServerFrame): void {
+    if (f.body.case === "presenceDiff") this.handlers.presence?.(f.body.value);
+    else if (f.body.case === "typingEvent") this.handlers.typing?.(f.body.value);
+  }
+}
+
+interface Call {
+  frame: ClientFrame;
+  retry: boolean; // sent again after a reconnect
+  sent: boolean; // written on the current socket
+  resolve: (f: ServerFrame) => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * A connection to Hubbub that survives disconnects: it reconnects with
+ * backoff, rejoins its rooms from their last positions (so a subscription
+ * sees every message once, in order, or a notRecovered event), and sends
+ * again what was not answered. Commands are pipelined and take effect in
+ * the order they were made.
+ */
+export class Client {
+  private opts: Required<Pick<ClientOptions, "minReconnectDelayMs" | "maxReconnectDelayMs">> & ClientOptions;
+  private urls: string[];
+  private dials = 0;
+  private ws?: WebSocket;
+  private ready = false; // connected, rejoined and resent
+  private state: State = "idle";
+  private nextId = 1n;
+  private calls = new Map<bigint, Call>();
+  private subs = new Map<string, Subscription>();
+  private aliases = new Map<number, string>();
+  private msgPrefix = Math.random().toString(36).slice(2, 10);
+  private msgSeq = 0;
+  private attempt = 0;
+  private advice?: { reconnect: boolean; retryAfterMs: number; code: number; reason: string };
+  private timer?: ReturnType<typeof setTimeout>;
+  private refreshTimer?: ReturnType<typeof setTimeout>;
+  private firstConnect?: { resolve: (r: ConnectReply) => void; reject: (e: Error) => void };
+  private connectError?: Error;
+  /** The connect reply of the current connection. */
+  info?: ConnectReply;
+
+  constructor(opts: ClientOptions) {
+    this.opts = { minReconnectDelayMs: 200, maxReconnectDelayMs: 20000, ...opts };
+    this.urls = Array.isArray(opts.url) ? opts.url : [opts.url];
+    if (this.urls.length === 0) throw new Error("hubbub: no url");
+  }
+
+  /** The connection state. */
+  get currentState(): State {
+    return this.state;
+  }
+
+  /**
+   * Connect, and stay connected until close(). Resolves with the first
+   * connect reply; rejects when the server refuses the client for good (a
+   * bad token: ServerError UNAUTHORIZED; a refused upgrade: UpgradeError).
+   */
+  connect(): Promise<ConnectReply> {
+    if (this.state === "closed") return Promise.reject(new ClosedError(1000, "closed"));
+    if (this.info && this.ready) return Promise.resolve(this.info);
+    return new Promise((resolve, reject) => {
+      this.firstConnect = { resolve, reject };
+      if (this.state === "idle") this.dial();
+    });
+  }
+
+  /** Join a room; handlers hear its messages and pushes until leave(). */
+  async join(room: string, handlers: SubscriptionHandlers = {}, opts: JoinOptions = {}): Promise<Subscription> {
+    if (this.subs.has(room)) throw new Error(`hubbub: already joined ${room}`);
+    const since = opts.since ? create(StreamPositionSchema, opts.since) : undefined;
+    const sub = new Subscription(this, room, handlers, since);
+    this.subs.set(room, sub);
+    try {
+      const f = await this.request({ case: "join", value: { room, since } }, false, (r) => this.onJoinReply(sub, r, !!since));
+      void f;
+    } catch (e) {
+      if (this.subs.get(room) === sub) this.subs.delete(room);
+      throw e;
+    }
+    return sub;
+  }
+
+  /** @internal */
+  async leave(sub: Subscription): Promise<void> {
+    if (this.subs.get(sub.room) !== sub) return;
+    this.subs.delete(sub.room);
+    if (!this.ready) return; // the server dropped the membership with the connection
+    try {
+      await this.request({ case: "leave", value: { room: sub.room } }, false);
+    } catch (e) {
+      if (!(e instanceof DisconnectedError)) throw e;
+    }
+  }
+
+  /**
+   * Publish to a room. The publish is sent again after a reconnect with the
+   * same message id, so it is stored once.
+   */
+  async publish(room: string, body: BodyInput, opts: PublishOptions = {}): Promise<PublishReply> {
+    const messageId = opts.messageId ?? `${this.msgPrefix}-${++this.msgSeq}`;
+    const f = await this.request(
+      { case: "publish", value: { room, body: toBody(body), messageId, key: opts.key ?? "" } },
+      true,
+    );
+    return (f.body as { case: "publish"; value: PublishReply }).value;
+  }
+
+  /** Messages kept by a room: after sinceOffset, at most limit, oldest first (or newest with reverse). */
+  async history(room: string, opts: { sinceOffset?: bigint; limit?: number; reverse?: boolean } = {}): Promise<HistoryReply> {
+    const f = await this.request(
+      { case: "history", value: { room, sinceOffset: opts.sinceOffset ?? 0n, limit: opts.limit ?? 0, reverse: opts.reverse ?? false } },
+      true,
+    );
+    return (f.body as { case: "history"; value: HistoryReply }).value;
+  }
+
+  /** One page of a room's users (limit per page, cursor from the previous page's nextCursor). */
+  async presence(room: string, opts: { limit?: number; cursor?: string } = {}): Promise<PresenceReply> {
+    const f = await this.request({ case: "presence", value: { room, limit: opts.limit ?? 0, cursor: opts.cursor ?? "" } }, true);
+    return (f.body as { case: "presence"; value: PresenceReply }).value;
+  }
+
+  /** Say whether this connection is typing in a room. */
+  async typing(room: string, typing: boolean): Promise<void> {
+    await this.request({ case: "typing", value: { room, typing } }, false);
+  }
+
+  /** Close for good: pending commands fail with ClosedError. */
+  close(): void {
+    this.stop(new ClosedError(1000, "closed by the client"));
+  }
+
+  /** Drop the current socket as a network failure would (tests, debugging); the client reconnects. */
+  dropConnection(): void {
+    this.ws?.close(4999, "dropped by the client");
+  }
+
+  private setState(s: State): void {
+    if (this.state === s) return;
+    this.state = s;
+    this.opts.onState?.(s);
+  }
+
+  private request(
+    command: MessageInitShape<typeof ClientFrameSchema>["command"],
+    retry: boolean,
+    onReply?: (f: ServerFrame) => void,
+  ): Promise<ServerFrame> {
+    if (this.state === "closed") return Promise.reject(new ClosedError(1000, "closed"));
+    const id = this.nextId++;
+    const frame = create(ClientFrameSchema, { id, command });
+    return new Promise<ServerFrame>((resolve, reject) => {
+      const call: Call = {
+        frame,
+        retry,
+        sent: false,
+        resolve: (f) => {
+          if (f.body.case === "error") {
+            const e = f.body.value;
+            reject(new ServerError(e.code, e.message, e.temporary));
+            return;
+          }
+          onReply?.(f);
+          resolve(f);
+        },
+        reject,
+      };
+      this.calls.set(id, call);
+      if (this.ready) this.write(call);
+    });
+  }
+
+  private write(call: Call): void {
+    call.sent = true;
+    this.writeFrame(call.frame);
+  }
+
+  private writeFrame(frame: ClientFrame): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1) return; // the close handler decides what happens to the call
+    if (this.opts.encoding === "json") ws.send(toJsonString(ClientFrameSchema, frame));
+    else ws.send(toBinary(ClientFrameSchema, frame));
+  }
+
+  private dial(): void {
+    const WS = this.opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!WS) {
+      this.stop(new Error("hubbub: no WebSocket here; pass the ws package's WebSocket as options.WebSocket"));
+      return;
+    }
+    this.setState(this.attempt === 0 ? "connecting" : "reconnecting");
+    const url = this.urls[this.dials++ % this.urls.length];
+    const protocol = this.opts.encoding === "json" ? SUBPROTOCOL_JSON : SUBPROTOCOL_PROTO;
+    let ws: WebSocket;
+    try {
+      ws = this.opts.webSocketOptions !== undefined ? new WS(url, [protocol], this.opts.webSocketOptions) : new WS(url, [protocol]);
+    } catch (e) {
+      this.stop(e instanceof Error ? e : new Error(String(e)));
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    this.advice = undefined;
+    this.connectError = undefined;
+    let opened = false;
+    let upgradeError: UpgradeError | undefined;
+    ws.onopen = () => {
+      opened = true;
+      void this.sendConnect(ws);
+    };
+    ws.onerror = (ev: Event) => {
+      const msg = (ev as { message?: string }).message ?? "";
+      const m = /Unexpected server response: (\d+)/.exec(msg);
+      if (!opened) upgradeError = new UpgradeError(m ? Number(m[1]) : 0, msg || "WebSocket upgrade failed");
+    };
+    ws.onmessage = (ev: MessageEvent) => {
+      if (this.ws !== ws) return;
+      let f: ServerFrame;
+      try {
+        f =
+          typeof ev.data === "string"
+            ? fromJsonString(ServerFrameSchema, ev.data, { ignoreUnknownFields: true })
+            : fromBinary(ServerFrameSchema, new Uint8Array(ev.data as ArrayBuffer));
+      } catch {
+        ws.close(1007, "undecodable frame");
+        return;
+      }
+      this.onFrame(f);
+    };
+    ws.onclose = (ev: CloseEvent) => {
+      if (this.ws !== ws) return;
+      this.onSocketClosed(ev.code, ev.reason, opened ? undefined : upgradeError);
+    };
+  }
+
+  private async sendConnect(ws: WebSocket): Promise<void> {
+    let token = "";
+    try {
+      if (this.opts.token) token = await this.opts.token();
+    } catch (e) {
+      this.stop(e instanceof Error ? e : new Error(String(e)));
+      return;
+    }
+    if (this.ws !== ws) return;
+    const since: Record<string, StreamPosition> = {};
+    const id = this.nextId++;
+    const frame = create(ClientFrameSchema, {
+      id,
+      command: { case: "connect", value: { token, name: this.opts.name ?? "", compact: !!this.opts.compact, since } },
+    });
+    this.calls.set(id, {
+      frame,
+      retry: false,
+      sent: true,
+      resolve: (f) => this.onConnectReply(ws, f),
+      reject: () => {},
+    });
+    this.writeFrame(frame);
+  }
+
+  private onConnectReply(ws: WebSocket, f: ServerFrame): void {
+    if (f.body.case === "error") {
+      const e = f.body.value;
+      this.connectError = new ServerError(e.code, e.message, e.temporary); // the close that follows says whether to retry
+      return;
+    }
+    if (f.body.case !== "connect" || this.ws !== ws) return;
+    this.info = f.body.value;
+    this.attempt = 0;
+    this.aliases.clear();
+    this.scheduleRefresh();
+    // Rejoin every room from its position, then send what waits, in the
+    // order it was made; newer commands queue behind (they see ready).
+    for (const sub of this.subs.values()) {
+      const since = sub.position;
+      const id = this.nextId++;
+      const frame = create(ClientFrameSchema, { id, command: { case: "join", value: { room: sub.room, since } } });
+      this.calls.set(id, {
+        frame,
+        retry: false,
+        sent: true,
+        resolve: (r) => {
+          if (r.body.case === "join") this.onJoinReply(sub, r, !!since);
+          else if (r.body.case === "error" && this.subs.get(sub.room) === sub && !r.body.value.temporary) this.subs.delete(sub.room);
+        },
+        reject: () => {},
+      });
+      this.writeFrame(frame);
+    }
+    const waiting = [...this.calls.entries()].filter(([, c]) => !c.sent).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const [, c] of waiting) this.write(c);
+    this.ready = true;
+    this.setState("connected");
+    const first = this.firstConnect;
+    this.firstConnect = undefined;
+    first?.resolve(this.info);
+  }
+
+  private onJoinReply(sub: Subscription, f: ServerFrame, sentSince: boolean): void {
+    if (f.body.case !== "join") return;
+    const j = f.body.value;
+    if (j.alias) this.aliases.set(j.alias, sub.room);
+    if (this.subs.get(sub.room) === sub) sub.onJoin(j, sentSince);
+  }
+
+  private scheduleRefresh(): void {
+    clearTimeout(this.refreshTimer);
+    const exp = Number(this.info?.expiresUnixMs ?? 0n);
+    if (!exp || !this.opts.token) return;
+    const inMs = Math.max(1000, (exp - Date.now()) * 0.8);
+    this.refreshTimer = setTimeout(async () => {
+      try {
+        const token = await this.opts.token!();
+        const f = await this.request({ case: "refresh", value: { token } }, false);
+        if (f.body.case === "refresh" && this.info) {
+          const info = clone(ConnectReplySchema, this.info); // the reply handed out stays as it was
+          info.expiresUnixMs = f.body.value.expiresUnixMs;
+          this.info = info;
+        }
+        this.scheduleRefresh();
+      } catch {
+        /* the server closes with 4001 when the token expires; the reconnect gets a new one */
+      }
+    }, inMs);
+  }
+
+  private onFrame(f: ServerFrame): void {
+    if (f.id !== 0n) {
+      const call = this.calls.get(f.id);
+      if (!call) return;
+      this.calls.delete(f.id);
+      call.resolve(f);
+      return;
+    }
+    switch (f.body.case) {
+      case "message": {
+        this.subs.get(f.body.value.room)?.deliver(f.body.value);
+        return;
+      }
+      case "compactMessage": {
+        const m = this.expand(f.body.value);
+        if (m) this.subs.get(m.room)?.deliver(m);
+        return;
+      }
+      case "presenceDiff":
+        this.subs.get(f.body.value.room)?.push(f);
+        return;
+      case "typingEvent":
+        this.subs.get(f.body.value.room)?.push(f);
+        return;
+      case "disconnect": {
+        const d = f.body.value;
+        this.advice = { reconnect: d.reconnect, retryAfterMs: d.retryAfterMs, code: d.code, reason: d.reason };
+        return;
+      }
+    }
+  }
+
+  /** A compact push as the Message it stands for (its room from the alias, its epoch from the stream). */
+  private expand(c: CompactMessage): Message | undefined {
+    const room = this.aliases.get(c.alias);
+    if (room === undefined) return undefined;
+    const sub = this.subs.get(room);
+    let body: Body;
+    switch (c.body.case) {
+      case "text":
+        body = create(BodySchema, { kind: { case: "text", value: c.body.value } });
+        break;
+      case "data":
+        body = create(BodySchema, { kind: { case: "data", value: c.body.value } });
+        break;
+      case "binary":
+        body = create(BodySchema, { kind: { case: "binary", value: c.body.value } });
+        break;
+      default:
+        body = create(BodySchema, {});
+    }
+    let sender: ClientInfo | undefined;
+    if (c.user || c.server) sender = create(ClientInfoSchema, { user: c.user, server: c.server });
+    return create(MessageSchema, {
+      room,
+      offset: c.offset,
+      epoch: sub?.position?.epoch ?? "",
+      sender,
+      body,
+      timeUnixMs: c.timeUnixMs,
+      messageId: c.messageId,
+      key: c.key,
+    });
+  }
+
+  private onSocketClosed(code: number, reason: string, upgradeError?: UpgradeError): void {
+    this.ws = undefined;
+    this.ready = false;
+    clearTimeout(this.refreshTimer);
+    // Calls sent on this socket: retried ones wait for the next, the others fail.
+    for (const [id, c] of this.calls) {
+      if (!c.sent) continue;
+      if (c.retry) {
+        c.sent = false;
+        continue;
+      }
+      this.calls.delete(id);
+      c.reject(new DisconnectedError());
+    }
+    if (this.state === "closed") return;
+    const advice = this.advice;
+    const reconnect = advice ? advice.reconnect : upgradeError ? upgradeError.status === 0 || upgradeError.status >= 500 || upgradeError.status === 429 : shouldReconnect(code);
+    if (!reconnect) {
+      this.stop(this.connectError ?? upgradeError ?? new ClosedError(advice?.code ?? code, advice?.reason ?? reason));
+      return;
+    }
+    this.attempt++;
+    const ceiling = Math.min(this.opts.maxReconnectDelayMs, this.opts.minReconnectDelayMs * 2 ** (this.attempt - 1));
+    const delay = Math.max(Math.random() * ceiling, advice?.retryAfterMs ?? 0);
+    this.setState("reconnecting");
+    this.timer = setTimeout(() => this.dial(), delay);
+  }
+
+  private stop(err: Error): void {
+    if (this.state === "closed") return;
+    this.setState("closed");
+    clearTimeout(this.timer);
+    clearTimeout(this.refreshTimer);
+    this.ready = false;
+    const ws = this.ws;
+    this.ws = undefined;
+    if (ws && ws.readyState <= 1) ws.close(1000, "");
+    for (const c of this.calls.values()) c.reject(err);
+    this.calls.clear();
+    this.subs.clear();
+    const first = this.firstConnect;
+    this.firstConnect = undefined;
+    first?.reject(err);
+    this.opts.onClose?.(err);
+  }
+}
+
+function toBody(b: BodyInput): Body {
+  if (typeof b === "string") return create(BodySchema, { kind: { case: "text", value: b } });
+  if (b instanceof Uint8Array) return create(BodySchema, { kind: { case: "binary", value: b } });
+  return create(BodySchema, { kind: { case: "data", value: fromJson(ValueSchema, b) } });
+}

@@ -1,0 +1,293 @@
+// The SDK against a real `hubbub serve` process on 127.0.0.1, in Node, with
+// the ws package's WebSocket. Run after `npm run build`; HUBBUB_BIN names the
+// server binary (built here when unset).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { createHmac } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import WebSocket from "ws";
+import { Client, ClosedError, ServerError, UpgradeError, closeCodes } from "../dist/index.js";
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+let tmp, bin;
+
+before(() => {
+  tmp = mkdtempSync(join(tmpdir(), "hubbub-sdk-"));
+  bin = process.env.HUBBUB_BIN;
+  if (!bin) {
+    bin = join(tmp, "hubbub");
+    execFileSync("go", ["build", "-o", bin, "./cmd/hubbub"], { cwd: repo, stdio: "inherit" });
+  }
+});
+
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// startServer runs `hubbub serve` and resolves when it listens.
+function startServer(args) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(bin, ["serve", "--log-format", "json", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    const timer = setTimeout(() => reject(new Error("server did not start")), 15000);
+    createInterface({ input: proc.stderr }).on("line", (line) => {
+      try {
+        const rec = JSON.parse(line);
+        if (rec.msg === "hubbub listening") {
+          clearTimeout(timer);
+          resolve({ proc, url: rec.url });
+        }
+      } catch { /* not a log record */ }
+    });
+    proc.on("exit", (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}`)); });
+  });
+}
+
+function stopServer(s, signal = "SIGKILL") {
+  return new Promise((resolve) => {
+    if (s.proc.exitCode !== null) return resolve();
+    s.proc.once("exit", () => resolve());
+    s.proc.kill(signal);
+  });
+}
+
+function client(url, opts = {}) {
+  return new Client({ url, WebSocket, minReconnectDelayMs: 50, maxReconnectDelayMs: 300, ...opts });
+}
+
+// collector returns subscription handlers and a way to wait for n messages.
+function collector() {
+  const messages = [];
+  const notRecovered = [];
+  let waiters = [];
+  const check = () => {
+    waiters = waiters.filter((w) => (messages.length >= w.n ? (w.resolve(), false) : true));
+  };
+  return {
+    messages,
+    notRecovered,
+    handlers: {
+      message: (m) => { messages.push(m); check(); },
+      notRecovered: (p) => notRecovered.push(p),
+    },
+    waitFor(n, ms = 10000) {
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`${messages.length} messages, want ${n}`)), ms);
+        waiters.push({ n, resolve: () => { clearTimeout(t); resolve(); } });
+        check();
+      });
+    },
+  };
+}
+
+const text = (m) => (m.body?.kind.case === "text" ? m.body.kind.value : undefined);
+
+for (const encoding of ["proto", "json"]) {
+  for (const compact of [false, true]) {
+    test(`${encoding}${compact ? " compact" : ""}: pipelined publishes take effect in order and reach a member once each`, async () => {
+      const s = await startServer(["--listen", "127.0.0.1:0", "--history-store", "memory"]);
+      const sub = client(s.url, { encoding, compact, name: "sub" });
+      const pub = client(s.url, { encoding, name: "pub" });
+      try {
+        await sub.connect();
+        await pub.connect();
+        const c = collector();
+        const room = `order-${encoding}-${compact}`;
+        const subscription = await sub.join(room, c.handlers);
+        // 50 publishes without waiting, then one data and one binary body.
+        const acks = await Promise.all([
+          ...Array.from({ length: 50 }, (_, i) => pub.publish(room, `m${i}`)),
+          pub.publish(room, { price: 101.5, sym: "HBB" }),
+          pub.publish(room, new Uint8Array([0, 1, 255])),
+        ]);
+        assert.deepEqual(acks.map((a) => a.offset), Array.from({ length: 52 }, (_, i) => BigInt(i + 1)));
+        await c.waitFor(52);
+        assert.deepEqual(c.messages.slice(0, 50).map(text), Array.from({ length: 50 }, (_, i) => `m${i}`));
+        for (const m of c.messages) {
+          assert.equal(m.room, room);
+          assert.equal(m.epoch, acks[0].epoch);
+          assert.equal(m.sender.user, "pub");
+        }
+        assert.equal(c.messages[50].body.kind.case, "data");
+        assert.deepEqual([...c.messages[51].body.kind.value], [0, 1, 255]);
+        assert.equal(subscription.position.offset, 52n);
+        const h = await pub.history(room, { sinceOffset: 50n });
+        assert.deepEqual(h.messages.map((m) => m.offset), [51n, 52n]);
+      } finally {
+        sub.close();
+        pub.close();
+        await stopServer(s);
+      }
+    });
+  }
+}
+
+test("a retried publish is stored once: same message id, and a publish made while the server is down", async () => {
+  const port = await freePort();
+  const dataDir = join(tmp, "dedupe");
+  const args = ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir];
+  let s = await startServer(args);
+  const sub = client(s.url, { name: "sub" });
+  const pub = client(s.url, { name: "pub" });
+  try {
+    await sub.connect();
+    await pub.connect();
+    const c = collector();
+    await sub.join("dedupe", c.handlers);
+    const a = await pub.publish("dedupe", "once", { messageId: "dup-1" });
+    const b = await pub.publish("dedupe", "once", { messageId: "dup-1" });
+    assert.equal(a.offset, 1n);
+    assert.equal(b.offset, 1n);
+    assert.equal(b.duplicate, true);
+    await stopServer(s);
+    const pending = pub.publish("dedupe", "while down");
+    s = await startServer(args);
+    const r = await pending;
+    assert.equal(r.offset, 2n);
+    await c.waitFor(2);
+    assert.deepEqual(c.messages.map(text), ["once", "while down"]);
+    assert.equal(c.notRecovered.length, 0);
+  } finally {
+    sub.close();
+    pub.close();
+    await stopServer(s);
+  }
+});
+
+test("recovery: a dropped connection and a kill -9 and restart (embedded store) lose and repeat nothing", async () => {
+  const port = await freePort();
+  const args = ["--listen", `127.0.0.1:${port}`, "--data-dir", join(tmp, "recover")];
+  let s = await startServer(args);
+  const sub = client(s.url, { name: "sub", encoding: "json", compact: true });
+  const pub = client(s.url, { name: "pub" });
+  try {
+    await sub.connect();
+    await pub.connect();
+    const c = collector();
+    await sub.join("recover", c.handlers);
+    for (let i = 0; i < 3; i++) await pub.publish("recover", `a${i}`);
+    await c.waitFor(3);
+    // The subscriber's socket drops; three messages go by meanwhile.
+    sub.dropConnection();
+    for (let i = 0; i < 3; i++) await pub.publish("recover", `b${i}`);
+    await c.waitFor(6);
+    // The server dies and comes back with its store.
+    await stopServer(s);
+    s = await startServer(args);
+    for (let i = 0; i < 3; i++) await pub.publish("recover", `c${i}`);
+    await c.waitFor(9);
+    assert.deepEqual(c.messages.map(text), ["a0", "a1", "a2", "b0", "b1", "b2", "c0", "c1", "c2"]);
+    assert.deepEqual(c.messages.map((m) => m.offset), [1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n, 9n]);
+    assert.equal(new Set(c.messages.map((m) => m.epoch)).size, 1);
+    assert.equal(c.notRecovered.length, 0);
+  } finally {
+    sub.close();
+    pub.close();
+    await stopServer(s);
+  }
+});
+
+test("history in memory lost with a restart: the member hears notRecovered, then the new stream", async () => {
+  const port = await freePort();
+  const args = ["--listen", `127.0.0.1:${port}`, "--history-store", "memory"];
+  let s = await startServer(args);
+  const sub = client(s.url, { name: "sub" });
+  const pub = client(s.url, { name: "pub" });
+  try {
+    await sub.connect();
+    await pub.connect();
+    const c = collector();
+    await sub.join("lost", c.handlers);
+    await pub.publish("lost", "before");
+    await c.waitFor(1);
+    await stopServer(s);
+    s = await startServer(args);
+    // The rejoin finds a new epoch: the gap is reported, not hidden.
+    const deadline = Date.now() + 10000;
+    while (c.notRecovered.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(c.notRecovered.length, 1);
+    assert.notEqual(c.notRecovered[0].epoch, c.messages[0].epoch);
+    await pub.publish("lost", "after");
+    await c.waitFor(2);
+    assert.equal(text(c.messages[1]), "after");
+    assert.equal(c.messages[1].offset, 1n);
+    assert.notEqual(c.messages[1].epoch, c.messages[0].epoch);
+  } finally {
+    sub.close();
+    pub.close();
+    await stopServer(s);
+  }
+});
+
+function hs256(claims, secret) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const head = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  return `${head}.${createHmac("sha256", secret).update(head).digest("base64url")}`;
+}
+
+test("a bad token and a refused origin are typed errors; a good token connects", async () => {
+  const secretFile = join(tmp, "secret");
+  writeFileSync(secretFile, "sdk-test-secret\n");
+  const s = await startServer(["--listen", "127.0.0.1:0", "--history-store", "memory", "--jwt-alg", "HS256", "--jwt-hmac-secret-file", secretFile]);
+  try {
+    const bad = client(s.url, { token: () => "not-a-token" });
+    await assert.rejects(bad.connect(), (e) => e instanceof ServerError && e.codeName === "UNAUTHORIZED" && !e.temporary);
+    assert.equal(bad.currentState, "closed");
+
+    const good = client(s.url, {
+      token: () => hs256({ sub: "ann", exp: Math.floor(Date.now() / 1000) + 3600, rooms: { join: ["*"], publish: ["*"], read: ["*"] } }, "sdk-test-secret"),
+    });
+    const reply = await good.connect();
+    assert.equal(reply.client.user, "ann");
+    await good.join("authed");
+    const ack = await good.publish("authed", "hi");
+    assert.equal(ack.offset, 1n);
+    good.close();
+    await assert.rejects(good.publish("authed", "after close"), ClosedError);
+
+    // A token that expires in 3 s is refreshed before it does: the
+    // connection stays up (no 4001, no reconnect) past the first expiry.
+    let issued = 0;
+    const states = [];
+    const short = client(s.url, {
+      onState: (st) => states.push(st),
+      token: () => hs256({ sub: "bob", exp: Math.floor(Date.now() / 1000) + (issued++ === 0 ? 3 : 3600), rooms: { join: ["*"] } }, "sdk-test-secret"),
+    });
+    const first = await short.connect();
+    await new Promise((r) => setTimeout(r, 4500));
+    assert.equal(issued, 2, "the token was refreshed once");
+    assert.deepEqual(states, ["connecting", "connected"]);
+    assert.ok(short.info.expiresUnixMs > first.expiresUnixMs);
+    await short.join("still-here");
+    short.close();
+
+    const foreign = client(s.url, { webSocketOptions: { headers: { Origin: "http://evil.example" } } });
+    await assert.rejects(foreign.connect(), (e) => e instanceof UpgradeError && e.status === 403);
+  } finally {
+    await stopServer(s);
+  }
+});
+
+test("the SDK's close-code table is the server's", async () => {
+  const s = await startServer(["--listen", "127.0.0.1:0", "--history-store", "memory"]);
+  try {
+    const js = await (await fetch(s.url.replace(/^ws/, "http").replace(/\/ws$/, "/close-codes.js"))).text();
+    const served = JSON.parse(js.slice(js.indexOf("["), js.lastIndexOf("]") + 1));
+    assert.deepEqual(closeCodes.map((c) => [c.code, c.reconnect]), served.map((c) => [c.code, c.reconnect]));
+  } finally {
+    await stopServer(s);
+  }
+});
