@@ -200,10 +200,16 @@ func (c *wsConn) readMessage(h *actors.ConnHandle) bool {
 		return false
 	}
 	c.extend()
-	if c.closeReq.Load() != nil {
-		return true // closing: discard until the peer's close reply or the deadline
+	if c.closeReq.Load() == nil {
+		c.readFrame(h, mt, r)
+	} // else closing: discard until the peer's close reply or the deadline
+	// Read the message to its end (a frame over the limit, or one discarded
+	// while closing, was not), so the socket's buffer is at a frame boundary
+	// for the polled reader's own look at the next header. gorilla bounds
+	// the message with its read limit.
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return c.readMessage(h) // gorilla reports the broken stream on the next read
 	}
-	c.readFrame(h, mt, r)
 	return true
 }
 
