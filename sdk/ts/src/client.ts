@@ -7,6 +7,7 @@ import {
   ConnectReplySchema,
   ServerFrameSchema,
   MessageSchema,
+  PresenceMode,
   ClientInfoSchema,
   StreamPositionSchema,
 } from "./gen/hubbub/v1/hubbub_pb.js";
@@ -74,6 +75,13 @@ export interface SubscriptionHandlers {
 export interface JoinOptions {
   /** The last position seen, to receive every message after it (recovery). */
   since?: { offset: bigint; epoch: string };
+  /**
+   * Keep the room's member list (Subscription.members()): fetched in pages
+   * after the join and kept up to date from the pushed diffs, fetched again
+   * after a gap, a reset or a rejoin. Rooms with full presence only; a large
+   * room pushes counts, and its list is not kept.
+   */
+  trackMembers?: boolean;
 }
 
 export interface PublishOptions {
@@ -95,12 +103,40 @@ export class Subscription {
   reply?: JoinReply;
   private handlers: SubscriptionHandlers;
   private client: Client;
+  private track: boolean;
+  private presencePos?: StreamPosition;
+  private users?: Set<string>; // undefined until loaded (trackMembers only)
+  private loadGen = 0;
+  private loading = false;
+  private buffered: PresenceDiff[] = [];
+  private typists = new Map<string, { user: string; at: number }>(); // by client id, when last seen typing
   /** @internal */
-  constructor(client: Client, room: string, handlers: SubscriptionHandlers, since?: StreamPosition) {
+  constructor(client: Client, room: string, handlers: SubscriptionHandlers, since?: StreamPosition, track = false) {
     this.client = client;
     this.room = room;
     this.handlers = handlers;
     this.position = since;
+    this.track = track;
+  }
+
+  /** The room's users, sorted, when joined with trackMembers and loaded; undefined otherwise. */
+  members(): string[] | undefined {
+    return this.users ? [...this.users].sort() : undefined;
+  }
+
+  /**
+   * The users typing now, sorted (from the room's typing events; an
+   * indicator lapses after ttlMs without a refresh, as the server's does,
+   * and when the user's message arrives).
+   */
+  typing(ttlMs = 6000): string[] {
+    const now = Date.now();
+    const out = new Set<string>();
+    for (const [id, t] of this.typists) {
+      if (t.at + ttlMs < now) this.typists.delete(id);
+      else out.add(t.user);
+    }
+    return [...out].sort();
   }
   /** Leave the room. */
   leave(): Promise<void> {
@@ -115,11 +151,13 @@ export class Subscription {
       skipped = Number(m.offset - p.offset - 1n);
     }
     this.position = create(StreamPositionSchema, { offset: m.offset, epoch: m.epoch });
+    if (m.sender) for (const [id, t] of this.typists) if (t.user === m.sender.user) this.typists.delete(id);
     this.handlers.message?.(m, skipped);
   }
   /** @internal */
   onJoin(j: JoinReply, sentSince: boolean): void {
     this.reply = j;
+    this.onJoinPresence(j, sentSince);
     if (!sentSince || !this.position) {
       this.position = j.position;
       return;
@@ -133,8 +171,84 @@ export class Subscription {
   }
   /** @internal */
   push(f: ServerFrame): void {
-    if (f.body.case === "presenceDiff") this.handlers.presence?.(f.body.value);
-    else if (f.body.case === "typingEvent") this.handlers.typing?.(f.body.value);
+    if (f.body.case === "presenceDiff") {
+      if (this.onDiff(f.body.value)) this.handlers.presence?.(f.body.value);
+    } else if (f.body.case === "typingEvent") {
+      const e = f.body.value;
+      const id = e.client?.clientId ?? "";
+      if (e.typing) this.typists.set(id, { user: e.client?.user ?? "", at: Date.now() });
+      else this.typists.delete(id);
+      this.handlers.typing?.(e);
+    }
+  }
+
+  private onJoinPresence(j: JoinReply, sentSince: boolean): void {
+    const st = j.presence;
+    if (sentSince && st?.recovered) {
+      for (const d of st.diffs) this.onDiff(d);
+      return;
+    }
+    this.presencePos = st?.position;
+    if (st?.large) this.dropMembers();
+    else this.loadMembers();
+  }
+
+  /** Applies a pushed diff in order; false for one seen before. */
+  private onDiff(d: PresenceDiff): boolean {
+    const at = d.position;
+    const pos = this.presencePos;
+    const sameEpoch = !!pos && !!at && pos.epoch === at.epoch;
+    if (sameEpoch && at!.offset <= pos!.offset) return false;
+    const gap = !sameEpoch || at!.offset !== pos!.offset + 1n;
+    this.presencePos = at;
+    if (d.large) this.dropMembers();
+    else if (gap || d.reset) this.loadMembers();
+    else if (this.loading) this.buffered.push(d);
+    else if (this.users) applyDiff(this.users, d);
+    return true;
+  }
+
+  private dropMembers(): void {
+    this.loadGen++;
+    this.users = undefined;
+    this.loading = false;
+    this.buffered = [];
+  }
+
+  /**
+   * Pages through the room's users while the diffs that arrive are kept,
+   * then applies them: each diff says who is present or gone at its
+   * position, so the result is the member set at the newest diff.
+   */
+  private loadMembers(): void {
+    if (!this.track || this.reply?.info?.presence !== PresenceMode.FULL) return;
+    const gen = ++this.loadGen;
+    this.loading = true;
+    this.buffered = [];
+    void (async () => {
+      const users = new Set<string>();
+      let cursor = "";
+      try {
+        do {
+          const page = await this.client.presence(this.room, { limit: 1000, cursor });
+          if (gen !== this.loadGen) return;
+          if (page.state?.large) {
+            this.dropMembers();
+            return;
+          }
+          for (const u of page.users) users.add(u);
+          cursor = page.nextCursor;
+        } while (cursor);
+      } catch {
+        if (gen === this.loadGen) this.loading = false; // the next diff, gap or rejoin loads again
+        return;
+      }
+      if (gen !== this.loadGen) return;
+      for (const d of this.buffered) applyDiff(users, d);
+      this.users = users;
+      this.loading = false;
+      this.buffered = [];
+    })();
   }
 }
 
@@ -204,7 +318,7 @@ export class Client {
   async join(room: string, handlers: SubscriptionHandlers = {}, opts: JoinOptions = {}): Promise<Subscription> {
     if (this.subs.has(room)) throw new Error(`hubbub: already joined ${room}`);
     const since = opts.since ? create(StreamPositionSchema, opts.since) : undefined;
-    const sub = new Subscription(this, room, handlers, since);
+    const sub = new Subscription(this, room, handlers, since, !!opts.trackMembers);
     this.subs.set(room, sub);
     try {
       const f = await this.request({ case: "join", value: { room, since } }, false, (r) => this.onJoinReply(sub, r, !!since));
@@ -570,6 +684,11 @@ export class Client {
     first?.reject(err);
     this.opts.onClose?.(err);
   }
+}
+
+function applyDiff(users: Set<string>, d: PresenceDiff): void {
+  for (const u of d.joined) users.add(u);
+  for (const u of d.left) users.delete(u);
 }
 
 function toBody(b: BodyInput): Body {

@@ -291,3 +291,49 @@ test("the SDK's close-code table is the server's", async () => {
     await stopServer(s);
   }
 });
+
+test("presence and typing helpers: a tracked member list follows joins and leaves; typists come and go", async () => {
+  const s = await startServer(["--listen", "127.0.0.1:0", "--history-store", "memory", "--presence-interval", "100ms"]);
+  let connects = 0;
+  const ann = client(s.url, { name: "ann", onState: (st) => { if (st === "connected") connects++; } });
+  const others = ["ben", "cat", "dan"].map((name) => client(s.url, { name }));
+  const until = async (what, cond) => {
+    const deadline = Date.now() + 10000;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  try {
+    await ann.connect();
+    await others[0].connect();
+    await others[0].join("lobby");
+    const sub = await ann.join("lobby", {}, { trackMembers: true });
+    await until("the first page", () => sub.members() !== undefined);
+    assert.deepEqual(sub.members(), ["ann", "ben"]);
+    for (const c of others.slice(1)) {
+      await c.connect();
+      await c.join("lobby");
+    }
+    await until("cat and dan", () => sub.members().length === 4);
+    assert.deepEqual(sub.members(), ["ann", "ben", "cat", "dan"]);
+    others[1].close(); // cat's connection ends
+    await until("cat's leave", () => sub.members().length === 3);
+    assert.deepEqual(sub.members(), ["ann", "ben", "dan"]);
+
+    await others[2].typing("lobby", true);
+    await until("dan typing", () => sub.typing().includes("dan"));
+    await others[2].publish("lobby", "done typing");
+    await until("dan's message to clear the indicator", () => !sub.typing().includes("dan"));
+    // dan goes while ann's socket is down: the rejoin loads the list again
+    // (or the diff says so, if ann is back first).
+    ann.dropConnection();
+    others[2].close();
+    await until("the reconnect and the list again", () => connects === 2 && sub.members()?.length === 2);
+    assert.deepEqual(sub.members(), ["ann", "ben"]);
+  } finally {
+    ann.close();
+    for (const c of others) c.close();
+    await stopServer(s);
+  }
+});
