@@ -32,6 +32,8 @@ type Config struct {
 	// connection on a goroutine of its own (the only way elsewhere, and for
 	// TLS served by Hubbub itself).
 	Reader string
+	// idleReaderAfter overrides idleReaderAfter (tests park sockets sooner).
+	idleReaderAfter time.Duration
 	// ReadBufferBytes is the size of each connection's socket read buffer. Default 1024.
 	ReadBufferBytes int
 	// Compression enables permessage-deflate for clients that offer it

@@ -255,7 +255,11 @@ const idleReaderAfter = 500 * time.Millisecond
 
 // awaitInput waits up to idleReaderAfter for input; false when none came.
 func (c *wsConn) awaitInput() bool {
-	_ = c.nc.SetReadDeadline(time.Now().Add(idleReaderAfter))
+	wait := idleReaderAfter
+	if c.cfg.idleReaderAfter > 0 {
+		wait = c.cfg.idleReaderAfter
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(wait))
 	_, err := c.br.Peek(1)
 	var ne net.Error
 	return !errors.As(err, &ne) || !ne.Timeout() // input, or an end readAvailable reports
