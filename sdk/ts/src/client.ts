@@ -60,6 +60,14 @@ export interface ClientOptions {
   onState?: (state: State) => void;
   /** Called once when the client stops for good, with why. */
   onClose?: (err: Error) => void;
+  /**
+   * Called with the subscription of each room the server joined for this
+   * client (the backend's connect hook named it), the first time, before any
+   * of its messages: set its handlers there (Subscription.on). Such rooms are
+   * not joined with join(); the client recovers them by passing their
+   * positions with each connect.
+   */
+  onServerJoin?: (sub: Subscription) => void;
 }
 
 /** What a subscription hears: messages in order, once each, and what else the room pushes. */
@@ -104,6 +112,8 @@ export class Subscription {
   private handlers: SubscriptionHandlers;
   private client: Client;
   private track: boolean;
+  /** @internal True for a room the server joined for the client. */
+  server = false;
   private presencePos?: StreamPosition;
   private users?: Set<string>; // undefined until loaded (trackMembers only)
   private loadGen = 0;
@@ -117,6 +127,11 @@ export class Subscription {
     this.handlers = handlers;
     this.position = since;
     this.track = track;
+  }
+
+  /** Set the handlers (for a room the server joined: in onServerJoin). */
+  on(handlers: SubscriptionHandlers): void {
+    this.handlers = handlers;
   }
 
   /** The room's users, sorted, when joined with trackMembers and loaded; undefined otherwise. */
@@ -493,6 +508,7 @@ export class Client {
     }
     if (this.ws !== ws) return;
     const since: Record<string, StreamPosition> = {};
+    for (const sub of this.subs.values()) if (sub.server && sub.position) since[sub.room] = sub.position;
     const id = this.nextId++;
     const frame = create(ClientFrameSchema, {
       id,
@@ -519,9 +535,27 @@ export class Client {
     this.attempt = 0;
     this.aliases.clear();
     this.scheduleRefresh();
+    // Rooms the server joins on this connection: their join replies come
+    // as pushes. Ones it no longer names are over.
+    const named = new Set(this.info.rooms);
+    const fresh: Subscription[] = [];
+    for (const sub of [...this.subs.values()]) if (sub.server && !named.has(sub.room)) this.subs.delete(sub.room);
+    for (const room of this.info.rooms) {
+      const sub = this.subs.get(room);
+      if (sub) {
+        sub.server = true;
+        continue;
+      }
+      const s = new Subscription(this, room, {});
+      s.server = true;
+      this.subs.set(room, s);
+      fresh.push(s);
+    }
+    for (const s of fresh) this.opts.onServerJoin?.(s);
     // Rejoin every room from its position, then send what waits, in the
     // order it was made; newer commands queue behind (they see ready).
     for (const sub of this.subs.values()) {
+      if (sub.server) continue;
       const since = sub.position;
       const id = this.nextId++;
       const frame = create(ClientFrameSchema, { id, command: { case: "join", value: { room: sub.room, since } } });
@@ -575,6 +609,11 @@ export class Client {
   }
 
   private onFrame(f: ServerFrame): void {
+    if (f.id === 0n && f.body.case === "join") {
+      const sub = this.subs.get(f.body.value.room); // a room the server joined for this client
+      if (sub?.server) this.onJoinReply(sub, f, sub.position !== undefined);
+      return;
+    }
     if (f.id !== 0n) {
       const call = this.calls.get(f.id);
       if (!call) return;

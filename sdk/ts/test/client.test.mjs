@@ -337,3 +337,54 @@ test("presence and typing helpers: a tracked member list follows joins and leave
     await stopServer(s);
   }
 });
+
+test("rooms the backend's connect hook joins: onServerJoin before their messages, recovered across a dropped socket", async () => {
+  let hookBin = process.env.HOOKBACKEND_BIN;
+  if (!hookBin) {
+    hookBin = join(tmp, "hookbackend");
+    execFileSync("go", ["build", "-o", hookBin, "./internal/hookbackend"], { cwd: repo, stdio: "inherit" });
+  }
+  const backend = spawn(hookBin, ["--listen", "127.0.0.1:0", "--quiet"], { stdio: ["ignore", "pipe", "ignore"] });
+  const addr = await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error("hook backend did not start")), 10000);
+    createInterface({ input: backend.stdout }).on("line", (line) => {
+      const m = /^listening (\S+)/.exec(line);
+      if (m) { clearTimeout(t); resolve(m[1]); }
+    });
+  });
+  const s = await startServer(["--listen", "127.0.0.1:0", "--history-store", "memory", "--hook-url", `http://${addr}`, "--hooks", "connect"]);
+  const got = { news: collector(), alerts: collector() };
+  const joined = [];
+  let connects = 0;
+  const ann = client(s.url, {
+    token: () => "user:ann/news,alerts",
+    onState: (st) => { if (st === "connected") connects++; },
+    onServerJoin: (sub) => { joined.push(sub.room); sub.on(got[sub.room].handlers); },
+  });
+  const pub = client(s.url, { token: () => "user:pub" });
+  try {
+    const reply = await ann.connect();
+    assert.deepEqual([...reply.rooms].sort(), ["alerts", "news"]);
+    assert.deepEqual(joined.sort(), ["alerts", "news"]);
+    await pub.connect();
+    await pub.publish("news", "n1");
+    await pub.publish("alerts", "a1");
+    await got.news.waitFor(1);
+    await got.alerts.waitFor(1);
+    ann.dropConnection();
+    await pub.publish("news", "n2");
+    await pub.publish("news", "n3");
+    const deadline = Date.now() + 10000;
+    while (connects < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await got.news.waitFor(3);
+    assert.deepEqual(got.news.messages.map(text), ["n1", "n2", "n3"]);
+    assert.deepEqual(got.news.messages.map((m) => m.offset), [1n, 2n, 3n]);
+    assert.equal(got.news.notRecovered.length, 0);
+    assert.deepEqual(joined.sort(), ["alerts", "news"], "onServerJoin only the first time");
+  } finally {
+    ann.close();
+    pub.close();
+    await stopServer(s);
+    backend.kill("SIGKILL");
+  }
+});
