@@ -119,6 +119,8 @@ export class Subscription {
   private loadGen = 0;
   private loading = false;
   private buffered: PresenceDiff[] = [];
+  private pageAt = 0n; // the newest presence offset a page was taken at
+  private stats = { diffs: 0, loads: 0, verified: 0, mismatches: 0 };
   private typists = new Map<string, { user: string; at: number }>(); // by client id, when last seen typing
   /** @internal */
   constructor(client: Client, room: string, handlers: SubscriptionHandlers, since?: StreamPosition, track = false) {
@@ -132,6 +134,11 @@ export class Subscription {
   /** Set the handlers (for a room the server joined: in onServerJoin). */
   on(handlers: SubscriptionHandlers): void {
     this.handlers = handlers;
+  }
+
+  /** How the member list was kept: diffs applied, loads, digest checks passed and failed. */
+  presenceStats(): { diffs: number; loads: number; verified: number; mismatches: number } {
+    return { ...this.stats };
   }
 
   /** The room's users, sorted, when joined with trackMembers and loaded; undefined otherwise. */
@@ -219,7 +226,19 @@ export class Subscription {
     if (d.large) this.dropMembers();
     else if (gap || d.reset) this.loadMembers();
     else if (this.loading) this.buffered.push(d);
-    else if (this.users) applyDiff(this.users, d);
+    else if (this.users) {
+      applyDiff(this.users, d);
+      this.stats.diffs++;
+      // Check the list against the room's digest once a diff newer than
+      // every page is applied; fetch it again on a mismatch.
+      if (at && at.offset > this.pageAt) {
+        if (digestOf(this.users) === d.digest && this.users.size === d.users) this.stats.verified++;
+        else {
+          this.stats.mismatches++;
+          this.loadMembers();
+        }
+      }
+    }
     return true;
   }
 
@@ -238,6 +257,7 @@ export class Subscription {
   private loadMembers(): void {
     if (!this.track || this.reply?.info?.presence !== PresenceMode.FULL) return;
     const gen = ++this.loadGen;
+    this.stats.loads++;
     this.loading = true;
     this.buffered = [];
     void (async () => {
@@ -252,6 +272,8 @@ export class Subscription {
             return;
           }
           for (const u of page.users) users.add(u);
+          const at = page.state?.position?.offset ?? 0n;
+          if (at > this.pageAt) this.pageAt = at;
           cursor = page.nextCursor;
         } while (cursor);
       } catch {
@@ -723,6 +745,22 @@ export class Client {
     first?.reject(err);
     this.opts.onClose?.(err);
   }
+}
+
+const fnvOffset = 0xcbf29ce484222325n;
+const fnvPrime = 0x100000001b3n;
+const mask64 = (1n << 64n) - 1n;
+const utf8 = new TextEncoder();
+
+/** The XOR of the users' 64-bit FNV-1a hashes: the rooms' presence digest. */
+function digestOf(users: Set<string>): bigint {
+  let x = 0n;
+  for (const u of users) {
+    let h = fnvOffset;
+    for (const b of utf8.encode(u)) h = ((h ^ BigInt(b)) * fnvPrime) & mask64;
+    x ^= h;
+  }
+  return x;
 }
 
 function applyDiff(users: Set<string>, d: PresenceDiff): void {

@@ -320,6 +320,11 @@ test("presence and typing helpers: a tracked member list follows joins and leave
     others[1].close(); // cat's connection ends
     await until("cat's leave", () => sub.members().length === 3);
     assert.deepEqual(sub.members(), ["ann", "ben", "dan"]);
+    // The list was checked against the room's digest (FNV-1a of the users)
+    // and matched every time.
+    const st = sub.presenceStats();
+    assert.ok(st.verified >= 1, JSON.stringify(st));
+    assert.equal(st.mismatches, 0);
 
     await others[2].typing("lobby", true);
     await until("dan typing", () => sub.typing().includes("dan"));
