@@ -280,7 +280,7 @@ func testRandomStream(t *testing.T, url string, seed int64) {
 			}
 		}
 	}
-	// A last command: its reply comes after the pong of every ping before it.
+	// A last command, read after every pong before it (but see below).
 	commands++
 	last, _ := wire.Marshal(&hubbubv1.ClientFrame{Id: uint64(100 + commands), Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}}, wire.Proto)
 	stream = append(stream, frame(true, websocket.BinaryMessage, last)...)
@@ -305,6 +305,14 @@ func testRandomStream(t *testing.T, url string, seed int64) {
 	// A ping not yet answered when the next arrives may be answered only
 	// through the next one's pong (RFC 6455 5.5.3): the last ping is
 	// answered, and no pong comes without a ping.
+	// The pump may take a reply queued just after a ping before that ping's
+	// pong; one more round trip brings any pong still due.
+	if p, _ := lastPong.Load().(string); pings > 0 && p != lastPing {
+		writeCommand(t, ws, &hubbubv1.ClientFrame{Id: 99, Command: &hubbubv1.ClientFrame_Ping{Ping: &hubbubv1.PingRequest{}}})
+		if f := readServerFrame(t, ws); f.GetId() != 99 {
+			t.Fatalf("seed %d: extra round trip: %v", seed, f)
+		}
+	}
 	if p, _ := lastPong.Load().(string); pings > 0 && p != lastPing {
 		t.Fatalf("seed %d: the last ping (of %d) was not answered", seed, pings)
 	}
