@@ -92,7 +92,7 @@ step "TypeScript SDK: type check, tests against a real server, package"
 	cd sdk/ts
 	npx tsc -p tsconfig.json --noEmit
 	npm run --silent build
-	HUBBUB_BIN="$bin" node --test --test-reporter=spec
+	HUBBUB_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-reporter=spec
 	# The packed package installs and imports on its own.
 	tgz="$gen/$(npm pack --silent --pack-destination "$gen" | tail -1)"
 	mkdir -p "$gen/sdk-install" && cd "$gen/sdk-install"
