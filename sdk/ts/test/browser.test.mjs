@@ -4,44 +4,21 @@
 // `hubbub serve`. Run after `npm run build`.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
 import { build } from "esbuild";
 import { chromium } from "playwright-core";
+import { hubbubBinary, startServer } from "../support/server.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const repo = join(here, "..", "..", "..");
 let tmp, bin, server, pageServer, pageOrigin, browser, bundle;
-
-function startServer(args) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(bin, ["serve", "--log-format", "json", ...args], { stdio: ["ignore", "ignore", "pipe"] });
-    const timer = setTimeout(() => reject(new Error("server did not start")), 15000);
-    createInterface({ input: proc.stderr }).on("line", (line) => {
-      try {
-        const rec = JSON.parse(line);
-        if (rec.msg === "hubbub listening") {
-          clearTimeout(timer);
-          resolve({ proc, url: rec.url });
-        }
-      } catch { /* not a log record */ }
-    });
-    proc.on("exit", (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}`)); });
-  });
-}
 
 before(async () => {
   tmp = mkdtempSync(join(tmpdir(), "hubbub-sdk-browser-"));
-  bin = process.env.HUBBUB_BIN;
-  if (!bin) {
-    bin = join(tmp, "hubbub");
-    execFileSync("go", ["build", "-o", bin, "./cmd/hubbub"], { cwd: repo, stdio: "inherit" });
-  }
+  bin = hubbubBinary(tmp);
   const out = await build({ entryPoints: [join(here, "..", "dist", "index.js")], bundle: true, format: "esm", write: false, platform: "browser" });
   bundle = out.outputFiles[0].text;
   // The page's origin: a plain HTTP server on another port.
@@ -56,7 +33,7 @@ before(async () => {
   });
   await new Promise((r) => pageServer.listen(0, "127.0.0.1", r));
   pageOrigin = `http://127.0.0.1:${pageServer.address().port}`;
-  server = await startServer(["--listen", "127.0.0.1:0", "--history-store", "memory", "--allowed-origins", pageOrigin]);
+  server = await startServer(bin, ["--listen", "127.0.0.1:0", "--history-store", "memory", "--allowed-origins", pageOrigin]);
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],

@@ -8,22 +8,17 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { createHmac } from "node:crypto";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import WebSocket from "ws";
 import { Client, ClosedError, ServerError, UpgradeError, closeCodes } from "../dist/index.js";
+import { hubbubBinary, repo, startServer as startServerOf, stopServer } from "../support/server.mjs";
 
-const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 let tmp, bin;
 
 before(() => {
   tmp = mkdtempSync(join(tmpdir(), "hubbub-sdk-"));
-  bin = process.env.HUBBUB_BIN;
-  if (!bin) {
-    bin = join(tmp, "hubbub");
-    execFileSync("go", ["build", "-o", bin, "./cmd/hubbub"], { cwd: repo, stdio: "inherit" });
-  }
+  bin = hubbubBinary(tmp);
 });
 
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -38,31 +33,7 @@ function freePort() {
   });
 }
 
-// startServer runs `hubbub serve` and resolves when it listens.
-function startServer(args) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(bin, ["serve", "--log-format", "json", ...args], { stdio: ["ignore", "ignore", "pipe"] });
-    const timer = setTimeout(() => reject(new Error("server did not start")), 15000);
-    createInterface({ input: proc.stderr }).on("line", (line) => {
-      try {
-        const rec = JSON.parse(line);
-        if (rec.msg === "hubbub listening") {
-          clearTimeout(timer);
-          resolve({ proc, url: rec.url });
-        }
-      } catch { /* not a log record */ }
-    });
-    proc.on("exit", (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}`)); });
-  });
-}
-
-function stopServer(s, signal = "SIGKILL") {
-  return new Promise((resolve) => {
-    if (s.proc.exitCode !== null) return resolve();
-    s.proc.once("exit", () => resolve());
-    s.proc.kill(signal);
-  });
-}
+const startServer = (args) => startServerOf(bin, args);
 
 function client(url, opts = {}) {
   return new Client({ url, WebSocket, minReconnectDelayMs: 50, maxReconnectDelayMs: 300, ...opts });
