@@ -237,6 +237,52 @@ func (n *Node) askRoom(ctx context.Context, room string, msgs []proto.Message) (
 	return replies, errs
 }
 
+// Tail returns a room's messages after a position, each with its publish's
+// trace id; with wait and nothing newer it waits up to about 20 seconds for
+// the next one (and then returns none), or until ctx ends. An empty after
+// returns the room's position at once.
+func (n *Node) Tail(ctx context.Context, room string, after *hubbubv1.StreamPosition, wait bool) (*nodev1.RoomTailReply, error) {
+	msg := wrap(&nodev1.RoomTail{Room: room, After: after, Wait: wait})
+	timeout := n.cfg.Conn.RequestTimeout
+	if wait {
+		timeout += tailWait
+	}
+	for attempt := 0; ; attempt++ {
+		pid := n.placement.RoomPID(room)
+		if pid == nil {
+			return nil, roomErr(hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q could not be placed; retry", room)
+		}
+		fut := n.system.Root.RequestFuture(pid, msg, timeout)
+		// A caller that goes away ends the wait: the future takes this as its answer.
+		stop := context.AfterFunc(ctx, func() { n.system.Root.Send(fut.PID(), tailCanceled{}) })
+		res, err := fut.Result()
+		stop()
+		switch {
+		case errors.Is(err, actor.ErrDeadLetter) && attempt == 0:
+			n.placement.Forget(room, pid)
+			continue
+		case err != nil:
+			return nil, roomErr(hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q did not answer (%v); retry", room, err)
+		}
+		if _, ok := res.(tailCanceled); ok {
+			return nil, ctx.Err()
+		}
+		rr, ok := unwrap(res).(*nodev1.RoomReply)
+		switch {
+		case !ok:
+			return nil, roomErr(hubbubv1.ErrorCode_ERROR_CODE_INTERNAL, true, "room %q: unexpected reply", room)
+		case rr.GetFrame().GetError() != nil:
+			return nil, &RoomError{Err: rr.GetFrame().GetError()}
+		case rr.GetTail() == nil:
+			return nil, roomErr(hubbubv1.ErrorCode_ERROR_CODE_INTERNAL, true, "room %q: unexpected reply", room)
+		}
+		return rr.GetTail(), nil
+	}
+}
+
+// tailCanceled ends a Tail's wait when its caller goes away.
+type tailCanceled struct{}
+
 // Nodes asks every node of the cluster (this one alone when single) about
 // itself, concurrently, and returns the reports of those that answered, in
 // address order, with an error for those that did not.

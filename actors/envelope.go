@@ -38,6 +38,8 @@ func wrap(m proto.Message) *nodev1.Envelope {
 		e.Body = &nodev1.Envelope_NodeReport{NodeReport: v}
 	case *nodev1.NodeDisconnect:
 		e.Body = &nodev1.Envelope_NodeDisconnect{NodeDisconnect: v}
+	case *nodev1.RoomTail:
+		e.Body = &nodev1.Envelope_RoomTail{RoomTail: v}
 	default:
 		panic("actors: no envelope for " + string(m.ProtoReflect().Descriptor().FullName())) // a programming error
 	}
@@ -80,6 +82,8 @@ func unwrap(m any) any {
 		return b.NodeReport
 	case *nodev1.Envelope_NodeDisconnect:
 		return b.NodeDisconnect
+	case *nodev1.Envelope_RoomTail:
+		return b.RoomTail
 	}
 	return unknownEnvelope{}
 }

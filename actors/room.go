@@ -55,6 +55,7 @@ type room struct {
 	reads      []deferredRead // history requests waiting for earlier publishes to commit
 	verified   uint64         // the node's stall count when the room last checked the store
 	entry      *roomEntry     // this room in the node's room index (nil for health rooms)
+	tails      tailState      // the server API's Tail streams watching the room
 }
 
 // roomDeps are a room's collaborators, shared by every room of a node.
@@ -121,6 +122,8 @@ func (r *room) Receive(ctx actor.Context) {
 		r.onTyping(ctx, msg)
 	case *nodev1.RoomInspect:
 		r.onInspect(ctx, msg)
+	case *nodev1.RoomTail:
+		r.onTail(ctx, msg)
 	case presenceFlush:
 		r.onPresenceFlush(ctx)
 	case appendDone:
@@ -213,7 +216,7 @@ func (r *room) position() *hubbubv1.StreamPosition {
 func (r *room) refuse(ctx actor.Context, msg any) bool {
 	type request interface{ GetRequestId() uint64 }
 	switch msg.(type) {
-	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping, *nodev1.RoomInspect:
+	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping, *nodev1.RoomInspect, *nodev1.RoomTail:
 		id := msg.(request).GetRequestId()
 		r.reply(ctx, id, errFrame(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q cannot load its history; retry", r.name))
 		return true
@@ -406,10 +409,12 @@ func (r *room) commit(ctx actor.Context, p *pendingPublish) {
 	r.committed = m.GetOffset()
 	if r.entry != nil {
 		r.entry.offset.Store(r.committed)
+		r.entry.rate.tick(time.Now())
 	}
 	r.history.append(m)
 	r.counters.Publishes.Add(1)
 	r.broadcastTraced(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: m}}, m.GetOffset(), p.trace)
+	r.wakeTails(ctx, m, p.trace)
 	for w := range p.waiters {
 		f := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
 			Room: r.name, Offset: m.GetOffset(), Epoch: r.epoch, Duplicate: w.dup,
@@ -419,6 +424,13 @@ func (r *room) commit(ctx actor.Context, p *pendingPublish) {
 	if p.span != nil {
 		p.span.End()
 	}
+}
+
+func (r *room) publishRate() float64 {
+	if r.entry == nil {
+		return 0
+	}
+	return r.entry.rate.rate(time.Now())
 }
 
 // countMembers publishes the member count to the node's room index.
@@ -445,7 +457,7 @@ func (r *room) onInspect(ctx actor.Context, msg *nodev1.RoomInspect) {
 	}
 	ctx.Respond(wrap(&nodev1.RoomReply{RequestId: msg.GetRequestId(), Inspection: &nodev1.RoomInspection{
 		Position: r.position(), Info: r.prof.info(r.store != nil, true, ""), Presence: r.presence.state(),
-		Nodes: nodes, Address: nodeName(ctx.Self().Address),
+		Nodes: nodes, Address: nodeName(ctx.Self().Address), PublishRate: r.publishRate(),
 	}}))
 }
 

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -27,6 +28,7 @@ type roomEntry struct {
 	pid     *actor.PID
 	members atomic.Int64
 	offset  atomic.Uint64
+	rate    rateMeter // publishes per second
 }
 
 func newRoomIndex() *roomIndex { return &roomIndex{rooms: map[string]*roomEntry{}} }
@@ -53,10 +55,11 @@ func (x *roomIndex) remove(name string, e *roomEntry) {
 // name order; with a non-nil all it filters that list instead.
 func (x *roomIndex) list(pattern string, all []*nodev1.NodeRoom) []*nodev1.NodeRoom {
 	if all == nil {
+		now := time.Now()
 		x.mu.Lock()
 		all = make([]*nodev1.NodeRoom, 0, len(x.rooms))
 		for name, e := range x.rooms {
-			all = append(all, &nodev1.NodeRoom{Room: name, Members: uint32(e.members.Load()), Offset: e.offset.Load()})
+			all = append(all, &nodev1.NodeRoom{Room: name, Members: uint32(e.members.Load()), Offset: e.offset.Load(), PublishRate: e.rate.rate(now)})
 		}
 		x.mu.Unlock()
 		slices.SortFunc(all, func(a, b *nodev1.NodeRoom) int { return strings.Compare(a.GetRoom(), b.GetRoom()) })

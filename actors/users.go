@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"time"
@@ -125,24 +126,56 @@ func (u *users) report(ctx actor.Context, msg *nodev1.NodeInspect) *nodev1.NodeR
 	rooms := u.node.rooms.list("", nil)
 	r := &nodev1.NodeReport{RequestId: msg.GetRequestId(), Address: u.node.address(), Version: u.node.cfg.ServerVersion,
 		StartedUnixMs: u.node.started.UnixMilli(), Connections: uint32(len(u.byID)), Users: uint32(len(u.conns)), Rooms: uint32(len(rooms))}
+	c := u.node.counters
+	r.SlowConsumers, r.OverflowDropped = uint64(c.SlowConsumers.Load()), uint64(c.OverflowDropped.Load())
+	r.Conflated, r.DeliveryDrops = uint64(c.Conflated.Load()), uint64(c.DeliveryDrops.Load())
 	if msg.GetRooms() {
 		r.RoomList = u.node.rooms.list(msg.GetPattern(), rooms)
 	}
+	if n := int(msg.GetSlowest()); n > 0 {
+		r.ConnList = append(r.ConnList, u.slowest(n)...)
+	}
 	if user := msg.GetUser(); user != "" {
 		for _, e := range u.conns[user] {
-			c := &nodev1.NodeConn{ClientId: e.info.GetClientId(), User: user, ConnectedUnixMs: e.info.GetConnectedUnixMs()}
-			for room := range e.rooms {
-				c.Rooms = append(c.Rooms, room)
-			}
-			slices.Sort(c.Rooms)
+			queued := 0
 			if q, ok := e.sink.(interface{ QueuedBytes() int }); ok {
-				c.QueuedBytes = uint64(q.QueuedBytes())
+				queued = q.QueuedBytes()
 			}
-			r.ConnList = append(r.ConnList, c)
+			r.ConnList = append(r.ConnList, u.describe(user, e, queued))
 		}
 		slices.SortFunc(r.ConnList, func(a, b *nodev1.NodeConn) int { return strings.Compare(a.GetClientId(), b.GetClientId()) })
 	}
 	return r
+}
+
+// slowest lists the n connections with the most bytes queued (at least one).
+func (u *users) slowest(n int) []*nodev1.NodeConn {
+	var out []*nodev1.NodeConn
+	for user, conns := range u.conns {
+		for _, e := range conns {
+			q, ok := e.sink.(interface{ QueuedBytes() int })
+			if !ok || q.QueuedBytes() == 0 {
+				continue
+			}
+			out = append(out, u.describe(user, e, q.QueuedBytes()))
+		}
+	}
+	slices.SortFunc(out, func(a, b *nodev1.NodeConn) int {
+		if a.GetQueuedBytes() != b.GetQueuedBytes() {
+			return cmp.Compare(b.GetQueuedBytes(), a.GetQueuedBytes())
+		}
+		return strings.Compare(a.GetClientId(), b.GetClientId())
+	})
+	return out[:min(n, len(out))]
+}
+
+func (u *users) describe(user string, e *connEntry, queued int) *nodev1.NodeConn {
+	c := &nodev1.NodeConn{ClientId: e.info.GetClientId(), User: user, ConnectedUnixMs: e.info.GetConnectedUnixMs(), QueuedBytes: uint64(queued)}
+	for room := range e.rooms {
+		c.Rooms = append(c.Rooms, room)
+	}
+	slices.Sort(c.Rooms)
+	return c
 }
 
 // disconnect closes the connections a NodeDisconnect names and returns how many.

@@ -1,6 +1,6 @@
 // Package api serves hubbub.api.v1.ServerAPI, the server API for backends:
 // publish, broadcast, history, presence, room and node inspection and
-// disconnects, over gRPC, gRPC-Web and Connect's HTTP+JSON from one
+// disconnects, a live tail of a room (Tail, streaming), over gRPC, gRPC-Web and Connect's HTTP+JSON from one
 // connectrpc.com/connect handler, with gRPC health checking and server
 // reflection beside it.
 //

@@ -19,7 +19,7 @@ type Scope string
 const (
 	ScopePublish Scope = "publish" // Publish, BatchPublish, Broadcast
 	ScopeRead    Scope = "read"    // History, Presence, RoomInfo, ListRooms, Connections, Info
-	ScopeAdmin   Scope = "admin"   // everything, Disconnect included
+	ScopeAdmin   Scope = "admin"   // everything, Disconnect and Tail included
 )
 
 // minKeyBytes is the shortest key accepted: guessing one must be hopeless.

@@ -46,7 +46,7 @@ var scopes = map[string]Scope{
 	"Publish": ScopePublish, "BatchPublish": ScopePublish, "Broadcast": ScopePublish,
 	"History": ScopeRead, "Presence": ScopeRead, "RoomInfo": ScopeRead, "ListRooms": ScopeRead,
 	"Connections": ScopeRead, "Info": ScopeRead,
-	"Disconnect": ScopeAdmin,
+	"Disconnect": ScopeAdmin, "Tail": ScopeAdmin,
 }
 
 // callState follows one call from the HTTP middleware through the interceptor.
@@ -67,6 +67,7 @@ type Handler struct {
 	tracing *telemetry.Tracing
 	calls   metric.Int64Counter
 	errw    *connect.ErrorWriter
+	close   context.CancelFunc // ends the Tail streams
 }
 
 // New builds the API's handler over a node.
@@ -89,10 +90,12 @@ func New(node *actors.Node, cfg Config, opts Options) (*Handler, error) {
 		}
 		h.calls = c
 	}
-	svc := &service{node: node, maxBatch: cfg.MaxBatch}
+	closing, closeFn := context.WithCancel(context.Background())
+	h.close = closeFn
+	svc := &service{node: node, maxBatch: cfg.MaxBatch, closing: closing}
 	// Most answers are a few dozen bytes: compressing them costs more CPU
 	// than it saves (gzip's setup alone was a fifth of a publish's cost).
-	path, api := apiv1connect.NewServerAPIHandler(svc, connect.WithInterceptors(connect.UnaryInterceptorFunc(h.intercept)),
+	path, api := apiv1connect.NewServerAPIHandler(svc, connect.WithInterceptors(interceptor{h}),
 		connect.WithCompressMinBytes(minCompressBytes))
 	h.mux.Handle(path, h.authenticate(api))
 	h.mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(apiv1connect.ServerAPIName)))
@@ -103,6 +106,30 @@ func New(node *actors.Node, cfg Config, opts Options) (*Handler, error) {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Close ends the streams in progress (Tail), so an HTTP server's Shutdown
+// need not wait for them; calls still answer.
+func (h *Handler) Close() { h.close() }
+
+// interceptor traces, counts and logs every call that decoded, unary or streaming.
+type interceptor struct{ h *Handler }
+
+func (i interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc { return i.h.intercept(next) }
+
+func (interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		var err error
+		i.h.observe(ctx, conn.Spec().Procedure, conn.RequestHeader(), func(ctx context.Context) error {
+			err = next(ctx, conn)
+			return err
+		})
+		return err
+	}
+}
 
 // authenticate checks the bearer key and the method's scope before the
 // request body is read, answering in the caller's protocol (gRPC, gRPC-Web
@@ -145,39 +172,50 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, method, key str
 	_ = h.errw.Write(w, r, err)
 }
 
-// intercept traces, counts and logs every call that decoded.
+// intercept traces, counts and logs every unary call that decoded.
 func (h *Handler) intercept(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		st, _ := ctx.Value(stateKey{}).(*callState)
-		if st == nil {
-			return nil, connect.NewError(connect.CodeInternal, errors.New("call not authenticated"))
-		}
-		st.counted = true
-		method := req.Spec().Procedure[strings.LastIndexByte(req.Spec().Procedure, '/')+1:]
-		start := time.Now()
-		var span trace.Span
-		if h.tracing.Enabled {
-			ctx = telemetry.ExtractHeaders(ctx, req.Header())
-			ctx, span = h.tracing.Tracer.Start(ctx, "hubbub.api "+method, trace.WithSpanKind(trace.SpanKindServer),
-				trace.WithAttributes(attribute.String("rpc.system", "connect_rpc"), attribute.String("rpc.method", method),
-					attribute.String("hubbub.api.key", st.key.Name)))
-		}
-		ctx = withKey(ctx, st.key)
-		res, err := next(ctx, req)
-		code := "ok"
-		if err != nil {
-			code = connect.CodeOf(err).String()
-		}
-		if span != nil {
-			if err != nil {
-				span.SetStatus(codes.Error, err.Error())
-			}
-			span.End()
-		}
-		h.count(ctx, method, st.key.Name, code)
-		h.log.Debug("api call", "method", method, "key", st.key.Name, "code", code, "duration", time.Since(start))
+		var res connect.AnyResponse
+		err := h.observe(ctx, req.Spec().Procedure, req.Header(), func(ctx context.Context) error {
+			var err error
+			res, err = next(ctx, req)
+			return err
+		})
 		return res, err
 	}
+}
+
+// observe runs one authenticated call in its span, then counts and logs it.
+func (h *Handler) observe(ctx context.Context, procedure string, header http.Header, call func(context.Context) error) error {
+	st, _ := ctx.Value(stateKey{}).(*callState)
+	if st == nil {
+		return connect.NewError(connect.CodeInternal, errors.New("call not authenticated"))
+	}
+	st.counted = true
+	method := procedure[strings.LastIndexByte(procedure, '/')+1:]
+	start := time.Now()
+	var span trace.Span
+	if h.tracing.Enabled {
+		ctx = telemetry.ExtractHeaders(ctx, header)
+		ctx, span = h.tracing.Tracer.Start(ctx, "hubbub.api "+method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("rpc.system", "connect_rpc"), attribute.String("rpc.method", method),
+				attribute.String("hubbub.api.key", st.key.Name)))
+	}
+	ctx = withKey(ctx, st.key)
+	err := call(ctx)
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+	}
+	if span != nil {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
+	h.count(ctx, method, st.key.Name, code)
+	h.log.Debug("api call", "method", method, "key", st.key.Name, "code", code, "duration", time.Since(start))
+	return err
 }
 
 func (h *Handler) count(ctx context.Context, method, key, code string) {

@@ -30,6 +30,7 @@ type service struct {
 	apiv1connect.UnimplementedServerAPIHandler
 	node     *actors.Node
 	maxBatch int
+	closing  context.Context // done when the API shuts down: Tail streams end
 }
 
 func invalid(format string, args ...any) error {
@@ -206,7 +207,8 @@ func (s *service) RoomInfo(ctx context.Context, req *connect.Request[apiv1.RoomI
 	if err != nil {
 		return nil, apiErr(err)
 	}
-	out := &apiv1.RoomInfoResponse{Position: in.GetPosition(), Info: in.GetInfo(), Presence: in.GetPresence(), Node: in.GetAddress()}
+	out := &apiv1.RoomInfoResponse{Position: in.GetPosition(), Info: in.GetInfo(), Presence: in.GetPresence(), Node: in.GetAddress(),
+		PublishRate: in.GetPublishRate()}
 	for addr, n := range in.GetNodes() {
 		out.Members = append(out.Members, &apiv1.NodeMembers{Node: addr, Members: n})
 	}
@@ -227,7 +229,8 @@ func (s *service) ListRooms(ctx context.Context, req *connect.Request[apiv1.List
 	for _, r := range reports {
 		for _, room := range r.GetRoomList() {
 			if room.GetRoom() > m.GetCursor() {
-				all = append(all, &apiv1.RoomSummary{Room: room.GetRoom(), Node: r.GetAddress(), Members: room.GetMembers(), Offset: room.GetOffset()})
+				all = append(all, &apiv1.RoomSummary{Room: room.GetRoom(), Node: r.GetAddress(), Members: room.GetMembers(), Offset: room.GetOffset(),
+					PublishRate: room.GetPublishRate()})
 			}
 		}
 	}
@@ -290,22 +293,96 @@ func (s *service) Connections(ctx context.Context, req *connect.Request[apiv1.Co
 	out := &apiv1.ConnectionsResponse{}
 	for _, r := range reports {
 		for _, c := range r.GetConnList() {
-			out.Connections = append(out.Connections, &apiv1.Connection{ClientId: c.GetClientId(), User: c.GetUser(), Node: r.GetAddress(),
-				Rooms: c.GetRooms(), QueuedBytes: c.GetQueuedBytes(), ConnectedUnixMs: c.GetConnectedUnixMs()})
+			out.Connections = append(out.Connections, connection(r, c))
 		}
 	}
 	return connect.NewResponse(out), nil
 }
 
-func (s *service) Info(ctx context.Context, _ *connect.Request[apiv1.InfoRequest]) (*connect.Response[apiv1.InfoResponse], error) {
-	reports, err := s.node.Nodes(ctx, &nodev1.NodeInspect{})
+func connection(r *nodev1.NodeReport, c *nodev1.NodeConn) *apiv1.Connection {
+	return &apiv1.Connection{ClientId: c.GetClientId(), User: c.GetUser(), Node: r.GetAddress(),
+		Rooms: c.GetRooms(), QueuedBytes: c.GetQueuedBytes(), ConnectedUnixMs: c.GetConnectedUnixMs()}
+}
+
+// maxSlowest bounds InfoRequest.slowest.
+const maxSlowest = 100
+
+func (s *service) Info(ctx context.Context, req *connect.Request[apiv1.InfoRequest]) (*connect.Response[apiv1.InfoResponse], error) {
+	if req.Msg.GetSlowest() > maxSlowest {
+		return nil, invalid("slowest: at most %d", maxSlowest)
+	}
+	reports, err := s.node.Nodes(ctx, &nodev1.NodeInspect{Slowest: req.Msg.GetSlowest()})
 	if err != nil && len(reports) == 0 {
 		return nil, apiErr(err)
 	}
 	out := &apiv1.InfoResponse{}
+	if k := keyOf(ctx); k != nil {
+		out.Key = k.Name
+		for _, sc := range k.Scopes {
+			out.Scopes = append(out.Scopes, string(sc))
+		}
+	}
 	for _, r := range reports {
-		out.Nodes = append(out.Nodes, &apiv1.NodeInfo{Node: r.GetAddress(), Version: r.GetVersion(), StartedUnixMs: r.GetStartedUnixMs(),
-			Connections: r.GetConnections(), Users: r.GetUsers(), Rooms: r.GetRooms()})
+		n := &apiv1.NodeInfo{Node: r.GetAddress(), Version: r.GetVersion(), StartedUnixMs: r.GetStartedUnixMs(),
+			Connections: r.GetConnections(), Users: r.GetUsers(), Rooms: r.GetRooms(), SlowConsumers: r.GetSlowConsumers(),
+			OverflowDropped: r.GetOverflowDropped(), Conflated: r.GetConflated(), DeliveryDrops: r.GetDeliveryDrops()}
+		for _, c := range r.GetConnList() {
+			n.Slowest = append(n.Slowest, connection(r, c))
+		}
+		out.Nodes = append(out.Nodes, n)
 	}
 	return connect.NewResponse(out), nil
+}
+
+// Tail streams a room's messages: first the position it starts at, then
+// each batch the room stores, until the caller goes or the API shuts down.
+// A room that stops or moves is asked again, and says gap when messages
+// were lost between.
+func (s *service) Tail(ctx context.Context, req *connect.Request[apiv1.TailRequest], stream *connect.ServerStream[apiv1.TailResponse]) error {
+	room := req.Msg.GetRoom()
+	if err := s.checkRoom(room); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.closing, cancel)
+	defer stop()
+	pos := req.Msg.GetSince()
+	if pos.GetEpoch() == "" {
+		r, err := s.node.Tail(ctx, room, nil, false)
+		if err != nil {
+			return apiErr(err)
+		}
+		pos = r.GetPosition()
+	}
+	if err := stream.Send(&apiv1.TailResponse{Position: pos}); err != nil {
+		return err
+	}
+	failures := 0
+	for ctx.Err() == nil {
+		r, err := s.node.Tail(ctx, room, pos, true)
+		if err != nil {
+			// A room that moved, stopped or is slow: ask again, a few times.
+			if failures++; failures > 3 || ctx.Err() != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return apiErr(err)
+			}
+			continue
+		}
+		failures = 0
+		if len(r.GetEntries()) == 0 && !r.GetGap() {
+			continue // the wait ended with nothing new
+		}
+		out := &apiv1.TailResponse{Position: r.GetPosition(), Gap: r.GetGap()}
+		for _, e := range r.GetEntries() {
+			out.Messages = append(out.Messages, &apiv1.TailMessage{Message: e.GetMessage(), TraceId: e.GetTraceId()})
+		}
+		if err := stream.Send(out); err != nil {
+			return err
+		}
+		pos = r.GetPosition()
+	}
+	return nil
 }

@@ -69,6 +69,7 @@ type Server struct {
 	counters  *telemetry.Counters
 	api       *api.Handler
 	apiSrv    *http.Server
+	apiPages  map[string]http.Handler // beside the API on its listener (the admin console)
 	apiMu     sync.Mutex
 	apiDone   bool // Shutdown ran: ServeAPI returns at once
 	stopOnce  sync.Once
@@ -133,6 +134,15 @@ func New(cfg Config, opts Options) (*Server, error) {
 // Handle adds an HTTP handler (the chat page, for one); call it before Serve.
 func (s *Server) Handle(pattern string, h http.Handler) { s.transport.Handle(pattern, h) }
 
+// HandleAPI adds an HTTP handler on the API's listener (the admin console,
+// for one); call it before ServeAPI.
+func (s *Server) HandleAPI(pattern string, h http.Handler) {
+	if s.apiPages == nil {
+		s.apiPages = map[string]http.Handler{}
+	}
+	s.apiPages[pattern] = h
+}
+
 // Serve serves on l until Shutdown; it then returns nil.
 func (s *Server) Serve(l net.Listener) error { return s.transport.Serve(l) }
 
@@ -161,7 +171,16 @@ func (s *Server) serveAPI(l net.Listener, certFile, keyFile string) error {
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)
 	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: s.api, Protocols: p, ReadHeaderTimeout: 10 * time.Second}
+	var h http.Handler = s.api
+	if len(s.apiPages) > 0 {
+		mux := http.NewServeMux()
+		mux.Handle("/", s.api)
+		for pattern, page := range s.apiPages {
+			mux.Handle(pattern, page)
+		}
+		h = mux
+	}
+	srv := &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 10 * time.Second}
 	s.apiMu.Lock()
 	if s.apiDone {
 		s.apiMu.Unlock()
@@ -193,6 +212,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.apiMu.Lock()
 		s.apiDone = true
+		if s.api != nil {
+			s.api.Close() // Tail streams end; calls in flight finish
+		}
 		if s.apiSrv != nil {
 			_ = s.apiSrv.Shutdown(ctx) // API calls in flight finish while the rooms still run
 		}

@@ -761,7 +761,9 @@ type RoomInfoResponse struct {
 	// The node the room runs on.
 	Node string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
 	// Members per node.
-	Members       []*NodeMembers `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	Members []*NodeMembers `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	// Publishes per second, averaged over about ten seconds.
+	PublishRate   float64 `protobuf:"fixed64,6,opt,name=publish_rate,json=publishRate,proto3" json:"publish_rate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -829,6 +831,13 @@ func (x *RoomInfoResponse) GetMembers() []*NodeMembers {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *RoomInfoResponse) GetPublishRate() float64 {
+	if x != nil {
+		return x.PublishRate
+	}
+	return 0
 }
 
 // NodeMembers is how many of a room's members are connected to one node.
@@ -1007,9 +1016,11 @@ type RoomSummary struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
 	// The node the room runs on.
-	Node          string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	Members       uint32 `protobuf:"varint,3,opt,name=members,proto3" json:"members,omitempty"`
-	Offset        uint64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	Node    string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Members uint32 `protobuf:"varint,3,opt,name=members,proto3" json:"members,omitempty"`
+	Offset  uint64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Publishes per second, averaged over about ten seconds.
+	PublishRate   float64 `protobuf:"fixed64,5,opt,name=publish_rate,json=publishRate,proto3" json:"publish_rate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1068,6 +1079,13 @@ func (x *RoomSummary) GetMembers() uint32 {
 func (x *RoomSummary) GetOffset() uint64 {
 	if x != nil {
 		return x.Offset
+	}
+	return 0
+}
+
+func (x *RoomSummary) GetPublishRate() float64 {
+	if x != nil {
+		return x.PublishRate
 	}
 	return 0
 }
@@ -1369,7 +1387,9 @@ func (x *Connection) GetConnectedUnixMs() int64 {
 
 // InfoRequest asks for the cluster's nodes.
 type InfoRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// List this many connections per node with the most bytes queued (at most 100).
+	Slowest       uint32 `protobuf:"varint,1,opt,name=slowest,proto3" json:"slowest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1404,10 +1424,20 @@ func (*InfoRequest) Descriptor() ([]byte, []int) {
 	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
-// InfoResponse describes every node that answered.
+func (x *InfoRequest) GetSlowest() uint32 {
+	if x != nil {
+		return x.Slowest
+	}
+	return 0
+}
+
+// InfoResponse describes every node that answered, and the key that asked.
 type InfoResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*NodeInfo            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*NodeInfo            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// The calling key's name and scopes ("publish", "read", "admin").
+	Key           string   `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Scopes        []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1449,6 +1479,20 @@ func (x *InfoResponse) GetNodes() []*NodeInfo {
 	return nil
 }
 
+func (x *InfoResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *InfoResponse) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
 // NodeInfo is one node.
 type NodeInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1459,6 +1503,16 @@ type NodeInfo struct {
 	Connections   uint32 `protobuf:"varint,4,opt,name=connections,proto3" json:"connections,omitempty"`
 	Users         uint32 `protobuf:"varint,5,opt,name=users,proto3" json:"users,omitempty"`
 	Rooms         uint32 `protobuf:"varint,6,opt,name=rooms,proto3" json:"rooms,omitempty"`
+	// Since the node started: connections closed as slow consumers (close code 4000).
+	SlowConsumers uint64 `protobuf:"varint,7,opt,name=slow_consumers,json=slowConsumers,proto3" json:"slow_consumers,omitempty"`
+	// Pushes dropped by a room's overflow policy (the member saw a skip).
+	OverflowDropped uint64 `protobuf:"varint,8,opt,name=overflow_dropped,json=overflowDropped,proto3" json:"overflow_dropped,omitempty"`
+	// Pushes replaced by a newer one with the same conflation key.
+	Conflated uint64 `protobuf:"varint,9,opt,name=conflated,proto3" json:"conflated,omitempty"`
+	// Pushes not written because the member's connection was gone.
+	DeliveryDrops uint64 `protobuf:"varint,10,opt,name=delivery_drops,json=deliveryDrops,proto3" json:"delivery_drops,omitempty"`
+	// The connections with the most bytes queued, most first (InfoRequest.slowest).
+	Slowest       []*Connection `protobuf:"bytes,11,rep,name=slowest,proto3" json:"slowest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1535,6 +1589,212 @@ func (x *NodeInfo) GetRooms() uint32 {
 	return 0
 }
 
+func (x *NodeInfo) GetSlowConsumers() uint64 {
+	if x != nil {
+		return x.SlowConsumers
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetOverflowDropped() uint64 {
+	if x != nil {
+		return x.OverflowDropped
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetConflated() uint64 {
+	if x != nil {
+		return x.Conflated
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetDeliveryDrops() uint64 {
+	if x != nil {
+		return x.DeliveryDrops
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetSlowest() []*Connection {
+	if x != nil {
+		return x.Slowest
+	}
+	return nil
+}
+
+// TailRequest names a room and where to start.
+type TailRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// The last position seen (a reconnecting tail); empty: start after the room's newest message.
+	Since         *v1.StreamPosition `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailRequest) Reset() {
+	*x = TailRequest{}
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailRequest) ProtoMessage() {}
+
+func (x *TailRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
+func (*TailRequest) Descriptor() ([]byte, []int) {
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TailRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *TailRequest) GetSince() *v1.StreamPosition {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+// TailResponse is one or more messages in order, or, first, the position the tail starts at.
+type TailResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Messages []*TailMessage         `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// The position of the last message, or where the tail starts.
+	Position *v1.StreamPosition `protobuf:"bytes,2,opt,name=position,proto3" json:"position,omitempty"`
+	// Messages before the first one here were no longer held (or the room's epoch changed).
+	Gap           bool `protobuf:"varint,3,opt,name=gap,proto3" json:"gap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailResponse) Reset() {
+	*x = TailResponse{}
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailResponse) ProtoMessage() {}
+
+func (x *TailResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
+func (*TailResponse) Descriptor() ([]byte, []int) {
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *TailResponse) GetMessages() []*TailMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *TailResponse) GetPosition() *v1.StreamPosition {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *TailResponse) GetGap() bool {
+	if x != nil {
+		return x.Gap
+	}
+	return false
+}
+
+// TailMessage is one message and the trace of its publish.
+type TailMessage struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Message *v1.Message            `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// The W3C trace id (32 hex digits) of the publish, when tracing is on and the publish was traced.
+	TraceId       string `protobuf:"bytes,2,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailMessage) Reset() {
+	*x = TailMessage{}
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailMessage) ProtoMessage() {}
+
+func (x *TailMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailMessage.ProtoReflect.Descriptor instead.
+func (*TailMessage) Descriptor() ([]byte, []int) {
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TailMessage) GetMessage() *v1.Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *TailMessage) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
 var File_hubbub_api_v1_api_proto protoreflect.FileDescriptor
 
 const file_hubbub_api_v1_api_proto_rawDesc = "" +
@@ -1585,13 +1845,14 @@ const file_hubbub_api_v1_api_proto_rawDesc = "" +
 	"nextCursor\x12.\n" +
 	"\x05state\x18\x03 \x01(\v2\x18.hubbub.v1.PresenceStateR\x05state\"%\n" +
 	"\x0fRoomInfoRequest\x12\x12\n" +
-	"\x04room\x18\x01 \x01(\tR\x04room\"\xf2\x01\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"\x95\x02\n" +
 	"\x10RoomInfoResponse\x125\n" +
 	"\bposition\x18\x01 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12'\n" +
 	"\x04info\x18\x02 \x01(\v2\x13.hubbub.v1.RoomInfoR\x04info\x124\n" +
 	"\bpresence\x18\x03 \x01(\v2\x18.hubbub.v1.PresenceStateR\bpresence\x12\x12\n" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x124\n" +
-	"\amembers\x18\x05 \x03(\v2\x1a.hubbub.api.v1.NodeMembersR\amembers\";\n" +
+	"\amembers\x18\x05 \x03(\v2\x1a.hubbub.api.v1.NodeMembersR\amembers\x12!\n" +
+	"\fpublish_rate\x18\x06 \x01(\x01R\vpublishRate\";\n" +
 	"\vNodeMembers\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\amembers\x18\x02 \x01(\rR\amembers\"Z\n" +
@@ -1602,12 +1863,13 @@ const file_hubbub_api_v1_api_proto_rawDesc = "" +
 	"\x11ListRoomsResponse\x120\n" +
 	"\x05rooms\x18\x01 \x03(\v2\x1a.hubbub.api.v1.RoomSummaryR\x05rooms\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
-	"nextCursor\"g\n" +
+	"nextCursor\"\x8a\x01\n" +
 	"\vRoomSummary\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x18\n" +
 	"\amembers\x18\x03 \x01(\rR\amembers\x12\x16\n" +
-	"\x06offset\x18\x04 \x01(\x04R\x06offset\"z\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12!\n" +
+	"\fpublish_rate\x18\x05 \x01(\x01R\vpublishRate\"z\n" +
 	"\x11DisconnectRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
@@ -1626,17 +1888,36 @@ const file_hubbub_api_v1_api_proto_rawDesc = "" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x14\n" +
 	"\x05rooms\x18\x04 \x03(\tR\x05rooms\x12!\n" +
 	"\fqueued_bytes\x18\x05 \x01(\x04R\vqueuedBytes\x12*\n" +
-	"\x11connected_unix_ms\x18\x06 \x01(\x03R\x0fconnectedUnixMs\"\r\n" +
-	"\vInfoRequest\"=\n" +
+	"\x11connected_unix_ms\x18\x06 \x01(\x03R\x0fconnectedUnixMs\"'\n" +
+	"\vInfoRequest\x12\x18\n" +
+	"\aslowest\x18\x01 \x01(\rR\aslowest\"g\n" +
 	"\fInfoResponse\x12-\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x17.hubbub.api.v1.NodeInfoR\x05nodes\"\xae\x01\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x17.hubbub.api.v1.NodeInfoR\x05nodes\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\"\xfa\x02\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12&\n" +
 	"\x0fstarted_unix_ms\x18\x03 \x01(\x03R\rstartedUnixMs\x12 \n" +
 	"\vconnections\x18\x04 \x01(\rR\vconnections\x12\x14\n" +
 	"\x05users\x18\x05 \x01(\rR\x05users\x12\x14\n" +
-	"\x05rooms\x18\x06 \x01(\rR\x05rooms2\x9c\x06\n" +
+	"\x05rooms\x18\x06 \x01(\rR\x05rooms\x12%\n" +
+	"\x0eslow_consumers\x18\a \x01(\x04R\rslowConsumers\x12)\n" +
+	"\x10overflow_dropped\x18\b \x01(\x04R\x0foverflowDropped\x12\x1c\n" +
+	"\tconflated\x18\t \x01(\x04R\tconflated\x12%\n" +
+	"\x0edelivery_drops\x18\n" +
+	" \x01(\x04R\rdeliveryDrops\x123\n" +
+	"\aslowest\x18\v \x03(\v2\x19.hubbub.api.v1.ConnectionR\aslowest\"R\n" +
+	"\vTailRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
+	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\"\x8f\x01\n" +
+	"\fTailResponse\x126\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1a.hubbub.api.v1.TailMessageR\bmessages\x125\n" +
+	"\bposition\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x10\n" +
+	"\x03gap\x18\x03 \x01(\bR\x03gap\"V\n" +
+	"\vTailMessage\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.hubbub.v1.MessageR\amessage\x12\x19\n" +
+	"\btrace_id\x18\x02 \x01(\tR\atraceId2\xdf\x06\n" +
 	"\tServerAPI\x12H\n" +
 	"\aPublish\x12\x1d.hubbub.api.v1.PublishRequest\x1a\x1e.hubbub.api.v1.PublishResponse\x12W\n" +
 	"\fBatchPublish\x12\".hubbub.api.v1.BatchPublishRequest\x1a#.hubbub.api.v1.BatchPublishResponse\x12N\n" +
@@ -1648,7 +1929,8 @@ const file_hubbub_api_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"Disconnect\x12 .hubbub.api.v1.DisconnectRequest\x1a!.hubbub.api.v1.DisconnectResponse\x12T\n" +
 	"\vConnections\x12!.hubbub.api.v1.ConnectionsRequest\x1a\".hubbub.api.v1.ConnectionsResponse\x12?\n" +
-	"\x04Info\x12\x1a.hubbub.api.v1.InfoRequest\x1a\x1b.hubbub.api.v1.InfoResponseB9Z7github.com/hubbub-chat/hubbub/proto/hubbub/api/v1;apiv1b\x06proto3"
+	"\x04Info\x12\x1a.hubbub.api.v1.InfoRequest\x1a\x1b.hubbub.api.v1.InfoResponse\x12A\n" +
+	"\x04Tail\x12\x1a.hubbub.api.v1.TailRequest\x1a\x1b.hubbub.api.v1.TailResponse0\x01B9Z7github.com/hubbub-chat/hubbub/proto/hubbub/api/v1;apiv1b\x06proto3"
 
 var (
 	file_hubbub_api_v1_api_proto_rawDescOnce sync.Once
@@ -1662,7 +1944,7 @@ func file_hubbub_api_v1_api_proto_rawDescGZIP() []byte {
 	return file_hubbub_api_v1_api_proto_rawDescData
 }
 
-var file_hubbub_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_hubbub_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_hubbub_api_v1_api_proto_goTypes = []any{
 	(*PublishRequest)(nil),       // 0: hubbub.api.v1.PublishRequest
 	(*PublishResponse)(nil),      // 1: hubbub.api.v1.PublishResponse
@@ -1689,56 +1971,66 @@ var file_hubbub_api_v1_api_proto_goTypes = []any{
 	(*InfoRequest)(nil),          // 22: hubbub.api.v1.InfoRequest
 	(*InfoResponse)(nil),         // 23: hubbub.api.v1.InfoResponse
 	(*NodeInfo)(nil),             // 24: hubbub.api.v1.NodeInfo
-	(*v1.Body)(nil),              // 25: hubbub.v1.Body
-	(*v1.Error)(nil),             // 26: hubbub.v1.Error
-	(*v1.Message)(nil),           // 27: hubbub.v1.Message
-	(*v1.StreamPosition)(nil),    // 28: hubbub.v1.StreamPosition
-	(*v1.PresenceState)(nil),     // 29: hubbub.v1.PresenceState
-	(*v1.RoomInfo)(nil),          // 30: hubbub.v1.RoomInfo
+	(*TailRequest)(nil),          // 25: hubbub.api.v1.TailRequest
+	(*TailResponse)(nil),         // 26: hubbub.api.v1.TailResponse
+	(*TailMessage)(nil),          // 27: hubbub.api.v1.TailMessage
+	(*v1.Body)(nil),              // 28: hubbub.v1.Body
+	(*v1.Error)(nil),             // 29: hubbub.v1.Error
+	(*v1.Message)(nil),           // 30: hubbub.v1.Message
+	(*v1.StreamPosition)(nil),    // 31: hubbub.v1.StreamPosition
+	(*v1.PresenceState)(nil),     // 32: hubbub.v1.PresenceState
+	(*v1.RoomInfo)(nil),          // 33: hubbub.v1.RoomInfo
 }
 var file_hubbub_api_v1_api_proto_depIdxs = []int32{
-	25, // 0: hubbub.api.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	28, // 0: hubbub.api.v1.PublishRequest.body:type_name -> hubbub.v1.Body
 	0,  // 1: hubbub.api.v1.BatchPublishRequest.items:type_name -> hubbub.api.v1.PublishRequest
 	4,  // 2: hubbub.api.v1.BatchPublishResponse.results:type_name -> hubbub.api.v1.PublishResult
 	1,  // 3: hubbub.api.v1.PublishResult.published:type_name -> hubbub.api.v1.PublishResponse
-	26, // 4: hubbub.api.v1.PublishResult.error:type_name -> hubbub.v1.Error
-	25, // 5: hubbub.api.v1.BroadcastRequest.body:type_name -> hubbub.v1.Body
+	29, // 4: hubbub.api.v1.PublishResult.error:type_name -> hubbub.v1.Error
+	28, // 5: hubbub.api.v1.BroadcastRequest.body:type_name -> hubbub.v1.Body
 	4,  // 6: hubbub.api.v1.BroadcastResponse.results:type_name -> hubbub.api.v1.PublishResult
-	27, // 7: hubbub.api.v1.HistoryResponse.messages:type_name -> hubbub.v1.Message
-	28, // 8: hubbub.api.v1.HistoryResponse.position:type_name -> hubbub.v1.StreamPosition
-	29, // 9: hubbub.api.v1.PresenceResponse.state:type_name -> hubbub.v1.PresenceState
-	28, // 10: hubbub.api.v1.RoomInfoResponse.position:type_name -> hubbub.v1.StreamPosition
-	30, // 11: hubbub.api.v1.RoomInfoResponse.info:type_name -> hubbub.v1.RoomInfo
-	29, // 12: hubbub.api.v1.RoomInfoResponse.presence:type_name -> hubbub.v1.PresenceState
+	30, // 7: hubbub.api.v1.HistoryResponse.messages:type_name -> hubbub.v1.Message
+	31, // 8: hubbub.api.v1.HistoryResponse.position:type_name -> hubbub.v1.StreamPosition
+	32, // 9: hubbub.api.v1.PresenceResponse.state:type_name -> hubbub.v1.PresenceState
+	31, // 10: hubbub.api.v1.RoomInfoResponse.position:type_name -> hubbub.v1.StreamPosition
+	33, // 11: hubbub.api.v1.RoomInfoResponse.info:type_name -> hubbub.v1.RoomInfo
+	32, // 12: hubbub.api.v1.RoomInfoResponse.presence:type_name -> hubbub.v1.PresenceState
 	13, // 13: hubbub.api.v1.RoomInfoResponse.members:type_name -> hubbub.api.v1.NodeMembers
 	16, // 14: hubbub.api.v1.ListRoomsResponse.rooms:type_name -> hubbub.api.v1.RoomSummary
 	21, // 15: hubbub.api.v1.ConnectionsResponse.connections:type_name -> hubbub.api.v1.Connection
 	24, // 16: hubbub.api.v1.InfoResponse.nodes:type_name -> hubbub.api.v1.NodeInfo
-	0,  // 17: hubbub.api.v1.ServerAPI.Publish:input_type -> hubbub.api.v1.PublishRequest
-	2,  // 18: hubbub.api.v1.ServerAPI.BatchPublish:input_type -> hubbub.api.v1.BatchPublishRequest
-	5,  // 19: hubbub.api.v1.ServerAPI.Broadcast:input_type -> hubbub.api.v1.BroadcastRequest
-	7,  // 20: hubbub.api.v1.ServerAPI.History:input_type -> hubbub.api.v1.HistoryRequest
-	9,  // 21: hubbub.api.v1.ServerAPI.Presence:input_type -> hubbub.api.v1.PresenceRequest
-	11, // 22: hubbub.api.v1.ServerAPI.RoomInfo:input_type -> hubbub.api.v1.RoomInfoRequest
-	14, // 23: hubbub.api.v1.ServerAPI.ListRooms:input_type -> hubbub.api.v1.ListRoomsRequest
-	17, // 24: hubbub.api.v1.ServerAPI.Disconnect:input_type -> hubbub.api.v1.DisconnectRequest
-	19, // 25: hubbub.api.v1.ServerAPI.Connections:input_type -> hubbub.api.v1.ConnectionsRequest
-	22, // 26: hubbub.api.v1.ServerAPI.Info:input_type -> hubbub.api.v1.InfoRequest
-	1,  // 27: hubbub.api.v1.ServerAPI.Publish:output_type -> hubbub.api.v1.PublishResponse
-	3,  // 28: hubbub.api.v1.ServerAPI.BatchPublish:output_type -> hubbub.api.v1.BatchPublishResponse
-	6,  // 29: hubbub.api.v1.ServerAPI.Broadcast:output_type -> hubbub.api.v1.BroadcastResponse
-	8,  // 30: hubbub.api.v1.ServerAPI.History:output_type -> hubbub.api.v1.HistoryResponse
-	10, // 31: hubbub.api.v1.ServerAPI.Presence:output_type -> hubbub.api.v1.PresenceResponse
-	12, // 32: hubbub.api.v1.ServerAPI.RoomInfo:output_type -> hubbub.api.v1.RoomInfoResponse
-	15, // 33: hubbub.api.v1.ServerAPI.ListRooms:output_type -> hubbub.api.v1.ListRoomsResponse
-	18, // 34: hubbub.api.v1.ServerAPI.Disconnect:output_type -> hubbub.api.v1.DisconnectResponse
-	20, // 35: hubbub.api.v1.ServerAPI.Connections:output_type -> hubbub.api.v1.ConnectionsResponse
-	23, // 36: hubbub.api.v1.ServerAPI.Info:output_type -> hubbub.api.v1.InfoResponse
-	27, // [27:37] is the sub-list for method output_type
-	17, // [17:27] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	21, // 17: hubbub.api.v1.NodeInfo.slowest:type_name -> hubbub.api.v1.Connection
+	31, // 18: hubbub.api.v1.TailRequest.since:type_name -> hubbub.v1.StreamPosition
+	27, // 19: hubbub.api.v1.TailResponse.messages:type_name -> hubbub.api.v1.TailMessage
+	31, // 20: hubbub.api.v1.TailResponse.position:type_name -> hubbub.v1.StreamPosition
+	30, // 21: hubbub.api.v1.TailMessage.message:type_name -> hubbub.v1.Message
+	0,  // 22: hubbub.api.v1.ServerAPI.Publish:input_type -> hubbub.api.v1.PublishRequest
+	2,  // 23: hubbub.api.v1.ServerAPI.BatchPublish:input_type -> hubbub.api.v1.BatchPublishRequest
+	5,  // 24: hubbub.api.v1.ServerAPI.Broadcast:input_type -> hubbub.api.v1.BroadcastRequest
+	7,  // 25: hubbub.api.v1.ServerAPI.History:input_type -> hubbub.api.v1.HistoryRequest
+	9,  // 26: hubbub.api.v1.ServerAPI.Presence:input_type -> hubbub.api.v1.PresenceRequest
+	11, // 27: hubbub.api.v1.ServerAPI.RoomInfo:input_type -> hubbub.api.v1.RoomInfoRequest
+	14, // 28: hubbub.api.v1.ServerAPI.ListRooms:input_type -> hubbub.api.v1.ListRoomsRequest
+	17, // 29: hubbub.api.v1.ServerAPI.Disconnect:input_type -> hubbub.api.v1.DisconnectRequest
+	19, // 30: hubbub.api.v1.ServerAPI.Connections:input_type -> hubbub.api.v1.ConnectionsRequest
+	22, // 31: hubbub.api.v1.ServerAPI.Info:input_type -> hubbub.api.v1.InfoRequest
+	25, // 32: hubbub.api.v1.ServerAPI.Tail:input_type -> hubbub.api.v1.TailRequest
+	1,  // 33: hubbub.api.v1.ServerAPI.Publish:output_type -> hubbub.api.v1.PublishResponse
+	3,  // 34: hubbub.api.v1.ServerAPI.BatchPublish:output_type -> hubbub.api.v1.BatchPublishResponse
+	6,  // 35: hubbub.api.v1.ServerAPI.Broadcast:output_type -> hubbub.api.v1.BroadcastResponse
+	8,  // 36: hubbub.api.v1.ServerAPI.History:output_type -> hubbub.api.v1.HistoryResponse
+	10, // 37: hubbub.api.v1.ServerAPI.Presence:output_type -> hubbub.api.v1.PresenceResponse
+	12, // 38: hubbub.api.v1.ServerAPI.RoomInfo:output_type -> hubbub.api.v1.RoomInfoResponse
+	15, // 39: hubbub.api.v1.ServerAPI.ListRooms:output_type -> hubbub.api.v1.ListRoomsResponse
+	18, // 40: hubbub.api.v1.ServerAPI.Disconnect:output_type -> hubbub.api.v1.DisconnectResponse
+	20, // 41: hubbub.api.v1.ServerAPI.Connections:output_type -> hubbub.api.v1.ConnectionsResponse
+	23, // 42: hubbub.api.v1.ServerAPI.Info:output_type -> hubbub.api.v1.InfoResponse
+	26, // 43: hubbub.api.v1.ServerAPI.Tail:output_type -> hubbub.api.v1.TailResponse
+	33, // [33:44] is the sub-list for method output_type
+	22, // [22:33] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_api_v1_api_proto_init() }
@@ -1756,7 +2048,7 @@ func file_hubbub_api_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_api_v1_api_proto_rawDesc), len(file_hubbub_api_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

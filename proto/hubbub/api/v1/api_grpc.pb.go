@@ -29,6 +29,7 @@ const (
 	ServerAPI_Disconnect_FullMethodName   = "/hubbub.api.v1.ServerAPI/Disconnect"
 	ServerAPI_Connections_FullMethodName  = "/hubbub.api.v1.ServerAPI/Connections"
 	ServerAPI_Info_FullMethodName         = "/hubbub.api.v1.ServerAPI/Info"
+	ServerAPI_Tail_FullMethodName         = "/hubbub.api.v1.ServerAPI/Tail"
 )
 
 // ServerAPIClient is the client API for ServerAPI service.
@@ -39,7 +40,8 @@ const (
 // inspect them. It is served with Connect on --api-listen, so the same methods answer gRPC, gRPC-Web and
 // HTTP+JSON (POST /hubbub.api.v1.ServerAPI/<Method> with a JSON body). Every call needs
 // "Authorization: Bearer <key>" with a key whose scopes allow the method: publish (Publish,
-// BatchPublish, Broadcast), read (History, Presence, RoomInfo) or admin (everything).
+// BatchPublish, Broadcast), read (History, Presence, RoomInfo, ListRooms, Connections, Info) or admin
+// (everything, and alone Disconnect and Tail).
 type ServerAPIClient interface {
 	// Publish sends one message to a room, as a client publish does: the same order, durability,
 	// idempotency (message_id), limits and overflow policies.
@@ -60,8 +62,12 @@ type ServerAPIClient interface {
 	Disconnect(ctx context.Context, in *DisconnectRequest, opts ...grpc.CallOption) (*DisconnectResponse, error)
 	// Connections lists a user's connections on every node.
 	Connections(ctx context.Context, in *ConnectionsRequest, opts ...grpc.CallOption) (*ConnectionsResponse, error)
-	// Info describes every node of the cluster.
+	// Info describes every node of the cluster, and the calling key.
 	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
+	// Tail streams a room's messages as they are stored, each with the trace id of its publish
+	// (admin scope). It starts after since, or at the room's newest message; a response with gap set
+	// says messages in between are no longer held. It ends when the caller cancels it.
+	Tail(ctx context.Context, in *TailRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailResponse], error)
 }
 
 type serverAPIClient struct {
@@ -172,6 +178,25 @@ func (c *serverAPIClient) Info(ctx context.Context, in *InfoRequest, opts ...grp
 	return out, nil
 }
 
+func (c *serverAPIClient) Tail(ctx context.Context, in *TailRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ServerAPI_ServiceDesc.Streams[0], ServerAPI_Tail_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TailRequest, TailResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ServerAPI_TailClient = grpc.ServerStreamingClient[TailResponse]
+
 // ServerAPIServer is the server API for ServerAPI service.
 // All implementations must embed UnimplementedServerAPIServer
 // for forward compatibility.
@@ -180,7 +205,8 @@ func (c *serverAPIClient) Info(ctx context.Context, in *InfoRequest, opts ...grp
 // inspect them. It is served with Connect on --api-listen, so the same methods answer gRPC, gRPC-Web and
 // HTTP+JSON (POST /hubbub.api.v1.ServerAPI/<Method> with a JSON body). Every call needs
 // "Authorization: Bearer <key>" with a key whose scopes allow the method: publish (Publish,
-// BatchPublish, Broadcast), read (History, Presence, RoomInfo) or admin (everything).
+// BatchPublish, Broadcast), read (History, Presence, RoomInfo, ListRooms, Connections, Info) or admin
+// (everything, and alone Disconnect and Tail).
 type ServerAPIServer interface {
 	// Publish sends one message to a room, as a client publish does: the same order, durability,
 	// idempotency (message_id), limits and overflow policies.
@@ -201,8 +227,12 @@ type ServerAPIServer interface {
 	Disconnect(context.Context, *DisconnectRequest) (*DisconnectResponse, error)
 	// Connections lists a user's connections on every node.
 	Connections(context.Context, *ConnectionsRequest) (*ConnectionsResponse, error)
-	// Info describes every node of the cluster.
+	// Info describes every node of the cluster, and the calling key.
 	Info(context.Context, *InfoRequest) (*InfoResponse, error)
+	// Tail streams a room's messages as they are stored, each with the trace id of its publish
+	// (admin scope). It starts after since, or at the room's newest message; a response with gap set
+	// says messages in between are no longer held. It ends when the caller cancels it.
+	Tail(*TailRequest, grpc.ServerStreamingServer[TailResponse]) error
 	mustEmbedUnimplementedServerAPIServer()
 }
 
@@ -242,6 +272,9 @@ func (UnimplementedServerAPIServer) Connections(context.Context, *ConnectionsReq
 }
 func (UnimplementedServerAPIServer) Info(context.Context, *InfoRequest) (*InfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Info not implemented")
+}
+func (UnimplementedServerAPIServer) Tail(*TailRequest, grpc.ServerStreamingServer[TailResponse]) error {
+	return status.Error(codes.Unimplemented, "method Tail not implemented")
 }
 func (UnimplementedServerAPIServer) mustEmbedUnimplementedServerAPIServer() {}
 func (UnimplementedServerAPIServer) testEmbeddedByValue()                   {}
@@ -444,6 +477,17 @@ func _ServerAPI_Info_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ServerAPI_Tail_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TailRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ServerAPIServer).Tail(m, &grpc.GenericServerStream[TailRequest, TailResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ServerAPI_TailServer = grpc.ServerStreamingServer[TailResponse]
+
 // ServerAPI_ServiceDesc is the grpc.ServiceDesc for ServerAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -492,6 +536,12 @@ var ServerAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ServerAPI_Info_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Tail",
+			Handler:       _ServerAPI_Tail_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "hubbub/api/v1/api.proto",
 }

@@ -153,6 +153,7 @@ type Envelope struct {
 	//	*Envelope_NodeInspect
 	//	*Envelope_NodeReport
 	//	*Envelope_NodeDisconnect
+	//	*Envelope_RoomTail
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -321,6 +322,15 @@ func (x *Envelope) GetNodeDisconnect() *NodeDisconnect {
 	return nil
 }
 
+func (x *Envelope) GetRoomTail() *RoomTail {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomTail); ok {
+			return x.RoomTail
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -381,6 +391,10 @@ type Envelope_NodeDisconnect struct {
 	NodeDisconnect *NodeDisconnect `protobuf:"bytes,14,opt,name=node_disconnect,json=nodeDisconnect,proto3,oneof"`
 }
 
+type Envelope_RoomTail struct {
+	RoomTail *RoomTail `protobuf:"bytes,15,opt,name=room_tail,json=roomTail,proto3,oneof"`
+}
+
 func (*Envelope_RoomJoin) isEnvelope_Body() {}
 
 func (*Envelope_RoomLeave) isEnvelope_Body() {}
@@ -408,6 +422,8 @@ func (*Envelope_NodeInspect) isEnvelope_Body() {}
 func (*Envelope_NodeReport) isEnvelope_Body() {}
 
 func (*Envelope_NodeDisconnect) isEnvelope_Body() {}
+
+func (*Envelope_RoomTail) isEnvelope_Body() {}
 
 // Member identifies one connection in a room.
 type Member struct {
@@ -1004,7 +1020,9 @@ type RoomReply struct {
 	RequestId uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	Frame     *v1.ServerFrame        `protobuf:"bytes,2,opt,name=frame,proto3" json:"frame,omitempty"`
 	// The answer to a RoomInspect.
-	Inspection    *RoomInspection   `protobuf:"bytes,3,opt,name=inspection,proto3" json:"inspection,omitempty"`
+	Inspection *RoomInspection `protobuf:"bytes,3,opt,name=inspection,proto3" json:"inspection,omitempty"`
+	// The answer to a RoomTail.
+	Tail          *RoomTailReply    `protobuf:"bytes,4,opt,name=tail,proto3" json:"tail,omitempty"`
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1057,6 +1075,13 @@ func (x *RoomReply) GetFrame() *v1.ServerFrame {
 func (x *RoomReply) GetInspection() *RoomInspection {
 	if x != nil {
 		return x.Inspection
+	}
+	return nil
+}
+
+func (x *RoomReply) GetTail() *RoomTailReply {
+	if x != nil {
+		return x.Tail
 	}
 	return nil
 }
@@ -1138,7 +1163,9 @@ type RoomInspection struct {
 	// Members per node address.
 	Nodes map[string]uint32 `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// The address of the node the room runs on.
-	Address       string `protobuf:"bytes,5,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,5,opt,name=address,proto3" json:"address,omitempty"`
+	// Publishes per second, averaged over about ten seconds.
+	PublishRate   float64 `protobuf:"fixed64,6,opt,name=publish_rate,json=publishRate,proto3" json:"publish_rate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1208,6 +1235,220 @@ func (x *RoomInspection) GetAddress() string {
 	return ""
 }
 
+func (x *RoomInspection) GetPublishRate() float64 {
+	if x != nil {
+		return x.PublishRate
+	}
+	return 0
+}
+
+// RoomTail asks a room for the messages after a position (the server API's
+// Tail). With wait set and nothing newer, the room answers when its next
+// message is stored (or with nothing, when it has more waiting tails than it
+// keeps).
+type RoomTail struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Room      string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	RequestId uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The position seen last; empty: answer at once with the room's position.
+	After         *v1.StreamPosition `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
+	Limit         uint32             `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Wait          bool               `protobuf:"varint,5,opt,name=wait,proto3" json:"wait,omitempty"`
+	Trace         map[string]string  `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomTail) Reset() {
+	*x = RoomTail{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomTail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomTail) ProtoMessage() {}
+
+func (x *RoomTail) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomTail.ProtoReflect.Descriptor instead.
+func (*RoomTail) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RoomTail) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *RoomTail) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *RoomTail) GetAfter() *v1.StreamPosition {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *RoomTail) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RoomTail) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+func (x *RoomTail) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
+// RoomTailReply is what a room has after a RoomTail's position.
+type RoomTailReply struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*TailEntry           `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The position of the last entry, or the room's when there are none.
+	Position *v1.StreamPosition `protobuf:"bytes,2,opt,name=position,proto3" json:"position,omitempty"`
+	// Messages between the asked position and the first entry are no longer
+	// held (or the room's epoch changed).
+	Gap           bool `protobuf:"varint,3,opt,name=gap,proto3" json:"gap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomTailReply) Reset() {
+	*x = RoomTailReply{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomTailReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomTailReply) ProtoMessage() {}
+
+func (x *RoomTailReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomTailReply.ProtoReflect.Descriptor instead.
+func (*RoomTailReply) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RoomTailReply) GetEntries() []*TailEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *RoomTailReply) GetPosition() *v1.StreamPosition {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *RoomTailReply) GetGap() bool {
+	if x != nil {
+		return x.Gap
+	}
+	return false
+}
+
+// TailEntry is one message with the trace it was published in.
+type TailEntry struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Message *v1.Message            `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// The W3C trace id of the message's publish, when it was traced.
+	TraceId       string `protobuf:"bytes,2,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailEntry) Reset() {
+	*x = TailEntry{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailEntry) ProtoMessage() {}
+
+func (x *TailEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailEntry.ProtoReflect.Descriptor instead.
+func (*TailEntry) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TailEntry) GetMessage() *v1.Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *TailEntry) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
 // NodeInspect asks a node (its users actor) about itself: its rooms matching
 // a pattern, a user's connections, its counts.
 type NodeInspect struct {
@@ -1217,14 +1458,16 @@ type NodeInspect struct {
 	Rooms   bool   `protobuf:"varint,2,opt,name=rooms,proto3" json:"rooms,omitempty"`
 	Pattern string `protobuf:"bytes,3,opt,name=pattern,proto3" json:"pattern,omitempty"`
 	// List this user's connections on the node.
-	User          string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	User string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	// List this many connections with the most bytes queued (slow consumers).
+	Slowest       uint32 `protobuf:"varint,5,opt,name=slowest,proto3" json:"slowest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeInspect) Reset() {
 	*x = NodeInspect{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1479,7 @@ func (x *NodeInspect) String() string {
 func (*NodeInspect) ProtoMessage() {}
 
 func (x *NodeInspect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1492,7 @@ func (x *NodeInspect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInspect.ProtoReflect.Descriptor instead.
 func (*NodeInspect) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NodeInspect) GetRequestId() uint64 {
@@ -1280,6 +1523,13 @@ func (x *NodeInspect) GetUser() string {
 	return ""
 }
 
+func (x *NodeInspect) GetSlowest() uint32 {
+	if x != nil {
+		return x.Slowest
+	}
+	return 0
+}
+
 // NodeReport is a node's answer to NodeInspect.
 type NodeReport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1293,14 +1543,21 @@ type NodeReport struct {
 	RoomList      []*NodeRoom            `protobuf:"bytes,8,rep,name=room_list,json=roomList,proto3" json:"room_list,omitempty"`
 	ConnList      []*NodeConn            `protobuf:"bytes,9,rep,name=conn_list,json=connList,proto3" json:"conn_list,omitempty"`
 	// Connections closed by a NodeDisconnect.
-	Closed        uint32 `protobuf:"varint,10,opt,name=closed,proto3" json:"closed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Closed uint32 `protobuf:"varint,10,opt,name=closed,proto3" json:"closed,omitempty"`
+	// Since the node started: connections closed as slow consumers, pushes
+	// dropped by a room's overflow policy, pushes conflated, and pushes not
+	// written because the member's socket was gone.
+	SlowConsumers   uint64 `protobuf:"varint,11,opt,name=slow_consumers,json=slowConsumers,proto3" json:"slow_consumers,omitempty"`
+	OverflowDropped uint64 `protobuf:"varint,12,opt,name=overflow_dropped,json=overflowDropped,proto3" json:"overflow_dropped,omitempty"`
+	Conflated       uint64 `protobuf:"varint,13,opt,name=conflated,proto3" json:"conflated,omitempty"`
+	DeliveryDrops   uint64 `protobuf:"varint,14,opt,name=delivery_drops,json=deliveryDrops,proto3" json:"delivery_drops,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *NodeReport) Reset() {
 	*x = NodeReport{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1569,7 @@ func (x *NodeReport) String() string {
 func (*NodeReport) ProtoMessage() {}
 
 func (x *NodeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1582,7 @@ func (x *NodeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeReport.ProtoReflect.Descriptor instead.
 func (*NodeReport) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeReport) GetRequestId() uint64 {
@@ -1398,19 +1655,49 @@ func (x *NodeReport) GetClosed() uint32 {
 	return 0
 }
 
+func (x *NodeReport) GetSlowConsumers() uint64 {
+	if x != nil {
+		return x.SlowConsumers
+	}
+	return 0
+}
+
+func (x *NodeReport) GetOverflowDropped() uint64 {
+	if x != nil {
+		return x.OverflowDropped
+	}
+	return 0
+}
+
+func (x *NodeReport) GetConflated() uint64 {
+	if x != nil {
+		return x.Conflated
+	}
+	return 0
+}
+
+func (x *NodeReport) GetDeliveryDrops() uint64 {
+	if x != nil {
+		return x.DeliveryDrops
+	}
+	return 0
+}
+
 // NodeRoom is one room running on a node.
 type NodeRoom struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
-	Members       uint32                 `protobuf:"varint,2,opt,name=members,proto3" json:"members,omitempty"`
-	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Room    string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Members uint32                 `protobuf:"varint,2,opt,name=members,proto3" json:"members,omitempty"`
+	Offset  uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Publishes per second, averaged over about ten seconds.
+	PublishRate   float64 `protobuf:"fixed64,4,opt,name=publish_rate,json=publishRate,proto3" json:"publish_rate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeRoom) Reset() {
 	*x = NodeRoom{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1709,7 @@ func (x *NodeRoom) String() string {
 func (*NodeRoom) ProtoMessage() {}
 
 func (x *NodeRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1722,7 @@ func (x *NodeRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRoom.ProtoReflect.Descriptor instead.
 func (*NodeRoom) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeRoom) GetRoom() string {
@@ -1459,6 +1746,13 @@ func (x *NodeRoom) GetOffset() uint64 {
 	return 0
 }
 
+func (x *NodeRoom) GetPublishRate() float64 {
+	if x != nil {
+		return x.PublishRate
+	}
+	return 0
+}
+
 // NodeConn is one connection on a node.
 type NodeConn struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -1473,7 +1767,7 @@ type NodeConn struct {
 
 func (x *NodeConn) Reset() {
 	*x = NodeConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1779,7 @@ func (x *NodeConn) String() string {
 func (*NodeConn) ProtoMessage() {}
 
 func (x *NodeConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1792,7 @@ func (x *NodeConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeConn.ProtoReflect.Descriptor instead.
 func (*NodeConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeConn) GetClientId() string {
@@ -1550,7 +1844,7 @@ type NodeDisconnect struct {
 
 func (x *NodeDisconnect) Reset() {
 	*x = NodeDisconnect{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1856,7 @@ func (x *NodeDisconnect) String() string {
 func (*NodeDisconnect) ProtoMessage() {}
 
 func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1869,7 @@ func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDisconnect.ProtoReflect.Descriptor instead.
 func (*NodeDisconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeDisconnect) GetRequestId() uint64 {
@@ -1631,7 +1925,7 @@ type RelaySubscribe struct {
 
 func (x *RelaySubscribe) Reset() {
 	*x = RelaySubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1937,7 @@ func (x *RelaySubscribe) String() string {
 func (*RelaySubscribe) ProtoMessage() {}
 
 func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1950,7 @@ func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelaySubscribe.ProtoReflect.Descriptor instead.
 func (*RelaySubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RelaySubscribe) GetRoom() string {
@@ -1716,7 +2010,7 @@ type RelayUnsubscribe struct {
 
 func (x *RelayUnsubscribe) Reset() {
 	*x = RelayUnsubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +2022,7 @@ func (x *RelayUnsubscribe) String() string {
 func (*RelayUnsubscribe) ProtoMessage() {}
 
 func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +2035,7 @@ func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayUnsubscribe.ProtoReflect.Descriptor instead.
 func (*RelayUnsubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RelayUnsubscribe) GetRoom() string {
@@ -1813,7 +2107,7 @@ type RelayDeliver struct {
 
 func (x *RelayDeliver) Reset() {
 	*x = RelayDeliver{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +2119,7 @@ func (x *RelayDeliver) String() string {
 func (*RelayDeliver) ProtoMessage() {}
 
 func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +2132,7 @@ func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayDeliver.ProtoReflect.Descriptor instead.
 func (*RelayDeliver) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RelayDeliver) GetRoom() string {
@@ -1946,7 +2240,7 @@ type NotifyJournalRecord struct {
 
 func (x *NotifyJournalRecord) Reset() {
 	*x = NotifyJournalRecord{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2252,7 @@ func (x *NotifyJournalRecord) String() string {
 func (*NotifyJournalRecord) ProtoMessage() {}
 
 func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2265,7 @@ func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyJournalRecord.ProtoReflect.Descriptor instead.
 func (*NotifyJournalRecord) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NotifyJournalRecord) GetEntry() isNotifyJournalRecord_Entry {
@@ -2109,7 +2403,7 @@ type JournalConn struct {
 
 func (x *JournalConn) Reset() {
 	*x = JournalConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2415,7 @@ func (x *JournalConn) String() string {
 func (*JournalConn) ProtoMessage() {}
 
 func (x *JournalConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2428,7 @@ func (x *JournalConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalConn.ProtoReflect.Descriptor instead.
 func (*JournalConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JournalConn) GetClientId() string {
@@ -2162,7 +2456,7 @@ var File_hubbub_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bhubbub/hooks/v1/hooks.proto\x1a\x16hubbub/v1/hubbub.proto\"\xba\a\n" +
+	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bhubbub/hooks/v1/hooks.proto\x1a\x16hubbub/v1/hubbub.proto\"\xf3\a\n" +
 	"\bEnvelope\x127\n" +
 	"\troom_join\x18\x01 \x01(\v2\x18.hubbub.node.v1.RoomJoinH\x00R\broomJoin\x12:\n" +
 	"\n" +
@@ -2182,7 +2476,8 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\fnode_inspect\x18\f \x01(\v2\x1b.hubbub.node.v1.NodeInspectH\x00R\vnodeInspect\x12=\n" +
 	"\vnode_report\x18\r \x01(\v2\x1a.hubbub.node.v1.NodeReportH\x00R\n" +
 	"nodeReport\x12I\n" +
-	"\x0fnode_disconnect\x18\x0e \x01(\v2\x1e.hubbub.node.v1.NodeDisconnectH\x00R\x0enodeDisconnectB\x06\n" +
+	"\x0fnode_disconnect\x18\x0e \x01(\v2\x1e.hubbub.node.v1.NodeDisconnectH\x00R\x0enodeDisconnect\x127\n" +
+	"\troom_tail\x18\x0f \x01(\v2\x18.hubbub.node.v1.RoomTailH\x00R\broomTailB\x06\n" +
 	"\x04body\"\xbc\x01\n" +
 	"\x06Member\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x19\n" +
@@ -2265,14 +2560,15 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc1\x02\n" +
 	"\tRoomReply\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12,\n" +
 	"\x05frame\x18\x02 \x01(\v2\x16.hubbub.v1.ServerFrameR\x05frame\x12>\n" +
 	"\n" +
 	"inspection\x18\x03 \x01(\v2\x1e.hubbub.node.v1.RoomInspectionR\n" +
-	"inspection\x12:\n" +
+	"inspection\x121\n" +
+	"\x04tail\x18\x04 \x01(\v2\x1d.hubbub.node.v1.RoomTailReplyR\x04tail\x12:\n" +
 	"\x05trace\x18\x0f \x03(\v2$.hubbub.node.v1.RoomReply.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -2286,23 +2582,44 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x02\n" +
 	"\x0eRoomInspection\x125\n" +
 	"\bposition\x18\x01 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12'\n" +
 	"\x04info\x18\x02 \x01(\v2\x13.hubbub.v1.RoomInfoR\x04info\x124\n" +
 	"\bpresence\x18\x03 \x01(\v2\x18.hubbub.v1.PresenceStateR\bpresence\x12?\n" +
 	"\x05nodes\x18\x04 \x03(\v2).hubbub.node.v1.RoomInspection.NodesEntryR\x05nodes\x12\x18\n" +
-	"\aaddress\x18\x05 \x01(\tR\aaddress\x1a8\n" +
+	"\aaddress\x18\x05 \x01(\tR\aaddress\x12!\n" +
+	"\fpublish_rate\x18\x06 \x01(\x01R\vpublishRate\x1a8\n" +
 	"\n" +
 	"NodesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"p\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x8d\x02\n" +
+	"\bRoomTail\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12/\n" +
+	"\x05after\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05after\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x12\n" +
+	"\x04wait\x18\x05 \x01(\bR\x04wait\x129\n" +
+	"\x05trace\x18\x0f \x03(\v2#.hubbub.node.v1.RoomTail.TraceEntryR\x05trace\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x01\n" +
+	"\rRoomTailReply\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.hubbub.node.v1.TailEntryR\aentries\x125\n" +
+	"\bposition\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x10\n" +
+	"\x03gap\x18\x03 \x01(\bR\x03gap\"T\n" +
+	"\tTailEntry\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.hubbub.v1.MessageR\amessage\x12\x19\n" +
+	"\btrace_id\x18\x02 \x01(\tR\atraceId\"\x8a\x01\n" +
 	"\vNodeInspect\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
 	"\x05rooms\x18\x02 \x01(\bR\x05rooms\x12\x18\n" +
 	"\apattern\x18\x03 \x01(\tR\apattern\x12\x12\n" +
-	"\x04user\x18\x04 \x01(\tR\x04user\"\xdb\x02\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\x12\x18\n" +
+	"\aslowest\x18\x05 \x01(\rR\aslowest\"\xf2\x03\n" +
 	"\n" +
 	"NodeReport\x12\x1d\n" +
 	"\n" +
@@ -2316,11 +2633,16 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\troom_list\x18\b \x03(\v2\x18.hubbub.node.v1.NodeRoomR\broomList\x125\n" +
 	"\tconn_list\x18\t \x03(\v2\x18.hubbub.node.v1.NodeConnR\bconnList\x12\x16\n" +
 	"\x06closed\x18\n" +
-	" \x01(\rR\x06closed\"P\n" +
+	" \x01(\rR\x06closed\x12%\n" +
+	"\x0eslow_consumers\x18\v \x01(\x04R\rslowConsumers\x12)\n" +
+	"\x10overflow_dropped\x18\f \x01(\x04R\x0foverflowDropped\x12\x1c\n" +
+	"\tconflated\x18\r \x01(\x04R\tconflated\x12%\n" +
+	"\x0edelivery_drops\x18\x0e \x01(\x04R\rdeliveryDrops\"s\n" +
 	"\bNodeRoom\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x18\n" +
 	"\amembers\x18\x02 \x01(\rR\amembers\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x04R\x06offset\"\xa0\x01\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12!\n" +
+	"\fpublish_rate\x18\x04 \x01(\x01R\vpublishRate\"\xa0\x01\n" +
 	"\bNodeConn\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x14\n" +
@@ -2412,7 +2734,7 @@ func file_hubbub_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(Encoding)(0),               // 0: hubbub.node.v1.Encoding
 	(OverflowPolicy)(0),         // 1: hubbub.node.v1.OverflowPolicy
@@ -2427,38 +2749,43 @@ var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(*RoomReply)(nil),           // 10: hubbub.node.v1.RoomReply
 	(*RoomInspect)(nil),         // 11: hubbub.node.v1.RoomInspect
 	(*RoomInspection)(nil),      // 12: hubbub.node.v1.RoomInspection
-	(*NodeInspect)(nil),         // 13: hubbub.node.v1.NodeInspect
-	(*NodeReport)(nil),          // 14: hubbub.node.v1.NodeReport
-	(*NodeRoom)(nil),            // 15: hubbub.node.v1.NodeRoom
-	(*NodeConn)(nil),            // 16: hubbub.node.v1.NodeConn
-	(*NodeDisconnect)(nil),      // 17: hubbub.node.v1.NodeDisconnect
-	(*RelaySubscribe)(nil),      // 18: hubbub.node.v1.RelaySubscribe
-	(*RelayUnsubscribe)(nil),    // 19: hubbub.node.v1.RelayUnsubscribe
-	(*RelayDeliver)(nil),        // 20: hubbub.node.v1.RelayDeliver
-	(*NotifyJournalRecord)(nil), // 21: hubbub.node.v1.NotifyJournalRecord
-	(*JournalConn)(nil),         // 22: hubbub.node.v1.JournalConn
-	nil,                         // 23: hubbub.node.v1.RoomJoin.TraceEntry
-	nil,                         // 24: hubbub.node.v1.RoomLeave.TraceEntry
-	nil,                         // 25: hubbub.node.v1.RoomPublish.TraceEntry
-	nil,                         // 26: hubbub.node.v1.RoomHistory.TraceEntry
-	nil,                         // 27: hubbub.node.v1.RoomPresence.TraceEntry
-	nil,                         // 28: hubbub.node.v1.RoomTyping.TraceEntry
-	nil,                         // 29: hubbub.node.v1.RoomReply.TraceEntry
-	nil,                         // 30: hubbub.node.v1.RoomInspect.TraceEntry
-	nil,                         // 31: hubbub.node.v1.RoomInspection.NodesEntry
-	nil,                         // 32: hubbub.node.v1.RelaySubscribe.TraceEntry
-	nil,                         // 33: hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	nil,                         // 34: hubbub.node.v1.RelayDeliver.TraceEntry
-	(*v1.ClientInfo)(nil),       // 35: hubbub.v1.ClientInfo
-	(*v1.StreamPosition)(nil),   // 36: hubbub.v1.StreamPosition
-	(*structpb.Value)(nil),      // 37: google.protobuf.Value
-	(*v1.Body)(nil),             // 38: hubbub.v1.Body
-	(*v1.HistoryRequest)(nil),   // 39: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),      // 40: hubbub.v1.ServerFrame
-	(*v1.RoomInfo)(nil),         // 41: hubbub.v1.RoomInfo
-	(*v1.PresenceState)(nil),    // 42: hubbub.v1.PresenceState
-	(*v1.JoinReply)(nil),        // 43: hubbub.v1.JoinReply
-	(*v11.Notification)(nil),    // 44: hubbub.hooks.v1.Notification
+	(*RoomTail)(nil),            // 13: hubbub.node.v1.RoomTail
+	(*RoomTailReply)(nil),       // 14: hubbub.node.v1.RoomTailReply
+	(*TailEntry)(nil),           // 15: hubbub.node.v1.TailEntry
+	(*NodeInspect)(nil),         // 16: hubbub.node.v1.NodeInspect
+	(*NodeReport)(nil),          // 17: hubbub.node.v1.NodeReport
+	(*NodeRoom)(nil),            // 18: hubbub.node.v1.NodeRoom
+	(*NodeConn)(nil),            // 19: hubbub.node.v1.NodeConn
+	(*NodeDisconnect)(nil),      // 20: hubbub.node.v1.NodeDisconnect
+	(*RelaySubscribe)(nil),      // 21: hubbub.node.v1.RelaySubscribe
+	(*RelayUnsubscribe)(nil),    // 22: hubbub.node.v1.RelayUnsubscribe
+	(*RelayDeliver)(nil),        // 23: hubbub.node.v1.RelayDeliver
+	(*NotifyJournalRecord)(nil), // 24: hubbub.node.v1.NotifyJournalRecord
+	(*JournalConn)(nil),         // 25: hubbub.node.v1.JournalConn
+	nil,                         // 26: hubbub.node.v1.RoomJoin.TraceEntry
+	nil,                         // 27: hubbub.node.v1.RoomLeave.TraceEntry
+	nil,                         // 28: hubbub.node.v1.RoomPublish.TraceEntry
+	nil,                         // 29: hubbub.node.v1.RoomHistory.TraceEntry
+	nil,                         // 30: hubbub.node.v1.RoomPresence.TraceEntry
+	nil,                         // 31: hubbub.node.v1.RoomTyping.TraceEntry
+	nil,                         // 32: hubbub.node.v1.RoomReply.TraceEntry
+	nil,                         // 33: hubbub.node.v1.RoomInspect.TraceEntry
+	nil,                         // 34: hubbub.node.v1.RoomInspection.NodesEntry
+	nil,                         // 35: hubbub.node.v1.RoomTail.TraceEntry
+	nil,                         // 36: hubbub.node.v1.RelaySubscribe.TraceEntry
+	nil,                         // 37: hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	nil,                         // 38: hubbub.node.v1.RelayDeliver.TraceEntry
+	(*v1.ClientInfo)(nil),       // 39: hubbub.v1.ClientInfo
+	(*v1.StreamPosition)(nil),   // 40: hubbub.v1.StreamPosition
+	(*structpb.Value)(nil),      // 41: google.protobuf.Value
+	(*v1.Body)(nil),             // 42: hubbub.v1.Body
+	(*v1.HistoryRequest)(nil),   // 43: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),      // 44: hubbub.v1.ServerFrame
+	(*v1.RoomInfo)(nil),         // 45: hubbub.v1.RoomInfo
+	(*v1.PresenceState)(nil),    // 46: hubbub.v1.PresenceState
+	(*v1.Message)(nil),          // 47: hubbub.v1.Message
+	(*v1.JoinReply)(nil),        // 48: hubbub.v1.JoinReply
+	(*v11.Notification)(nil),    // 49: hubbub.hooks.v1.Notification
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	4,  // 0: hubbub.node.v1.Envelope.room_join:type_name -> hubbub.node.v1.RoomJoin
@@ -2468,55 +2795,62 @@ var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	8,  // 4: hubbub.node.v1.Envelope.room_presence:type_name -> hubbub.node.v1.RoomPresence
 	9,  // 5: hubbub.node.v1.Envelope.room_typing:type_name -> hubbub.node.v1.RoomTyping
 	10, // 6: hubbub.node.v1.Envelope.room_reply:type_name -> hubbub.node.v1.RoomReply
-	18, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
-	19, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
-	20, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
+	21, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
+	22, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
+	23, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
 	11, // 10: hubbub.node.v1.Envelope.room_inspect:type_name -> hubbub.node.v1.RoomInspect
-	13, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
-	14, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
-	17, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
-	35, // 14: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
-	0,  // 15: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
-	3,  // 16: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
-	36, // 17: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	36, // 18: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
-	37, // 19: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
-	23, // 20: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
-	3,  // 21: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	24, // 22: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
-	3,  // 23: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	38, // 24: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	25, // 25: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	39, // 26: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	26, // 27: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	27, // 28: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
-	3,  // 29: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	28, // 30: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	40, // 31: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
-	12, // 32: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
-	29, // 33: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	30, // 34: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
-	36, // 35: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
-	41, // 36: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
-	42, // 37: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
-	31, // 38: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
-	15, // 39: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
-	16, // 40: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
-	43, // 41: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	32, // 42: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	33, // 43: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	1,  // 44: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	34, // 45: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	22, // 46: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
-	22, // 47: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
-	22, // 48: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
-	22, // 49: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
-	44, // 50: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	16, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
+	17, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
+	20, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
+	13, // 14: hubbub.node.v1.Envelope.room_tail:type_name -> hubbub.node.v1.RoomTail
+	39, // 15: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
+	0,  // 16: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
+	3,  // 17: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
+	40, // 18: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
+	40, // 19: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
+	41, // 20: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
+	26, // 21: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	3,  // 22: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
+	27, // 23: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	3,  // 24: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
+	42, // 25: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	28, // 26: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	43, // 27: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	29, // 28: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	30, // 29: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	3,  // 30: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
+	31, // 31: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	44, // 32: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	12, // 33: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
+	14, // 34: hubbub.node.v1.RoomReply.tail:type_name -> hubbub.node.v1.RoomTailReply
+	32, // 35: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	33, // 36: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
+	40, // 37: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
+	45, // 38: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
+	46, // 39: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
+	34, // 40: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
+	40, // 41: hubbub.node.v1.RoomTail.after:type_name -> hubbub.v1.StreamPosition
+	35, // 42: hubbub.node.v1.RoomTail.trace:type_name -> hubbub.node.v1.RoomTail.TraceEntry
+	15, // 43: hubbub.node.v1.RoomTailReply.entries:type_name -> hubbub.node.v1.TailEntry
+	40, // 44: hubbub.node.v1.RoomTailReply.position:type_name -> hubbub.v1.StreamPosition
+	47, // 45: hubbub.node.v1.TailEntry.message:type_name -> hubbub.v1.Message
+	18, // 46: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
+	19, // 47: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
+	48, // 48: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	36, // 49: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	37, // 50: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 51: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	38, // 52: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	25, // 53: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
+	25, // 54: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
+	25, // 55: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
+	25, // 56: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
+	49, // 57: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
@@ -2539,8 +2873,9 @@ func file_hubbub_node_v1_node_proto_init() {
 		(*Envelope_NodeInspect)(nil),
 		(*Envelope_NodeReport)(nil),
 		(*Envelope_NodeDisconnect)(nil),
+		(*Envelope_RoomTail)(nil),
 	}
-	file_hubbub_node_v1_node_proto_msgTypes[19].OneofWrappers = []any{
+	file_hubbub_node_v1_node_proto_msgTypes[22].OneofWrappers = []any{
 		(*NotifyJournalRecord_Stream)(nil),
 		(*NotifyJournalRecord_Open)(nil),
 		(*NotifyJournalRecord_Join)(nil),
@@ -2555,7 +2890,7 @@ func file_hubbub_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_node_v1_node_proto_rawDesc), len(file_hubbub_node_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

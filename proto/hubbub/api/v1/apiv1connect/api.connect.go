@@ -53,6 +53,8 @@ const (
 	ServerAPIConnectionsProcedure = "/hubbub.api.v1.ServerAPI/Connections"
 	// ServerAPIInfoProcedure is the fully-qualified name of the ServerAPI's Info RPC.
 	ServerAPIInfoProcedure = "/hubbub.api.v1.ServerAPI/Info"
+	// ServerAPITailProcedure is the fully-qualified name of the ServerAPI's Tail RPC.
+	ServerAPITailProcedure = "/hubbub.api.v1.ServerAPI/Tail"
 )
 
 // ServerAPIClient is a client for the hubbub.api.v1.ServerAPI service.
@@ -76,8 +78,12 @@ type ServerAPIClient interface {
 	Disconnect(context.Context, *connect.Request[v1.DisconnectRequest]) (*connect.Response[v1.DisconnectResponse], error)
 	// Connections lists a user's connections on every node.
 	Connections(context.Context, *connect.Request[v1.ConnectionsRequest]) (*connect.Response[v1.ConnectionsResponse], error)
-	// Info describes every node of the cluster.
+	// Info describes every node of the cluster, and the calling key.
 	Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error)
+	// Tail streams a room's messages as they are stored, each with the trace id of its publish
+	// (admin scope). It starts after since, or at the room's newest message; a response with gap set
+	// says messages in between are no longer held. It ends when the caller cancels it.
+	Tail(context.Context, *connect.Request[v1.TailRequest]) (*connect.ServerStreamForClient[v1.TailResponse], error)
 }
 
 // NewServerAPIClient constructs a client for the hubbub.api.v1.ServerAPI service. By default, it
@@ -151,6 +157,12 @@ func NewServerAPIClient(httpClient connect.HTTPClient, baseURL string, opts ...c
 			connect.WithSchema(serverAPIMethods.ByName("Info")),
 			connect.WithClientOptions(opts...),
 		),
+		tail: connect.NewClient[v1.TailRequest, v1.TailResponse](
+			httpClient,
+			baseURL+ServerAPITailProcedure,
+			connect.WithSchema(serverAPIMethods.ByName("Tail")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -166,6 +178,7 @@ type serverAPIClient struct {
 	disconnect   *connect.Client[v1.DisconnectRequest, v1.DisconnectResponse]
 	connections  *connect.Client[v1.ConnectionsRequest, v1.ConnectionsResponse]
 	info         *connect.Client[v1.InfoRequest, v1.InfoResponse]
+	tail         *connect.Client[v1.TailRequest, v1.TailResponse]
 }
 
 // Publish calls hubbub.api.v1.ServerAPI.Publish.
@@ -218,6 +231,11 @@ func (c *serverAPIClient) Info(ctx context.Context, req *connect.Request[v1.Info
 	return c.info.CallUnary(ctx, req)
 }
 
+// Tail calls hubbub.api.v1.ServerAPI.Tail.
+func (c *serverAPIClient) Tail(ctx context.Context, req *connect.Request[v1.TailRequest]) (*connect.ServerStreamForClient[v1.TailResponse], error) {
+	return c.tail.CallServerStream(ctx, req)
+}
+
 // ServerAPIHandler is an implementation of the hubbub.api.v1.ServerAPI service.
 type ServerAPIHandler interface {
 	// Publish sends one message to a room, as a client publish does: the same order, durability,
@@ -239,8 +257,12 @@ type ServerAPIHandler interface {
 	Disconnect(context.Context, *connect.Request[v1.DisconnectRequest]) (*connect.Response[v1.DisconnectResponse], error)
 	// Connections lists a user's connections on every node.
 	Connections(context.Context, *connect.Request[v1.ConnectionsRequest]) (*connect.Response[v1.ConnectionsResponse], error)
-	// Info describes every node of the cluster.
+	// Info describes every node of the cluster, and the calling key.
 	Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error)
+	// Tail streams a room's messages as they are stored, each with the trace id of its publish
+	// (admin scope). It starts after since, or at the room's newest message; a response with gap set
+	// says messages in between are no longer held. It ends when the caller cancels it.
+	Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error
 }
 
 // NewServerAPIHandler builds an HTTP handler from the service implementation. It returns the path
@@ -310,6 +332,12 @@ func NewServerAPIHandler(svc ServerAPIHandler, opts ...connect.HandlerOption) (s
 		connect.WithSchema(serverAPIMethods.ByName("Info")),
 		connect.WithHandlerOptions(opts...),
 	)
+	serverAPITailHandler := connect.NewServerStreamHandler(
+		ServerAPITailProcedure,
+		svc.Tail,
+		connect.WithSchema(serverAPIMethods.ByName("Tail")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hubbub.api.v1.ServerAPI/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ServerAPIPublishProcedure:
@@ -332,6 +360,8 @@ func NewServerAPIHandler(svc ServerAPIHandler, opts ...connect.HandlerOption) (s
 			serverAPIConnectionsHandler.ServeHTTP(w, r)
 		case ServerAPIInfoProcedure:
 			serverAPIInfoHandler.ServeHTTP(w, r)
+		case ServerAPITailProcedure:
+			serverAPITailHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -379,4 +409,8 @@ func (UnimplementedServerAPIHandler) Connections(context.Context, *connect.Reque
 
 func (UnimplementedServerAPIHandler) Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.api.v1.ServerAPI.Info is not implemented"))
+}
+
+func (UnimplementedServerAPIHandler) Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.api.v1.ServerAPI.Tail is not implemented"))
 }
