@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Hubbub's whole check and test suite; CI runs it too (.ci/run). It
 # installs what is missing: buf and staticcheck (Go module proxy), Debian's chromium,
-# etcd-server and redis-server (apt-get, as root or through sudo), playwright-core (npm ci in
-# web/test), the TypeScript SDK's packages (npm ci in sdk/ts) and Jaeger (built from tools/jaeger into ~/.cache/hubbub-tools).
+# etcd-server and redis-server (apt-get, as root or through sudo), the npm packages of the
+# TypeScript SDK and of the web pages (npm ci in sdk/ts and web, through scripts/build-web.sh, which
+# also bundles the pages) and Jaeger (built from tools/jaeger into ~/.cache/hubbub-tools).
 #
 #   ./scripts/test.sh            everything
 #   FUZZTIME=30s ./scripts/test.sh   also fuzz each decoder for that long
@@ -34,8 +35,8 @@ if [ -n "$missing" ]; then
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
-(cd web/test && npm ci --no-audit --no-fund --silent)
-(cd sdk/ts && npm ci --no-audit --no-fund --silent)
+# The chat page and the admin console, bundled before any Go build embeds them.
+./scripts/build-web.sh
 # Jaeger (a real trace backend) from the tools/jaeger module, built once per machine.
 JAEGER_VERSION=$(awk '$1 == "github.com/jaegertracing/jaeger" {print $2}' tools/jaeger/go.mod)
 export JAEGER_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/hubbub-tools/jaeger-$JAEGER_VERSION"
@@ -75,17 +76,22 @@ step "generated code is current"
 gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
 buf generate --output "$gen"
-buf generate --template sdk/ts/buf.gen.yaml --path proto/hubbub/v1 --output "$gen"
+buf generate --template sdk/ts/buf.gen.yaml --path proto/hubbub/v1 --path proto/hubbub/api/v1 --output "$gen"
 stale=0
 while IFS= read -r f; do
-	if ! cmp -s "$gen/$f" "$f"; then echo "stale: $f (run: buf generate; buf generate --template sdk/ts/buf.gen.yaml --path proto/hubbub/v1)"; stale=1; fi
+	if ! cmp -s "$gen/$f" "$f"; then echo "stale: $f (run: buf generate; buf generate --template sdk/ts/buf.gen.yaml --path proto/hubbub/v1 --path proto/hubbub/api/v1)"; stale=1; fi
 done < <(cd "$gen" && find . -name '*.go' -o -name '*_pb.ts' | sed 's|^\./||')
 [ "$stale" = 0 ]
 
-step "browser test (headless Chromium)"
+step "chat page and admin console: type check, tests in headless Chromium"
 bin="$gen/hubbub"
 go build -o "$bin" ./cmd/hubbub
-(cd web/test && HUBBUB_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-reporter=spec)
+(
+	cd web
+	npx tsc -p tsconfig.json --noEmit
+	# Screenshots of the pages under test are kept in web/test-artifacts (or $ARTIFACTS).
+	HUBBUB_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-reporter=spec
+)
 
 step "TypeScript SDK: type check, tests against a real server, package"
 (
@@ -98,7 +104,7 @@ step "TypeScript SDK: type check, tests against a real server, package"
 	mkdir -p "$gen/sdk-install" && cd "$gen/sdk-install"
 	echo '{"name":"sdk-install","private":true,"type":"module"}' >package.json
 	npm install --no-audit --no-fund --silent "$tgz" ws
-	node --input-type=module -e 'const m = await import("@hubbub-chat/client"); if (typeof m.Client !== "function" || !m.closeCodes.length) process.exit(1); console.log("package ok")'
+	node --input-type=module -e 'const m = await import("@hubbub-chat/client"); const a = await import("@hubbub-chat/client/api"); if (typeof m.Client !== "function" || !m.closeCodes.length || a.ServerAPI.typeName !== "hubbub.api.v1.ServerAPI") process.exit(1); console.log("package ok")'
 )
 
 step "go test -race"

@@ -504,6 +504,12 @@ func serve(args []string) int {
 		return 1
 	}
 	srv.Handle("/", web.Handler())
+	if cfg.apiListen != "" {
+		srv.HandleAPI("/admin/", web.Admin())
+	}
+	if !web.Built() {
+		log.Warn("this binary was built without its web pages (chat page, admin console): run ./scripts/build-web.sh, then build again")
+	}
 	l, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		log.Error("listen", "addr", cfg.listen, "err", err)
@@ -538,7 +544,7 @@ func serve(args []string) int {
 			<-errc
 			return 1
 		}
-		log.Info("server API listening", "addr", al.Addr().String(), "keys", len(cfg.server.API.Keys))
+		log.Info("server API listening", "addr", al.Addr().String(), "keys", len(cfg.server.API.Keys), "console", apiScheme(cfg.tlsCert)+al.Addr().String()+"/admin/")
 		serving++
 		go func() { // owner: serve; joined through errc or after Shutdown
 			if cfg.tlsCert != "" {
@@ -577,6 +583,13 @@ func serve(args []string) int {
 	}
 	log.Info("stopped")
 	return code
+}
+
+func apiScheme(tlsCert string) string {
+	if tlsCert != "" {
+		return "https://"
+	}
+	return "http://"
 }
 
 // exitStalled is the exit status of a cluster node that left after a stall.

@@ -318,6 +318,7 @@ export class Client {
   private msgPrefix = Math.random().toString(36).slice(2, 10);
   private msgSeq = 0;
   private attempt = 0;
+  private holdUntil = 0; // no reconnect before this (dropConnection's hold)
   private advice?: { reconnect: boolean; retryAfterMs: number; code: number; reason: string };
   private timer?: ReturnType<typeof setTimeout>;
   private refreshTimer?: ReturnType<typeof setTimeout>;
@@ -417,8 +418,12 @@ export class Client {
     this.stop(new ClosedError(1000, "closed by the client"));
   }
 
-  /** Drop the current socket as a network failure would (tests, debugging); the client reconnects. */
-  dropConnection(): void {
+  /**
+   * Drop the current socket as a network failure would (tests, debugging);
+   * the client reconnects, no sooner than holdMs from now.
+   */
+  dropConnection(holdMs = 0): void {
+    this.holdUntil = holdMs > 0 ? Date.now() + holdMs : 0;
     this.ws?.close(4999, "dropped by the client");
   }
 
@@ -723,7 +728,7 @@ export class Client {
     }
     this.attempt++;
     const ceiling = Math.min(this.opts.maxReconnectDelayMs, this.opts.minReconnectDelayMs * 2 ** (this.attempt - 1));
-    const delay = Math.max(Math.random() * ceiling, advice?.retryAfterMs ?? 0);
+    const delay = Math.max(Math.random() * ceiling, advice?.retryAfterMs ?? 0, this.holdUntil - Date.now());
     this.setState("reconnecting");
     this.timer = setTimeout(() => this.dial(), delay);
   }

@@ -1,4 +1,5 @@
-// Helpers the SDK's tests share: the server binary and `hubbub serve` processes.
+// Helpers the SDK's tests and the web pages' tests share: the server binary
+// and `hubbub serve` processes.
 import { spawn, execFileSync } from "node:child_process";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,20 +15,25 @@ export function hubbubBinary(dir) {
   return bin;
 }
 
-// startServer runs `hubbub serve` and resolves with the process and its
-// WebSocket URL when it listens.
+// startServer runs `hubbub serve` and resolves with the process, its
+// WebSocket URL and, with --api-listen, the server API's base URL, once it
+// listens.
 export function startServer(bin, args) {
   return new Promise((resolve, reject) => {
     const proc = spawn(bin, ["serve", "--log-format", "json", ...args], { stdio: ["ignore", "ignore", "pipe"] });
     const timer = setTimeout(() => reject(new Error("server did not start")), 15000);
+    const found = { proc, url: "", api: "" };
+    const wantAPI = args.includes("--api-listen");
     createInterface({ input: proc.stderr }).on("line", (line) => {
       try {
         const rec = JSON.parse(line);
-        if (rec.msg === "hubbub listening") {
-          clearTimeout(timer);
-          resolve({ proc, url: rec.url });
-        }
+        if (rec.msg === "hubbub listening") found.url = rec.url;
+        if (rec.msg === "server API listening") found.api = `http://${rec.addr}`;
       } catch { /* not a log record */ }
+      if (found.url && (found.api || !wantAPI)) {
+        clearTimeout(timer);
+        resolve(found);
+      }
     });
     proc.on("exit", (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}`)); });
   });
