@@ -39,6 +39,8 @@ type ServerPublish struct {
 	Key       string
 	// Trace carries the caller's trace context into the room.
 	Trace map[string]string
+	// Direct marks a direct message: Room is a user's personal room (UserRoom).
+	Direct bool
 }
 
 // PublishResult is one publish's outcome: the room's reply or an error
@@ -61,7 +63,12 @@ func (n *Node) CheckRoomName(room string) error {
 // name, a body, the lengths of message_id and key, and the body's size. The
 // error's message names the field.
 func (n *Node) CheckPublish(p ServerPublish) error {
-	if err := n.CheckRoomName(p.Room); err != nil {
+	if p.Direct {
+		user := strings.TrimPrefix(p.Room, userRoomPrefix)
+		if user == "" || len(user) > n.cfg.Conn.MaxNameBytes || !validDisplayName(user) || !isUserRoom(p.Room) {
+			return roomErr(hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "user: %q: 1-%d bytes of printable UTF-8", user, n.cfg.Conn.MaxNameBytes)
+		}
+	} else if err := n.CheckRoomName(p.Room); err != nil {
 		return err
 	}
 	if p.Body.GetKind() == nil {
@@ -101,7 +108,7 @@ func (n *Node) Publish(ctx context.Context, sender string, items []ServerPublish
 		for k, i := range idx {
 			it := items[i]
 			msgs[k] = &nodev1.RoomPublish{Room: room, Member: member, Body: it.Body, MessageId: it.MessageID, Key: it.Key,
-				RequestId: uint64(i + 1), Trace: it.Trace}
+				RequestId: uint64(i + 1), Trace: it.Trace, Direct: it.Direct}
 		}
 		wg.Go(func() {
 			replies, errs := n.askRoom(ctx, room, msgs)

@@ -78,6 +78,12 @@ type RoomConfig struct {
 	PresenceMaxUsers int
 	// NoTyping turns typing indicators off by default.
 	NoTyping bool
+	// UserHistorySize is how many direct messages a user's personal stream
+	// keeps for devices that were away. Default 100.
+	UserHistorySize int
+	// UserHistoryTTL is how long a direct message stays in a personal
+	// stream. Default 24h.
+	UserHistoryTTL time.Duration
 	// Profiles give rooms matching a pattern their own settings; the first
 	// match wins, before the Overflow and Ephemeral rules, and rooms that
 	// match none take the settings above (DefaultProfile).
@@ -172,6 +178,15 @@ func (c RoomConfig) withDefaults() RoomConfig {
 	}
 	if c.PresenceMaxUsers <= 0 {
 		c.PresenceMaxUsers = 1000
+	}
+	if c.UserHistorySize == 0 {
+		c.UserHistorySize = 100
+	}
+	if c.UserHistorySize < 0 {
+		c.UserHistorySize = 0
+	}
+	if c.UserHistoryTTL <= 0 {
+		c.UserHistoryTTL = 24 * time.Hour
 	}
 	c.rules = c.profiles()
 	return c

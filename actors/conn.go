@@ -3,6 +3,7 @@ package actors
 import (
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -29,6 +30,8 @@ type conn struct {
 	spans     map[uint64]trace.Span // open command spans by request id
 	identity  *auth.Identity
 	compact   bool        // the client asked for compact pushes
+	userRoom  string      // the user's personal room, joined at connect ("" when not)
+	wantsUser bool        // the client asked for its personal stream
 	counted   bool        // holds one of the user's connection slots
 	expiry    *time.Timer // the connect timeout until connect, then the token's expiry
 	expiryGen int
@@ -189,7 +192,7 @@ func (c *conn) awaitingConnect(ctx actor.Context, f *hubbubv1.ClientFrame) {
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_CONNECTED, false, "connect first")
 		return
 	}
-	c.compact = req.GetCompact()
+	c.compact, c.wantsUser, c.hookSince = req.GetCompact(), req.GetUserStream(), req.GetSince()
 	name := req.GetName()
 	if len(name) > c.cfg.MaxNameBytes || !validDisplayName(name) {
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "invalid name")
@@ -218,8 +221,15 @@ func (c *conn) awaitingConnect(ctx actor.Context, f *hubbubv1.ClientFrame) {
 // user's connection slots when they are limited, then accepts.
 func (c *conn) admit(ctx actor.Context, f *hubbubv1.ClientFrame, id *auth.Identity) {
 	c.identity = id
-	if c.cfg.MaxConnsPerUser <= 0 {
+	if id.Named() && (c.wantsUser || c.cfg.MaxConnsPerUser > 0) {
+		c.userRoom = UserRoom(id.User)
+	}
+	switch {
+	case c.cfg.MaxConnsPerUser <= 0:
 		c.accept(ctx, f.GetId())
+		return
+	case c.userRoom != "":
+		c.reserveSlot(ctx, f)
 		return
 	}
 	c.held = true // commands sent after connect wait for its outcome
@@ -234,6 +244,28 @@ func (c *conn) admit(ctx actor.Context, f *hubbubv1.ClientFrame, id *auth.Identi
 		c.counted = true
 		c.accept(ctx, f.GetId())
 		c.release(ctx)
+	})
+}
+
+// reserveSlot asks the user's actor (the personal room) for one of the
+// user's connection slots, counted across the cluster, then accepts; the
+// connection's join of the personal room takes the slot.
+func (c *conn) reserveSlot(ctx actor.Context, f *hubbubv1.ClientFrame) {
+	c.held = true // commands sent after connect wait for its outcome
+	msg := &nodev1.RoomReserve{Room: c.userRoom, RequestId: f.GetId(), ClientId: c.clientID, Max: uint32(c.cfg.MaxConnsPerUser), Trace: f.GetTrace()}
+	c.ask(ctx, c.userRoom, msg, f.GetId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
+		switch {
+		case err != nil: // the client got UNAVAILABLE
+			c.sink.Close(wire.CloseTryAgainLater, wire.CloseReason(wire.CloseTryAgainLater))
+			c.stash = nil
+		case rr.GetFrame().GetError() != nil:
+			c.forward(f.GetId(), rr.GetFrame())
+			c.sink.Close(wire.CloseTooManyConnections, wire.CloseReason(wire.CloseTooManyConnections))
+			c.stash = nil
+		default:
+			c.accept(ctx, f.GetId())
+			c.release(ctx)
+		}
 	})
 }
 
@@ -262,10 +294,15 @@ func (c *conn) accept(ctx actor.Context, id uint64) {
 		ctx.Send(c.node.notifier, userConnected{user: info.GetUser(), clientID: c.clientID})
 	}
 	c.armExpiry(ctx) // replaces the connect timeout
+	rooms := c.hookRooms
+	if c.userRoom != "" && !slices.Contains(rooms, c.userRoom) {
+		rooms = append(rooms, c.userRoom)
+		c.hookRooms = rooms
+	}
 	c.send(&hubbubv1.ServerFrame{Id: id, Body: &hubbubv1.ServerFrame_Connect{Connect: &hubbubv1.ConnectReply{
 		Client: info, PingIntervalMs: uint32(c.node.cfg.PingInterval / time.Millisecond),
 		ServerVersion: c.node.cfg.ServerVersion, MaxFrameBytes: uint32(c.node.cfg.MaxFrameBytes),
-		ExpiresUnixMs: expiresMs(c.identity), Rooms: c.hookRooms,
+		ExpiresUnixMs: expiresMs(c.identity), Rooms: rooms, UserStream: c.userRoom,
 	}}})
 	c.handle = c.connected
 	c.joinHookRooms(ctx)
@@ -308,8 +345,18 @@ func (c *conn) onRefresh(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbub
 	c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Refresh{Refresh: &hubbubv1.RefreshReply{ExpiresUnixMs: expiresMs(id)}}})
 }
 
-// permit checks the identity's permission for a room command.
+// permit checks the identity's permission for a room command. Personal
+// rooms ("@<user>") are the server's: a client may only read its own.
 func (c *conn) permit(id uint64, act auth.Action, room string) bool {
+	if isUserRoom(room) {
+		if act == auth.Read && room == UserRoom(c.identity.User) {
+			return true
+		}
+		c.node.counters.PermissionDenied.Add(1)
+		c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, false,
+			"%q is a user's personal stream: send direct messages, and read only your own", room)
+		return false
+	}
 	if c.identity.Can(act, room) {
 		return true
 	}
@@ -333,6 +380,8 @@ func roomOf(f *hubbubv1.ClientFrame) string {
 		return cmd.Presence.GetRoom()
 	case *hubbubv1.ClientFrame_Typing:
 		return cmd.Typing.GetRoom()
+	case *hubbubv1.ClientFrame_Direct:
+		return UserRoom(cmd.Direct.GetUser())
 	}
 	return ""
 }

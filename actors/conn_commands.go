@@ -47,6 +47,8 @@ func (c *conn) connected(ctx actor.Context, f *hubbubv1.ClientFrame) {
 		c.onTyping(ctx, f, cmd.Typing)
 	case *hubbubv1.ClientFrame_Rpc:
 		c.onRpc(ctx, f, cmd.Rpc)
+	case *hubbubv1.ClientFrame_Direct:
+		c.onDirect(ctx, f, cmd.Direct)
 	case *hubbubv1.ClientFrame_Ping:
 		c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Ping{Ping: &hubbubv1.PingReply{ServerTimeUnixMs: time.Now().UnixMilli()}}})
 	case *hubbubv1.ClientFrame_Connect:

@@ -123,7 +123,7 @@ func (c *conn) connectHook(ctx actor.Context, f *hubbubv1.ClientFrame, token, na
 			if ms := r.GetExpireAtUnixMs(); ms > 0 {
 				expires = time.UnixMilli(ms)
 			}
-			c.hookInfo, c.hookRooms, c.hookSince, c.hookTraces = r.GetInfo(), c.validHookRooms(r.GetRooms()), f.GetConnect().GetSince(), trace
+			c.hookInfo, c.hookRooms, c.hookTraces = r.GetInfo(), c.validHookRooms(r.GetRooms()), trace
 			c.admit(ctx, f, auth.BackendIdentity(r.GetUser(), expires))
 		}
 	})
@@ -140,8 +140,8 @@ func (c *conn) validHookRooms(rooms []string) []string {
 	seen := map[string]bool{}
 	for _, r := range rooms {
 		switch {
-		case r == "" || len(r) > c.cfg.MaxRoomNameBytes || !validName(r) || seen[r]:
-			c.node.log.Warn("connect hook named an invalid room; skipped", "room_bytes", len(r))
+		case r == "" || len(r) > c.cfg.MaxRoomNameBytes || !validName(r) || seen[r] || isUserRoom(r):
+			c.node.log.Warn("connect hook named an invalid room (or a user's personal room); skipped", "room_bytes", len(r))
 		case len(out) >= c.cfg.MaxRooms:
 			c.node.log.Warn("connect hook named more rooms than a connection may join; the rest skipped", "max_rooms", c.cfg.MaxRooms)
 			return out
@@ -153,10 +153,11 @@ func (c *conn) validHookRooms(rooms []string) []string {
 	return out
 }
 
-// joinHookRooms joins the rooms the connect hook named, right after the
-// connect reply: their join replies reach the client with id 0, recovering
-// from the positions the client gave in its connect (ConnectRequest.since).
-// The hook's answer authorised them, so the Join hook is not called.
+// joinHookRooms joins the rooms the connect hook named and the user's
+// personal room, right after the connect reply: their join replies reach
+// the client with id 0, recovering from the positions the client gave in its
+// connect (ConnectRequest.since). The hook's answer authorised them, so the
+// Join hook is not called.
 func (c *conn) joinHookRooms(ctx actor.Context) {
 	for _, room := range c.hookRooms {
 		since := c.hookSince[room]

@@ -40,6 +40,8 @@ func wrap(m proto.Message) *nodev1.Envelope {
 		e.Body = &nodev1.Envelope_NodeDisconnect{NodeDisconnect: v}
 	case *nodev1.RoomTail:
 		e.Body = &nodev1.Envelope_RoomTail{RoomTail: v}
+	case *nodev1.RoomReserve:
+		e.Body = &nodev1.Envelope_RoomReserve{RoomReserve: v}
 	default:
 		panic("actors: no envelope for " + string(m.ProtoReflect().Descriptor().FullName())) // a programming error
 	}
@@ -84,6 +86,8 @@ func unwrap(m any) any {
 		return b.NodeDisconnect
 	case *nodev1.Envelope_RoomTail:
 		return b.RoomTail
+	case *nodev1.Envelope_RoomReserve:
+		return b.RoomReserve
 	}
 	return unknownEnvelope{}
 }

@@ -179,12 +179,14 @@ func (c RoomConfig) defaultProfile() RoomProfile {
 	return p
 }
 
-// profiles returns the rules in the order they are tried: Profiles, then the
-// Overflow and Ephemeral shorthands (each a copy of the default profile with
-// one setting changed), then the default.
+// profiles returns the rules in the order they are tried: the users'
+// personal rooms ("@*"), Profiles, then the Overflow and Ephemeral
+// shorthands (each a copy of the default profile with one setting changed),
+// then the default.
 func (c RoomConfig) profiles() []RoomProfile {
 	def := c.defaultProfile()
-	out := make([]RoomProfile, 0, len(c.Profiles)+len(c.Overflow)+len(c.Ephemeral)+1)
+	out := make([]RoomProfile, 0, len(c.Profiles)+len(c.Overflow)+len(c.Ephemeral)+2)
+	out = append(out, c.userProfile())
 	for _, p := range c.Profiles {
 		out = append(out, p.withDefaults())
 	}

@@ -51,11 +51,13 @@ type room struct {
 
 	lastActive time.Time
 	idleTimer  *time.Timer
-	publishes  *rate.Limiter  // nil when unlimited
-	reads      []deferredRead // history requests waiting for earlier publishes to commit
-	verified   uint64         // the node's stall count when the room last checked the store
-	entry      *roomEntry     // this room in the node's room index (nil for health rooms)
-	tails      tailState      // the server API's Tail streams watching the room
+	publishes  *rate.Limiter        // nil when unlimited
+	reads      []deferredRead       // history requests waiting for earlier publishes to commit
+	verified   uint64               // the node's stall count when the room last checked the store
+	entry      *roomEntry           // this room in the node's room index (nil for health rooms)
+	tails      tailState            // the server API's Tail streams watching the room
+	reserved   map[string]time.Time // a personal room's granted connection slots, by client id
+	userMax    int                  // a personal room's connection cap (0: none)
 }
 
 // roomDeps are a room's collaborators, shared by every room of a node.
@@ -124,6 +126,8 @@ func (r *room) Receive(ctx actor.Context) {
 		r.onInspect(ctx, msg)
 	case *nodev1.RoomTail:
 		r.onTail(ctx, msg)
+	case *nodev1.RoomReserve:
+		r.onReserve(ctx, msg)
 	case presenceFlush:
 		r.onPresenceFlush(ctx)
 	case appendDone:
@@ -216,7 +220,7 @@ func (r *room) position() *hubbubv1.StreamPosition {
 func (r *room) refuse(ctx actor.Context, msg any) bool {
 	type request interface{ GetRequestId() uint64 }
 	switch msg.(type) {
-	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping, *nodev1.RoomInspect, *nodev1.RoomTail:
+	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping, *nodev1.RoomInspect, *nodev1.RoomTail, *nodev1.RoomReserve:
 		id := msg.(request).GetRequestId()
 		r.reply(ctx, id, errFrame(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q cannot load its history; retry", r.name))
 		return true
@@ -253,6 +257,11 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 	if r.prof.MaxMembers > 0 && len(r.members) >= r.prof.MaxMembers {
 		r.reply(ctx, msg.GetRequestId(), errFrame(msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED,
 			true, "room %q is full (%d members)", r.name, r.prof.MaxMembers))
+		return
+	}
+	if isUserRoom(r.name) && !r.takeSlot(m) {
+		r.reply(ctx, msg.GetRequestId(), errFrame(msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED,
+			false, "at most %d connections per user", r.userMax))
 		return
 	}
 	r.addMember(ctx, key, m)
@@ -349,7 +358,7 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 	sender := msg.GetMember().GetClient()
 	// A backend publishing through the server API (sender.server) is not
 	// subject to the profile's publish policy: broadcast-only rooms are its.
-	if sender.GetServer() == "" && !r.prof.mayPublish(sender.GetUser()) {
+	if sender.GetServer() == "" && !r.prof.mayPublish(sender.GetUser()) && !(msg.GetDirect() && isUserRoom(r.name)) {
 		r.fail(ctx, msg.GetRequestId(), hubbubv1.ErrorCode_ERROR_CODE_PERMISSION_DENIED, "room %q takes no publishes from %q (its profile %q)", r.name, sender.GetUser(), r.prof.Name)
 		return
 	}

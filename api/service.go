@@ -88,6 +88,20 @@ func (s *service) Publish(ctx context.Context, req *connect.Request[apiv1.Publis
 	return connect.NewResponse(published(ctx, res.Reply)), nil
 }
 
+func (s *service) SendToUser(ctx context.Context, req *connect.Request[apiv1.SendToUserRequest]) (*connect.Response[apiv1.SendToUserResponse], error) {
+	p := toPublish(ctx, actors.UserRoom(req.Msg.GetUser()), req.Msg.GetBody(), req.Msg.GetMessageId(), "")
+	p.Direct = true
+	if err := s.node.CheckPublish(p); err != nil {
+		return nil, apiErr(err)
+	}
+	res := s.node.Publish(ctx, keyOf(ctx).Name, []actors.ServerPublish{p})[0]
+	if res.Err != nil {
+		return nil, apiErr(res.Err)
+	}
+	r := res.Reply
+	return connect.NewResponse(&apiv1.SendToUserResponse{Room: r.GetRoom(), Offset: r.GetOffset(), Epoch: r.GetEpoch(), Duplicate: r.GetDuplicate()}), nil
+}
+
 func toPublish(ctx context.Context, room string, body *hubbubv1.Body, id, key string) actors.ServerPublish {
 	return actors.ServerPublish{Room: room, Body: body, MessageID: id, Key: key, Trace: telemetry.Inject(ctx)}
 }

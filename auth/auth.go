@@ -31,6 +31,8 @@ const (
 	Publish
 	// Read a room's history and presence.
 	Read
+	// Direct: send a direct message to a user (the "room" is the user's name).
+	Direct
 )
 
 // Config configures an Authenticator. With no key (HMACSecret, PublicKeyFile
@@ -200,6 +202,8 @@ type roomClaims struct {
 type claims struct {
 	jwt.RegisteredClaims
 	Rooms *roomClaims `json:"rooms"`
+	// Direct lists the users (name patterns) the subject may send direct messages to.
+	Direct []string `json:"direct"`
 }
 
 // Authenticate verifies a token, or admits an anonymous client by its
@@ -213,7 +217,7 @@ func (a *Authenticator) Authenticate(token, name string) (*Identity, error) {
 		if a.enabled {
 			user = "anon:" + name // never the same as a token's subject
 		}
-		return &Identity{User: user, Anonymous: true, anonymous: a.anonymous}, nil
+		return &Identity{User: user, Anonymous: true, anonymous: a.anonymous, dev: !a.enabled}, nil
 	}
 	if !a.enabled {
 		return nil, fmt.Errorf("%w: this server accepts no tokens", ErrUnauthorized)
@@ -236,6 +240,7 @@ func (a *Authenticator) Authenticate(token, name string) (*Identity, error) {
 	if c.Rooms != nil {
 		id.join, id.publish, id.read = c.Rooms.Join, c.Rooms.Publish, c.Rooms.Read
 	}
+	id.direct = c.Direct
 	return id, nil
 }
 
@@ -260,12 +265,25 @@ type Identity struct {
 	Expires time.Time
 
 	join, publish, read []string
+	direct              []string // user-name patterns
 	anonymous           []string
+	dev                 bool // development mode: no tokens, everything open
 }
+
+// Named reports whether the user name is a real user's: a token's subject,
+// a backend's, or any name in development mode (not an anonymous client of
+// a server that checks tokens).
+func (id *Identity) Named() bool { return !id.Anonymous || id.dev }
 
 // Can reports whether the identity may do the action in the room. What
 // anonymous clients may do, everyone may.
+// For Direct, room is a user's name: the token's direct patterns allow it,
+// and in development mode (every client anonymous, every room open) anyone
+// may message anyone.
 func (id *Identity) Can(act Action, room string) bool {
+	if act == Direct {
+		return id.dev || MatchAny(id.direct, room)
+	}
 	if MatchAny(id.anonymous, room) {
 		return true
 	}
@@ -322,5 +340,5 @@ func Match(pattern, s string) bool {
 // decide each room.
 func BackendIdentity(user string, expires time.Time) *Identity {
 	all := []string{"*"}
-	return &Identity{User: user, Expires: expires, join: all, publish: all, read: all}
+	return &Identity{User: user, Expires: expires, join: all, publish: all, read: all, direct: all}
 }

@@ -159,6 +159,34 @@ func (c *Client) Publish(ctx context.Context, room string, body *hubbubv1.Body, 
 	return f.GetPublish(), nil
 }
 
+// Direct sends a direct message to a user: it is stored in the user's
+// personal stream ("@<user>") and reaches every connection of the user that
+// receives it (Config.UserStream), on any node. Like Publish it is sent
+// again after a reconnect with the same message id, so it is stored once.
+// The reply names the user's room and the message's offset in it.
+func (c *Client) Direct(ctx context.Context, user string, body *hubbubv1.Body, opts *PublishOptions) (*hubbubv1.PublishReply, error) {
+	req := &hubbubv1.DirectRequest{User: user, Body: body}
+	if opts != nil {
+		req.MessageId = opts.MessageID
+	}
+	if req.MessageId == "" {
+		req.MessageId = c.nextMessageID()
+	}
+	f, err := c.do(ctx, &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Direct{Direct: req}}, true)
+	if err != nil {
+		return nil, err
+	}
+	return f.GetDirect(), nil
+}
+
+// UserStream is the room of this user's personal stream ("@<user>") once
+// connected with Config.UserStream; "" otherwise.
+func (c *Client) UserStream() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.userStream
+}
+
 // PublishText publishes a text body.
 func (c *Client) PublishText(ctx context.Context, room, text string) (*hubbubv1.PublishReply, error) {
 	return c.Publish(ctx, room, &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: text}}, nil)

@@ -21,21 +21,22 @@ import (
 type Client struct {
 	cfg Config
 
-	mu        sync.Mutex
-	state     State
-	ws        *websocket.Conn // the current connection once rejoined and resent, nil otherwise
-	sock      *websocket.Conn // the current socket from dial to its end, for Close
-	nextID    uint64
-	pending   map[uint64]*call
-	subs      map[string]*Subscription
-	info      *hubbubv1.ClientInfo
-	up        chan struct{} // closed while connected; replaced on disconnect
-	closeErr  error
-	started   bool
-	msgPrefix string
-	msgSeq    uint64
-	dials     int               // dial attempts, for rotating through URLs
-	aliases   map[uint32]string // compact pushes: the current connection's room aliases (JoinReply.alias)
+	mu         sync.Mutex
+	state      State
+	ws         *websocket.Conn // the current connection once rejoined and resent, nil otherwise
+	sock       *websocket.Conn // the current socket from dial to its end, for Close
+	nextID     uint64
+	pending    map[uint64]*call
+	subs       map[string]*Subscription
+	info       *hubbubv1.ClientInfo
+	userStream string        // the personal stream's room, from the connect reply
+	up         chan struct{} // closed while connected; replaced on disconnect
+	closeErr   error
+	started    bool
+	msgPrefix  string
+	msgSeq     uint64
+	dials      int               // dial attempts, for rotating through URLs
+	aliases    map[uint32]string // compact pushes: the current connection's room aliases (JoinReply.alias)
 
 	wmu     sync.Mutex // one writer at a time on ws
 	closed  chan struct{}
@@ -236,7 +237,7 @@ func (c *Client) dial() (*websocket.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
-	req := &hubbubv1.ConnectRequest{Name: c.cfg.Name, Data: c.cfg.ConnectData, Compact: c.cfg.Compact}
+	req := &hubbubv1.ConnectRequest{Name: c.cfg.Name, Data: c.cfg.ConnectData, Compact: c.cfg.Compact, UserStream: c.cfg.UserStream}
 	c.mu.Lock()
 	c.aliases = map[uint32]string{} // a connection's aliases are its own
 	for room, s := range c.subs {
@@ -283,6 +284,7 @@ func (c *Client) dial() (*websocket.Conn, error) {
 	_ = ws.SetWriteDeadline(time.Time{})
 	c.mu.Lock()
 	c.info = f.GetConnect().GetClient()
+	c.userStream = f.GetConnect().GetUserStream()
 	fresh := c.serverRoomsLocked(f.GetConnect().GetRooms())
 	c.mu.Unlock()
 	if c.cfg.OnServerJoin != nil {

@@ -55,6 +55,11 @@ type Config struct {
 	// application as whole Messages, rebuilt from the subscription; their
 	// Sender carries no client id or connect-hook info.
 	Compact bool
+	// UserStream asks for the user's personal stream: the server joins the
+	// connection to the room "@<user>" (Client.UserStream), where direct
+	// messages to the user arrive as messages, recovered across reconnects
+	// like any room's. Its subscription comes to OnServerJoin.
+	UserStream bool
 }
 
 func (c Config) withDefaults() Config {

@@ -253,6 +253,7 @@ type ClientFrame struct {
 	//	*ClientFrame_Ping
 	//	*ClientFrame_Refresh
 	//	*ClientFrame_Rpc
+	//	*ClientFrame_Direct
 	Command isClientFrame_Command `protobuf_oneof:"command"`
 	// W3C trace context (traceparent, tracestate) the server's spans continue.
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -394,6 +395,15 @@ func (x *ClientFrame) GetRpc() *RpcRequest {
 	return nil
 }
 
+func (x *ClientFrame) GetDirect() *DirectRequest {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_Direct); ok {
+			return x.Direct
+		}
+	}
+	return nil
+}
+
 func (x *ClientFrame) GetTrace() map[string]string {
 	if x != nil {
 		return x.Trace
@@ -445,6 +455,10 @@ type ClientFrame_Rpc struct {
 	Rpc *RpcRequest `protobuf:"bytes,11,opt,name=rpc,proto3,oneof"`
 }
 
+type ClientFrame_Direct struct {
+	Direct *DirectRequest `protobuf:"bytes,12,opt,name=direct,proto3,oneof"`
+}
+
 func (*ClientFrame_Connect) isClientFrame_Command() {}
 
 func (*ClientFrame_Join) isClientFrame_Command() {}
@@ -465,6 +479,8 @@ func (*ClientFrame_Refresh) isClientFrame_Command() {}
 
 func (*ClientFrame_Rpc) isClientFrame_Command() {}
 
+func (*ClientFrame_Direct) isClientFrame_Command() {}
+
 // ServerFrame is a reply to one command (id set) or a push (id zero).
 type ServerFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -483,6 +499,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Ping
 	//	*ServerFrame_Refresh
 	//	*ServerFrame_Rpc
+	//	*ServerFrame_Direct
 	//	*ServerFrame_Message
 	//	*ServerFrame_PresenceEvent
 	//	*ServerFrame_TypingEvent
@@ -639,6 +656,15 @@ func (x *ServerFrame) GetRpc() *RpcReply {
 	return nil
 }
 
+func (x *ServerFrame) GetDirect() *PublishReply {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Direct); ok {
+			return x.Direct
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetMessage() *Message {
 	if x != nil {
 		if x, ok := x.Body.(*ServerFrame_Message); ok {
@@ -748,6 +774,10 @@ type ServerFrame_Rpc struct {
 	Rpc *RpcReply `protobuf:"bytes,12,opt,name=rpc,proto3,oneof"`
 }
 
+type ServerFrame_Direct struct {
+	Direct *PublishReply `protobuf:"bytes,13,opt,name=direct,proto3,oneof"`
+}
+
 type ServerFrame_Message struct {
 	// Pushes.
 	Message *Message `protobuf:"bytes,20,opt,name=message,proto3,oneof"`
@@ -796,6 +826,8 @@ func (*ServerFrame_Ping) isServerFrame_Body() {}
 func (*ServerFrame_Refresh) isServerFrame_Body() {}
 
 func (*ServerFrame_Rpc) isServerFrame_Body() {}
+
+func (*ServerFrame_Direct) isServerFrame_Body() {}
 
 func (*ServerFrame_Message) isServerFrame_Body() {}
 
@@ -1059,7 +1091,13 @@ type ConnectRequest struct {
 	// names the room by the alias its JoinReply gave and leaves out what the
 	// client already knows. For high-rate rooms (market data, telemetry, game
 	// state); replies, history and recovered messages stay full Messages.
-	Compact       bool `protobuf:"varint,5,opt,name=compact,proto3" json:"compact,omitempty"`
+	Compact bool `protobuf:"varint,5,opt,name=compact,proto3" json:"compact,omitempty"`
+	// Receive this user's personal stream: the server joins the connection to
+	// the room "@<user>" (ConnectReply.user_stream), where direct messages to
+	// the user are stored with offsets like any room's, so a device that was
+	// away recovers them through since. Every device of the user that asks
+	// gets each direct message.
+	UserStream    bool `protobuf:"varint,6,opt,name=user_stream,json=userStream,proto3" json:"user_stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1129,6 +1167,13 @@ func (x *ConnectRequest) GetCompact() bool {
 	return false
 }
 
+func (x *ConnectRequest) GetUserStream() bool {
+	if x != nil {
+		return x.UserStream
+	}
+	return false
+}
+
 // ConnectReply accepts a connection.
 type ConnectReply struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1144,7 +1189,10 @@ type ConnectReply struct {
 	// chose them). Their JoinReply frames follow this reply with id 0; a
 	// client does not join them itself, and passes their positions in
 	// ConnectRequest.since when it reconnects.
-	Rooms         []string `protobuf:"bytes,6,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	Rooms []string `protobuf:"bytes,6,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	// The room of this user's personal stream ("@<user>"), when the connect
+	// asked for it (user_stream); it is also among rooms.
+	UserStream    string `protobuf:"bytes,7,opt,name=user_stream,json=userStream,proto3" json:"user_stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1219,6 +1267,13 @@ func (x *ConnectReply) GetRooms() []string {
 		return x.Rooms
 	}
 	return nil
+}
+
+func (x *ConnectReply) GetUserStream() string {
+	if x != nil {
+		return x.UserStream
+	}
+	return ""
 }
 
 // JoinRequest subscribes the connection to a room and adds it to the room's presence.
@@ -1779,6 +1834,72 @@ func (x *PublishRequest) GetKey() string {
 	return ""
 }
 
+// DirectRequest sends a message to a user: it is stored in the user's
+// personal stream (the room "@<user>") and delivered to every connection of
+// the user that receives the stream, on any node. Who may message whom comes
+// from the token's direct claim (user-name patterns). The reply is a
+// PublishReply for the room "@<user>".
+type DirectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Body  *Body                  `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	// Client-chosen id; a retry with the same id is accepted once.
+	MessageId     string `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectRequest) Reset() {
+	*x = DirectRequest{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectRequest) ProtoMessage() {}
+
+func (x *DirectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectRequest.ProtoReflect.Descriptor instead.
+func (*DirectRequest) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DirectRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *DirectRequest) GetBody() *Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *DirectRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
 // PublishReply acknowledges a publish once the room has accepted it.
 type PublishReply struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1793,7 +1914,7 @@ type PublishReply struct {
 
 func (x *PublishReply) Reset() {
 	*x = PublishReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[14]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1926,7 @@ func (x *PublishReply) String() string {
 func (*PublishReply) ProtoMessage() {}
 
 func (x *PublishReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[14]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1939,7 @@ func (x *PublishReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishReply.ProtoReflect.Descriptor instead.
 func (*PublishReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{14}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PublishReply) GetRoom() string {
@@ -1865,7 +1986,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +1998,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2011,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{15}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -1933,7 +2054,7 @@ type HistoryReply struct {
 
 func (x *HistoryReply) Reset() {
 	*x = HistoryReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2066,7 @@ func (x *HistoryReply) String() string {
 func (*HistoryReply) ProtoMessage() {}
 
 func (x *HistoryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2079,7 @@ func (x *HistoryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReply.ProtoReflect.Descriptor instead.
 func (*HistoryReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{16}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HistoryReply) GetRoom() string {
@@ -1996,7 +2117,7 @@ type PresenceRequest struct {
 
 func (x *PresenceRequest) Reset() {
 	*x = PresenceRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2129,7 @@ func (x *PresenceRequest) String() string {
 func (*PresenceRequest) ProtoMessage() {}
 
 func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2142,7 @@ func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
 func (*PresenceRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{17}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PresenceRequest) GetRoom() string {
@@ -2066,7 +2187,7 @@ type PresenceReply struct {
 
 func (x *PresenceReply) Reset() {
 	*x = PresenceReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2199,7 @@ func (x *PresenceReply) String() string {
 func (*PresenceReply) ProtoMessage() {}
 
 func (x *PresenceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2212,7 @@ func (x *PresenceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceReply.ProtoReflect.Descriptor instead.
 func (*PresenceReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{18}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PresenceReply) GetRoom() string {
@@ -2142,7 +2263,7 @@ type TypingRequest struct {
 
 func (x *TypingRequest) Reset() {
 	*x = TypingRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2275,7 @@ func (x *TypingRequest) String() string {
 func (*TypingRequest) ProtoMessage() {}
 
 func (x *TypingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2288,7 @@ func (x *TypingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingRequest.ProtoReflect.Descriptor instead.
 func (*TypingRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TypingRequest) GetRoom() string {
@@ -2194,7 +2315,7 @@ type TypingReply struct {
 
 func (x *TypingReply) Reset() {
 	*x = TypingReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2327,7 @@ func (x *TypingReply) String() string {
 func (*TypingReply) ProtoMessage() {}
 
 func (x *TypingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2340,7 @@ func (x *TypingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingReply.ProtoReflect.Descriptor instead.
 func (*TypingReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TypingReply) GetRoom() string {
@@ -2240,7 +2361,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2373,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2386,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{21}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RefreshRequest) GetToken() string {
@@ -2286,7 +2407,7 @@ type RefreshReply struct {
 
 func (x *RefreshReply) Reset() {
 	*x = RefreshReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2419,7 @@ func (x *RefreshReply) String() string {
 func (*RefreshReply) ProtoMessage() {}
 
 func (x *RefreshReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2432,7 @@ func (x *RefreshReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshReply.ProtoReflect.Descriptor instead.
 func (*RefreshReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{22}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RefreshReply) GetExpiresUnixMs() int64 {
@@ -2333,7 +2454,7 @@ type RpcRequest struct {
 
 func (x *RpcRequest) Reset() {
 	*x = RpcRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2466,7 @@ func (x *RpcRequest) String() string {
 func (*RpcRequest) ProtoMessage() {}
 
 func (x *RpcRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2479,7 @@ func (x *RpcRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcRequest.ProtoReflect.Descriptor instead.
 func (*RpcRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RpcRequest) GetMethod() string {
@@ -2385,7 +2506,7 @@ type RpcReply struct {
 
 func (x *RpcReply) Reset() {
 	*x = RpcReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2518,7 @@ func (x *RpcReply) String() string {
 func (*RpcReply) ProtoMessage() {}
 
 func (x *RpcReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2531,7 @@ func (x *RpcReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcReply.ProtoReflect.Descriptor instead.
 func (*RpcReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RpcReply) GetData() *structpb.Value {
@@ -2429,7 +2550,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2562,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2575,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{26}
 }
 
 // PingReply answers a PingRequest.
@@ -2467,7 +2588,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2600,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2613,7 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{26}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PingReply) GetServerTimeUnixMs() int64 {
@@ -2519,7 +2640,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2652,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2665,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{27}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Message) GetRoom() string {
@@ -2637,7 +2758,7 @@ type CompactMessage struct {
 
 func (x *CompactMessage) Reset() {
 	*x = CompactMessage{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2770,7 @@ func (x *CompactMessage) String() string {
 func (*CompactMessage) ProtoMessage() {}
 
 func (x *CompactMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2783,7 @@ func (x *CompactMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactMessage.ProtoReflect.Descriptor instead.
 func (*CompactMessage) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{28}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CompactMessage) GetAlias() uint32 {
@@ -2783,7 +2904,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +2916,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +2929,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{29}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PresenceEvent) GetRoom() string {
@@ -2863,7 +2984,7 @@ type PresenceDiff struct {
 
 func (x *PresenceDiff) Reset() {
 	*x = PresenceDiff{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2875,7 +2996,7 @@ func (x *PresenceDiff) String() string {
 func (*PresenceDiff) ProtoMessage() {}
 
 func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2888,7 +3009,7 @@ func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceDiff.ProtoReflect.Descriptor instead.
 func (*PresenceDiff) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{30}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PresenceDiff) GetRoom() string {
@@ -2966,7 +3087,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3099,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3112,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{31}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TypingEvent) GetRoom() string {
@@ -3030,7 +3151,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3042,7 +3163,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3055,7 +3176,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{32}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -3101,7 +3222,7 @@ type Disconnect struct {
 
 func (x *Disconnect) Reset() {
 	*x = Disconnect{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3113,7 +3234,7 @@ func (x *Disconnect) String() string {
 func (*Disconnect) ProtoMessage() {}
 
 func (x *Disconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3126,7 +3247,7 @@ func (x *Disconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disconnect.ProtoReflect.Descriptor instead.
 func (*Disconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{33}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Disconnect) GetCode() uint32 {
@@ -3161,7 +3282,7 @@ var File_hubbub_v1_hubbub_proto protoreflect.FileDescriptor
 
 const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\n" +
-	"\x16hubbub/v1/hubbub.proto\x12\thubbub.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9d\x05\n" +
+	"\x16hubbub/v1/hubbub.proto\x12\thubbub.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd1\x05\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
 	"\aconnect\x18\x02 \x01(\v2\x19.hubbub.v1.ConnectRequestH\x00R\aconnect\x12,\n" +
@@ -3174,13 +3295,14 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04ping\x18\t \x01(\v2\x16.hubbub.v1.PingRequestH\x00R\x04ping\x125\n" +
 	"\arefresh\x18\n" +
 	" \x01(\v2\x19.hubbub.v1.RefreshRequestH\x00R\arefresh\x12)\n" +
-	"\x03rpc\x18\v \x01(\v2\x15.hubbub.v1.RpcRequestH\x00R\x03rpc\x127\n" +
+	"\x03rpc\x18\v \x01(\v2\x15.hubbub.v1.RpcRequestH\x00R\x03rpc\x122\n" +
+	"\x06direct\x18\f \x01(\v2\x18.hubbub.v1.DirectRequestH\x00R\x06direct\x127\n" +
 	"\x05trace\x18\x0f \x03(\v2!.hubbub.v1.ClientFrame.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acommand\"\xba\a\n" +
+	"\acommand\"\xed\a\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.hubbub.v1.ErrorH\x00R\x05error\x123\n" +
@@ -3194,7 +3316,8 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x14.hubbub.v1.PingReplyH\x00R\x04ping\x123\n" +
 	"\arefresh\x18\v \x01(\v2\x17.hubbub.v1.RefreshReplyH\x00R\arefresh\x12'\n" +
-	"\x03rpc\x18\f \x01(\v2\x13.hubbub.v1.RpcReplyH\x00R\x03rpc\x12.\n" +
+	"\x03rpc\x18\f \x01(\v2\x13.hubbub.v1.RpcReplyH\x00R\x03rpc\x121\n" +
+	"\x06direct\x18\r \x01(\v2\x17.hubbub.v1.PublishReplyH\x00R\x06direct\x12.\n" +
 	"\amessage\x18\x14 \x01(\v2\x12.hubbub.v1.MessageH\x00R\amessage\x12A\n" +
 	"\x0epresence_event\x18\x15 \x01(\v2\x18.hubbub.v1.PresenceEventH\x00R\rpresenceEvent\x12;\n" +
 	"\ftyping_event\x18\x16 \x01(\v2\x16.hubbub.v1.TypingEventH\x00R\vtypingEvent\x127\n" +
@@ -3218,24 +3341,28 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
 	"\x06server\x18\x03 \x01(\tR\x06server\x12*\n" +
-	"\x04info\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x04info\"\x91\x02\n" +
+	"\x04info\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x04info\"\xb2\x02\n" +
 	"\x0eConnectRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
 	"\x04data\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x04data\x12:\n" +
 	"\x05since\x18\x04 \x03(\v2$.hubbub.v1.ConnectRequest.SinceEntryR\x05since\x12\x18\n" +
-	"\acompact\x18\x05 \x01(\bR\acompact\x1aS\n" +
+	"\acompact\x18\x05 \x01(\bR\acompact\x12\x1f\n" +
+	"\vuser_stream\x18\x06 \x01(\bR\n" +
+	"userStream\x1aS\n" +
 	"\n" +
 	"SinceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05value:\x028\x01\"\xf4\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05value:\x028\x01\"\x95\x02\n" +
 	"\fConnectReply\x12-\n" +
 	"\x06client\x18\x01 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x12&\n" +
 	"\x0fexpires_unix_ms\x18\x05 \x01(\x03R\rexpiresUnixMs\x12(\n" +
 	"\x10ping_interval_ms\x18\x02 \x01(\rR\x0epingIntervalMs\x12%\n" +
 	"\x0eserver_version\x18\x03 \x01(\tR\rserverVersion\x12&\n" +
 	"\x0fmax_frame_bytes\x18\x04 \x01(\rR\rmaxFrameBytes\x12\x14\n" +
-	"\x05rooms\x18\x06 \x03(\tR\x05rooms\"\x94\x01\n" +
+	"\x05rooms\x18\x06 \x03(\tR\x05rooms\x12\x1f\n" +
+	"\vuser_stream\x18\a \x01(\tR\n" +
+	"userStream\"\x94\x01\n" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\x12@\n" +
@@ -3280,7 +3407,12 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04body\x18\x02 \x01(\v2\x0f.hubbub.v1.BodyR\x04body\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x03 \x01(\tR\tmessageId\x12\x10\n" +
-	"\x03key\x18\x04 \x01(\tR\x03key\"n\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\"g\n" +
+	"\rDirectRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12#\n" +
+	"\x04body\x18\x02 \x01(\v2\x0f.hubbub.v1.BodyR\x04body\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\"n\n" +
 	"\fPublishReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
@@ -3418,7 +3550,7 @@ func file_hubbub_v1_hubbub_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(PresenceMode)(0),       // 0: hubbub.v1.PresenceMode
 	(PresenceAction)(0),     // 1: hubbub.v1.PresenceAction
@@ -3437,95 +3569,99 @@ var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(*LeaveRequest)(nil),    // 14: hubbub.v1.LeaveRequest
 	(*LeaveReply)(nil),      // 15: hubbub.v1.LeaveReply
 	(*PublishRequest)(nil),  // 16: hubbub.v1.PublishRequest
-	(*PublishReply)(nil),    // 17: hubbub.v1.PublishReply
-	(*HistoryRequest)(nil),  // 18: hubbub.v1.HistoryRequest
-	(*HistoryReply)(nil),    // 19: hubbub.v1.HistoryReply
-	(*PresenceRequest)(nil), // 20: hubbub.v1.PresenceRequest
-	(*PresenceReply)(nil),   // 21: hubbub.v1.PresenceReply
-	(*TypingRequest)(nil),   // 22: hubbub.v1.TypingRequest
-	(*TypingReply)(nil),     // 23: hubbub.v1.TypingReply
-	(*RefreshRequest)(nil),  // 24: hubbub.v1.RefreshRequest
-	(*RefreshReply)(nil),    // 25: hubbub.v1.RefreshReply
-	(*RpcRequest)(nil),      // 26: hubbub.v1.RpcRequest
-	(*RpcReply)(nil),        // 27: hubbub.v1.RpcReply
-	(*PingRequest)(nil),     // 28: hubbub.v1.PingRequest
-	(*PingReply)(nil),       // 29: hubbub.v1.PingReply
-	(*Message)(nil),         // 30: hubbub.v1.Message
-	(*CompactMessage)(nil),  // 31: hubbub.v1.CompactMessage
-	(*PresenceEvent)(nil),   // 32: hubbub.v1.PresenceEvent
-	(*PresenceDiff)(nil),    // 33: hubbub.v1.PresenceDiff
-	(*TypingEvent)(nil),     // 34: hubbub.v1.TypingEvent
-	(*Error)(nil),           // 35: hubbub.v1.Error
-	(*Disconnect)(nil),      // 36: hubbub.v1.Disconnect
-	nil,                     // 37: hubbub.v1.ClientFrame.TraceEntry
-	nil,                     // 38: hubbub.v1.ConnectRequest.SinceEntry
-	(*structpb.Value)(nil),  // 39: google.protobuf.Value
+	(*DirectRequest)(nil),   // 17: hubbub.v1.DirectRequest
+	(*PublishReply)(nil),    // 18: hubbub.v1.PublishReply
+	(*HistoryRequest)(nil),  // 19: hubbub.v1.HistoryRequest
+	(*HistoryReply)(nil),    // 20: hubbub.v1.HistoryReply
+	(*PresenceRequest)(nil), // 21: hubbub.v1.PresenceRequest
+	(*PresenceReply)(nil),   // 22: hubbub.v1.PresenceReply
+	(*TypingRequest)(nil),   // 23: hubbub.v1.TypingRequest
+	(*TypingReply)(nil),     // 24: hubbub.v1.TypingReply
+	(*RefreshRequest)(nil),  // 25: hubbub.v1.RefreshRequest
+	(*RefreshReply)(nil),    // 26: hubbub.v1.RefreshReply
+	(*RpcRequest)(nil),      // 27: hubbub.v1.RpcRequest
+	(*RpcReply)(nil),        // 28: hubbub.v1.RpcReply
+	(*PingRequest)(nil),     // 29: hubbub.v1.PingRequest
+	(*PingReply)(nil),       // 30: hubbub.v1.PingReply
+	(*Message)(nil),         // 31: hubbub.v1.Message
+	(*CompactMessage)(nil),  // 32: hubbub.v1.CompactMessage
+	(*PresenceEvent)(nil),   // 33: hubbub.v1.PresenceEvent
+	(*PresenceDiff)(nil),    // 34: hubbub.v1.PresenceDiff
+	(*TypingEvent)(nil),     // 35: hubbub.v1.TypingEvent
+	(*Error)(nil),           // 36: hubbub.v1.Error
+	(*Disconnect)(nil),      // 37: hubbub.v1.Disconnect
+	nil,                     // 38: hubbub.v1.ClientFrame.TraceEntry
+	nil,                     // 39: hubbub.v1.ConnectRequest.SinceEntry
+	(*structpb.Value)(nil),  // 40: google.protobuf.Value
 }
 var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	8,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
 	10, // 1: hubbub.v1.ClientFrame.join:type_name -> hubbub.v1.JoinRequest
 	14, // 2: hubbub.v1.ClientFrame.leave:type_name -> hubbub.v1.LeaveRequest
 	16, // 3: hubbub.v1.ClientFrame.publish:type_name -> hubbub.v1.PublishRequest
-	18, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
-	20, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
-	22, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
-	28, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
-	24, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
-	26, // 9: hubbub.v1.ClientFrame.rpc:type_name -> hubbub.v1.RpcRequest
-	37, // 10: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
-	35, // 11: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
-	9,  // 12: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
-	11, // 13: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
-	15, // 14: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
-	17, // 15: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
-	19, // 16: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
-	21, // 17: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
-	23, // 18: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
-	29, // 19: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
-	25, // 20: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
-	27, // 21: hubbub.v1.ServerFrame.rpc:type_name -> hubbub.v1.RpcReply
-	30, // 22: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
-	32, // 23: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
-	34, // 24: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
-	36, // 25: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
-	33, // 26: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
-	31, // 27: hubbub.v1.ServerFrame.compact_message:type_name -> hubbub.v1.CompactMessage
-	39, // 28: hubbub.v1.Body.data:type_name -> google.protobuf.Value
-	39, // 29: hubbub.v1.ClientInfo.info:type_name -> google.protobuf.Value
-	39, // 30: hubbub.v1.ConnectRequest.data:type_name -> google.protobuf.Value
-	38, // 31: hubbub.v1.ConnectRequest.since:type_name -> hubbub.v1.ConnectRequest.SinceEntry
-	7,  // 32: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 33: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
-	5,  // 34: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
-	5,  // 35: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
-	30, // 36: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
-	12, // 37: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
-	13, // 38: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
-	39, // 39: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
-	0,  // 40: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
-	5,  // 41: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
-	33, // 42: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
-	6,  // 43: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	30, // 44: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
-	5,  // 45: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 46: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
-	13, // 47: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
-	39, // 48: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
-	39, // 49: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
-	7,  // 50: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
-	6,  // 51: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
-	39, // 52: hubbub.v1.CompactMessage.data:type_name -> google.protobuf.Value
-	1,  // 53: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
-	7,  // 54: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 55: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 56: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
-	2,  // 57: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
-	5,  // 58: hubbub.v1.ConnectRequest.SinceEntry.value:type_name -> hubbub.v1.StreamPosition
-	59, // [59:59] is the sub-list for method output_type
-	59, // [59:59] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	19, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
+	21, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
+	23, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
+	29, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
+	25, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
+	27, // 9: hubbub.v1.ClientFrame.rpc:type_name -> hubbub.v1.RpcRequest
+	17, // 10: hubbub.v1.ClientFrame.direct:type_name -> hubbub.v1.DirectRequest
+	38, // 11: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
+	36, // 12: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
+	9,  // 13: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
+	11, // 14: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
+	15, // 15: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
+	18, // 16: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
+	20, // 17: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
+	22, // 18: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
+	24, // 19: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
+	30, // 20: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
+	26, // 21: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
+	28, // 22: hubbub.v1.ServerFrame.rpc:type_name -> hubbub.v1.RpcReply
+	18, // 23: hubbub.v1.ServerFrame.direct:type_name -> hubbub.v1.PublishReply
+	31, // 24: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
+	33, // 25: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
+	35, // 26: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
+	37, // 27: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
+	34, // 28: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
+	32, // 29: hubbub.v1.ServerFrame.compact_message:type_name -> hubbub.v1.CompactMessage
+	40, // 30: hubbub.v1.Body.data:type_name -> google.protobuf.Value
+	40, // 31: hubbub.v1.ClientInfo.info:type_name -> google.protobuf.Value
+	40, // 32: hubbub.v1.ConnectRequest.data:type_name -> google.protobuf.Value
+	39, // 33: hubbub.v1.ConnectRequest.since:type_name -> hubbub.v1.ConnectRequest.SinceEntry
+	7,  // 34: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 35: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
+	5,  // 36: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
+	5,  // 37: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
+	31, // 38: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
+	12, // 39: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
+	13, // 40: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
+	40, // 41: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
+	0,  // 42: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
+	5,  // 43: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
+	34, // 44: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
+	6,  // 45: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	6,  // 46: hubbub.v1.DirectRequest.body:type_name -> hubbub.v1.Body
+	31, // 47: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
+	5,  // 48: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 49: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
+	13, // 50: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
+	40, // 51: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
+	40, // 52: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
+	7,  // 53: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
+	6,  // 54: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
+	40, // 55: hubbub.v1.CompactMessage.data:type_name -> google.protobuf.Value
+	1,  // 56: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
+	7,  // 57: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 58: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 59: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
+	2,  // 60: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
+	5,  // 61: hubbub.v1.ConnectRequest.SinceEntry.value:type_name -> hubbub.v1.StreamPosition
+	62, // [62:62] is the sub-list for method output_type
+	62, // [62:62] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_v1_hubbub_proto_init() }
@@ -3544,6 +3680,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ClientFrame_Ping)(nil),
 		(*ClientFrame_Refresh)(nil),
 		(*ClientFrame_Rpc)(nil),
+		(*ClientFrame_Direct)(nil),
 	}
 	file_hubbub_v1_hubbub_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),
@@ -3557,6 +3694,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ServerFrame_Ping)(nil),
 		(*ServerFrame_Refresh)(nil),
 		(*ServerFrame_Rpc)(nil),
+		(*ServerFrame_Direct)(nil),
 		(*ServerFrame_Message)(nil),
 		(*ServerFrame_PresenceEvent)(nil),
 		(*ServerFrame_TypingEvent)(nil),
@@ -3569,7 +3707,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*Body_Data)(nil),
 		(*Body_Binary)(nil),
 	}
-	file_hubbub_v1_hubbub_proto_msgTypes[28].OneofWrappers = []any{
+	file_hubbub_v1_hubbub_proto_msgTypes[29].OneofWrappers = []any{
 		(*CompactMessage_Text)(nil),
 		(*CompactMessage_Data)(nil),
 		(*CompactMessage_Binary)(nil),
@@ -3580,7 +3718,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_v1_hubbub_proto_rawDesc), len(file_hubbub_v1_hubbub_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -22,6 +22,7 @@ const (
 	ServerAPI_Publish_FullMethodName      = "/hubbub.api.v1.ServerAPI/Publish"
 	ServerAPI_BatchPublish_FullMethodName = "/hubbub.api.v1.ServerAPI/BatchPublish"
 	ServerAPI_Broadcast_FullMethodName    = "/hubbub.api.v1.ServerAPI/Broadcast"
+	ServerAPI_SendToUser_FullMethodName   = "/hubbub.api.v1.ServerAPI/SendToUser"
 	ServerAPI_History_FullMethodName      = "/hubbub.api.v1.ServerAPI/History"
 	ServerAPI_Presence_FullMethodName     = "/hubbub.api.v1.ServerAPI/Presence"
 	ServerAPI_RoomInfo_FullMethodName     = "/hubbub.api.v1.ServerAPI/RoomInfo"
@@ -40,7 +41,7 @@ const (
 // inspect them. It is served with Connect on --api-listen, so the same methods answer gRPC, gRPC-Web and
 // HTTP+JSON (POST /hubbub.api.v1.ServerAPI/<Method> with a JSON body). Every call needs
 // "Authorization: Bearer <key>" with a key whose scopes allow the method: publish (Publish,
-// BatchPublish, Broadcast), read (History, Presence, RoomInfo, ListRooms, Connections, Info) or admin
+// BatchPublish, Broadcast, SendToUser), read (History, Presence, RoomInfo, ListRooms, Connections, Info) or admin
 // (everything, and alone Disconnect and Tail).
 type ServerAPIClient interface {
 	// Publish sends one message to a room, as a client publish does: the same order, durability,
@@ -50,6 +51,9 @@ type ServerAPIClient interface {
 	BatchPublish(ctx context.Context, in *BatchPublishRequest, opts ...grpc.CallOption) (*BatchPublishResponse, error)
 	// Broadcast sends one body to many rooms, with a result per room.
 	Broadcast(ctx context.Context, in *BroadcastRequest, opts ...grpc.CallOption) (*BroadcastResponse, error)
+	// SendToUser sends a direct message to a user: stored in the user's personal stream (the room
+	// "@<user>") and delivered to every connection of the user that receives it, on any node.
+	SendToUser(ctx context.Context, in *SendToUserRequest, opts ...grpc.CallOption) (*SendToUserResponse, error)
 	// History reads a room's retained messages.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 	// Presence reads one page of a room's users.
@@ -102,6 +106,16 @@ func (c *serverAPIClient) Broadcast(ctx context.Context, in *BroadcastRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BroadcastResponse)
 	err := c.cc.Invoke(ctx, ServerAPI_Broadcast_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *serverAPIClient) SendToUser(ctx context.Context, in *SendToUserRequest, opts ...grpc.CallOption) (*SendToUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendToUserResponse)
+	err := c.cc.Invoke(ctx, ServerAPI_SendToUser_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +219,7 @@ type ServerAPI_TailClient = grpc.ServerStreamingClient[TailResponse]
 // inspect them. It is served with Connect on --api-listen, so the same methods answer gRPC, gRPC-Web and
 // HTTP+JSON (POST /hubbub.api.v1.ServerAPI/<Method> with a JSON body). Every call needs
 // "Authorization: Bearer <key>" with a key whose scopes allow the method: publish (Publish,
-// BatchPublish, Broadcast), read (History, Presence, RoomInfo, ListRooms, Connections, Info) or admin
+// BatchPublish, Broadcast, SendToUser), read (History, Presence, RoomInfo, ListRooms, Connections, Info) or admin
 // (everything, and alone Disconnect and Tail).
 type ServerAPIServer interface {
 	// Publish sends one message to a room, as a client publish does: the same order, durability,
@@ -215,6 +229,9 @@ type ServerAPIServer interface {
 	BatchPublish(context.Context, *BatchPublishRequest) (*BatchPublishResponse, error)
 	// Broadcast sends one body to many rooms, with a result per room.
 	Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error)
+	// SendToUser sends a direct message to a user: stored in the user's personal stream (the room
+	// "@<user>") and delivered to every connection of the user that receives it, on any node.
+	SendToUser(context.Context, *SendToUserRequest) (*SendToUserResponse, error)
 	// History reads a room's retained messages.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	// Presence reads one page of a room's users.
@@ -251,6 +268,9 @@ func (UnimplementedServerAPIServer) BatchPublish(context.Context, *BatchPublishR
 }
 func (UnimplementedServerAPIServer) Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Broadcast not implemented")
+}
+func (UnimplementedServerAPIServer) SendToUser(context.Context, *SendToUserRequest) (*SendToUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendToUser not implemented")
 }
 func (UnimplementedServerAPIServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
@@ -347,6 +367,24 @@ func _ServerAPI_Broadcast_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ServerAPIServer).Broadcast(ctx, req.(*BroadcastRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ServerAPI_SendToUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendToUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ServerAPIServer).SendToUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ServerAPI_SendToUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ServerAPIServer).SendToUser(ctx, req.(*SendToUserRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -506,6 +544,10 @@ var ServerAPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Broadcast",
 			Handler:    _ServerAPI_Broadcast_Handler,
+		},
+		{
+			MethodName: "SendToUser",
+			Handler:    _ServerAPI_SendToUser_Handler,
 		},
 		{
 			MethodName: "History",

@@ -154,6 +154,7 @@ type Envelope struct {
 	//	*Envelope_NodeReport
 	//	*Envelope_NodeDisconnect
 	//	*Envelope_RoomTail
+	//	*Envelope_RoomReserve
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -331,6 +332,15 @@ func (x *Envelope) GetRoomTail() *RoomTail {
 	return nil
 }
 
+func (x *Envelope) GetRoomReserve() *RoomReserve {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomReserve); ok {
+			return x.RoomReserve
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -395,6 +405,10 @@ type Envelope_RoomTail struct {
 	RoomTail *RoomTail `protobuf:"bytes,15,opt,name=room_tail,json=roomTail,proto3,oneof"`
 }
 
+type Envelope_RoomReserve struct {
+	RoomReserve *RoomReserve `protobuf:"bytes,16,opt,name=room_reserve,json=roomReserve,proto3,oneof"`
+}
+
 func (*Envelope_RoomJoin) isEnvelope_Body() {}
 
 func (*Envelope_RoomLeave) isEnvelope_Body() {}
@@ -424,6 +438,8 @@ func (*Envelope_NodeReport) isEnvelope_Body() {}
 func (*Envelope_NodeDisconnect) isEnvelope_Body() {}
 
 func (*Envelope_RoomTail) isEnvelope_Body() {}
+
+func (*Envelope_RoomReserve) isEnvelope_Body() {}
 
 // Member identifies one connection in a room.
 type Member struct {
@@ -688,14 +704,17 @@ func (x *RoomLeave) GetTrace() map[string]string {
 
 // RoomPublish asks a room to accept a message.
 type RoomPublish struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
-	Member        *Member                `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
-	Body          *v1.Body               `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
-	MessageId     string                 `protobuf:"bytes,4,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
-	Key           string                 `protobuf:"bytes,5,opt,name=key,proto3" json:"key,omitempty"`
-	RequestId     uint64                 `protobuf:"varint,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Room      string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Member    *Member                `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	Body      *v1.Body               `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	MessageId string                 `protobuf:"bytes,4,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Key       string                 `protobuf:"bytes,5,opt,name=key,proto3" json:"key,omitempty"`
+	RequestId uint64                 `protobuf:"varint,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// A direct message into a user's personal stream (rooms "@<user>" take no
+	// other publishes).
+	Direct        bool              `protobuf:"varint,7,opt,name=direct,proto3" json:"direct,omitempty"`
+	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -770,6 +789,13 @@ func (x *RoomPublish) GetRequestId() uint64 {
 		return x.RequestId
 	}
 	return 0
+}
+
+func (x *RoomPublish) GetDirect() bool {
+	if x != nil {
+		return x.Direct
+	}
+	return false
 }
 
 func (x *RoomPublish) GetTrace() map[string]string {
@@ -1242,6 +1268,87 @@ func (x *RoomInspection) GetPublishRate() float64 {
 	return 0
 }
 
+// RoomReserve asks a user's personal room (the user's actor) for one of the
+// user's connection slots, cluster-wide: granted while the user's members
+// and live reservations are fewer than max. The connection's join of the
+// room takes the slot; a reservation not taken lapses after a few seconds.
+// The reply is an empty frame, or an error frame (LIMIT_EXCEEDED).
+type RoomReserve struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	ClientId      string                 `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Max           uint32                 `protobuf:"varint,4,opt,name=max,proto3" json:"max,omitempty"`
+	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomReserve) Reset() {
+	*x = RoomReserve{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomReserve) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomReserve) ProtoMessage() {}
+
+func (x *RoomReserve) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomReserve.ProtoReflect.Descriptor instead.
+func (*RoomReserve) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RoomReserve) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *RoomReserve) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *RoomReserve) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *RoomReserve) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *RoomReserve) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
 // RoomTail asks a room for the messages after a position (the server API's
 // Tail). With wait set and nothing newer, the room answers when its next
 // message is stored (or with nothing, when it has more waiting tails than it
@@ -1261,7 +1368,7 @@ type RoomTail struct {
 
 func (x *RoomTail) Reset() {
 	*x = RoomTail{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1380,7 @@ func (x *RoomTail) String() string {
 func (*RoomTail) ProtoMessage() {}
 
 func (x *RoomTail) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[11]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1393,7 @@ func (x *RoomTail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomTail.ProtoReflect.Descriptor instead.
 func (*RoomTail) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RoomTail) GetRoom() string {
@@ -1346,7 +1453,7 @@ type RoomTailReply struct {
 
 func (x *RoomTailReply) Reset() {
 	*x = RoomTailReply{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1465,7 @@ func (x *RoomTailReply) String() string {
 func (*RoomTailReply) ProtoMessage() {}
 
 func (x *RoomTailReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1478,7 @@ func (x *RoomTailReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomTailReply.ProtoReflect.Descriptor instead.
 func (*RoomTailReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RoomTailReply) GetEntries() []*TailEntry {
@@ -1407,7 +1514,7 @@ type TailEntry struct {
 
 func (x *TailEntry) Reset() {
 	*x = TailEntry{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1526,7 @@ func (x *TailEntry) String() string {
 func (*TailEntry) ProtoMessage() {}
 
 func (x *TailEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1539,7 @@ func (x *TailEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEntry.ProtoReflect.Descriptor instead.
 func (*TailEntry) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TailEntry) GetMessage() *v1.Message {
@@ -1467,7 +1574,7 @@ type NodeInspect struct {
 
 func (x *NodeInspect) Reset() {
 	*x = NodeInspect{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1586,7 @@ func (x *NodeInspect) String() string {
 func (*NodeInspect) ProtoMessage() {}
 
 func (x *NodeInspect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1599,7 @@ func (x *NodeInspect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInspect.ProtoReflect.Descriptor instead.
 func (*NodeInspect) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeInspect) GetRequestId() uint64 {
@@ -1557,7 +1664,7 @@ type NodeReport struct {
 
 func (x *NodeReport) Reset() {
 	*x = NodeReport{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1676,7 @@ func (x *NodeReport) String() string {
 func (*NodeReport) ProtoMessage() {}
 
 func (x *NodeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1689,7 @@ func (x *NodeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeReport.ProtoReflect.Descriptor instead.
 func (*NodeReport) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeReport) GetRequestId() uint64 {
@@ -1697,7 +1804,7 @@ type NodeRoom struct {
 
 func (x *NodeRoom) Reset() {
 	*x = NodeRoom{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1816,7 @@ func (x *NodeRoom) String() string {
 func (*NodeRoom) ProtoMessage() {}
 
 func (x *NodeRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1829,7 @@ func (x *NodeRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRoom.ProtoReflect.Descriptor instead.
 func (*NodeRoom) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeRoom) GetRoom() string {
@@ -1767,7 +1874,7 @@ type NodeConn struct {
 
 func (x *NodeConn) Reset() {
 	*x = NodeConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1886,7 @@ func (x *NodeConn) String() string {
 func (*NodeConn) ProtoMessage() {}
 
 func (x *NodeConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1899,7 @@ func (x *NodeConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeConn.ProtoReflect.Descriptor instead.
 func (*NodeConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeConn) GetClientId() string {
@@ -1844,7 +1951,7 @@ type NodeDisconnect struct {
 
 func (x *NodeDisconnect) Reset() {
 	*x = NodeDisconnect{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1963,7 @@ func (x *NodeDisconnect) String() string {
 func (*NodeDisconnect) ProtoMessage() {}
 
 func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +1976,7 @@ func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDisconnect.ProtoReflect.Descriptor instead.
 func (*NodeDisconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeDisconnect) GetRequestId() uint64 {
@@ -1925,7 +2032,7 @@ type RelaySubscribe struct {
 
 func (x *RelaySubscribe) Reset() {
 	*x = RelaySubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2044,7 @@ func (x *RelaySubscribe) String() string {
 func (*RelaySubscribe) ProtoMessage() {}
 
 func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2057,7 @@ func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelaySubscribe.ProtoReflect.Descriptor instead.
 func (*RelaySubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RelaySubscribe) GetRoom() string {
@@ -2010,7 +2117,7 @@ type RelayUnsubscribe struct {
 
 func (x *RelayUnsubscribe) Reset() {
 	*x = RelayUnsubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2129,7 @@ func (x *RelayUnsubscribe) String() string {
 func (*RelayUnsubscribe) ProtoMessage() {}
 
 func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2142,7 @@ func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayUnsubscribe.ProtoReflect.Descriptor instead.
 func (*RelayUnsubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RelayUnsubscribe) GetRoom() string {
@@ -2107,7 +2214,7 @@ type RelayDeliver struct {
 
 func (x *RelayDeliver) Reset() {
 	*x = RelayDeliver{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2226,7 @@ func (x *RelayDeliver) String() string {
 func (*RelayDeliver) ProtoMessage() {}
 
 func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2239,7 @@ func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayDeliver.ProtoReflect.Descriptor instead.
 func (*RelayDeliver) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RelayDeliver) GetRoom() string {
@@ -2240,7 +2347,7 @@ type NotifyJournalRecord struct {
 
 func (x *NotifyJournalRecord) Reset() {
 	*x = NotifyJournalRecord{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2359,7 @@ func (x *NotifyJournalRecord) String() string {
 func (*NotifyJournalRecord) ProtoMessage() {}
 
 func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2372,7 @@ func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyJournalRecord.ProtoReflect.Descriptor instead.
 func (*NotifyJournalRecord) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NotifyJournalRecord) GetEntry() isNotifyJournalRecord_Entry {
@@ -2403,7 +2510,7 @@ type JournalConn struct {
 
 func (x *JournalConn) Reset() {
 	*x = JournalConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2522,7 @@ func (x *JournalConn) String() string {
 func (*JournalConn) ProtoMessage() {}
 
 func (x *JournalConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2535,7 @@ func (x *JournalConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalConn.ProtoReflect.Descriptor instead.
 func (*JournalConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JournalConn) GetClientId() string {
@@ -2456,7 +2563,7 @@ var File_hubbub_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bhubbub/hooks/v1/hooks.proto\x1a\x16hubbub/v1/hubbub.proto\"\xf3\a\n" +
+	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bhubbub/hooks/v1/hooks.proto\x1a\x16hubbub/v1/hubbub.proto\"\xb5\b\n" +
 	"\bEnvelope\x127\n" +
 	"\troom_join\x18\x01 \x01(\v2\x18.hubbub.node.v1.RoomJoinH\x00R\broomJoin\x12:\n" +
 	"\n" +
@@ -2477,7 +2584,8 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\vnode_report\x18\r \x01(\v2\x1a.hubbub.node.v1.NodeReportH\x00R\n" +
 	"nodeReport\x12I\n" +
 	"\x0fnode_disconnect\x18\x0e \x01(\v2\x1e.hubbub.node.v1.NodeDisconnectH\x00R\x0enodeDisconnect\x127\n" +
-	"\troom_tail\x18\x0f \x01(\v2\x18.hubbub.node.v1.RoomTailH\x00R\broomTailB\x06\n" +
+	"\troom_tail\x18\x0f \x01(\v2\x18.hubbub.node.v1.RoomTailH\x00R\broomTail\x12@\n" +
+	"\froom_reserve\x18\x10 \x01(\v2\x1b.hubbub.node.v1.RoomReserveH\x00R\vroomReserveB\x06\n" +
 	"\x04body\"\xbc\x01\n" +
 	"\x06Member\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x19\n" +
@@ -2512,7 +2620,7 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbe\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x02\n" +
 	"\vRoomPublish\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12.\n" +
 	"\x06member\x18\x02 \x01(\v2\x16.hubbub.node.v1.MemberR\x06member\x12#\n" +
@@ -2521,7 +2629,8 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"message_id\x18\x04 \x01(\tR\tmessageId\x12\x10\n" +
 	"\x03key\x18\x05 \x01(\tR\x03key\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\x04R\trequestId\x12<\n" +
+	"request_id\x18\x06 \x01(\x04R\trequestId\x12\x16\n" +
+	"\x06direct\x18\a \x01(\bR\x06direct\x12<\n" +
 	"\x05trace\x18\x0f \x03(\v2&.hubbub.node.v1.RoomPublish.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -2593,7 +2702,18 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"NodesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x8d\x02\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xe7\x01\n" +
+	"\vRoomReserve\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12\x10\n" +
+	"\x03max\x18\x04 \x01(\rR\x03max\x12<\n" +
+	"\x05trace\x18\x0f \x03(\v2&.hubbub.node.v1.RoomReserve.TraceEntryR\x05trace\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x02\n" +
 	"\bRoomTail\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
 	"\n" +
@@ -2734,7 +2854,7 @@ func file_hubbub_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(Encoding)(0),               // 0: hubbub.node.v1.Encoding
 	(OverflowPolicy)(0),         // 1: hubbub.node.v1.OverflowPolicy
@@ -2749,43 +2869,45 @@ var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(*RoomReply)(nil),           // 10: hubbub.node.v1.RoomReply
 	(*RoomInspect)(nil),         // 11: hubbub.node.v1.RoomInspect
 	(*RoomInspection)(nil),      // 12: hubbub.node.v1.RoomInspection
-	(*RoomTail)(nil),            // 13: hubbub.node.v1.RoomTail
-	(*RoomTailReply)(nil),       // 14: hubbub.node.v1.RoomTailReply
-	(*TailEntry)(nil),           // 15: hubbub.node.v1.TailEntry
-	(*NodeInspect)(nil),         // 16: hubbub.node.v1.NodeInspect
-	(*NodeReport)(nil),          // 17: hubbub.node.v1.NodeReport
-	(*NodeRoom)(nil),            // 18: hubbub.node.v1.NodeRoom
-	(*NodeConn)(nil),            // 19: hubbub.node.v1.NodeConn
-	(*NodeDisconnect)(nil),      // 20: hubbub.node.v1.NodeDisconnect
-	(*RelaySubscribe)(nil),      // 21: hubbub.node.v1.RelaySubscribe
-	(*RelayUnsubscribe)(nil),    // 22: hubbub.node.v1.RelayUnsubscribe
-	(*RelayDeliver)(nil),        // 23: hubbub.node.v1.RelayDeliver
-	(*NotifyJournalRecord)(nil), // 24: hubbub.node.v1.NotifyJournalRecord
-	(*JournalConn)(nil),         // 25: hubbub.node.v1.JournalConn
-	nil,                         // 26: hubbub.node.v1.RoomJoin.TraceEntry
-	nil,                         // 27: hubbub.node.v1.RoomLeave.TraceEntry
-	nil,                         // 28: hubbub.node.v1.RoomPublish.TraceEntry
-	nil,                         // 29: hubbub.node.v1.RoomHistory.TraceEntry
-	nil,                         // 30: hubbub.node.v1.RoomPresence.TraceEntry
-	nil,                         // 31: hubbub.node.v1.RoomTyping.TraceEntry
-	nil,                         // 32: hubbub.node.v1.RoomReply.TraceEntry
-	nil,                         // 33: hubbub.node.v1.RoomInspect.TraceEntry
-	nil,                         // 34: hubbub.node.v1.RoomInspection.NodesEntry
-	nil,                         // 35: hubbub.node.v1.RoomTail.TraceEntry
-	nil,                         // 36: hubbub.node.v1.RelaySubscribe.TraceEntry
-	nil,                         // 37: hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	nil,                         // 38: hubbub.node.v1.RelayDeliver.TraceEntry
-	(*v1.ClientInfo)(nil),       // 39: hubbub.v1.ClientInfo
-	(*v1.StreamPosition)(nil),   // 40: hubbub.v1.StreamPosition
-	(*structpb.Value)(nil),      // 41: google.protobuf.Value
-	(*v1.Body)(nil),             // 42: hubbub.v1.Body
-	(*v1.HistoryRequest)(nil),   // 43: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),      // 44: hubbub.v1.ServerFrame
-	(*v1.RoomInfo)(nil),         // 45: hubbub.v1.RoomInfo
-	(*v1.PresenceState)(nil),    // 46: hubbub.v1.PresenceState
-	(*v1.Message)(nil),          // 47: hubbub.v1.Message
-	(*v1.JoinReply)(nil),        // 48: hubbub.v1.JoinReply
-	(*v11.Notification)(nil),    // 49: hubbub.hooks.v1.Notification
+	(*RoomReserve)(nil),         // 13: hubbub.node.v1.RoomReserve
+	(*RoomTail)(nil),            // 14: hubbub.node.v1.RoomTail
+	(*RoomTailReply)(nil),       // 15: hubbub.node.v1.RoomTailReply
+	(*TailEntry)(nil),           // 16: hubbub.node.v1.TailEntry
+	(*NodeInspect)(nil),         // 17: hubbub.node.v1.NodeInspect
+	(*NodeReport)(nil),          // 18: hubbub.node.v1.NodeReport
+	(*NodeRoom)(nil),            // 19: hubbub.node.v1.NodeRoom
+	(*NodeConn)(nil),            // 20: hubbub.node.v1.NodeConn
+	(*NodeDisconnect)(nil),      // 21: hubbub.node.v1.NodeDisconnect
+	(*RelaySubscribe)(nil),      // 22: hubbub.node.v1.RelaySubscribe
+	(*RelayUnsubscribe)(nil),    // 23: hubbub.node.v1.RelayUnsubscribe
+	(*RelayDeliver)(nil),        // 24: hubbub.node.v1.RelayDeliver
+	(*NotifyJournalRecord)(nil), // 25: hubbub.node.v1.NotifyJournalRecord
+	(*JournalConn)(nil),         // 26: hubbub.node.v1.JournalConn
+	nil,                         // 27: hubbub.node.v1.RoomJoin.TraceEntry
+	nil,                         // 28: hubbub.node.v1.RoomLeave.TraceEntry
+	nil,                         // 29: hubbub.node.v1.RoomPublish.TraceEntry
+	nil,                         // 30: hubbub.node.v1.RoomHistory.TraceEntry
+	nil,                         // 31: hubbub.node.v1.RoomPresence.TraceEntry
+	nil,                         // 32: hubbub.node.v1.RoomTyping.TraceEntry
+	nil,                         // 33: hubbub.node.v1.RoomReply.TraceEntry
+	nil,                         // 34: hubbub.node.v1.RoomInspect.TraceEntry
+	nil,                         // 35: hubbub.node.v1.RoomInspection.NodesEntry
+	nil,                         // 36: hubbub.node.v1.RoomReserve.TraceEntry
+	nil,                         // 37: hubbub.node.v1.RoomTail.TraceEntry
+	nil,                         // 38: hubbub.node.v1.RelaySubscribe.TraceEntry
+	nil,                         // 39: hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	nil,                         // 40: hubbub.node.v1.RelayDeliver.TraceEntry
+	(*v1.ClientInfo)(nil),       // 41: hubbub.v1.ClientInfo
+	(*v1.StreamPosition)(nil),   // 42: hubbub.v1.StreamPosition
+	(*structpb.Value)(nil),      // 43: google.protobuf.Value
+	(*v1.Body)(nil),             // 44: hubbub.v1.Body
+	(*v1.HistoryRequest)(nil),   // 45: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),      // 46: hubbub.v1.ServerFrame
+	(*v1.RoomInfo)(nil),         // 47: hubbub.v1.RoomInfo
+	(*v1.PresenceState)(nil),    // 48: hubbub.v1.PresenceState
+	(*v1.Message)(nil),          // 49: hubbub.v1.Message
+	(*v1.JoinReply)(nil),        // 50: hubbub.v1.JoinReply
+	(*v11.Notification)(nil),    // 51: hubbub.hooks.v1.Notification
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	4,  // 0: hubbub.node.v1.Envelope.room_join:type_name -> hubbub.node.v1.RoomJoin
@@ -2795,62 +2917,64 @@ var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	8,  // 4: hubbub.node.v1.Envelope.room_presence:type_name -> hubbub.node.v1.RoomPresence
 	9,  // 5: hubbub.node.v1.Envelope.room_typing:type_name -> hubbub.node.v1.RoomTyping
 	10, // 6: hubbub.node.v1.Envelope.room_reply:type_name -> hubbub.node.v1.RoomReply
-	21, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
-	22, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
-	23, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
+	22, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
+	23, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
+	24, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
 	11, // 10: hubbub.node.v1.Envelope.room_inspect:type_name -> hubbub.node.v1.RoomInspect
-	16, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
-	17, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
-	20, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
-	13, // 14: hubbub.node.v1.Envelope.room_tail:type_name -> hubbub.node.v1.RoomTail
-	39, // 15: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
-	0,  // 16: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
-	3,  // 17: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
-	40, // 18: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	40, // 19: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
-	41, // 20: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
-	26, // 21: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
-	3,  // 22: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	27, // 23: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
-	3,  // 24: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	42, // 25: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	28, // 26: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	43, // 27: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	29, // 28: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	30, // 29: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
-	3,  // 30: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	31, // 31: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	44, // 32: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
-	12, // 33: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
-	14, // 34: hubbub.node.v1.RoomReply.tail:type_name -> hubbub.node.v1.RoomTailReply
-	32, // 35: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	33, // 36: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
-	40, // 37: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
-	45, // 38: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
-	46, // 39: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
-	34, // 40: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
-	40, // 41: hubbub.node.v1.RoomTail.after:type_name -> hubbub.v1.StreamPosition
-	35, // 42: hubbub.node.v1.RoomTail.trace:type_name -> hubbub.node.v1.RoomTail.TraceEntry
-	15, // 43: hubbub.node.v1.RoomTailReply.entries:type_name -> hubbub.node.v1.TailEntry
-	40, // 44: hubbub.node.v1.RoomTailReply.position:type_name -> hubbub.v1.StreamPosition
-	47, // 45: hubbub.node.v1.TailEntry.message:type_name -> hubbub.v1.Message
-	18, // 46: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
-	19, // 47: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
-	48, // 48: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	36, // 49: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	37, // 50: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	1,  // 51: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	38, // 52: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	25, // 53: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
-	25, // 54: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
-	25, // 55: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
-	25, // 56: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
-	49, // 57: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
-	58, // [58:58] is the sub-list for method output_type
-	58, // [58:58] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	17, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
+	18, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
+	21, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
+	14, // 14: hubbub.node.v1.Envelope.room_tail:type_name -> hubbub.node.v1.RoomTail
+	13, // 15: hubbub.node.v1.Envelope.room_reserve:type_name -> hubbub.node.v1.RoomReserve
+	41, // 16: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
+	0,  // 17: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
+	3,  // 18: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
+	42, // 19: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
+	42, // 20: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
+	43, // 21: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
+	27, // 22: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	3,  // 23: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
+	28, // 24: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	3,  // 25: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
+	44, // 26: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	29, // 27: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	45, // 28: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	30, // 29: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	31, // 30: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	3,  // 31: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
+	32, // 32: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	46, // 33: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	12, // 34: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
+	15, // 35: hubbub.node.v1.RoomReply.tail:type_name -> hubbub.node.v1.RoomTailReply
+	33, // 36: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	34, // 37: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
+	42, // 38: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
+	47, // 39: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
+	48, // 40: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
+	35, // 41: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
+	36, // 42: hubbub.node.v1.RoomReserve.trace:type_name -> hubbub.node.v1.RoomReserve.TraceEntry
+	42, // 43: hubbub.node.v1.RoomTail.after:type_name -> hubbub.v1.StreamPosition
+	37, // 44: hubbub.node.v1.RoomTail.trace:type_name -> hubbub.node.v1.RoomTail.TraceEntry
+	16, // 45: hubbub.node.v1.RoomTailReply.entries:type_name -> hubbub.node.v1.TailEntry
+	42, // 46: hubbub.node.v1.RoomTailReply.position:type_name -> hubbub.v1.StreamPosition
+	49, // 47: hubbub.node.v1.TailEntry.message:type_name -> hubbub.v1.Message
+	19, // 48: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
+	20, // 49: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
+	50, // 50: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	38, // 51: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	39, // 52: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 53: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	40, // 54: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	26, // 55: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
+	26, // 56: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
+	26, // 57: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
+	26, // 58: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
+	51, // 59: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
+	60, // [60:60] is the sub-list for method output_type
+	60, // [60:60] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
@@ -2874,8 +2998,9 @@ func file_hubbub_node_v1_node_proto_init() {
 		(*Envelope_NodeReport)(nil),
 		(*Envelope_NodeDisconnect)(nil),
 		(*Envelope_RoomTail)(nil),
+		(*Envelope_RoomReserve)(nil),
 	}
-	file_hubbub_node_v1_node_proto_msgTypes[22].OneofWrappers = []any{
+	file_hubbub_node_v1_node_proto_msgTypes[23].OneofWrappers = []any{
 		(*NotifyJournalRecord_Stream)(nil),
 		(*NotifyJournalRecord_Open)(nil),
 		(*NotifyJournalRecord_Join)(nil),
@@ -2890,7 +3015,7 @@ func file_hubbub_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_node_v1_node_proto_rawDesc), len(file_hubbub_node_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -39,6 +39,8 @@ const (
 	ServerAPIBatchPublishProcedure = "/hubbub.api.v1.ServerAPI/BatchPublish"
 	// ServerAPIBroadcastProcedure is the fully-qualified name of the ServerAPI's Broadcast RPC.
 	ServerAPIBroadcastProcedure = "/hubbub.api.v1.ServerAPI/Broadcast"
+	// ServerAPISendToUserProcedure is the fully-qualified name of the ServerAPI's SendToUser RPC.
+	ServerAPISendToUserProcedure = "/hubbub.api.v1.ServerAPI/SendToUser"
 	// ServerAPIHistoryProcedure is the fully-qualified name of the ServerAPI's History RPC.
 	ServerAPIHistoryProcedure = "/hubbub.api.v1.ServerAPI/History"
 	// ServerAPIPresenceProcedure is the fully-qualified name of the ServerAPI's Presence RPC.
@@ -66,6 +68,9 @@ type ServerAPIClient interface {
 	BatchPublish(context.Context, *connect.Request[v1.BatchPublishRequest]) (*connect.Response[v1.BatchPublishResponse], error)
 	// Broadcast sends one body to many rooms, with a result per room.
 	Broadcast(context.Context, *connect.Request[v1.BroadcastRequest]) (*connect.Response[v1.BroadcastResponse], error)
+	// SendToUser sends a direct message to a user: stored in the user's personal stream (the room
+	// "@<user>") and delivered to every connection of the user that receives it, on any node.
+	SendToUser(context.Context, *connect.Request[v1.SendToUserRequest]) (*connect.Response[v1.SendToUserResponse], error)
 	// History reads a room's retained messages.
 	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
 	// Presence reads one page of a room's users.
@@ -113,6 +118,12 @@ func NewServerAPIClient(httpClient connect.HTTPClient, baseURL string, opts ...c
 			httpClient,
 			baseURL+ServerAPIBroadcastProcedure,
 			connect.WithSchema(serverAPIMethods.ByName("Broadcast")),
+			connect.WithClientOptions(opts...),
+		),
+		sendToUser: connect.NewClient[v1.SendToUserRequest, v1.SendToUserResponse](
+			httpClient,
+			baseURL+ServerAPISendToUserProcedure,
+			connect.WithSchema(serverAPIMethods.ByName("SendToUser")),
 			connect.WithClientOptions(opts...),
 		),
 		history: connect.NewClient[v1.HistoryRequest, v1.HistoryResponse](
@@ -171,6 +182,7 @@ type serverAPIClient struct {
 	publish      *connect.Client[v1.PublishRequest, v1.PublishResponse]
 	batchPublish *connect.Client[v1.BatchPublishRequest, v1.BatchPublishResponse]
 	broadcast    *connect.Client[v1.BroadcastRequest, v1.BroadcastResponse]
+	sendToUser   *connect.Client[v1.SendToUserRequest, v1.SendToUserResponse]
 	history      *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
 	presence     *connect.Client[v1.PresenceRequest, v1.PresenceResponse]
 	roomInfo     *connect.Client[v1.RoomInfoRequest, v1.RoomInfoResponse]
@@ -194,6 +206,11 @@ func (c *serverAPIClient) BatchPublish(ctx context.Context, req *connect.Request
 // Broadcast calls hubbub.api.v1.ServerAPI.Broadcast.
 func (c *serverAPIClient) Broadcast(ctx context.Context, req *connect.Request[v1.BroadcastRequest]) (*connect.Response[v1.BroadcastResponse], error) {
 	return c.broadcast.CallUnary(ctx, req)
+}
+
+// SendToUser calls hubbub.api.v1.ServerAPI.SendToUser.
+func (c *serverAPIClient) SendToUser(ctx context.Context, req *connect.Request[v1.SendToUserRequest]) (*connect.Response[v1.SendToUserResponse], error) {
+	return c.sendToUser.CallUnary(ctx, req)
 }
 
 // History calls hubbub.api.v1.ServerAPI.History.
@@ -245,6 +262,9 @@ type ServerAPIHandler interface {
 	BatchPublish(context.Context, *connect.Request[v1.BatchPublishRequest]) (*connect.Response[v1.BatchPublishResponse], error)
 	// Broadcast sends one body to many rooms, with a result per room.
 	Broadcast(context.Context, *connect.Request[v1.BroadcastRequest]) (*connect.Response[v1.BroadcastResponse], error)
+	// SendToUser sends a direct message to a user: stored in the user's personal stream (the room
+	// "@<user>") and delivered to every connection of the user that receives it, on any node.
+	SendToUser(context.Context, *connect.Request[v1.SendToUserRequest]) (*connect.Response[v1.SendToUserResponse], error)
 	// History reads a room's retained messages.
 	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
 	// Presence reads one page of a room's users.
@@ -288,6 +308,12 @@ func NewServerAPIHandler(svc ServerAPIHandler, opts ...connect.HandlerOption) (s
 		ServerAPIBroadcastProcedure,
 		svc.Broadcast,
 		connect.WithSchema(serverAPIMethods.ByName("Broadcast")),
+		connect.WithHandlerOptions(opts...),
+	)
+	serverAPISendToUserHandler := connect.NewUnaryHandler(
+		ServerAPISendToUserProcedure,
+		svc.SendToUser,
+		connect.WithSchema(serverAPIMethods.ByName("SendToUser")),
 		connect.WithHandlerOptions(opts...),
 	)
 	serverAPIHistoryHandler := connect.NewUnaryHandler(
@@ -346,6 +372,8 @@ func NewServerAPIHandler(svc ServerAPIHandler, opts ...connect.HandlerOption) (s
 			serverAPIBatchPublishHandler.ServeHTTP(w, r)
 		case ServerAPIBroadcastProcedure:
 			serverAPIBroadcastHandler.ServeHTTP(w, r)
+		case ServerAPISendToUserProcedure:
+			serverAPISendToUserHandler.ServeHTTP(w, r)
 		case ServerAPIHistoryProcedure:
 			serverAPIHistoryHandler.ServeHTTP(w, r)
 		case ServerAPIPresenceProcedure:
@@ -381,6 +409,10 @@ func (UnimplementedServerAPIHandler) BatchPublish(context.Context, *connect.Requ
 
 func (UnimplementedServerAPIHandler) Broadcast(context.Context, *connect.Request[v1.BroadcastRequest]) (*connect.Response[v1.BroadcastResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.api.v1.ServerAPI.Broadcast is not implemented"))
+}
+
+func (UnimplementedServerAPIHandler) SendToUser(context.Context, *connect.Request[v1.SendToUserRequest]) (*connect.Response[v1.SendToUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.api.v1.ServerAPI.SendToUser is not implemented"))
 }
 
 func (UnimplementedServerAPIHandler) History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error) {

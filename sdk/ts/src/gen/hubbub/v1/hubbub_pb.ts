@@ -19,7 +19,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file hubbub/v1/hubbub.proto.
  */
 export const file_hubbub_v1_hubbub: GenFile = /*@__PURE__*/
-  fileDesc("ChZodWJidWIvdjEvaHViYnViLnByb3RvEglodWJidWIudjEiuAQKC0NsaWVudEZyYW1lEgoKAmlkGAEgASgEEiwKB2Nvbm5lY3QYAiABKAsyGS5odWJidWIudjEuQ29ubmVjdFJlcXVlc3RIABImCgRqb2luGAMgASgLMhYuaHViYnViLnYxLkpvaW5SZXF1ZXN0SAASKAoFbGVhdmUYBCABKAsyFy5odWJidWIudjEuTGVhdmVSZXF1ZXN0SAASLAoHcHVibGlzaBgFIAEoCzIZLmh1YmJ1Yi52MS5QdWJsaXNoUmVxdWVzdEgAEiwKB2hpc3RvcnkYBiABKAsyGS5odWJidWIudjEuSGlzdG9yeVJlcXVlc3RIABIuCghwcmVzZW5jZRgHIAEoCzIaLmh1YmJ1Yi52MS5QcmVzZW5jZVJlcXVlc3RIABIqCgZ0eXBpbmcYCCABKAsyGC5odWJidWIudjEuVHlwaW5nUmVxdWVzdEgAEiYKBHBpbmcYCSABKAsyFi5odWJidWIudjEuUGluZ1JlcXVlc3RIABIsCgdyZWZyZXNoGAogASgLMhkuaHViYnViLnYxLlJlZnJlc2hSZXF1ZXN0SAASJAoDcnBjGAsgASgLMhUuaHViYnViLnYxLlJwY1JlcXVlc3RIABIwCgV0cmFjZRgPIAMoCzIhLmh1YmJ1Yi52MS5DbGllbnRGcmFtZS5UcmFjZUVudHJ5GiwKClRyYWNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIJCgdjb21tYW5kIpkGCgtTZXJ2ZXJGcmFtZRIKCgJpZBgBIAEoBBIhCgVlcnJvchgCIAEoCzIQLmh1YmJ1Yi52MS5FcnJvckgAEioKB2Nvbm5lY3QYAyABKAsyFy5odWJidWIudjEuQ29ubmVjdFJlcGx5SAASJAoEam9pbhgEIAEoCzIULmh1YmJ1Yi52MS5Kb2luUmVwbHlIABImCgVsZWF2ZRgFIAEoCzIVLmh1YmJ1Yi52MS5MZWF2ZVJlcGx5SAASKgoHcHVibGlzaBgGIAEoCzIXLmh1YmJ1Yi52MS5QdWJsaXNoUmVwbHlIABIqCgdoaXN0b3J5GAcgASgLMhcuaHViYnViLnYxLkhpc3RvcnlSZXBseUgAEiwKCHByZXNlbmNlGAggASgLMhguaHViYnViLnYxLlByZXNlbmNlUmVwbHlIABIoCgZ0eXBpbmcYCSABKAsyFi5odWJidWIudjEuVHlwaW5nUmVwbHlIABIkCgRwaW5nGAogASgLMhQuaHViYnViLnYxLlBpbmdSZXBseUgAEioKB3JlZnJlc2gYCyABKAsyFy5odWJidWIudjEuUmVmcmVzaFJlcGx5SAASIgoDcnBjGAwgASgLMhMuaHViYnViLnYxLlJwY1JlcGx5SAASJQoHbWVzc2FnZRgUIAEoCzISLmh1YmJ1Yi52MS5NZXNzYWdlSAASMgoOcHJlc2VuY2VfZXZlbnQYFSABKAsyGC5odWJidWIudjEuUHJlc2VuY2VFdmVudEgAEi4KDHR5cGluZ19ldmVudBgWIAEoCzIWLmh1YmJ1Yi52MS5UeXBpbmdFdmVudEgAEisKCmRpc2Nvbm5lY3QYFyABKAsyFS5odWJidWIudjEuRGlzY29ubmVjdEgAEjAKDXByZXNlbmNlX2RpZmYYGCABKAsyFy5odWJidWIudjEuUHJlc2VuY2VEaWZmSAASNwoPY29tcGFjdF9tZXNzYWdlGBkgASgLMhkuaHViYnViLnYxLkNvbXBhY3RNZXNzYWdlSABSAWMSEAoIdHJhY2VfaWQYHiABKAlCBgoEYm9keSIvCg5TdHJlYW1Qb3NpdGlvbhIOCgZvZmZzZXQYASABKAQSDQoFZXBvY2gYAiABKAkiWAoEQm9keRIOCgR0ZXh0GAEgASgJSAASJgoEZGF0YRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEhAKBmJpbmFyeRgDIAEoDEgAQgYKBGtpbmQiYwoKQ2xpZW50SW5mbxIMCgR1c2VyGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIOCgZzZXJ2ZXIYAyABKAkSJAoEaW5mbxgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSLiAQoOQ29ubmVjdFJlcXVlc3QSDQoFdG9rZW4YASABKAkSDAoEbmFtZRgCIAEoCRIkCgRkYXRhGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEjMKBXNpbmNlGAQgAygLMiQuaHViYnViLnYxLkNvbm5lY3RSZXF1ZXN0LlNpbmNlRW50cnkSDwoHY29tcGFjdBgFIAEoCBpHCgpTaW5jZUVudHJ5EgsKA2tleRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbjoCOAEiqAEKDENvbm5lY3RSZXBseRIlCgZjbGllbnQYASABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbxIXCg9leHBpcmVzX3VuaXhfbXMYBSABKAMSGAoQcGluZ19pbnRlcnZhbF9tcxgCIAEoDRIWCg5zZXJ2ZXJfdmVyc2lvbhgDIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKA0SDQoFcm9vbXMYBiADKAkieAoLSm9pblJlcXVlc3QSDAoEcm9vbRgBIAEoCRIoCgVzaW5jZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIxCg5wcmVzZW5jZV9zaW5jZRgDIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbiKIAgoJSm9pblJlcGx5EgwKBHJvb20YASABKAkSKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SEQoJcmVjb3ZlcmVkGAMgASgIEiQKCG1lc3NhZ2VzGAQgAygLMhIuaHViYnViLnYxLk1lc3NhZ2USIQoEaW5mbxgFIAEoCzITLmh1YmJ1Yi52MS5Sb29tSW5mbxIqCghwcmVzZW5jZRgGIAEoCzIYLmh1YmJ1Yi52MS5QcmVzZW5jZVN0YXRlEikKCWhvb2tfZGF0YRgHIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRINCgVhbGlhcxgIIAEoDSLZAQoIUm9vbUluZm8SDwoHcHJvZmlsZRgBIAEoCRIpCghwcmVzZW5jZRgCIAEoDjIXLmh1YmJ1Yi52MS5QcmVzZW5jZU1vZGUSEgoKam9pbl9sZWF2ZRgDIAEoCBIOCgZ0eXBpbmcYBCABKAgSFAoMaGlzdG9yeV9zaXplGAUgASgNEg8KB2R1cmFibGUYBiABKAgSEwoLY2FuX3B1Ymxpc2gYByABKAgSHAoUcHJlc2VuY2VfaW50ZXJ2YWxfbXMYCCABKA0SEwoLbWF4X21lbWJlcnMYCSABKA0itgEKDVByZXNlbmNlU3RhdGUSKwoIcG9zaXRpb24YASABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SDwoHbWVtYmVycxgCIAEoDRINCgV1c2VycxgDIAEoDRIOCgZkaWdlc3QYBCABKAYSEQoJcmVjb3ZlcmVkGAUgASgIEiYKBWRpZmZzGAYgAygLMhcuaHViYnViLnYxLlByZXNlbmNlRGlmZhINCgVsYXJnZRgHIAEoCCIcCgxMZWF2ZVJlcXVlc3QSDAoEcm9vbRgBIAEoCSIaCgpMZWF2ZVJlcGx5EgwKBHJvb20YASABKAkiXgoOUHVibGlzaFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIdCgRib2R5GAIgASgLMg8uaHViYnViLnYxLkJvZHkSEgoKbWVzc2FnZV9pZBgDIAEoCRILCgNrZXkYBCABKAkiTgoMUHVibGlzaFJlcGx5EgwKBHJvb20YASABKAkSDgoGb2Zmc2V0GAIgASgEEg0KBWVwb2NoGAMgASgJEhEKCWR1cGxpY2F0ZRgEIAEoCCJUCg5IaXN0b3J5UmVxdWVzdBIMCgRyb29tGAEgASgJEhQKDHNpbmNlX29mZnNldBgCIAEoBBINCgVsaW1pdBgDIAEoDRIPCgdyZXZlcnNlGAQgASgIIm8KDEhpc3RvcnlSZXBseRIMCgRyb29tGAEgASgJEiQKCG1lc3NhZ2VzGAIgAygLMhIuaHViYnViLnYxLk1lc3NhZ2USKwoIcG9zaXRpb24YAyABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24iPgoPUHJlc2VuY2VSZXF1ZXN0EgwKBHJvb20YASABKAkSDQoFbGltaXQYAiABKA0SDgoGY3Vyc29yGAMgASgJIpYBCg1QcmVzZW5jZVJlcGx5EgwKBHJvb20YASABKAkSKgoHbWVtYmVycxgCIAMoCzIVLmh1YmJ1Yi52MS5DbGllbnRJbmZvQgIYARINCgV1c2VycxgDIAMoCRITCgtuZXh0X2N1cnNvchgEIAEoCRInCgVzdGF0ZRgFIAEoCzIYLmh1YmJ1Yi52MS5QcmVzZW5jZVN0YXRlIi0KDVR5cGluZ1JlcXVlc3QSDAoEcm9vbRgBIAEoCRIOCgZ0eXBpbmcYAiABKAgiGwoLVHlwaW5nUmVwbHkSDAoEcm9vbRgBIAEoCSIfCg5SZWZyZXNoUmVxdWVzdBINCgV0b2tlbhgBIAEoCSInCgxSZWZyZXNoUmVwbHkSFwoPZXhwaXJlc191bml4X21zGAEgASgDIkIKClJwY1JlcXVlc3QSDgoGbWV0aG9kGAEgASgJEiQKBGRhdGEYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiMAoIUnBjUmVwbHkSJAoEZGF0YRgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSINCgtQaW5nUmVxdWVzdCIoCglQaW5nUmVwbHkSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgBIAEoAyKzAQoHTWVzc2FnZRIMCgRyb29tGAEgASgJEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIlCgZzZW5kZXIYBCABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbxIdCgRib2R5GAUgASgLMg8uaHViYnViLnYxLkJvZHkSFAoMdGltZV91bml4X21zGAYgASgDEhIKCm1lc3NhZ2VfaWQYByABKAkSCwoDa2V5GAggASgJIvQBCg5Db21wYWN0TWVzc2FnZRIQCgVhbGlhcxgBIAEoDVIBYRIRCgZvZmZzZXQYAiABKARSAW8SDwoEdXNlchgDIAEoCVIBdRIRCgZzZXJ2ZXIYBCABKAlSAXMSEQoEdGV4dBgFIAEoCUgAUgF4EikKBGRhdGEYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIAFIBZBITCgZiaW5hcnkYByABKAxIAFIBeRIXCgx0aW1lX3VuaXhfbXMYCCABKANSAXQSFQoKbWVzc2FnZV9pZBgJIAEoCVIBaRIOCgNrZXkYCiABKAlSAWtCBgoEYm9keSJvCg1QcmVzZW5jZUV2ZW50EgwKBHJvb20YASABKAkSKQoGYWN0aW9uGAIgASgOMhkuaHViYnViLnYxLlByZXNlbmNlQWN0aW9uEiUKBmNsaWVudBgDIAEoCzIVLmh1YmJ1Yi52MS5DbGllbnRJbmZvIrUBCgxQcmVzZW5jZURpZmYSDAoEcm9vbRgBIAEoCRIrCghwb3NpdGlvbhgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIOCgZqb2luZWQYAyADKAkSDAoEbGVmdBgEIAMoCRIPCgdtZW1iZXJzGAUgASgNEg0KBXVzZXJzGAYgASgNEg4KBmRpZ2VzdBgHIAEoBhINCgVyZXNldBgIIAEoCBINCgVsYXJnZRgJIAEoCCJSCgtUeXBpbmdFdmVudBIMCgRyb29tGAEgASgJEiUKBmNsaWVudBgCIAEoCzIVLmh1YmJ1Yi52MS5DbGllbnRJbmZvEg4KBnR5cGluZxgDIAEoCCJnCgVFcnJvchIiCgRjb2RlGAEgASgOMhQuaHViYnViLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhEKCXRlbXBvcmFyeRgDIAEoCBIWCg5yZXRyeV9hZnRlcl9tcxgEIAEoDSJVCgpEaXNjb25uZWN0EgwKBGNvZGUYASABKA0SDgoGcmVhc29uGAIgASgJEhEKCXJlY29ubmVjdBgDIAEoCBIWCg5yZXRyeV9hZnRlcl9tcxgEIAEoDSp2CgxQcmVzZW5jZU1vZGUSHQoZUFJFU0VOQ0VfTU9ERV9VTlNQRUNJRklFRBAAEhYKElBSRVNFTkNFX01PREVfRlVMTBABEhgKFFBSRVNFTkNFX01PREVfQ09VTlRTEAISFQoRUFJFU0VOQ0VfTU9ERV9PRkYQAypmCg5QcmVzZW5jZUFjdGlvbhIfChtQUkVTRU5DRV9BQ1RJT05fVU5TUEVDSUZJRUQQABIYChRQUkVTRU5DRV9BQ1RJT05fSk9JThABEhkKFVBSRVNFTkNFX0FDVElPTl9MRUFWRRACKswDCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEhoKFkVSUk9SX0NPREVfQkFEX1JFUVVFU1QQARIeChpFUlJPUl9DT0RFX1VOS05PV05fQ09NTUFORBACEhwKGEVSUk9SX0NPREVfTk9UX0NPTk5FQ1RFRBADEiAKHEVSUk9SX0NPREVfQUxSRUFEWV9DT05ORUNURUQQBBIbChdFUlJPUl9DT0RFX0lOVkFMSURfUk9PTRAFEhkKFUVSUk9SX0NPREVfTk9UX0pPSU5FRBAGEh0KGUVSUk9SX0NPREVfQUxSRUFEWV9KT0lORUQQBxIgChxFUlJPUl9DT0RFX01FU1NBR0VfVE9PX0xBUkdFEAgSHQoZRVJST1JfQ09ERV9MSU1JVF9FWENFRURFRBAJEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAoSIAocRVJST1JfQ09ERV9QRVJNSVNTSU9OX0RFTklFRBALEhsKF0VSUk9SX0NPREVfVU5BVVRIT1JJWkVEEAwSFwoTRVJST1JfQ09ERV9JTlRFUk5BTBANEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQDkI4WjZnaXRodWIuY29tL2h1YmJ1Yi1jaGF0L2h1YmJ1Yi9wcm90by9odWJidWIvdjE7aHViYnVidjFiBnByb3RvMw", [file_google_protobuf_struct]);
+  fileDesc("ChZodWJidWIvdjEvaHViYnViLnByb3RvEglodWJidWIudjEi5AQKC0NsaWVudEZyYW1lEgoKAmlkGAEgASgEEiwKB2Nvbm5lY3QYAiABKAsyGS5odWJidWIudjEuQ29ubmVjdFJlcXVlc3RIABImCgRqb2luGAMgASgLMhYuaHViYnViLnYxLkpvaW5SZXF1ZXN0SAASKAoFbGVhdmUYBCABKAsyFy5odWJidWIudjEuTGVhdmVSZXF1ZXN0SAASLAoHcHVibGlzaBgFIAEoCzIZLmh1YmJ1Yi52MS5QdWJsaXNoUmVxdWVzdEgAEiwKB2hpc3RvcnkYBiABKAsyGS5odWJidWIudjEuSGlzdG9yeVJlcXVlc3RIABIuCghwcmVzZW5jZRgHIAEoCzIaLmh1YmJ1Yi52MS5QcmVzZW5jZVJlcXVlc3RIABIqCgZ0eXBpbmcYCCABKAsyGC5odWJidWIudjEuVHlwaW5nUmVxdWVzdEgAEiYKBHBpbmcYCSABKAsyFi5odWJidWIudjEuUGluZ1JlcXVlc3RIABIsCgdyZWZyZXNoGAogASgLMhkuaHViYnViLnYxLlJlZnJlc2hSZXF1ZXN0SAASJAoDcnBjGAsgASgLMhUuaHViYnViLnYxLlJwY1JlcXVlc3RIABIqCgZkaXJlY3QYDCABKAsyGC5odWJidWIudjEuRGlyZWN0UmVxdWVzdEgAEjAKBXRyYWNlGA8gAygLMiEuaHViYnViLnYxLkNsaWVudEZyYW1lLlRyYWNlRW50cnkaLAoKVHJhY2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB2NvbW1hbmQixAYKC1NlcnZlckZyYW1lEgoKAmlkGAEgASgEEiEKBWVycm9yGAIgASgLMhAuaHViYnViLnYxLkVycm9ySAASKgoHY29ubmVjdBgDIAEoCzIXLmh1YmJ1Yi52MS5Db25uZWN0UmVwbHlIABIkCgRqb2luGAQgASgLMhQuaHViYnViLnYxLkpvaW5SZXBseUgAEiYKBWxlYXZlGAUgASgLMhUuaHViYnViLnYxLkxlYXZlUmVwbHlIABIqCgdwdWJsaXNoGAYgASgLMhcuaHViYnViLnYxLlB1Ymxpc2hSZXBseUgAEioKB2hpc3RvcnkYByABKAsyFy5odWJidWIudjEuSGlzdG9yeVJlcGx5SAASLAoIcHJlc2VuY2UYCCABKAsyGC5odWJidWIudjEuUHJlc2VuY2VSZXBseUgAEigKBnR5cGluZxgJIAEoCzIWLmh1YmJ1Yi52MS5UeXBpbmdSZXBseUgAEiQKBHBpbmcYCiABKAsyFC5odWJidWIudjEuUGluZ1JlcGx5SAASKgoHcmVmcmVzaBgLIAEoCzIXLmh1YmJ1Yi52MS5SZWZyZXNoUmVwbHlIABIiCgNycGMYDCABKAsyEy5odWJidWIudjEuUnBjUmVwbHlIABIpCgZkaXJlY3QYDSABKAsyFy5odWJidWIudjEuUHVibGlzaFJlcGx5SAASJQoHbWVzc2FnZRgUIAEoCzISLmh1YmJ1Yi52MS5NZXNzYWdlSAASMgoOcHJlc2VuY2VfZXZlbnQYFSABKAsyGC5odWJidWIudjEuUHJlc2VuY2VFdmVudEgAEi4KDHR5cGluZ19ldmVudBgWIAEoCzIWLmh1YmJ1Yi52MS5UeXBpbmdFdmVudEgAEisKCmRpc2Nvbm5lY3QYFyABKAsyFS5odWJidWIudjEuRGlzY29ubmVjdEgAEjAKDXByZXNlbmNlX2RpZmYYGCABKAsyFy5odWJidWIudjEuUHJlc2VuY2VEaWZmSAASNwoPY29tcGFjdF9tZXNzYWdlGBkgASgLMhkuaHViYnViLnYxLkNvbXBhY3RNZXNzYWdlSABSAWMSEAoIdHJhY2VfaWQYHiABKAlCBgoEYm9keSIvCg5TdHJlYW1Qb3NpdGlvbhIOCgZvZmZzZXQYASABKAQSDQoFZXBvY2gYAiABKAkiWAoEQm9keRIOCgR0ZXh0GAEgASgJSAASJgoEZGF0YRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEhAKBmJpbmFyeRgDIAEoDEgAQgYKBGtpbmQiYwoKQ2xpZW50SW5mbxIMCgR1c2VyGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIOCgZzZXJ2ZXIYAyABKAkSJAoEaW5mbxgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSL3AQoOQ29ubmVjdFJlcXVlc3QSDQoFdG9rZW4YASABKAkSDAoEbmFtZRgCIAEoCRIkCgRkYXRhGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEjMKBXNpbmNlGAQgAygLMiQuaHViYnViLnYxLkNvbm5lY3RSZXF1ZXN0LlNpbmNlRW50cnkSDwoHY29tcGFjdBgFIAEoCBITCgt1c2VyX3N0cmVhbRgGIAEoCBpHCgpTaW5jZUVudHJ5EgsKA2tleRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbjoCOAEivQEKDENvbm5lY3RSZXBseRIlCgZjbGllbnQYASABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbxIXCg9leHBpcmVzX3VuaXhfbXMYBSABKAMSGAoQcGluZ19pbnRlcnZhbF9tcxgCIAEoDRIWCg5zZXJ2ZXJfdmVyc2lvbhgDIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKA0SDQoFcm9vbXMYBiADKAkSEwoLdXNlcl9zdHJlYW0YByABKAkieAoLSm9pblJlcXVlc3QSDAoEcm9vbRgBIAEoCRIoCgVzaW5jZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIxCg5wcmVzZW5jZV9zaW5jZRgDIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbiKIAgoJSm9pblJlcGx5EgwKBHJvb20YASABKAkSKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SEQoJcmVjb3ZlcmVkGAMgASgIEiQKCG1lc3NhZ2VzGAQgAygLMhIuaHViYnViLnYxLk1lc3NhZ2USIQoEaW5mbxgFIAEoCzITLmh1YmJ1Yi52MS5Sb29tSW5mbxIqCghwcmVzZW5jZRgGIAEoCzIYLmh1YmJ1Yi52MS5QcmVzZW5jZVN0YXRlEikKCWhvb2tfZGF0YRgHIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRINCgVhbGlhcxgIIAEoDSLZAQoIUm9vbUluZm8SDwoHcHJvZmlsZRgBIAEoCRIpCghwcmVzZW5jZRgCIAEoDjIXLmh1YmJ1Yi52MS5QcmVzZW5jZU1vZGUSEgoKam9pbl9sZWF2ZRgDIAEoCBIOCgZ0eXBpbmcYBCABKAgSFAoMaGlzdG9yeV9zaXplGAUgASgNEg8KB2R1cmFibGUYBiABKAgSEwoLY2FuX3B1Ymxpc2gYByABKAgSHAoUcHJlc2VuY2VfaW50ZXJ2YWxfbXMYCCABKA0SEwoLbWF4X21lbWJlcnMYCSABKA0itgEKDVByZXNlbmNlU3RhdGUSKwoIcG9zaXRpb24YASABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SDwoHbWVtYmVycxgCIAEoDRINCgV1c2VycxgDIAEoDRIOCgZkaWdlc3QYBCABKAYSEQoJcmVjb3ZlcmVkGAUgASgIEiYKBWRpZmZzGAYgAygLMhcuaHViYnViLnYxLlByZXNlbmNlRGlmZhINCgVsYXJnZRgHIAEoCCIcCgxMZWF2ZVJlcXVlc3QSDAoEcm9vbRgBIAEoCSIaCgpMZWF2ZVJlcGx5EgwKBHJvb20YASABKAkiXgoOUHVibGlzaFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIdCgRib2R5GAIgASgLMg8uaHViYnViLnYxLkJvZHkSEgoKbWVzc2FnZV9pZBgDIAEoCRILCgNrZXkYBCABKAkiUAoNRGlyZWN0UmVxdWVzdBIMCgR1c2VyGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJIk4KDFB1Ymxpc2hSZXBseRIMCgRyb29tGAEgASgJEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIRCglkdXBsaWNhdGUYBCABKAgiVAoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIUCgxzaW5jZV9vZmZzZXQYAiABKAQSDQoFbGltaXQYAyABKA0SDwoHcmV2ZXJzZRgEIAEoCCJvCgxIaXN0b3J5UmVwbHkSDAoEcm9vbRgBIAEoCRIkCghtZXNzYWdlcxgCIAMoCzISLmh1YmJ1Yi52MS5NZXNzYWdlEisKCHBvc2l0aW9uGAMgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uIj4KD1ByZXNlbmNlUmVxdWVzdBIMCgRyb29tGAEgASgJEg0KBWxpbWl0GAIgASgNEg4KBmN1cnNvchgDIAEoCSKWAQoNUHJlc2VuY2VSZXBseRIMCgRyb29tGAEgASgJEioKB21lbWJlcnMYAiADKAsyFS5odWJidWIudjEuQ2xpZW50SW5mb0ICGAESDQoFdXNlcnMYAyADKAkSEwoLbmV4dF9jdXJzb3IYBCABKAkSJwoFc3RhdGUYBSABKAsyGC5odWJidWIudjEuUHJlc2VuY2VTdGF0ZSItCg1UeXBpbmdSZXF1ZXN0EgwKBHJvb20YASABKAkSDgoGdHlwaW5nGAIgASgIIhsKC1R5cGluZ1JlcGx5EgwKBHJvb20YASABKAkiHwoOUmVmcmVzaFJlcXVlc3QSDQoFdG9rZW4YASABKAkiJwoMUmVmcmVzaFJlcGx5EhcKD2V4cGlyZXNfdW5peF9tcxgBIAEoAyJCCgpScGNSZXF1ZXN0Eg4KBm1ldGhvZBgBIAEoCRIkCgRkYXRhGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIjAKCFJwY1JlcGx5EiQKBGRhdGEYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiDQoLUGluZ1JlcXVlc3QiKAoJUGluZ1JlcGx5EhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYASABKAMiswEKB01lc3NhZ2USDAoEcm9vbRgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDQoFZXBvY2gYAyABKAkSJQoGc2VuZGVyGAQgASgLMhUuaHViYnViLnYxLkNsaWVudEluZm8SHQoEYm9keRgFIAEoCzIPLmh1YmJ1Yi52MS5Cb2R5EhQKDHRpbWVfdW5peF9tcxgGIAEoAxISCgptZXNzYWdlX2lkGAcgASgJEgsKA2tleRgIIAEoCSL0AQoOQ29tcGFjdE1lc3NhZ2USEAoFYWxpYXMYASABKA1SAWESEQoGb2Zmc2V0GAIgASgEUgFvEg8KBHVzZXIYAyABKAlSAXUSEQoGc2VydmVyGAQgASgJUgFzEhEKBHRleHQYBSABKAlIAFIBeBIpCgRkYXRhGAYgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSABSAWQSEwoGYmluYXJ5GAcgASgMSABSAXkSFwoMdGltZV91bml4X21zGAggASgDUgF0EhUKCm1lc3NhZ2VfaWQYCSABKAlSAWkSDgoDa2V5GAogASgJUgFrQgYKBGJvZHkibwoNUHJlc2VuY2VFdmVudBIMCgRyb29tGAEgASgJEikKBmFjdGlvbhgCIAEoDjIZLmh1YmJ1Yi52MS5QcmVzZW5jZUFjdGlvbhIlCgZjbGllbnQYAyABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbyK1AQoMUHJlc2VuY2VEaWZmEgwKBHJvb20YASABKAkSKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SDgoGam9pbmVkGAMgAygJEgwKBGxlZnQYBCADKAkSDwoHbWVtYmVycxgFIAEoDRINCgV1c2VycxgGIAEoDRIOCgZkaWdlc3QYByABKAYSDQoFcmVzZXQYCCABKAgSDQoFbGFyZ2UYCSABKAgiUgoLVHlwaW5nRXZlbnQSDAoEcm9vbRgBIAEoCRIlCgZjbGllbnQYAiABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbxIOCgZ0eXBpbmcYAyABKAgiZwoFRXJyb3ISIgoEY29kZRgBIAEoDjIULmh1YmJ1Yi52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCgl0ZW1wb3JhcnkYAyABKAgSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0iVQoKRGlzY29ubmVjdBIMCgRjb2RlGAEgASgNEg4KBnJlYXNvbhgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0qdgoMUHJlc2VuY2VNb2RlEh0KGVBSRVNFTkNFX01PREVfVU5TUEVDSUZJRUQQABIWChJQUkVTRU5DRV9NT0RFX0ZVTEwQARIYChRQUkVTRU5DRV9NT0RFX0NPVU5UUxACEhUKEVBSRVNFTkNFX01PREVfT0ZGEAMqZgoOUHJlc2VuY2VBY3Rpb24SHwobUFJFU0VOQ0VfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUUFJFU0VOQ0VfQUNUSU9OX0pPSU4QARIZChVQUkVTRU5DRV9BQ1RJT05fTEVBVkUQAirMAwoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIaChZFUlJPUl9DT0RFX0JBRF9SRVFVRVNUEAESHgoaRVJST1JfQ09ERV9VTktOT1dOX0NPTU1BTkQQAhIcChhFUlJPUl9DT0RFX05PVF9DT05ORUNURUQQAxIgChxFUlJPUl9DT0RFX0FMUkVBRFlfQ09OTkVDVEVEEAQSGwoXRVJST1JfQ09ERV9JTlZBTElEX1JPT00QBRIZChVFUlJPUl9DT0RFX05PVF9KT0lORUQQBhIdChlFUlJPUl9DT0RFX0FMUkVBRFlfSk9JTkVEEAcSIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRAIEh0KGUVSUk9SX0NPREVfTElNSVRfRVhDRUVERUQQCRIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAKEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQCxIbChdFUlJPUl9DT0RFX1VOQVVUSE9SSVpFRBAMEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQDRIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEA5COFo2Z2l0aHViLmNvbS9odWJidWItY2hhdC9odWJidWIvcHJvdG8vaHViYnViL3YxO2h1YmJ1YnYxYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * ClientFrame is one command from a client.
@@ -98,6 +98,12 @@ export type ClientFrame = Message$1<"hubbub.v1.ClientFrame"> & {
      */
     value: RpcRequest;
     case: "rpc";
+  } | {
+    /**
+     * @generated from field: hubbub.v1.DirectRequest direct = 12;
+     */
+    value: DirectRequest;
+    case: "direct";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -197,6 +203,12 @@ export type ServerFrame = Message$1<"hubbub.v1.ServerFrame"> & {
      */
     value: RpcReply;
     case: "rpc";
+  } | {
+    /**
+     * @generated from field: hubbub.v1.PublishReply direct = 13;
+     */
+    value: PublishReply;
+    case: "direct";
   } | {
     /**
      * Pushes.
@@ -416,6 +428,17 @@ export type ConnectRequest = Message$1<"hubbub.v1.ConnectRequest"> & {
    * @generated from field: bool compact = 5;
    */
   compact: boolean;
+
+  /**
+   * Receive this user's personal stream: the server joins the connection to
+   * the room "@<user>" (ConnectReply.user_stream), where direct messages to
+   * the user are stored with offsets like any room's, so a device that was
+   * away recovers them through since. Every device of the user that asks
+   * gets each direct message.
+   *
+   * @generated from field: bool user_stream = 6;
+   */
+  userStream: boolean;
 };
 
 /**
@@ -471,6 +494,14 @@ export type ConnectReply = Message$1<"hubbub.v1.ConnectReply"> & {
    * @generated from field: repeated string rooms = 6;
    */
   rooms: string[];
+
+  /**
+   * The room of this user's personal stream ("@<user>"), when the connect
+   * asked for it (user_stream); it is also among rooms.
+   *
+   * @generated from field: string user_stream = 7;
+   */
+  userStream: string;
 };
 
 /**
@@ -805,6 +836,41 @@ export const PublishRequestSchema: GenMessage<PublishRequest> = /*@__PURE__*/
   messageDesc(file_hubbub_v1_hubbub, 13);
 
 /**
+ * DirectRequest sends a message to a user: it is stored in the user's
+ * personal stream (the room "@<user>") and delivered to every connection of
+ * the user that receives the stream, on any node. Who may message whom comes
+ * from the token's direct claim (user-name patterns). The reply is a
+ * PublishReply for the room "@<user>".
+ *
+ * @generated from message hubbub.v1.DirectRequest
+ */
+export type DirectRequest = Message$1<"hubbub.v1.DirectRequest"> & {
+  /**
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * @generated from field: hubbub.v1.Body body = 2;
+   */
+  body?: Body | undefined;
+
+  /**
+   * Client-chosen id; a retry with the same id is accepted once.
+   *
+   * @generated from field: string message_id = 3;
+   */
+  messageId: string;
+};
+
+/**
+ * Describes the message hubbub.v1.DirectRequest.
+ * Use `create(DirectRequestSchema)` to create a new message.
+ */
+export const DirectRequestSchema: GenMessage<DirectRequest> = /*@__PURE__*/
+  messageDesc(file_hubbub_v1_hubbub, 14);
+
+/**
  * PublishReply acknowledges a publish once the room has accepted it.
  *
  * @generated from message hubbub.v1.PublishReply
@@ -838,7 +904,7 @@ export type PublishReply = Message$1<"hubbub.v1.PublishReply"> & {
  * Use `create(PublishReplySchema)` to create a new message.
  */
 export const PublishReplySchema: GenMessage<PublishReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 14);
+  messageDesc(file_hubbub_v1_hubbub, 15);
 
 /**
  * HistoryRequest reads a room's retained messages.
@@ -878,7 +944,7 @@ export type HistoryRequest = Message$1<"hubbub.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 15);
+  messageDesc(file_hubbub_v1_hubbub, 16);
 
 /**
  * HistoryReply returns retained messages.
@@ -907,7 +973,7 @@ export type HistoryReply = Message$1<"hubbub.v1.HistoryReply"> & {
  * Use `create(HistoryReplySchema)` to create a new message.
  */
 export const HistoryReplySchema: GenMessage<HistoryReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 16);
+  messageDesc(file_hubbub_v1_hubbub, 17);
 
 /**
  * PresenceRequest lists a room's members.
@@ -940,7 +1006,7 @@ export type PresenceRequest = Message$1<"hubbub.v1.PresenceRequest"> & {
  * Use `create(PresenceRequestSchema)` to create a new message.
  */
 export const PresenceRequestSchema: GenMessage<PresenceRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 17);
+  messageDesc(file_hubbub_v1_hubbub, 18);
 
 /**
  * PresenceReply is one page of a room's users, sorted by user id, with the presence state the page
@@ -989,7 +1055,7 @@ export type PresenceReply = Message$1<"hubbub.v1.PresenceReply"> & {
  * Use `create(PresenceReplySchema)` to create a new message.
  */
 export const PresenceReplySchema: GenMessage<PresenceReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 18);
+  messageDesc(file_hubbub_v1_hubbub, 19);
 
 /**
  * TypingRequest tells a room's members that this client is (or stopped) typing.
@@ -1014,7 +1080,7 @@ export type TypingRequest = Message$1<"hubbub.v1.TypingRequest"> & {
  * Use `create(TypingRequestSchema)` to create a new message.
  */
 export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 19);
+  messageDesc(file_hubbub_v1_hubbub, 20);
 
 /**
  * TypingReply acknowledges a typing command.
@@ -1033,7 +1099,7 @@ export type TypingReply = Message$1<"hubbub.v1.TypingReply"> & {
  * Use `create(TypingReplySchema)` to create a new message.
  */
 export const TypingReplySchema: GenMessage<TypingReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 20);
+  messageDesc(file_hubbub_v1_hubbub, 21);
 
 /**
  * RefreshRequest replaces the connection's token before it expires. The new
@@ -1053,7 +1119,7 @@ export type RefreshRequest = Message$1<"hubbub.v1.RefreshRequest"> & {
  * Use `create(RefreshRequestSchema)` to create a new message.
  */
 export const RefreshRequestSchema: GenMessage<RefreshRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 21);
+  messageDesc(file_hubbub_v1_hubbub, 22);
 
 /**
  * RefreshReply accepts a refreshed token.
@@ -1074,7 +1140,7 @@ export type RefreshReply = Message$1<"hubbub.v1.RefreshReply"> & {
  * Use `create(RefreshReplySchema)` to create a new message.
  */
 export const RefreshReplySchema: GenMessage<RefreshReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 22);
+  messageDesc(file_hubbub_v1_hubbub, 23);
 
 /**
  * RpcRequest asks the backend (its rpc hook) to run a method; the reply
@@ -1099,7 +1165,7 @@ export type RpcRequest = Message$1<"hubbub.v1.RpcRequest"> & {
  * Use `create(RpcRequestSchema)` to create a new message.
  */
 export const RpcRequestSchema: GenMessage<RpcRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 23);
+  messageDesc(file_hubbub_v1_hubbub, 24);
 
 /**
  * RpcReply is the backend's answer.
@@ -1118,7 +1184,7 @@ export type RpcReply = Message$1<"hubbub.v1.RpcReply"> & {
  * Use `create(RpcReplySchema)` to create a new message.
  */
 export const RpcReplySchema: GenMessage<RpcReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 24);
+  messageDesc(file_hubbub_v1_hubbub, 25);
 
 /**
  * PingRequest is an application-level ping.
@@ -1133,7 +1199,7 @@ export type PingRequest = Message$1<"hubbub.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 25);
+  messageDesc(file_hubbub_v1_hubbub, 26);
 
 /**
  * PingReply answers a PingRequest.
@@ -1152,7 +1218,7 @@ export type PingReply = Message$1<"hubbub.v1.PingReply"> & {
  * Use `create(PingReplySchema)` to create a new message.
  */
 export const PingReplySchema: GenMessage<PingReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 26);
+  messageDesc(file_hubbub_v1_hubbub, 27);
 
 /**
  * Message is a published message, pushed to members and returned by history and recovery.
@@ -1206,7 +1272,7 @@ export type Message = Message$1<"hubbub.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 27);
+  messageDesc(file_hubbub_v1_hubbub, 28);
 
 /**
  * CompactMessage is a Message pushed to a connection that asked for compact
@@ -1293,7 +1359,7 @@ export type CompactMessage = Message$1<"hubbub.v1.CompactMessage"> & {
  * Use `create(CompactMessageSchema)` to create a new message.
  */
 export const CompactMessageSchema: GenMessage<CompactMessage> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 28);
+  messageDesc(file_hubbub_v1_hubbub, 29);
 
 /**
  * PresenceEvent was pushed for every join and leave; rooms now push PresenceDiff instead, and
@@ -1323,7 +1389,7 @@ export type PresenceEvent = Message$1<"hubbub.v1.PresenceEvent"> & {
  * Use `create(PresenceEventSchema)` to create a new message.
  */
 export const PresenceEventSchema: GenMessage<PresenceEvent> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 29);
+  messageDesc(file_hubbub_v1_hubbub, 30);
 
 /**
  * PresenceDiff is pushed to a room's members when its presence changed, at most once per presence
@@ -1402,7 +1468,7 @@ export type PresenceDiff = Message$1<"hubbub.v1.PresenceDiff"> & {
  * Use `create(PresenceDiffSchema)` to create a new message.
  */
 export const PresenceDiffSchema: GenMessage<PresenceDiff> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 30);
+  messageDesc(file_hubbub_v1_hubbub, 31);
 
 /**
  * TypingEvent is pushed to a room's members when a member starts or stops typing.
@@ -1431,7 +1497,7 @@ export type TypingEvent = Message$1<"hubbub.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 31);
+  messageDesc(file_hubbub_v1_hubbub, 32);
 
 /**
  * Error is the reply to a command that failed.
@@ -1469,7 +1535,7 @@ export type Error = Message$1<"hubbub.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 32);
+  messageDesc(file_hubbub_v1_hubbub, 33);
 
 /**
  * Disconnect is pushed just before the server closes the connection; code matches the WebSocket close code.
@@ -1507,7 +1573,7 @@ export type Disconnect = Message$1<"hubbub.v1.Disconnect"> & {
  * Use `create(DisconnectSchema)` to create a new message.
  */
 export const DisconnectSchema: GenMessage<Disconnect> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 33);
+  messageDesc(file_hubbub_v1_hubbub, 34);
 
 /**
  * PresenceMode is what a room tells about its members.

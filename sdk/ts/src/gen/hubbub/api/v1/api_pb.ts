@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hubbub/api/v1/api.proto.
  */
 export const file_hubbub_api_v1_api: GenFile = /*@__PURE__*/
-  fileDesc("ChdodWJidWIvYXBpL3YxL2FwaS5wcm90bxINaHViYnViLmFwaS52MSJeCg5QdWJsaXNoUmVxdWVzdBIMCgRyb29tGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJEgsKA2tleRgEIAEoCSJVCg9QdWJsaXNoUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEg0KBWVwb2NoGAIgASgJEhEKCWR1cGxpY2F0ZRgDIAEoCBIQCgh0cmFjZV9pZBgEIAEoCSJDChNCYXRjaFB1Ymxpc2hSZXF1ZXN0EiwKBWl0ZW1zGAEgAygLMh0uaHViYnViLmFwaS52MS5QdWJsaXNoUmVxdWVzdCJFChRCYXRjaFB1Ymxpc2hSZXNwb25zZRItCgdyZXN1bHRzGAEgAygLMhwuaHViYnViLmFwaS52MS5QdWJsaXNoUmVzdWx0InIKDVB1Ymxpc2hSZXN1bHQSMwoJcHVibGlzaGVkGAEgASgLMh4uaHViYnViLmFwaS52MS5QdWJsaXNoUmVzcG9uc2VIABIhCgVlcnJvchgCIAEoCzIQLmh1YmJ1Yi52MS5FcnJvckgAQgkKB291dGNvbWUiVAoQQnJvYWRjYXN0UmVxdWVzdBINCgVyb29tcxgBIAMoCRIdCgRib2R5GAIgASgLMg8uaHViYnViLnYxLkJvZHkSEgoKbWVzc2FnZV9pZBgDIAEoCSJCChFCcm9hZGNhc3RSZXNwb25zZRItCgdyZXN1bHRzGAEgAygLMhwuaHViYnViLmFwaS52MS5QdWJsaXNoUmVzdWx0ImsKDkhpc3RvcnlSZXF1ZXN0EgwKBHJvb20YASABKAkSFAoMc2luY2Vfb2Zmc2V0GAIgASgEEg0KBWxpbWl0GAMgASgNEg8KB3JldmVyc2UYBCABKAgSFQoNYmVmb3JlX29mZnNldBgFIAEoBCJkCg9IaXN0b3J5UmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5odWJidWIudjEuTWVzc2FnZRIrCghwb3NpdGlvbhgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbiI+Cg9QcmVzZW5jZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRINCgVsaW1pdBgCIAEoDRIOCgZjdXJzb3IYAyABKAkiXwoQUHJlc2VuY2VSZXNwb25zZRINCgV1c2VycxgBIAMoCRITCgtuZXh0X2N1cnNvchgCIAEoCRInCgVzdGF0ZRgDIAEoCzIYLmh1YmJ1Yi52MS5QcmVzZW5jZVN0YXRlIh8KD1Jvb21JbmZvUmVxdWVzdBIMCgRyb29tGAEgASgJIt8BChBSb29tSW5mb1Jlc3BvbnNlEisKCHBvc2l0aW9uGAEgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uEiEKBGluZm8YAiABKAsyEy5odWJidWIudjEuUm9vbUluZm8SKgoIcHJlc2VuY2UYAyABKAsyGC5odWJidWIudjEuUHJlc2VuY2VTdGF0ZRIMCgRub2RlGAQgASgJEisKB21lbWJlcnMYBSADKAsyGi5odWJidWIuYXBpLnYxLk5vZGVNZW1iZXJzEhQKDHB1Ymxpc2hfcmF0ZRgGIAEoASIsCgtOb2RlTWVtYmVycxIMCgRub2RlGAEgASgJEg8KB21lbWJlcnMYAiABKA0iQgoQTGlzdFJvb21zUmVxdWVzdBIPCgdwYXR0ZXJuGAEgASgJEg0KBWxpbWl0GAIgASgNEg4KBmN1cnNvchgDIAEoCSJTChFMaXN0Um9vbXNSZXNwb25zZRIpCgVyb29tcxgBIAMoCzIaLmh1YmJ1Yi5hcGkudjEuUm9vbVN1bW1hcnkSEwoLbmV4dF9jdXJzb3IYAiABKAkiYAoLUm9vbVN1bW1hcnkSDAoEcm9vbRgBIAEoCRIMCgRub2RlGAIgASgJEg8KB21lbWJlcnMYAyABKA0SDgoGb2Zmc2V0GAQgASgEEhQKDHB1Ymxpc2hfcmF0ZRgFIAEoASJXChFEaXNjb25uZWN0UmVxdWVzdBIMCgR1c2VyGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkSEQoJcmVjb25uZWN0GAQgASgIIikKEkRpc2Nvbm5lY3RSZXNwb25zZRITCgtjb25uZWN0aW9ucxgBIAEoDSIiChJDb25uZWN0aW9uc1JlcXVlc3QSDAoEdXNlchgBIAEoCSJFChNDb25uZWN0aW9uc1Jlc3BvbnNlEi4KC2Nvbm5lY3Rpb25zGAEgAygLMhkuaHViYnViLmFwaS52MS5Db25uZWN0aW9uInsKCkNvbm5lY3Rpb24SEQoJY2xpZW50X2lkGAEgASgJEgwKBHVzZXIYAiABKAkSDAoEbm9kZRgDIAEoCRINCgVyb29tcxgEIAMoCRIUCgxxdWV1ZWRfYnl0ZXMYBSABKAQSGQoRY29ubmVjdGVkX3VuaXhfbXMYBiABKAMiHgoLSW5mb1JlcXVlc3QSDwoHc2xvd2VzdBgBIAEoDSJTCgxJbmZvUmVzcG9uc2USJgoFbm9kZXMYASADKAsyFy5odWJidWIuYXBpLnYxLk5vZGVJbmZvEgsKA2tleRgCIAEoCRIOCgZzY29wZXMYAyADKAki/gEKCE5vZGVJbmZvEgwKBG5vZGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIXCg9zdGFydGVkX3VuaXhfbXMYAyABKAMSEwoLY29ubmVjdGlvbnMYBCABKA0SDQoFdXNlcnMYBSABKA0SDQoFcm9vbXMYBiABKA0SFgoOc2xvd19jb25zdW1lcnMYByABKAQSGAoQb3ZlcmZsb3dfZHJvcHBlZBgIIAEoBBIRCgljb25mbGF0ZWQYCSABKAQSFgoOZGVsaXZlcnlfZHJvcHMYCiABKAQSKgoHc2xvd2VzdBgLIAMoCzIZLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbiJFCgtUYWlsUmVxdWVzdBIMCgRyb29tGAEgASgJEigKBXNpbmNlGAIgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uInYKDFRhaWxSZXNwb25zZRIsCghtZXNzYWdlcxgBIAMoCzIaLmh1YmJ1Yi5hcGkudjEuVGFpbE1lc3NhZ2USKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SCwoDZ2FwGAMgASgIIkQKC1RhaWxNZXNzYWdlEiMKB21lc3NhZ2UYASABKAsyEi5odWJidWIudjEuTWVzc2FnZRIQCgh0cmFjZV9pZBgCIAEoCTLfBgoJU2VydmVyQVBJEkgKB1B1Ymxpc2gSHS5odWJidWIuYXBpLnYxLlB1Ymxpc2hSZXF1ZXN0Gh4uaHViYnViLmFwaS52MS5QdWJsaXNoUmVzcG9uc2USVwoMQmF0Y2hQdWJsaXNoEiIuaHViYnViLmFwaS52MS5CYXRjaFB1Ymxpc2hSZXF1ZXN0GiMuaHViYnViLmFwaS52MS5CYXRjaFB1Ymxpc2hSZXNwb25zZRJOCglCcm9hZGNhc3QSHy5odWJidWIuYXBpLnYxLkJyb2FkY2FzdFJlcXVlc3QaIC5odWJidWIuYXBpLnYxLkJyb2FkY2FzdFJlc3BvbnNlEkgKB0hpc3RvcnkSHS5odWJidWIuYXBpLnYxLkhpc3RvcnlSZXF1ZXN0Gh4uaHViYnViLmFwaS52MS5IaXN0b3J5UmVzcG9uc2USSwoIUHJlc2VuY2USHi5odWJidWIuYXBpLnYxLlByZXNlbmNlUmVxdWVzdBofLmh1YmJ1Yi5hcGkudjEuUHJlc2VuY2VSZXNwb25zZRJLCghSb29tSW5mbxIeLmh1YmJ1Yi5hcGkudjEuUm9vbUluZm9SZXF1ZXN0Gh8uaHViYnViLmFwaS52MS5Sb29tSW5mb1Jlc3BvbnNlEk4KCUxpc3RSb29tcxIfLmh1YmJ1Yi5hcGkudjEuTGlzdFJvb21zUmVxdWVzdBogLmh1YmJ1Yi5hcGkudjEuTGlzdFJvb21zUmVzcG9uc2USUQoKRGlzY29ubmVjdBIgLmh1YmJ1Yi5hcGkudjEuRGlzY29ubmVjdFJlcXVlc3QaIS5odWJidWIuYXBpLnYxLkRpc2Nvbm5lY3RSZXNwb25zZRJUCgtDb25uZWN0aW9ucxIhLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbnNSZXF1ZXN0GiIuaHViYnViLmFwaS52MS5Db25uZWN0aW9uc1Jlc3BvbnNlEj8KBEluZm8SGi5odWJidWIuYXBpLnYxLkluZm9SZXF1ZXN0GhsuaHViYnViLmFwaS52MS5JbmZvUmVzcG9uc2USQQoEVGFpbBIaLmh1YmJ1Yi5hcGkudjEuVGFpbFJlcXVlc3QaGy5odWJidWIuYXBpLnYxLlRhaWxSZXNwb25zZTABQjlaN2dpdGh1Yi5jb20vaHViYnViLWNoYXQvaHViYnViL3Byb3RvL2h1YmJ1Yi9hcGkvdjE7YXBpdjFiBnByb3RvMw", [file_hubbub_v1_hubbub]);
+  fileDesc("ChdodWJidWIvYXBpL3YxL2FwaS5wcm90bxINaHViYnViLmFwaS52MSJeCg5QdWJsaXNoUmVxdWVzdBIMCgRyb29tGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJEgsKA2tleRgEIAEoCSJVCg9QdWJsaXNoUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEg0KBWVwb2NoGAIgASgJEhEKCWR1cGxpY2F0ZRgDIAEoCBIQCgh0cmFjZV9pZBgEIAEoCSJUChFTZW5kVG9Vc2VyUmVxdWVzdBIMCgR1c2VyGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJIlQKElNlbmRUb1VzZXJSZXNwb25zZRIMCgRyb29tGAEgASgJEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIRCglkdXBsaWNhdGUYBCABKAgiQwoTQmF0Y2hQdWJsaXNoUmVxdWVzdBIsCgVpdGVtcxgBIAMoCzIdLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlcXVlc3QiRQoUQmF0Y2hQdWJsaXNoUmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJyCg1QdWJsaXNoUmVzdWx0EjMKCXB1Ymxpc2hlZBgBIAEoCzIeLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3BvbnNlSAASIQoFZXJyb3IYAiABKAsyEC5odWJidWIudjEuRXJyb3JIAEIJCgdvdXRjb21lIlQKEEJyb2FkY2FzdFJlcXVlc3QSDQoFcm9vbXMYASADKAkSHQoEYm9keRgCIAEoCzIPLmh1YmJ1Yi52MS5Cb2R5EhIKCm1lc3NhZ2VfaWQYAyABKAkiQgoRQnJvYWRjYXN0UmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJrCg5IaXN0b3J5UmVxdWVzdBIMCgRyb29tGAEgASgJEhQKDHNpbmNlX29mZnNldBgCIAEoBBINCgVsaW1pdBgDIAEoDRIPCgdyZXZlcnNlGAQgASgIEhUKDWJlZm9yZV9vZmZzZXQYBSABKAQiZAoPSGlzdG9yeVJlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIuaHViYnViLnYxLk1lc3NhZ2USKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24iPgoPUHJlc2VuY2VSZXF1ZXN0EgwKBHJvb20YASABKAkSDQoFbGltaXQYAiABKA0SDgoGY3Vyc29yGAMgASgJIl8KEFByZXNlbmNlUmVzcG9uc2USDQoFdXNlcnMYASADKAkSEwoLbmV4dF9jdXJzb3IYAiABKAkSJwoFc3RhdGUYAyABKAsyGC5odWJidWIudjEuUHJlc2VuY2VTdGF0ZSIfCg9Sb29tSW5mb1JlcXVlc3QSDAoEcm9vbRgBIAEoCSLfAQoQUm9vbUluZm9SZXNwb25zZRIrCghwb3NpdGlvbhgBIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIhCgRpbmZvGAIgASgLMhMuaHViYnViLnYxLlJvb21JbmZvEioKCHByZXNlbmNlGAMgASgLMhguaHViYnViLnYxLlByZXNlbmNlU3RhdGUSDAoEbm9kZRgEIAEoCRIrCgdtZW1iZXJzGAUgAygLMhouaHViYnViLmFwaS52MS5Ob2RlTWVtYmVycxIUCgxwdWJsaXNoX3JhdGUYBiABKAEiLAoLTm9kZU1lbWJlcnMSDAoEbm9kZRgBIAEoCRIPCgdtZW1iZXJzGAIgASgNIkIKEExpc3RSb29tc1JlcXVlc3QSDwoHcGF0dGVybhgBIAEoCRINCgVsaW1pdBgCIAEoDRIOCgZjdXJzb3IYAyABKAkiUwoRTGlzdFJvb21zUmVzcG9uc2USKQoFcm9vbXMYASADKAsyGi5odWJidWIuYXBpLnYxLlJvb21TdW1tYXJ5EhMKC25leHRfY3Vyc29yGAIgASgJImAKC1Jvb21TdW1tYXJ5EgwKBHJvb20YASABKAkSDAoEbm9kZRgCIAEoCRIPCgdtZW1iZXJzGAMgASgNEg4KBm9mZnNldBgEIAEoBBIUCgxwdWJsaXNoX3JhdGUYBSABKAEiVwoRRGlzY29ubmVjdFJlcXVlc3QSDAoEdXNlchgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXJlY29ubmVjdBgEIAEoCCIpChJEaXNjb25uZWN0UmVzcG9uc2USEwoLY29ubmVjdGlvbnMYASABKA0iIgoSQ29ubmVjdGlvbnNSZXF1ZXN0EgwKBHVzZXIYASABKAkiRQoTQ29ubmVjdGlvbnNSZXNwb25zZRIuCgtjb25uZWN0aW9ucxgBIAMoCzIZLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbiJ7CgpDb25uZWN0aW9uEhEKCWNsaWVudF9pZBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBG5vZGUYAyABKAkSDQoFcm9vbXMYBCADKAkSFAoMcXVldWVkX2J5dGVzGAUgASgEEhkKEWNvbm5lY3RlZF91bml4X21zGAYgASgDIh4KC0luZm9SZXF1ZXN0Eg8KB3Nsb3dlc3QYASABKA0iUwoMSW5mb1Jlc3BvbnNlEiYKBW5vZGVzGAEgAygLMhcuaHViYnViLmFwaS52MS5Ob2RlSW5mbxILCgNrZXkYAiABKAkSDgoGc2NvcGVzGAMgAygJIv4BCghOb2RlSW5mbxIMCgRub2RlGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFwoPc3RhcnRlZF91bml4X21zGAMgASgDEhMKC2Nvbm5lY3Rpb25zGAQgASgNEg0KBXVzZXJzGAUgASgNEg0KBXJvb21zGAYgASgNEhYKDnNsb3dfY29uc3VtZXJzGAcgASgEEhgKEG92ZXJmbG93X2Ryb3BwZWQYCCABKAQSEQoJY29uZmxhdGVkGAkgASgEEhYKDmRlbGl2ZXJ5X2Ryb3BzGAogASgEEioKB3Nsb3dlc3QYCyADKAsyGS5odWJidWIuYXBpLnYxLkNvbm5lY3Rpb24iRQoLVGFpbFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIoCgVzaW5jZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbiJ2CgxUYWlsUmVzcG9uc2USLAoIbWVzc2FnZXMYASADKAsyGi5odWJidWIuYXBpLnYxLlRhaWxNZXNzYWdlEisKCHBvc2l0aW9uGAIgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uEgsKA2dhcBgDIAEoCCJECgtUYWlsTWVzc2FnZRIjCgdtZXNzYWdlGAEgASgLMhIuaHViYnViLnYxLk1lc3NhZ2USEAoIdHJhY2VfaWQYAiABKAkysgcKCVNlcnZlckFQSRJICgdQdWJsaXNoEh0uaHViYnViLmFwaS52MS5QdWJsaXNoUmVxdWVzdBoeLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3BvbnNlElcKDEJhdGNoUHVibGlzaBIiLmh1YmJ1Yi5hcGkudjEuQmF0Y2hQdWJsaXNoUmVxdWVzdBojLmh1YmJ1Yi5hcGkudjEuQmF0Y2hQdWJsaXNoUmVzcG9uc2USTgoJQnJvYWRjYXN0Eh8uaHViYnViLmFwaS52MS5Ccm9hZGNhc3RSZXF1ZXN0GiAuaHViYnViLmFwaS52MS5Ccm9hZGNhc3RSZXNwb25zZRJRCgpTZW5kVG9Vc2VyEiAuaHViYnViLmFwaS52MS5TZW5kVG9Vc2VyUmVxdWVzdBohLmh1YmJ1Yi5hcGkudjEuU2VuZFRvVXNlclJlc3BvbnNlEkgKB0hpc3RvcnkSHS5odWJidWIuYXBpLnYxLkhpc3RvcnlSZXF1ZXN0Gh4uaHViYnViLmFwaS52MS5IaXN0b3J5UmVzcG9uc2USSwoIUHJlc2VuY2USHi5odWJidWIuYXBpLnYxLlByZXNlbmNlUmVxdWVzdBofLmh1YmJ1Yi5hcGkudjEuUHJlc2VuY2VSZXNwb25zZRJLCghSb29tSW5mbxIeLmh1YmJ1Yi5hcGkudjEuUm9vbUluZm9SZXF1ZXN0Gh8uaHViYnViLmFwaS52MS5Sb29tSW5mb1Jlc3BvbnNlEk4KCUxpc3RSb29tcxIfLmh1YmJ1Yi5hcGkudjEuTGlzdFJvb21zUmVxdWVzdBogLmh1YmJ1Yi5hcGkudjEuTGlzdFJvb21zUmVzcG9uc2USUQoKRGlzY29ubmVjdBIgLmh1YmJ1Yi5hcGkudjEuRGlzY29ubmVjdFJlcXVlc3QaIS5odWJidWIuYXBpLnYxLkRpc2Nvbm5lY3RSZXNwb25zZRJUCgtDb25uZWN0aW9ucxIhLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbnNSZXF1ZXN0GiIuaHViYnViLmFwaS52MS5Db25uZWN0aW9uc1Jlc3BvbnNlEj8KBEluZm8SGi5odWJidWIuYXBpLnYxLkluZm9SZXF1ZXN0GhsuaHViYnViLmFwaS52MS5JbmZvUmVzcG9uc2USQQoEVGFpbBIaLmh1YmJ1Yi5hcGkudjEuVGFpbFJlcXVlc3QaGy5odWJidWIuYXBpLnYxLlRhaWxSZXNwb25zZTABQjlaN2dpdGh1Yi5jb20vaHViYnViLWNoYXQvaHViYnViL3Byb3RvL2h1YmJ1Yi9hcGkvdjE7YXBpdjFiBnByb3RvMw", [file_hubbub_v1_hubbub]);
 
 /**
  * PublishRequest is one message for one room.
@@ -90,6 +90,75 @@ export const PublishResponseSchema: GenMessage<PublishResponse> = /*@__PURE__*/
   messageDesc(file_hubbub_api_v1_api, 1);
 
 /**
+ * SendToUserRequest is one direct message for one user.
+ *
+ * @generated from message hubbub.api.v1.SendToUserRequest
+ */
+export type SendToUserRequest = Message<"hubbub.api.v1.SendToUserRequest"> & {
+  /**
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * @generated from field: hubbub.v1.Body body = 2;
+   */
+  body?: Body | undefined;
+
+  /**
+   * A retry with the same id is accepted once.
+   *
+   * @generated from field: string message_id = 3;
+   */
+  messageId: string;
+};
+
+/**
+ * Describes the message hubbub.api.v1.SendToUserRequest.
+ * Use `create(SendToUserRequestSchema)` to create a new message.
+ */
+export const SendToUserRequestSchema: GenMessage<SendToUserRequest> = /*@__PURE__*/
+  messageDesc(file_hubbub_api_v1_api, 2);
+
+/**
+ * SendToUserResponse is where the message sits in the user's personal stream.
+ *
+ * @generated from message hubbub.api.v1.SendToUserResponse
+ */
+export type SendToUserResponse = Message<"hubbub.api.v1.SendToUserResponse"> & {
+  /**
+   * The room of the user's personal stream ("@<user>").
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * @generated from field: string epoch = 3;
+   */
+  epoch: string;
+
+  /**
+   * True when a message with the same message_id had been accepted before; offset is the original one.
+   *
+   * @generated from field: bool duplicate = 4;
+   */
+  duplicate: boolean;
+};
+
+/**
+ * Describes the message hubbub.api.v1.SendToUserResponse.
+ * Use `create(SendToUserResponseSchema)` to create a new message.
+ */
+export const SendToUserResponseSchema: GenMessage<SendToUserResponse> = /*@__PURE__*/
+  messageDesc(file_hubbub_api_v1_api, 3);
+
+/**
  * BatchPublishRequest carries 1 to 1000 messages. Items for one room are published in their order here.
  *
  * @generated from message hubbub.api.v1.BatchPublishRequest
@@ -106,7 +175,7 @@ export type BatchPublishRequest = Message<"hubbub.api.v1.BatchPublishRequest"> &
  * Use `create(BatchPublishRequestSchema)` to create a new message.
  */
 export const BatchPublishRequestSchema: GenMessage<BatchPublishRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 2);
+  messageDesc(file_hubbub_api_v1_api, 4);
 
 /**
  * BatchPublishResponse has one result per item, in the order of the items.
@@ -125,7 +194,7 @@ export type BatchPublishResponse = Message<"hubbub.api.v1.BatchPublishResponse">
  * Use `create(BatchPublishResponseSchema)` to create a new message.
  */
 export const BatchPublishResponseSchema: GenMessage<BatchPublishResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 3);
+  messageDesc(file_hubbub_api_v1_api, 5);
 
 /**
  * PublishResult is one item's outcome: a publish response or an error.
@@ -156,7 +225,7 @@ export type PublishResult = Message<"hubbub.api.v1.PublishResult"> & {
  * Use `create(PublishResultSchema)` to create a new message.
  */
 export const PublishResultSchema: GenMessage<PublishResult> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 4);
+  messageDesc(file_hubbub_api_v1_api, 6);
 
 /**
  * BroadcastRequest is one body for 1 to 1000 rooms.
@@ -187,7 +256,7 @@ export type BroadcastRequest = Message<"hubbub.api.v1.BroadcastRequest"> & {
  * Use `create(BroadcastRequestSchema)` to create a new message.
  */
 export const BroadcastRequestSchema: GenMessage<BroadcastRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 5);
+  messageDesc(file_hubbub_api_v1_api, 7);
 
 /**
  * BroadcastResponse has one result per room, in the order of the rooms.
@@ -206,7 +275,7 @@ export type BroadcastResponse = Message<"hubbub.api.v1.BroadcastResponse"> & {
  * Use `create(BroadcastResponseSchema)` to create a new message.
  */
 export const BroadcastResponseSchema: GenMessage<BroadcastResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 6);
+  messageDesc(file_hubbub_api_v1_api, 8);
 
 /**
  * HistoryRequest selects retained messages with since_offset < offset < before_offset: the oldest of
@@ -256,7 +325,7 @@ export type HistoryRequest = Message<"hubbub.api.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 7);
+  messageDesc(file_hubbub_api_v1_api, 9);
 
 /**
  * HistoryResponse is the messages and the room's position.
@@ -280,7 +349,7 @@ export type HistoryResponse = Message<"hubbub.api.v1.HistoryResponse"> & {
  * Use `create(HistoryResponseSchema)` to create a new message.
  */
 export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 8);
+  messageDesc(file_hubbub_api_v1_api, 10);
 
 /**
  * PresenceRequest asks for one page of a room's users.
@@ -313,7 +382,7 @@ export type PresenceRequest = Message<"hubbub.api.v1.PresenceRequest"> & {
  * Use `create(PresenceRequestSchema)` to create a new message.
  */
 export const PresenceRequestSchema: GenMessage<PresenceRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 9);
+  messageDesc(file_hubbub_api_v1_api, 11);
 
 /**
  * PresenceResponse is one page, in ascending user order.
@@ -342,7 +411,7 @@ export type PresenceResponse = Message<"hubbub.api.v1.PresenceResponse"> & {
  * Use `create(PresenceResponseSchema)` to create a new message.
  */
 export const PresenceResponseSchema: GenMessage<PresenceResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 10);
+  messageDesc(file_hubbub_api_v1_api, 12);
 
 /**
  * RoomInfoRequest names a room.
@@ -361,7 +430,7 @@ export type RoomInfoRequest = Message<"hubbub.api.v1.RoomInfoRequest"> & {
  * Use `create(RoomInfoRequestSchema)` to create a new message.
  */
 export const RoomInfoRequestSchema: GenMessage<RoomInfoRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 11);
+  messageDesc(file_hubbub_api_v1_api, 13);
 
 /**
  * RoomInfoResponse describes a room. Asking starts the room when it is not running.
@@ -415,7 +484,7 @@ export type RoomInfoResponse = Message<"hubbub.api.v1.RoomInfoResponse"> & {
  * Use `create(RoomInfoResponseSchema)` to create a new message.
  */
 export const RoomInfoResponseSchema: GenMessage<RoomInfoResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 12);
+  messageDesc(file_hubbub_api_v1_api, 14);
 
 /**
  * NodeMembers is how many of a room's members are connected to one node.
@@ -439,7 +508,7 @@ export type NodeMembers = Message<"hubbub.api.v1.NodeMembers"> & {
  * Use `create(NodeMembersSchema)` to create a new message.
  */
 export const NodeMembersSchema: GenMessage<NodeMembers> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 13);
+  messageDesc(file_hubbub_api_v1_api, 15);
 
 /**
  * ListRoomsRequest asks for one page of running rooms.
@@ -474,7 +543,7 @@ export type ListRoomsRequest = Message<"hubbub.api.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 14);
+  messageDesc(file_hubbub_api_v1_api, 16);
 
 /**
  * ListRoomsResponse is one page of rooms in ascending name order.
@@ -500,7 +569,7 @@ export type ListRoomsResponse = Message<"hubbub.api.v1.ListRoomsResponse"> & {
  * Use `create(ListRoomsResponseSchema)` to create a new message.
  */
 export const ListRoomsResponseSchema: GenMessage<ListRoomsResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 15);
+  messageDesc(file_hubbub_api_v1_api, 17);
 
 /**
  * RoomSummary is one running room.
@@ -543,7 +612,7 @@ export type RoomSummary = Message<"hubbub.api.v1.RoomSummary"> & {
  * Use `create(RoomSummarySchema)` to create a new message.
  */
 export const RoomSummarySchema: GenMessage<RoomSummary> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 16);
+  messageDesc(file_hubbub_api_v1_api, 18);
 
 /**
  * DisconnectRequest names a user (every connection of theirs, on every node) or one connection.
@@ -583,7 +652,7 @@ export type DisconnectRequest = Message<"hubbub.api.v1.DisconnectRequest"> & {
  * Use `create(DisconnectRequestSchema)` to create a new message.
  */
 export const DisconnectRequestSchema: GenMessage<DisconnectRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 17);
+  messageDesc(file_hubbub_api_v1_api, 19);
 
 /**
  * DisconnectResponse says how many connections were closed.
@@ -602,7 +671,7 @@ export type DisconnectResponse = Message<"hubbub.api.v1.DisconnectResponse"> & {
  * Use `create(DisconnectResponseSchema)` to create a new message.
  */
 export const DisconnectResponseSchema: GenMessage<DisconnectResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 18);
+  messageDesc(file_hubbub_api_v1_api, 20);
 
 /**
  * ConnectionsRequest names a user.
@@ -621,7 +690,7 @@ export type ConnectionsRequest = Message<"hubbub.api.v1.ConnectionsRequest"> & {
  * Use `create(ConnectionsRequestSchema)` to create a new message.
  */
 export const ConnectionsRequestSchema: GenMessage<ConnectionsRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 19);
+  messageDesc(file_hubbub_api_v1_api, 21);
 
 /**
  * ConnectionsResponse is the user's connections on every node.
@@ -640,7 +709,7 @@ export type ConnectionsResponse = Message<"hubbub.api.v1.ConnectionsResponse"> &
  * Use `create(ConnectionsResponseSchema)` to create a new message.
  */
 export const ConnectionsResponseSchema: GenMessage<ConnectionsResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 20);
+  messageDesc(file_hubbub_api_v1_api, 22);
 
 /**
  * Connection is one client connection.
@@ -690,7 +759,7 @@ export type Connection = Message<"hubbub.api.v1.Connection"> & {
  * Use `create(ConnectionSchema)` to create a new message.
  */
 export const ConnectionSchema: GenMessage<Connection> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 21);
+  messageDesc(file_hubbub_api_v1_api, 23);
 
 /**
  * InfoRequest asks for the cluster's nodes.
@@ -711,7 +780,7 @@ export type InfoRequest = Message<"hubbub.api.v1.InfoRequest"> & {
  * Use `create(InfoRequestSchema)` to create a new message.
  */
 export const InfoRequestSchema: GenMessage<InfoRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 22);
+  messageDesc(file_hubbub_api_v1_api, 24);
 
 /**
  * InfoResponse describes every node that answered, and the key that asked.
@@ -742,7 +811,7 @@ export type InfoResponse = Message<"hubbub.api.v1.InfoResponse"> & {
  * Use `create(InfoResponseSchema)` to create a new message.
  */
 export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 23);
+  messageDesc(file_hubbub_api_v1_api, 25);
 
 /**
  * NodeInfo is one node.
@@ -823,7 +892,7 @@ export type NodeInfo = Message<"hubbub.api.v1.NodeInfo"> & {
  * Use `create(NodeInfoSchema)` to create a new message.
  */
 export const NodeInfoSchema: GenMessage<NodeInfo> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 24);
+  messageDesc(file_hubbub_api_v1_api, 26);
 
 /**
  * TailRequest names a room and where to start.
@@ -849,7 +918,7 @@ export type TailRequest = Message<"hubbub.api.v1.TailRequest"> & {
  * Use `create(TailRequestSchema)` to create a new message.
  */
 export const TailRequestSchema: GenMessage<TailRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 25);
+  messageDesc(file_hubbub_api_v1_api, 27);
 
 /**
  * TailResponse is one or more messages in order, or, first, the position the tail starts at.
@@ -882,7 +951,7 @@ export type TailResponse = Message<"hubbub.api.v1.TailResponse"> & {
  * Use `create(TailResponseSchema)` to create a new message.
  */
 export const TailResponseSchema: GenMessage<TailResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 26);
+  messageDesc(file_hubbub_api_v1_api, 28);
 
 /**
  * TailMessage is one message and the trace of its publish.
@@ -908,14 +977,14 @@ export type TailMessage = Message<"hubbub.api.v1.TailMessage"> & {
  * Use `create(TailMessageSchema)` to create a new message.
  */
 export const TailMessageSchema: GenMessage<TailMessage> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 27);
+  messageDesc(file_hubbub_api_v1_api, 29);
 
 /**
  * ServerAPI is what a backend does with Hubbub: publish to rooms, read their history and presence, and
  * inspect them. It is served with Connect on --api-listen, so the same methods answer gRPC, gRPC-Web and
  * HTTP+JSON (POST /hubbub.api.v1.ServerAPI/<Method> with a JSON body). Every call needs
  * "Authorization: Bearer <key>" with a key whose scopes allow the method: publish (Publish,
- * BatchPublish, Broadcast), read (History, Presence, RoomInfo, ListRooms, Connections, Info) or admin
+ * BatchPublish, Broadcast, SendToUser), read (History, Presence, RoomInfo, ListRooms, Connections, Info) or admin
  * (everything, and alone Disconnect and Tail).
  *
  * @generated from service hubbub.api.v1.ServerAPI
@@ -951,6 +1020,17 @@ export const ServerAPI: GenService<{
     methodKind: "unary";
     input: typeof BroadcastRequestSchema;
     output: typeof BroadcastResponseSchema;
+  },
+  /**
+   * SendToUser sends a direct message to a user: stored in the user's personal stream (the room
+   * "@<user>") and delivered to every connection of the user that receives it, on any node.
+   *
+   * @generated from rpc hubbub.api.v1.ServerAPI.SendToUser
+   */
+  sendToUser: {
+    methodKind: "unary";
+    input: typeof SendToUserRequestSchema;
+    output: typeof SendToUserResponseSchema;
   },
   /**
    * History reads a room's retained messages.
