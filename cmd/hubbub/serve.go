@@ -122,6 +122,8 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.group("Rooms and history")
 	f.integer(&nc.Room.HistorySize, "history-size", 100, "messages kept per room (negative: none)")
 	f.duration(&nc.Room.HistoryTTL, "history-ttl", 10*time.Minute, "how long a message stays in history")
+	f.integer(&nc.Room.UserHistorySize, "user-history-size", 100, "direct messages kept per user's personal stream for devices that were away (negative: none)")
+	f.duration(&nc.Room.UserHistoryTTL, "user-history-ttl", 24*time.Hour, "how long a direct message stays in a personal stream (within the store's retention)")
 	f.str(&c.historyStore, "history-store", "auto", "where room history lives: embedded (on disk under --data-dir, single node), redis (Redis Streams shared by a cluster), memory (lost when a room stops) or auto (embedded on a single node, memory in a cluster)")
 	f.str(&c.dataDir, "data-dir", "hubbub-data", "directory of the embedded history store")
 	f.str(&c.ephemeralRooms, "ephemeral-rooms", "", "comma-separated room patterns whose history stays in memory even with a durable store (faster; lost when the room stops)")
@@ -211,7 +213,7 @@ func checkServeFlags(f *envFlags, c *serveConfig) {
 		"max-message-bytes": i(&nc.Conn.MaxMessageBytes), "max-room-name-bytes": i(&nc.Conn.MaxRoomNameBytes),
 		"max-rooms-per-conn": i(&nc.Conn.MaxRooms), "ping-interval": d(&tc.PingInterval), "pong-timeout": d(&tc.PongTimeout),
 		"write-timeout": d(&tc.WriteTimeout), "slow-consumer-grace": d(&tc.SlowConsumerGrace), "connect-timeout": d(&nc.Conn.ConnectTimeout), "request-timeout": d(&nc.Conn.RequestTimeout),
-		"history-ttl": d(&nc.Room.HistoryTTL), "presence-interval": d(&nc.Room.PresenceInterval), "presence-max-diff": i(&nc.Room.PresenceMaxDiff), "presence-max-users": i(&nc.Room.PresenceMaxUsers), "room-idle-timeout": d(&nc.Room.IdleTimeout), "typing-ttl": d(&nc.Room.TypingTTL),
+		"history-ttl": d(&nc.Room.HistoryTTL), "user-history-ttl": d(&nc.Room.UserHistoryTTL), "presence-interval": d(&nc.Room.PresenceInterval), "presence-max-diff": i(&nc.Room.PresenceMaxDiff), "presence-max-users": i(&nc.Room.PresenceMaxUsers), "room-idle-timeout": d(&nc.Room.IdleTimeout), "typing-ttl": d(&nc.Room.TypingTTL),
 		"shutdown-timeout": d(&c.shutdownTimeout), "cluster-stall-limit": d(&c.stallLimit), "redis-wait-timeout": d(&c.redis.WaitTimeout),
 	} {
 		f.positive(name, v)

@@ -99,6 +99,33 @@ function onMessage(m: Message, skipped: number): void {
   renderTyping();
 }
 
+// directItem shows a direct message: from someone to this user, or one this
+// page sent.
+function directItem(from: string, to: string, text: string, when: Date, offset?: bigint): HTMLLIElement {
+  const li = document.createElement("li");
+  li.className = "direct";
+  if (offset !== undefined) li.dataset.directOffset = offset.toString();
+  const time = document.createElement("time");
+  time.dateTime = when.toISOString();
+  time.title = fullFormat.format(when);
+  time.textContent = timeFormat.format(when);
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = `${from} → ${to}`;
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  li.append(time, who, body);
+  return li;
+}
+
+// onDirect shows a message of this user's personal stream.
+function onDirect(m: Message, skipped: number): void {
+  if (skipped > 0) gap(`${skipped} direct message${skipped === 1 ? "" : "s"} skipped`);
+  const from = m.sender?.server ? `[${m.sender.server}]` : m.sender?.user || "?";
+  append(directItem(from, "you", bodyText(m), new Date(Number(m.timeUnixMs)), m.offset));
+}
+
 function onPresence(d: PresenceDiff): void {
   if (d.large) {
     large = d.users;
@@ -160,6 +187,12 @@ async function start(name: string): Promise<void> {
     name,
     encoding: params.get("encoding") === "json" ? "json" : "proto",
     compact: params.get("compact") === "1",
+    userStream: true, // direct messages to this user, recovered like a room's
+    onServerJoin: (personal) =>
+      personal.on({
+        message: onDirect,
+        notRecovered: () => gap("Some direct messages could not be recovered: they were sent while this page was offline"),
+      }),
     onState: (s) => {
       if (s === "connected") setStatus(s, `connected as ${client?.info?.client?.user ?? name}`);
       else if (s !== "closed") setStatus(s);
@@ -215,6 +248,17 @@ $("send").addEventListener("submit", async (ev) => {
   if (!text.trim() || !client) return;
   input.value = "";
   lastTypingSent = 0;
+  const dm = /^\/msg\s+(\S+)\s+([\s\S]+)$/.exec(text); // "/msg user text": a direct message
+  if (dm) {
+    try {
+      await client.direct(dm[1], dm[2]);
+      append(directItem("you", dm[1], dm[2], new Date()));
+    } catch (err) {
+      notice(`not sent to ${dm[1]}: ${explain(err)}`);
+      input.value = text;
+    }
+    return;
+  }
   try {
     await client.publish(room, text); // sent again after a reconnect with the same id: stored once
     client.typing(room, false).catch(() => {});

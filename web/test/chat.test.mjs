@@ -170,6 +170,35 @@ test("what could not be recovered shows as a gap marker, and the page goes on", 
   await fay.close();
 });
 
+test("direct messages: /msg reaches every page of the user, once, and one sent while a page was away is recovered", async () => {
+  const ann = await openChat("ann2", "dms");
+  const ben = await openChat("ben2", "dms");
+  const ben2 = await openChat("ben2", "elsewhere"); // ben's second device, in another room
+  await say(ann, "/msg ben2 psst");
+  await ann.waitForFunction(() => [...document.querySelectorAll("#messages li.direct")].some((li) => li.textContent.includes("you → ben2") && li.textContent.includes("psst")));
+  for (const page of [ben, ben2]) {
+    await page.waitForFunction(() => [...document.querySelectorAll("#messages li.direct")].some((li) => li.textContent.includes("ann2 → you") && li.textContent.includes("psst")));
+  }
+  await ben.evaluate(() => window.hubbubDebug.drop(2000));
+  await ben.waitForSelector("#status[data-state=reconnecting]");
+  await say(ann, "/msg ben2 while you were away");
+  await ben2.waitForFunction(() => document.querySelectorAll("#messages li.direct").length === 2);
+  await ben.waitForSelector("#status[data-state=connected]");
+  await ben.waitForFunction(() => document.querySelectorAll("#messages li.direct").length === 2);
+  const got = await ben.$$eval("#messages li.direct", (lis) => lis.map((li) => [li.dataset.directOffset, li.querySelector(".text").textContent]));
+  assert.deepEqual(got, [["1", "psst"], ["2", "while you were away"]]);
+  assert.equal(await ben.$$eval("#messages li.gap", (els) => els.length), 0);
+  // A message the room does not carry: the typed command is not published.
+  assert.equal(await ann.$$eval("#messages li.message", (els) => els.length), 0);
+  // A bad recipient (over 64 bytes) is refused, said so, and the text kept in the input.
+  const long = "x".repeat(70);
+  await say(ann, `/msg ${long} hi`);
+  await ann.waitForFunction(() => [...document.querySelectorAll("#messages li.notice")].some((li) => li.textContent.startsWith("not sent to")));
+  assert.equal(await ann.inputValue("#text"), `/msg ${long} hi`);
+  await ann.screenshot({ path: join(artifacts, "chat-direct.png") });
+  for (const p of [ann, ben, ben2]) await p.close();
+});
+
 test("the admin console: a read key is refused; an admin key sees nodes and rooms, tails a room with trace ids, disconnects a user", async () => {
   const gil = await openChat("gil", "ops-room");
   const console_ = await browser.newPage({ viewport: { width: 1280, height: 1000 } });

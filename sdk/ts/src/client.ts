@@ -49,6 +49,13 @@ export interface ClientOptions {
   token?: () => string | Promise<string>;
   /** Ask for compact message pushes (room aliases, short JSON); messages still reach you whole. */
   compact?: boolean;
+  /**
+   * Receive the user's personal stream: the server joins the room "@<user>"
+   * (client.info.userStream), where direct messages to the user arrive as
+   * messages and are recovered across reconnects like any room's. Its
+   * subscription comes to onServerJoin.
+   */
+  userStream?: boolean;
   /** Backoff of reconnects: full jitter between 0 and min(max, min * 2^attempt). Defaults 200 ms and 20 s. */
   minReconnectDelayMs?: number;
   maxReconnectDelayMs?: number;
@@ -393,6 +400,18 @@ export class Client {
     return (f.body as { case: "publish"; value: PublishReply }).value;
   }
 
+  /**
+   * Send a direct message to a user: stored in the user's personal stream
+   * ("@<user>") and delivered to every connection of the user that receives
+   * it, on any node. Sent again after a reconnect with the same message id,
+   * so it is stored once. Resolves with the offset in the user's stream.
+   */
+  async direct(user: string, body: BodyInput, opts: { messageId?: string } = {}): Promise<PublishReply> {
+    const messageId = opts.messageId ?? `${this.msgPrefix}-${++this.msgSeq}`;
+    const f = await this.request({ case: "direct", value: { user, body: toBody(body), messageId } }, true);
+    return (f.body as { case: "direct"; value: PublishReply }).value;
+  }
+
   /** Messages kept by a room: after sinceOffset, at most limit, oldest first (or newest with reverse). */
   async history(room: string, opts: { sinceOffset?: bigint; limit?: number; reverse?: boolean } = {}): Promise<HistoryReply> {
     const f = await this.request(
@@ -539,7 +558,7 @@ export class Client {
     const id = this.nextId++;
     const frame = create(ClientFrameSchema, {
       id,
-      command: { case: "connect", value: { token, name: this.opts.name ?? "", compact: !!this.opts.compact, since } },
+      command: { case: "connect", value: { token, name: this.opts.name ?? "", compact: !!this.opts.compact, userStream: !!this.opts.userStream, since } },
     });
     this.calls.set(id, {
       frame,

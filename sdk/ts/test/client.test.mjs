@@ -364,3 +364,51 @@ test("rooms the backend's connect hook joins: onServerJoin before their messages
     backend.kill("SIGKILL");
   }
 });
+
+test("direct messages: every device of the user with its personal stream gets them once, a dropped device recovers, a retry is stored once", async () => {
+  const s = await startServer(["--listen", "127.0.0.1:0", "--history-store", "memory"]);
+  const streams = [collector(), collector()];
+  let connects = 0;
+  const devices = streams.map((c, i) => client(s.url, {
+    name: "zoe", userStream: true, encoding: i === 0 ? "proto" : "json",
+    onState: (st) => { if (i === 0 && st === "connected") connects++; },
+    onServerJoin: (sub) => sub.on(c.handlers),
+  }));
+  const yan = client(s.url, { name: "yan" });
+  try {
+    for (const d of devices) {
+      const reply = await d.connect();
+      assert.equal(reply.userStream, "@zoe");
+      assert.ok(reply.rooms.includes("@zoe"));
+    }
+    await yan.connect();
+    const first = await yan.direct("zoe", "hello zoe", { messageId: "dm-1" });
+    assert.equal(first.room, "@zoe");
+    const dup = await yan.direct("zoe", "hello zoe", { messageId: "dm-1" });
+    assert.equal(dup.duplicate, true);
+    assert.equal(dup.offset, first.offset);
+    for (const c of streams) await c.waitFor(1);
+    // Device 0 drops; two direct messages while it is away; it recovers them.
+    devices[0].dropConnection(500);
+    await yan.direct("zoe", { kind: "ping", n: 2 });
+    await yan.direct("zoe", "third");
+    const deadline = Date.now() + 10000;
+    while (connects < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    for (const c of streams) await c.waitFor(3);
+    for (const c of streams) {
+      assert.deepEqual(c.messages.map((m) => m.offset), [1n, 2n, 3n]);
+      assert.equal(text(c.messages[0]), "hello zoe");
+      assert.equal(c.messages[0].sender.user, "yan");
+      assert.equal(c.messages[1].body.kind.case, "data");
+      assert.equal(c.notRecovered.length, 0);
+    }
+    // Nobody else reads or joins zoe's stream.
+    await assert.rejects(yan.history("@zoe"), (e) => e instanceof ServerError && /personal stream/.test(e.message));
+    const own = await devices[1].history("@zoe");
+    assert.equal(own.messages.length, 3);
+  } finally {
+    for (const d of devices) d.close();
+    yan.close();
+    await stopServer(s);
+  }
+});
