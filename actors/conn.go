@@ -382,6 +382,10 @@ func roomOf(f *hubbubv1.ClientFrame) string {
 		return cmd.Typing.GetRoom()
 	case *hubbubv1.ClientFrame_Direct:
 		return UserRoom(cmd.Direct.GetUser())
+	case *hubbubv1.ClientFrame_Ack:
+		return cmd.Ack.GetRoom()
+	case *hubbubv1.ClientFrame_Read:
+		return cmd.Read.GetRoom()
 	}
 	return ""
 }

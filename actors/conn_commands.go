@@ -49,6 +49,10 @@ func (c *conn) connected(ctx actor.Context, f *hubbubv1.ClientFrame) {
 		c.onRpc(ctx, f, cmd.Rpc)
 	case *hubbubv1.ClientFrame_Direct:
 		c.onDirect(ctx, f, cmd.Direct)
+	case *hubbubv1.ClientFrame_Ack:
+		c.onMarkCommand(ctx, f, cmd.Ack.GetRoom(), cmd.Ack.GetOffset(), cmd.Ack.GetEpoch(), false)
+	case *hubbubv1.ClientFrame_Read:
+		c.onMarkCommand(ctx, f, cmd.Read.GetRoom(), cmd.Read.GetOffset(), cmd.Read.GetEpoch(), true)
 	case *hubbubv1.ClientFrame_Ping:
 		c.send(&hubbubv1.ServerFrame{Id: f.GetId(), Body: &hubbubv1.ServerFrame_Ping{Ping: &hubbubv1.PingReply{ServerTimeUnixMs: time.Now().UnixMilli()}}})
 	case *hubbubv1.ClientFrame_Connect:
@@ -105,7 +109,7 @@ func (c *conn) sendJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv
 	name := req.GetRoom()
 	jr := &joinedRoom{}
 	c.rooms[name] = jr
-	msg := &nodev1.RoomJoin{Room: name, Member: c.member, Since: since, PresenceSince: req.GetPresenceSince(),
+	msg := &nodev1.RoomJoin{Room: name, Member: c.member, Since: since, PresenceSince: req.GetPresenceSince(), Receipts: req.GetReceipts(),
 		MayPublish: c.identity.Can(auth.Publish, name), RequestId: f.GetId(), Trace: f.GetTrace(), HookData: data}
 	c.ask(ctx, name, msg, f.GetId(), func(pid *actor.PID, rr *nodev1.RoomReply, err error) {
 		if c.rooms[name] != jr {

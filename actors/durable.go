@@ -87,6 +87,13 @@ func (r *room) load(ctx actor.Context) {
 	}
 	r.counters.RoomsLoaded.Add(1)
 	r.epoch, r.offset, r.committed = pos.Epoch, pos.Offset, pos.Offset
+	if err := r.loadMarks(); err != nil {
+		r.counters.StoreErrors.Add(1)
+		r.loadErr = err
+		r.log.Error("room: load marks", "room", r.name, "err", err)
+		ctx.Poison(ctx.Self())
+		return
+	}
 	for _, m := range recent {
 		r.history.append(m)
 		if id := m.GetMessageId(); id != "" {

@@ -42,6 +42,8 @@ func wrap(m proto.Message) *nodev1.Envelope {
 		e.Body = &nodev1.Envelope_RoomTail{RoomTail: v}
 	case *nodev1.RoomReserve:
 		e.Body = &nodev1.Envelope_RoomReserve{RoomReserve: v}
+	case *nodev1.RoomMark:
+		e.Body = &nodev1.Envelope_RoomMark{RoomMark: v}
 	default:
 		panic("actors: no envelope for " + string(m.ProtoReflect().Descriptor().FullName())) // a programming error
 	}
@@ -88,6 +90,8 @@ func unwrap(m any) any {
 		return b.RoomTail
 	case *nodev1.Envelope_RoomReserve:
 		return b.RoomReserve
+	case *nodev1.Envelope_RoomMark:
+		return b.RoomMark
 	}
 	return unknownEnvelope{}
 }

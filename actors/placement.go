@@ -30,8 +30,8 @@ type localPlacement struct {
 	root   *actor.RootContext
 	props  func(room string) *actor.Props
 
-	mu     sync.Mutex
-	active map[string]*actor.PID
+	mu     sync.RWMutex
+	active map[string]*actor.PID // rooms spawned and not stopped: the only PIDs handed out
 }
 
 const roomPrefix = "room/"
@@ -40,18 +40,33 @@ func newLocalPlacement(system *actor.ActorSystem, root *actor.RootContext, props
 	return &localPlacement{system: system, root: root, props: props, active: map[string]*actor.PID{}}
 }
 
+// RoomPID implements Placement. A room's PID is handed out only once its
+// spawn has returned: protoactor registers a process before its mailbox is
+// ready, so a PID found in the process registry mid-spawn must not be sent
+// to (a data race in the mailbox). Spawns are serialised; lookups are not.
 func (p *localPlacement) RoomPID(room string) *actor.PID {
-	id := roomPrefix + room
-	if _, ok := p.system.ProcessRegistry.GetLocal(id); ok {
-		return actor.NewPID(p.system.Address(), id)
-	}
-	pid, err := p.root.SpawnNamed(p.props(room), id)
-	if err != nil && !errors.Is(err, actor.ErrNameExists) {
-		return actor.NewPID(p.system.Address(), id)
+	p.mu.RLock()
+	pid, ok := p.active[room]
+	p.mu.RUnlock()
+	if ok {
+		return pid
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pid, ok := p.active[room]; ok {
+		return pid
+	}
+	id := roomPrefix + room
+	pid, err := p.root.SpawnNamed(p.props(room), id)
+	if err != nil {
+		// ErrNameExists: the previous activation is still stopping; a request
+		// to it dead-letters and the caller asks again.
+		if !errors.Is(err, actor.ErrNameExists) {
+			pid = actor.NewPID(p.system.Address(), id)
+		}
+		return pid
+	}
 	p.active[room] = pid
-	p.mu.Unlock()
 	return pid
 }
 

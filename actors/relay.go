@@ -90,9 +90,10 @@ type localConn struct {
 // roomMember is one local connection's membership of one room: where the
 // room's pushes go, and where the member is in the room's stream.
 type roomMember struct {
-	conn    *localConn
-	stream  memberStream
-	compact bool // gets CompactMessage pushes and holds a reference to the room's alias
+	conn     *localConn
+	stream   memberStream
+	compact  bool // gets CompactMessage pushes and holds a reference to the room's alias
+	receipts bool // gets the room's read receipts
 }
 
 // memberStream is where one member is in one room's stream: the epoch and
@@ -209,13 +210,26 @@ func (r *relay) traced(msg *nodev1.RelayDeliver) bool {
 // onDeliver is the hot path: the same bytes to every local member's queue.
 func (r *relay) onDeliver(msg *nodev1.RelayDeliver, t *pushTally) {
 	subs := r.rooms[msg.GetRoom()]
-	delivered := 0
+	delivered, recipients := 0, len(subs)
+	if msg.GetKind() == kindReceipts { // only to the members that asked
+		recipients = 0
+		for _, m := range subs {
+			if m.receipts {
+				recipients++
+				if r.deliver(msg, m) == nil {
+					delivered++
+				}
+			}
+		}
+		r.finish(msg, t, recipients, delivered, nil)
+		return
+	}
 	for _, m := range subs {
 		if r.deliver(msg, m) == nil {
 			delivered++
 		}
 	}
-	r.finish(msg, t, len(subs), delivered, nil)
+	r.finish(msg, t, recipients, delivered, nil)
 }
 
 // pushTally sums what the shards of a node did with one push, so the node
@@ -350,7 +364,8 @@ func (r *relay) onSubscribe(msg *nodev1.RelaySubscribe) {
 		r.rooms[msg.GetRoom()] = subs
 	}
 	pos := msg.GetReply().GetPosition()
-	m := &roomMember{conn: c, stream: memberStream{epoch: pos.GetEpoch(), offset: pos.GetOffset()}, compact: msg.GetCompact()}
+	m := &roomMember{conn: c, stream: memberStream{epoch: pos.GetEpoch(), offset: pos.GetOffset()}, compact: msg.GetCompact(),
+		receipts: msg.GetReceipts()}
 	if old := subs[msg.GetActorId()]; old != nil && old.compact {
 		r.aliases.release(msg.GetRoom())
 	}

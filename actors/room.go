@@ -56,6 +56,7 @@ type room struct {
 	verified   uint64               // the node's stall count when the room last checked the store
 	entry      *roomEntry           // this room in the node's room index (nil for health rooms)
 	tails      tailState            // the server API's Tail streams watching the room
+	marks      markState            // users' ack and read marks, and read receipts
 	reserved   map[string]time.Time // a personal room's granted connection slots, by client id
 	userMax    int                  // a personal room's connection cap (0: none)
 }
@@ -128,6 +129,12 @@ func (r *room) Receive(ctx actor.Context) {
 		r.onTail(ctx, msg)
 	case *nodev1.RoomReserve:
 		r.onReserve(ctx, msg)
+	case *nodev1.RoomMark:
+		r.onMark(ctx, msg)
+	case marksSaved:
+		r.onMarksSaved(ctx, msg)
+	case receiptFlush:
+		r.onReceiptFlush(ctx)
 	case presenceFlush:
 		r.onPresenceFlush(ctx)
 	case appendDone:
@@ -141,6 +148,7 @@ func (r *room) Receive(ctx actor.Context) {
 		r.settle(ctx)
 	case *actor.Stopped:
 		r.typing.stop()
+		r.stopMarks()
 		r.presence.stop()
 		if r.idleTimer != nil {
 			r.idleTimer.Stop()
@@ -220,7 +228,7 @@ func (r *room) position() *hubbubv1.StreamPosition {
 func (r *room) refuse(ctx actor.Context, msg any) bool {
 	type request interface{ GetRequestId() uint64 }
 	switch msg.(type) {
-	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping, *nodev1.RoomInspect, *nodev1.RoomTail, *nodev1.RoomReserve:
+	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping, *nodev1.RoomInspect, *nodev1.RoomTail, *nodev1.RoomReserve, *nodev1.RoomMark:
 		id := msg.(request).GetRequestId()
 		r.reply(ctx, id, errFrame(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q cannot load its history; retry", r.name))
 		return true
@@ -265,8 +273,10 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 		return
 	}
 	r.addMember(ctx, key, m)
+	r.watchReceipts(key, msg.GetReceipts())
 	reply := &hubbubv1.JoinReply{Room: r.name, Position: r.position(), Presence: r.presence.state(),
 		Info: r.prof.info(r.store != nil, msg.GetMayPublish(), m.GetClient().GetUser()), HookData: msg.GetHookData()}
+	reply.Marks, reply.Unread = r.userMarks(m.GetClient().GetUser())
 	if since := msg.GetSince(); since != nil {
 		reply.Recovered, reply.Messages = r.recover(since)
 	}
@@ -281,6 +291,7 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 	}
 	ctx.Send(r.relay(m.GetAddress()), wrap(&nodev1.RelaySubscribe{
 		Room: r.name, ActorId: m.GetActorId(), RequestId: msg.GetRequestId(), Reply: reply, Trace: trace, Compact: m.GetCompact(),
+		Receipts: msg.GetReceipts(),
 	}))
 	r.reply(ctx, msg.GetRequestId(), nil)
 }
@@ -325,6 +336,7 @@ func (r *room) countEncoding(m *nodev1.Member, d int) {
 
 func (r *room) removeMember(ctx actor.Context, key string, m *nodev1.Member) {
 	delete(r.members, key)
+	r.watchReceipts(key, false)
 	r.countMembers()
 	r.presence.remove(m.GetClient().GetUser())
 	r.presence.schedule(ctx)
@@ -636,6 +648,8 @@ func pushKind(f *hubbubv1.ServerFrame) string {
 		return "presence"
 	case *hubbubv1.ServerFrame_TypingEvent:
 		return "typing"
+	case *hubbubv1.ServerFrame_ReadReceipts:
+		return kindReceipts
 	}
 	return ""
 }

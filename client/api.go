@@ -53,7 +53,7 @@ func (c *Client) joinCallLocked(s *Subscription) *call {
 	s.joinSent = true
 	c.nextID++
 	f := &hubbubv1.ClientFrame{Id: c.nextID + 1, Command: &hubbubv1.ClientFrame_Join{Join: &hubbubv1.JoinRequest{
-		Room: s.room, Since: s.position, PresenceSince: s.members.pos}}}
+		Room: s.room, Since: s.position, PresenceSince: s.members.pos, Receipts: c.cfg.Receipts}}}
 	cl := &call{frame: f, sent: true, done: make(chan *hubbubv1.ServerFrame, 1)}
 	sentSince := s.members.pos != nil
 	cl.onReply = func(r *hubbubv1.ServerFrame) { c.onJoinReply(s, r, sentSince) }
@@ -104,6 +104,7 @@ func (c *Client) onJoinReply(s *Subscription, f *hubbubv1.ServerFrame, sentPrese
 		evs = append(evs, Event{Kind: EventNotRecovered, Room: s.room, Position: j.GetPosition()})
 	}
 	s.joined = true
+	s.marks, s.unread = j.GetMarks(), j.GetUnread()
 	evs = append(evs, c.onJoinPresence(s, j, sentPresenceSince)...)
 	c.mu.Unlock()
 	for _, ev := range evs {
@@ -177,6 +178,40 @@ func (c *Client) Direct(ctx context.Context, user string, body *hubbubv1.Body, o
 		return nil, err
 	}
 	return f.GetDirect(), nil
+}
+
+// Ack reports that the room's messages up to offset reached the
+// application: the user's ack mark, kept by the room for every device of
+// the user and only moved forward. Subscriptions pass their epoch.
+func (c *Client) Ack(ctx context.Context, room string, offset uint64) (*hubbubv1.MarksReply, error) {
+	f, err := c.do(ctx, &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Ack{Ack: &hubbubv1.AckRequest{
+		Room: room, Offset: offset, Epoch: c.epochOf(room)}}}, true)
+	if err != nil {
+		return nil, err
+	}
+	return f.GetAck(), nil
+}
+
+// Read reports that a person saw the room's messages up to offset: the
+// user's read mark (and ack mark). Members that joined with receipts hear
+// it in a ReadReceipts push.
+func (c *Client) Read(ctx context.Context, room string, offset uint64) (*hubbubv1.MarksReply, error) {
+	f, err := c.do(ctx, &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Read{Read: &hubbubv1.ReadRequest{
+		Room: room, Offset: offset, Epoch: c.epochOf(room)}}}, true)
+	if err != nil {
+		return nil, err
+	}
+	return f.GetRead(), nil
+}
+
+// epochOf is the epoch of a joined room's stream, or "".
+func (c *Client) epochOf(room string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.subs[room]; s != nil {
+		return s.position.GetEpoch()
+	}
+	return ""
 }
 
 // UserStream is the room of this user's personal stream ("@<user>") once

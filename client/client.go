@@ -507,6 +507,8 @@ func (c *Client) onPush(f *hubbubv1.ServerFrame) {
 		ev.Kind, ev.Presence, room = EventPresence, f.GetPresenceDiff(), f.GetPresenceDiff().GetRoom()
 	case f.GetTypingEvent() != nil:
 		ev.Kind, ev.Typing, room = EventTyping, f.GetTypingEvent(), f.GetTypingEvent().GetRoom()
+	case f.GetReadReceipts() != nil:
+		ev.Kind, ev.Receipts, room = EventReadReceipts, f.GetReadReceipts(), f.GetReadReceipts().GetRoom()
 	default:
 		return
 	}

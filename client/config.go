@@ -60,6 +60,9 @@ type Config struct {
 	// messages to the user arrive as messages, recovered across reconnects
 	// like any room's. Its subscription comes to OnServerJoin.
 	UserStream bool
+	// Receipts joins rooms asking for their read receipts
+	// (EventReadReceipts): who has read up to where, coalesced.
+	Receipts bool
 }
 
 func (c Config) withDefaults() Config {

@@ -27,6 +27,9 @@ const (
 	// EventMembers: the member list (Subscription.Members) was loaded or
 	// reloaded (Config.TrackMembers).
 	EventMembers
+	// EventReadReceipts: users' read marks moved (Receipts is set; with
+	// Config.Receipts).
+	EventReadReceipts
 )
 
 // Event is one thing that happened in a room.
@@ -37,10 +40,19 @@ type Event struct {
 	Presence *hubbubv1.PresenceDiff
 	Typing   *hubbubv1.TypingEvent
 	Position *hubbubv1.StreamPosition
+	Receipts *hubbubv1.ReadReceipts
 	// Skipped counts the messages before this one that the client will never
 	// see: the room's overflow policy dropped or conflated them because the
 	// client fell behind. Reload state (or read history) if they matter.
 	Skipped uint64
+}
+
+// Marks are the user's ack and read marks in the room and the count of
+// messages after the read mark, as the last join (or rejoin) reply said.
+func (s *Subscription) Marks() (marks *hubbubv1.Marks, unread uint64) {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.marks, s.unread
 }
 
 // Subscription is the client's membership of one room. It survives
@@ -59,6 +71,8 @@ type Subscription struct {
 	firstOK  sync.Once
 
 	info    *hubbubv1.RoomInfo // from the last join reply
+	marks   *hubbubv1.Marks    // the user's marks, from the last join reply
+	unread  uint64             // from the last join reply
 	members memberList
 
 	queue  eventQueue

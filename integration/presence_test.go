@@ -117,9 +117,14 @@ func TestPresenceCoalescesAJoinStorm(t *testing.T) {
 	s := startServer(t, actors.Config{Room: actors.RoomConfig{PresenceInterval: 200 * time.Millisecond, PresenceMaxDiff: 50}}, transport.Config{})
 	obs := connect(t, s.URL, wire.Proto, "observer")
 	pos := obs.join("storm", nil).GetPresence().GetPosition()
-	start := time.Now()
+	// Connect everyone first, then send the joins back to back: the storm is
+	// the joins, however long this machine takes to open 300 connections.
+	clients := make([]*client, storm)
 	for i := range storm {
-		c := connect(t, s.URL, []wire.Encoding{wire.Proto, wire.JSON}[i%2], fmt.Sprint("s", i))
+		clients[i] = connect(t, s.URL, []wire.Encoding{wire.Proto, wire.JSON}[i%2], fmt.Sprint("s", i))
+	}
+	start := time.Now()
+	for _, c := range clients {
 		c.send(joinFrame("storm", nil))
 	}
 	diffs := obs.diffsUntil("storm", pos, func(d *hubbubv1.PresenceDiff) bool { return d.GetUsers() == storm+1 })

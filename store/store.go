@@ -61,6 +61,10 @@ type Store interface {
 	// Read returns up to limit retained messages with offset > after, oldest
 	// first (limit <= 0: all).
 	Read(ctx context.Context, room string, after uint64, limit int) ([]*hubbubv1.Message, error)
+	// SaveMarks stores some users' marks in a room (see Marks), as durably
+	// as appends; LoadMarks returns every user's marks in a room.
+	SaveMarks(ctx context.Context, room string, marks map[string]Marks) error
+	LoadMarks(ctx context.Context, room string) (map[string]Marks, error)
 	// Close releases the store.
 	Close() error
 }

@@ -341,3 +341,39 @@ func TestEmbeddedSweep(t *testing.T) {
 		t.Fatalf("position after the TTL %+v, want a new epoch at 0", p)
 	}
 }
+
+// Users' marks survive a reopen, are kept per room, and a save of some
+// users leaves the others' alone.
+func TestStoreMarks(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			s, reopen := b.open(t, store.Retention{MaxLen: 100})
+			if m, err := s.LoadMarks(ctx, "r"); err != nil || len(m) != 0 {
+				t.Fatalf("no marks yet: %v %v", m, err)
+			}
+			if err := s.SaveMarks(ctx, "r", map[string]store.Marks{"ann": {Epoch: "e1", Ack: 5, Read: 3}, "ben smith": {Epoch: "e1", Ack: 2, Read: 2}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SaveMarks(ctx, "r2", map[string]store.Marks{"ann": {Epoch: "x", Ack: 9, Read: 9}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SaveMarks(ctx, "r", map[string]store.Marks{"ann": {Epoch: "e1", Ack: 7, Read: 6}}); err != nil {
+				t.Fatal(err)
+			}
+			s = reopen()
+			got, err := s.LoadMarks(ctx, "r")
+			want := map[string]store.Marks{"ann": {Epoch: "e1", Ack: 7, Read: 6}, "ben smith": {Epoch: "e1", Ack: 2, Read: 2}}
+			if err != nil || len(got) != 2 || got["ann"] != want["ann"] || got["ben smith"] != want["ben smith"] {
+				t.Fatalf("marks of r: %v %v", got, err)
+			}
+			if got, _ := s.LoadMarks(ctx, "r2"); len(got) != 1 || got["ann"].Ack != 9 {
+				t.Fatalf("marks of r2: %v", got)
+			}
+			// A room whose name is a prefix of another's keeps its own marks.
+			if got, _ := s.LoadMarks(ctx, "r2x"); len(got) != 0 {
+				t.Fatalf("marks of r2x: %v", got)
+			}
+		})
+	}
+}

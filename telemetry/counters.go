@@ -114,7 +114,7 @@ func (c *Counters) Errors() map[string]int64 {
 var CommandNames = [...]string{"connect", "join", "leave", "publish", "history", "presence", "typing", "ping", "refresh", "rpc", "unknown"}
 
 // PushNames are the push types counted in Counters.Pushes.
-var PushNames = [...]string{"message", "presence", "typing"}
+var PushNames = [...]string{"message", "presence", "typing", "receipts"}
 
 // CountCommand counts one command by name.
 func (c *Counters) CountCommand(name string) {

@@ -254,6 +254,8 @@ type ClientFrame struct {
 	//	*ClientFrame_Refresh
 	//	*ClientFrame_Rpc
 	//	*ClientFrame_Direct
+	//	*ClientFrame_Ack
+	//	*ClientFrame_Read
 	Command isClientFrame_Command `protobuf_oneof:"command"`
 	// W3C trace context (traceparent, tracestate) the server's spans continue.
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -404,6 +406,24 @@ func (x *ClientFrame) GetDirect() *DirectRequest {
 	return nil
 }
 
+func (x *ClientFrame) GetAck() *AckRequest {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetRead() *ReadRequest {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_Read); ok {
+			return x.Read
+		}
+	}
+	return nil
+}
+
 func (x *ClientFrame) GetTrace() map[string]string {
 	if x != nil {
 		return x.Trace
@@ -459,6 +479,14 @@ type ClientFrame_Direct struct {
 	Direct *DirectRequest `protobuf:"bytes,12,opt,name=direct,proto3,oneof"`
 }
 
+type ClientFrame_Ack struct {
+	Ack *AckRequest `protobuf:"bytes,13,opt,name=ack,proto3,oneof"`
+}
+
+type ClientFrame_Read struct {
+	Read *ReadRequest `protobuf:"bytes,14,opt,name=read,proto3,oneof"`
+}
+
 func (*ClientFrame_Connect) isClientFrame_Command() {}
 
 func (*ClientFrame_Join) isClientFrame_Command() {}
@@ -481,6 +509,10 @@ func (*ClientFrame_Rpc) isClientFrame_Command() {}
 
 func (*ClientFrame_Direct) isClientFrame_Command() {}
 
+func (*ClientFrame_Ack) isClientFrame_Command() {}
+
+func (*ClientFrame_Read) isClientFrame_Command() {}
+
 // ServerFrame is a reply to one command (id set) or a push (id zero).
 type ServerFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -500,12 +532,15 @@ type ServerFrame struct {
 	//	*ServerFrame_Refresh
 	//	*ServerFrame_Rpc
 	//	*ServerFrame_Direct
+	//	*ServerFrame_Ack
+	//	*ServerFrame_Read
 	//	*ServerFrame_Message
 	//	*ServerFrame_PresenceEvent
 	//	*ServerFrame_TypingEvent
 	//	*ServerFrame_Disconnect
 	//	*ServerFrame_PresenceDiff
 	//	*ServerFrame_CompactMessage
+	//	*ServerFrame_ReadReceipts
 	Body isServerFrame_Body `protobuf_oneof:"body"`
 	// The trace id of the server-side trace this frame belongs to, when tracing is on.
 	TraceId       string `protobuf:"bytes,30,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
@@ -665,6 +700,24 @@ func (x *ServerFrame) GetDirect() *PublishReply {
 	return nil
 }
 
+func (x *ServerFrame) GetAck() *MarksReply {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetRead() *MarksReply {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Read); ok {
+			return x.Read
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetMessage() *Message {
 	if x != nil {
 		if x, ok := x.Body.(*ServerFrame_Message); ok {
@@ -714,6 +767,15 @@ func (x *ServerFrame) GetCompactMessage() *CompactMessage {
 	if x != nil {
 		if x, ok := x.Body.(*ServerFrame_CompactMessage); ok {
 			return x.CompactMessage
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetReadReceipts() *ReadReceipts {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_ReadReceipts); ok {
+			return x.ReadReceipts
 		}
 	}
 	return nil
@@ -778,6 +840,14 @@ type ServerFrame_Direct struct {
 	Direct *PublishReply `protobuf:"bytes,13,opt,name=direct,proto3,oneof"`
 }
 
+type ServerFrame_Ack struct {
+	Ack *MarksReply `protobuf:"bytes,14,opt,name=ack,proto3,oneof"`
+}
+
+type ServerFrame_Read struct {
+	Read *MarksReply `protobuf:"bytes,15,opt,name=read,proto3,oneof"`
+}
+
 type ServerFrame_Message struct {
 	// Pushes.
 	Message *Message `protobuf:"bytes,20,opt,name=message,proto3,oneof"`
@@ -805,6 +875,10 @@ type ServerFrame_CompactMessage struct {
 	CompactMessage *CompactMessage `protobuf:"bytes,25,opt,name=compact_message,json=c,proto3,oneof"`
 }
 
+type ServerFrame_ReadReceipts struct {
+	ReadReceipts *ReadReceipts `protobuf:"bytes,26,opt,name=read_receipts,json=readReceipts,proto3,oneof"`
+}
+
 func (*ServerFrame_Error) isServerFrame_Body() {}
 
 func (*ServerFrame_Connect) isServerFrame_Body() {}
@@ -829,6 +903,10 @@ func (*ServerFrame_Rpc) isServerFrame_Body() {}
 
 func (*ServerFrame_Direct) isServerFrame_Body() {}
 
+func (*ServerFrame_Ack) isServerFrame_Body() {}
+
+func (*ServerFrame_Read) isServerFrame_Body() {}
+
 func (*ServerFrame_Message) isServerFrame_Body() {}
 
 func (*ServerFrame_PresenceEvent) isServerFrame_Body() {}
@@ -840,6 +918,8 @@ func (*ServerFrame_Disconnect) isServerFrame_Body() {}
 func (*ServerFrame_PresenceDiff) isServerFrame_Body() {}
 
 func (*ServerFrame_CompactMessage) isServerFrame_Body() {}
+
+func (*ServerFrame_ReadReceipts) isServerFrame_Body() {}
 
 // StreamPosition is a point in a room's message stream.
 type StreamPosition struct {
@@ -1287,6 +1367,8 @@ type JoinRequest struct {
 	// or a JoinReply). When set, the reply's presence carries every diff after it, or recovered=false
 	// when they are gone and the member list must be fetched again.
 	PresenceSince *StreamPosition `protobuf:"bytes,3,opt,name=presence_since,json=presenceSince,proto3" json:"presence_since,omitempty"`
+	// Receive the room's read receipts (ReadReceipts pushes): who has read up to where.
+	Receipts      bool `protobuf:"varint,4,opt,name=receipts,proto3" json:"receipts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1342,6 +1424,13 @@ func (x *JoinRequest) GetPresenceSince() *StreamPosition {
 	return nil
 }
 
+func (x *JoinRequest) GetReceipts() bool {
+	if x != nil {
+		return x.Receipts
+	}
+	return false
+}
+
 // JoinReply confirms a join. Messages published after it follow as Message pushes.
 type JoinReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1361,7 +1450,11 @@ type JoinReply struct {
 	// On a connection with compact pushes: the number CompactMessage.alias
 	// uses for this room until the LeaveReply (or the connection's end). An
 	// alias may name another room after this one is left.
-	Alias         uint32 `protobuf:"varint,8,opt,name=alias,proto3" json:"alias,omitempty"`
+	Alias uint32 `protobuf:"varint,8,opt,name=alias,proto3" json:"alias,omitempty"`
+	// This user's marks in the room (AckRequest, ReadRequest), in the room's current epoch.
+	Marks *Marks `protobuf:"bytes,9,opt,name=marks,proto3" json:"marks,omitempty"`
+	// Messages after the user's read mark (0 before the user's first mark in this epoch).
+	Unread        uint64 `protobuf:"varint,10,opt,name=unread,proto3" json:"unread,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1448,6 +1541,20 @@ func (x *JoinReply) GetHookData() *structpb.Value {
 func (x *JoinReply) GetAlias() uint32 {
 	if x != nil {
 		return x.Alias
+	}
+	return 0
+}
+
+func (x *JoinReply) GetMarks() *Marks {
+	if x != nil {
+		return x.Marks
+	}
+	return nil
+}
+
+func (x *JoinReply) GetUnread() uint64 {
+	if x != nil {
+		return x.Unread
 	}
 	return 0
 }
@@ -1900,6 +2007,368 @@ func (x *DirectRequest) GetMessageId() string {
 	return ""
 }
 
+// AckRequest reports that the messages of a room (or of the user's personal
+// stream) up to offset reached the application: the user's ack mark. Marks
+// are per user (any of the user's connections may send them), kept durably
+// like history, and only move forward: a lower offset changes nothing.
+type AckRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Room   string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Offset uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The epoch the offset is in; a mark for another epoch is refused.
+	Epoch         string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckRequest) Reset() {
+	*x = AckRequest{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckRequest) ProtoMessage() {}
+
+func (x *AckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
+func (*AckRequest) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AckRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *AckRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *AckRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+// ReadRequest reports that a person saw the messages of a room up to offset:
+// the user's read mark (which raises the ack mark too). Members that joined
+// with receipts get it in a ReadReceipts push.
+type ReadRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Room   string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Offset uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The epoch the offset is in; a mark for another epoch is refused.
+	Epoch         string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRequest) Reset() {
+	*x = ReadRequest{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRequest) ProtoMessage() {}
+
+func (x *ReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
+func (*ReadRequest) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReadRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *ReadRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+// Marks are a user's positions in a room's stream.
+type Marks struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The newest message delivered to the user's application.
+	AckOffset uint64 `protobuf:"varint,1,opt,name=ack_offset,json=ackOffset,proto3" json:"ack_offset,omitempty"`
+	// The newest message the user read.
+	ReadOffset    uint64 `protobuf:"varint,2,opt,name=read_offset,json=readOffset,proto3" json:"read_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Marks) Reset() {
+	*x = Marks{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Marks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Marks) ProtoMessage() {}
+
+func (x *Marks) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Marks.ProtoReflect.Descriptor instead.
+func (*Marks) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Marks) GetAckOffset() uint64 {
+	if x != nil {
+		return x.AckOffset
+	}
+	return 0
+}
+
+func (x *Marks) GetReadOffset() uint64 {
+	if x != nil {
+		return x.ReadOffset
+	}
+	return 0
+}
+
+// MarksReply is the user's marks after an AckRequest or ReadRequest.
+type MarksReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Marks *Marks                 `protobuf:"bytes,2,opt,name=marks,proto3" json:"marks,omitempty"`
+	Epoch string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Messages after the read mark.
+	Unread        uint64 `protobuf:"varint,4,opt,name=unread,proto3" json:"unread,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarksReply) Reset() {
+	*x = MarksReply{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarksReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarksReply) ProtoMessage() {}
+
+func (x *MarksReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarksReply.ProtoReflect.Descriptor instead.
+func (*MarksReply) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MarksReply) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *MarksReply) GetMarks() *Marks {
+	if x != nil {
+		return x.Marks
+	}
+	return nil
+}
+
+func (x *MarksReply) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *MarksReply) GetUnread() uint64 {
+	if x != nil {
+		return x.Unread
+	}
+	return 0
+}
+
+// ReadReceipts tells the members that asked (JoinRequest.receipts) how far
+// users have read: the newest read mark of each user that moved, coalesced
+// (at most one push per room per presence interval, one entry per user).
+type ReadReceipts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Receipts      []*ReadReceipt         `protobuf:"bytes,2,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadReceipts) Reset() {
+	*x = ReadReceipts{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadReceipts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadReceipts) ProtoMessage() {}
+
+func (x *ReadReceipts) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadReceipts.ProtoReflect.Descriptor instead.
+func (*ReadReceipts) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReadReceipts) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *ReadReceipts) GetReceipts() []*ReadReceipt {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
+// ReadReceipt is one user's read mark.
+type ReadReceipt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadReceipt) Reset() {
+	*x = ReadReceipt{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadReceipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadReceipt) ProtoMessage() {}
+
+func (x *ReadReceipt) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadReceipt.ProtoReflect.Descriptor instead.
+func (*ReadReceipt) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReadReceipt) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ReadReceipt) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 // PublishReply acknowledges a publish once the room has accepted it.
 type PublishReply struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1914,7 +2383,7 @@ type PublishReply struct {
 
 func (x *PublishReply) Reset() {
 	*x = PublishReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2395,7 @@ func (x *PublishReply) String() string {
 func (*PublishReply) ProtoMessage() {}
 
 func (x *PublishReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[15]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2408,7 @@ func (x *PublishReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishReply.ProtoReflect.Descriptor instead.
 func (*PublishReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{15}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PublishReply) GetRoom() string {
@@ -1986,7 +2455,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2467,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[16]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2480,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{16}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -2054,7 +2523,7 @@ type HistoryReply struct {
 
 func (x *HistoryReply) Reset() {
 	*x = HistoryReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2535,7 @@ func (x *HistoryReply) String() string {
 func (*HistoryReply) ProtoMessage() {}
 
 func (x *HistoryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[17]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2548,7 @@ func (x *HistoryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReply.ProtoReflect.Descriptor instead.
 func (*HistoryReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{17}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HistoryReply) GetRoom() string {
@@ -2117,7 +2586,7 @@ type PresenceRequest struct {
 
 func (x *PresenceRequest) Reset() {
 	*x = PresenceRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2598,7 @@ func (x *PresenceRequest) String() string {
 func (*PresenceRequest) ProtoMessage() {}
 
 func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[18]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2611,7 @@ func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
 func (*PresenceRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{18}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PresenceRequest) GetRoom() string {
@@ -2187,7 +2656,7 @@ type PresenceReply struct {
 
 func (x *PresenceReply) Reset() {
 	*x = PresenceReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2668,7 @@ func (x *PresenceReply) String() string {
 func (*PresenceReply) ProtoMessage() {}
 
 func (x *PresenceReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[19]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2681,7 @@ func (x *PresenceReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceReply.ProtoReflect.Descriptor instead.
 func (*PresenceReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PresenceReply) GetRoom() string {
@@ -2263,7 +2732,7 @@ type TypingRequest struct {
 
 func (x *TypingRequest) Reset() {
 	*x = TypingRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2744,7 @@ func (x *TypingRequest) String() string {
 func (*TypingRequest) ProtoMessage() {}
 
 func (x *TypingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[20]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2757,7 @@ func (x *TypingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingRequest.ProtoReflect.Descriptor instead.
 func (*TypingRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TypingRequest) GetRoom() string {
@@ -2315,7 +2784,7 @@ type TypingReply struct {
 
 func (x *TypingReply) Reset() {
 	*x = TypingReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +2796,7 @@ func (x *TypingReply) String() string {
 func (*TypingReply) ProtoMessage() {}
 
 func (x *TypingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[21]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +2809,7 @@ func (x *TypingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingReply.ProtoReflect.Descriptor instead.
 func (*TypingReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{21}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TypingReply) GetRoom() string {
@@ -2361,7 +2830,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2373,7 +2842,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[22]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2386,7 +2855,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{22}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RefreshRequest) GetToken() string {
@@ -2407,7 +2876,7 @@ type RefreshReply struct {
 
 func (x *RefreshReply) Reset() {
 	*x = RefreshReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2888,7 @@ func (x *RefreshReply) String() string {
 func (*RefreshReply) ProtoMessage() {}
 
 func (x *RefreshReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[23]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2901,7 @@ func (x *RefreshReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshReply.ProtoReflect.Descriptor instead.
 func (*RefreshReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RefreshReply) GetExpiresUnixMs() int64 {
@@ -2454,7 +2923,7 @@ type RpcRequest struct {
 
 func (x *RpcRequest) Reset() {
 	*x = RpcRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2935,7 @@ func (x *RpcRequest) String() string {
 func (*RpcRequest) ProtoMessage() {}
 
 func (x *RpcRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[24]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2948,7 @@ func (x *RpcRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcRequest.ProtoReflect.Descriptor instead.
 func (*RpcRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{24}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RpcRequest) GetMethod() string {
@@ -2506,7 +2975,7 @@ type RpcReply struct {
 
 func (x *RpcReply) Reset() {
 	*x = RpcReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2987,7 @@ func (x *RpcReply) String() string {
 func (*RpcReply) ProtoMessage() {}
 
 func (x *RpcReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[25]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +3000,7 @@ func (x *RpcReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RpcReply.ProtoReflect.Descriptor instead.
 func (*RpcReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{25}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RpcReply) GetData() *structpb.Value {
@@ -2550,7 +3019,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +3031,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[26]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +3044,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{26}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{32}
 }
 
 // PingReply answers a PingRequest.
@@ -2588,7 +3057,7 @@ type PingReply struct {
 
 func (x *PingReply) Reset() {
 	*x = PingReply{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2600,7 +3069,7 @@ func (x *PingReply) String() string {
 func (*PingReply) ProtoMessage() {}
 
 func (x *PingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[27]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2613,7 +3082,7 @@ func (x *PingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingReply.ProtoReflect.Descriptor instead.
 func (*PingReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{27}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PingReply) GetServerTimeUnixMs() int64 {
@@ -2640,7 +3109,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2652,7 +3121,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[28]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2665,7 +3134,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{28}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Message) GetRoom() string {
@@ -2758,7 +3227,7 @@ type CompactMessage struct {
 
 func (x *CompactMessage) Reset() {
 	*x = CompactMessage{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2770,7 +3239,7 @@ func (x *CompactMessage) String() string {
 func (*CompactMessage) ProtoMessage() {}
 
 func (x *CompactMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[29]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2783,7 +3252,7 @@ func (x *CompactMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactMessage.ProtoReflect.Descriptor instead.
 func (*CompactMessage) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{29}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CompactMessage) GetAlias() uint32 {
@@ -2904,7 +3373,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +3385,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[30]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3398,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{30}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PresenceEvent) GetRoom() string {
@@ -2984,7 +3453,7 @@ type PresenceDiff struct {
 
 func (x *PresenceDiff) Reset() {
 	*x = PresenceDiff{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2996,7 +3465,7 @@ func (x *PresenceDiff) String() string {
 func (*PresenceDiff) ProtoMessage() {}
 
 func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[31]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3009,7 +3478,7 @@ func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceDiff.ProtoReflect.Descriptor instead.
 func (*PresenceDiff) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{31}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PresenceDiff) GetRoom() string {
@@ -3087,7 +3556,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3568,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[32]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3581,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{32}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TypingEvent) GetRoom() string {
@@ -3151,7 +3620,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3163,7 +3632,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[33]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3176,7 +3645,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{33}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -3222,7 +3691,7 @@ type Disconnect struct {
 
 func (x *Disconnect) Reset() {
 	*x = Disconnect{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[34]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3703,7 @@ func (x *Disconnect) String() string {
 func (*Disconnect) ProtoMessage() {}
 
 func (x *Disconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[34]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3716,7 @@ func (x *Disconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disconnect.ProtoReflect.Descriptor instead.
 func (*Disconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{34}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Disconnect) GetCode() uint32 {
@@ -3282,7 +3751,7 @@ var File_hubbub_v1_hubbub_proto protoreflect.FileDescriptor
 
 const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\n" +
-	"\x16hubbub/v1/hubbub.proto\x12\thubbub.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd1\x05\n" +
+	"\x16hubbub/v1/hubbub.proto\x12\thubbub.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xaa\x06\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
 	"\aconnect\x18\x02 \x01(\v2\x19.hubbub.v1.ConnectRequestH\x00R\aconnect\x12,\n" +
@@ -3296,13 +3765,15 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\arefresh\x18\n" +
 	" \x01(\v2\x19.hubbub.v1.RefreshRequestH\x00R\arefresh\x12)\n" +
 	"\x03rpc\x18\v \x01(\v2\x15.hubbub.v1.RpcRequestH\x00R\x03rpc\x122\n" +
-	"\x06direct\x18\f \x01(\v2\x18.hubbub.v1.DirectRequestH\x00R\x06direct\x127\n" +
+	"\x06direct\x18\f \x01(\v2\x18.hubbub.v1.DirectRequestH\x00R\x06direct\x12)\n" +
+	"\x03ack\x18\r \x01(\v2\x15.hubbub.v1.AckRequestH\x00R\x03ack\x12,\n" +
+	"\x04read\x18\x0e \x01(\v2\x16.hubbub.v1.ReadRequestH\x00R\x04read\x127\n" +
 	"\x05trace\x18\x0f \x03(\v2!.hubbub.v1.ClientFrame.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acommand\"\xed\a\n" +
+	"\acommand\"\x85\t\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.hubbub.v1.ErrorH\x00R\x05error\x123\n" +
@@ -3317,7 +3788,9 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	" \x01(\v2\x14.hubbub.v1.PingReplyH\x00R\x04ping\x123\n" +
 	"\arefresh\x18\v \x01(\v2\x17.hubbub.v1.RefreshReplyH\x00R\arefresh\x12'\n" +
 	"\x03rpc\x18\f \x01(\v2\x13.hubbub.v1.RpcReplyH\x00R\x03rpc\x121\n" +
-	"\x06direct\x18\r \x01(\v2\x17.hubbub.v1.PublishReplyH\x00R\x06direct\x12.\n" +
+	"\x06direct\x18\r \x01(\v2\x17.hubbub.v1.PublishReplyH\x00R\x06direct\x12)\n" +
+	"\x03ack\x18\x0e \x01(\v2\x15.hubbub.v1.MarksReplyH\x00R\x03ack\x12+\n" +
+	"\x04read\x18\x0f \x01(\v2\x15.hubbub.v1.MarksReplyH\x00R\x04read\x12.\n" +
 	"\amessage\x18\x14 \x01(\v2\x12.hubbub.v1.MessageH\x00R\amessage\x12A\n" +
 	"\x0epresence_event\x18\x15 \x01(\v2\x18.hubbub.v1.PresenceEventH\x00R\rpresenceEvent\x12;\n" +
 	"\ftyping_event\x18\x16 \x01(\v2\x16.hubbub.v1.TypingEventH\x00R\vtypingEvent\x127\n" +
@@ -3325,7 +3798,8 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"disconnect\x18\x17 \x01(\v2\x15.hubbub.v1.DisconnectH\x00R\n" +
 	"disconnect\x12>\n" +
 	"\rpresence_diff\x18\x18 \x01(\v2\x17.hubbub.v1.PresenceDiffH\x00R\fpresenceDiff\x127\n" +
-	"\x0fcompact_message\x18\x19 \x01(\v2\x19.hubbub.v1.CompactMessageH\x00R\x01c\x12\x19\n" +
+	"\x0fcompact_message\x18\x19 \x01(\v2\x19.hubbub.v1.CompactMessageH\x00R\x01c\x12>\n" +
+	"\rread_receipts\x18\x1a \x01(\v2\x17.hubbub.v1.ReadReceiptsH\x00R\freadReceipts\x12\x19\n" +
 	"\btrace_id\x18\x1e \x01(\tR\atraceIdB\x06\n" +
 	"\x04body\">\n" +
 	"\x0eStreamPosition\x12\x16\n" +
@@ -3362,11 +3836,12 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x0fmax_frame_bytes\x18\x04 \x01(\rR\rmaxFrameBytes\x12\x14\n" +
 	"\x05rooms\x18\x06 \x03(\tR\x05rooms\x12\x1f\n" +
 	"\vuser_stream\x18\a \x01(\tR\n" +
-	"userStream\"\x94\x01\n" +
+	"userStream\"\xb0\x01\n" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\x12@\n" +
-	"\x0epresence_since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\"\xce\x02\n" +
+	"\x0epresence_since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\x12\x1a\n" +
+	"\breceipts\x18\x04 \x01(\bR\breceipts\"\x8e\x03\n" +
 	"\tJoinReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x125\n" +
 	"\bposition\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x1c\n" +
@@ -3375,7 +3850,10 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04info\x18\x05 \x01(\v2\x13.hubbub.v1.RoomInfoR\x04info\x124\n" +
 	"\bpresence\x18\x06 \x01(\v2\x18.hubbub.v1.PresenceStateR\bpresence\x123\n" +
 	"\thook_data\x18\a \x01(\v2\x16.google.protobuf.ValueR\bhookData\x12\x14\n" +
-	"\x05alias\x18\b \x01(\rR\x05alias\"\xc1\x02\n" +
+	"\x05alias\x18\b \x01(\rR\x05alias\x12&\n" +
+	"\x05marks\x18\t \x01(\v2\x10.hubbub.v1.MarksR\x05marks\x12\x16\n" +
+	"\x06unread\x18\n" +
+	" \x01(\x04R\x06unread\"\xc1\x02\n" +
 	"\bRoomInfo\x12\x18\n" +
 	"\aprofile\x18\x01 \x01(\tR\aprofile\x123\n" +
 	"\bpresence\x18\x02 \x01(\x0e2\x17.hubbub.v1.PresenceModeR\bpresence\x12\x1d\n" +
@@ -3412,7 +3890,33 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12#\n" +
 	"\x04body\x18\x02 \x01(\v2\x0f.hubbub.v1.BodyR\x04body\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x03 \x01(\tR\tmessageId\"n\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\"N\n" +
+	"\n" +
+	"AckRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"O\n" +
+	"\vReadRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"G\n" +
+	"\x05Marks\x12\x1d\n" +
+	"\n" +
+	"ack_offset\x18\x01 \x01(\x04R\tackOffset\x12\x1f\n" +
+	"\vread_offset\x18\x02 \x01(\x04R\n" +
+	"readOffset\"v\n" +
+	"\n" +
+	"MarksReply\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12&\n" +
+	"\x05marks\x18\x02 \x01(\v2\x10.hubbub.v1.MarksR\x05marks\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06unread\x18\x04 \x01(\x04R\x06unread\"V\n" +
+	"\fReadReceipts\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x122\n" +
+	"\breceipts\x18\x02 \x03(\v2\x16.hubbub.v1.ReadReceiptR\breceipts\"9\n" +
+	"\vReadReceipt\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\"n\n" +
 	"\fPublishReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
@@ -3550,7 +4054,7 @@ func file_hubbub_v1_hubbub_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(PresenceMode)(0),       // 0: hubbub.v1.PresenceMode
 	(PresenceAction)(0),     // 1: hubbub.v1.PresenceAction
@@ -3570,98 +4074,112 @@ var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(*LeaveReply)(nil),      // 15: hubbub.v1.LeaveReply
 	(*PublishRequest)(nil),  // 16: hubbub.v1.PublishRequest
 	(*DirectRequest)(nil),   // 17: hubbub.v1.DirectRequest
-	(*PublishReply)(nil),    // 18: hubbub.v1.PublishReply
-	(*HistoryRequest)(nil),  // 19: hubbub.v1.HistoryRequest
-	(*HistoryReply)(nil),    // 20: hubbub.v1.HistoryReply
-	(*PresenceRequest)(nil), // 21: hubbub.v1.PresenceRequest
-	(*PresenceReply)(nil),   // 22: hubbub.v1.PresenceReply
-	(*TypingRequest)(nil),   // 23: hubbub.v1.TypingRequest
-	(*TypingReply)(nil),     // 24: hubbub.v1.TypingReply
-	(*RefreshRequest)(nil),  // 25: hubbub.v1.RefreshRequest
-	(*RefreshReply)(nil),    // 26: hubbub.v1.RefreshReply
-	(*RpcRequest)(nil),      // 27: hubbub.v1.RpcRequest
-	(*RpcReply)(nil),        // 28: hubbub.v1.RpcReply
-	(*PingRequest)(nil),     // 29: hubbub.v1.PingRequest
-	(*PingReply)(nil),       // 30: hubbub.v1.PingReply
-	(*Message)(nil),         // 31: hubbub.v1.Message
-	(*CompactMessage)(nil),  // 32: hubbub.v1.CompactMessage
-	(*PresenceEvent)(nil),   // 33: hubbub.v1.PresenceEvent
-	(*PresenceDiff)(nil),    // 34: hubbub.v1.PresenceDiff
-	(*TypingEvent)(nil),     // 35: hubbub.v1.TypingEvent
-	(*Error)(nil),           // 36: hubbub.v1.Error
-	(*Disconnect)(nil),      // 37: hubbub.v1.Disconnect
-	nil,                     // 38: hubbub.v1.ClientFrame.TraceEntry
-	nil,                     // 39: hubbub.v1.ConnectRequest.SinceEntry
-	(*structpb.Value)(nil),  // 40: google.protobuf.Value
+	(*AckRequest)(nil),      // 18: hubbub.v1.AckRequest
+	(*ReadRequest)(nil),     // 19: hubbub.v1.ReadRequest
+	(*Marks)(nil),           // 20: hubbub.v1.Marks
+	(*MarksReply)(nil),      // 21: hubbub.v1.MarksReply
+	(*ReadReceipts)(nil),    // 22: hubbub.v1.ReadReceipts
+	(*ReadReceipt)(nil),     // 23: hubbub.v1.ReadReceipt
+	(*PublishReply)(nil),    // 24: hubbub.v1.PublishReply
+	(*HistoryRequest)(nil),  // 25: hubbub.v1.HistoryRequest
+	(*HistoryReply)(nil),    // 26: hubbub.v1.HistoryReply
+	(*PresenceRequest)(nil), // 27: hubbub.v1.PresenceRequest
+	(*PresenceReply)(nil),   // 28: hubbub.v1.PresenceReply
+	(*TypingRequest)(nil),   // 29: hubbub.v1.TypingRequest
+	(*TypingReply)(nil),     // 30: hubbub.v1.TypingReply
+	(*RefreshRequest)(nil),  // 31: hubbub.v1.RefreshRequest
+	(*RefreshReply)(nil),    // 32: hubbub.v1.RefreshReply
+	(*RpcRequest)(nil),      // 33: hubbub.v1.RpcRequest
+	(*RpcReply)(nil),        // 34: hubbub.v1.RpcReply
+	(*PingRequest)(nil),     // 35: hubbub.v1.PingRequest
+	(*PingReply)(nil),       // 36: hubbub.v1.PingReply
+	(*Message)(nil),         // 37: hubbub.v1.Message
+	(*CompactMessage)(nil),  // 38: hubbub.v1.CompactMessage
+	(*PresenceEvent)(nil),   // 39: hubbub.v1.PresenceEvent
+	(*PresenceDiff)(nil),    // 40: hubbub.v1.PresenceDiff
+	(*TypingEvent)(nil),     // 41: hubbub.v1.TypingEvent
+	(*Error)(nil),           // 42: hubbub.v1.Error
+	(*Disconnect)(nil),      // 43: hubbub.v1.Disconnect
+	nil,                     // 44: hubbub.v1.ClientFrame.TraceEntry
+	nil,                     // 45: hubbub.v1.ConnectRequest.SinceEntry
+	(*structpb.Value)(nil),  // 46: google.protobuf.Value
 }
 var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
 	8,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
 	10, // 1: hubbub.v1.ClientFrame.join:type_name -> hubbub.v1.JoinRequest
 	14, // 2: hubbub.v1.ClientFrame.leave:type_name -> hubbub.v1.LeaveRequest
 	16, // 3: hubbub.v1.ClientFrame.publish:type_name -> hubbub.v1.PublishRequest
-	19, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
-	21, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
-	23, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
-	29, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
-	25, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
-	27, // 9: hubbub.v1.ClientFrame.rpc:type_name -> hubbub.v1.RpcRequest
+	25, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
+	27, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
+	29, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
+	35, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
+	31, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
+	33, // 9: hubbub.v1.ClientFrame.rpc:type_name -> hubbub.v1.RpcRequest
 	17, // 10: hubbub.v1.ClientFrame.direct:type_name -> hubbub.v1.DirectRequest
-	38, // 11: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
-	36, // 12: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
-	9,  // 13: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
-	11, // 14: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
-	15, // 15: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
-	18, // 16: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
-	20, // 17: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
-	22, // 18: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
-	24, // 19: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
-	30, // 20: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
-	26, // 21: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
-	28, // 22: hubbub.v1.ServerFrame.rpc:type_name -> hubbub.v1.RpcReply
-	18, // 23: hubbub.v1.ServerFrame.direct:type_name -> hubbub.v1.PublishReply
-	31, // 24: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
-	33, // 25: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
-	35, // 26: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
-	37, // 27: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
-	34, // 28: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
-	32, // 29: hubbub.v1.ServerFrame.compact_message:type_name -> hubbub.v1.CompactMessage
-	40, // 30: hubbub.v1.Body.data:type_name -> google.protobuf.Value
-	40, // 31: hubbub.v1.ClientInfo.info:type_name -> google.protobuf.Value
-	40, // 32: hubbub.v1.ConnectRequest.data:type_name -> google.protobuf.Value
-	39, // 33: hubbub.v1.ConnectRequest.since:type_name -> hubbub.v1.ConnectRequest.SinceEntry
-	7,  // 34: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 35: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
-	5,  // 36: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
-	5,  // 37: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
-	31, // 38: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
-	12, // 39: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
-	13, // 40: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
-	40, // 41: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
-	0,  // 42: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
-	5,  // 43: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
-	34, // 44: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
-	6,  // 45: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	6,  // 46: hubbub.v1.DirectRequest.body:type_name -> hubbub.v1.Body
-	31, // 47: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
-	5,  // 48: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 49: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
-	13, // 50: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
-	40, // 51: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
-	40, // 52: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
-	7,  // 53: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
-	6,  // 54: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
-	40, // 55: hubbub.v1.CompactMessage.data:type_name -> google.protobuf.Value
-	1,  // 56: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
-	7,  // 57: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 58: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 59: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
-	2,  // 60: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
-	5,  // 61: hubbub.v1.ConnectRequest.SinceEntry.value:type_name -> hubbub.v1.StreamPosition
-	62, // [62:62] is the sub-list for method output_type
-	62, // [62:62] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	18, // 11: hubbub.v1.ClientFrame.ack:type_name -> hubbub.v1.AckRequest
+	19, // 12: hubbub.v1.ClientFrame.read:type_name -> hubbub.v1.ReadRequest
+	44, // 13: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
+	42, // 14: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
+	9,  // 15: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
+	11, // 16: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
+	15, // 17: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
+	24, // 18: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
+	26, // 19: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
+	28, // 20: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
+	30, // 21: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
+	36, // 22: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
+	32, // 23: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
+	34, // 24: hubbub.v1.ServerFrame.rpc:type_name -> hubbub.v1.RpcReply
+	24, // 25: hubbub.v1.ServerFrame.direct:type_name -> hubbub.v1.PublishReply
+	21, // 26: hubbub.v1.ServerFrame.ack:type_name -> hubbub.v1.MarksReply
+	21, // 27: hubbub.v1.ServerFrame.read:type_name -> hubbub.v1.MarksReply
+	37, // 28: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
+	39, // 29: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
+	41, // 30: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
+	43, // 31: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
+	40, // 32: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
+	38, // 33: hubbub.v1.ServerFrame.compact_message:type_name -> hubbub.v1.CompactMessage
+	22, // 34: hubbub.v1.ServerFrame.read_receipts:type_name -> hubbub.v1.ReadReceipts
+	46, // 35: hubbub.v1.Body.data:type_name -> google.protobuf.Value
+	46, // 36: hubbub.v1.ClientInfo.info:type_name -> google.protobuf.Value
+	46, // 37: hubbub.v1.ConnectRequest.data:type_name -> google.protobuf.Value
+	45, // 38: hubbub.v1.ConnectRequest.since:type_name -> hubbub.v1.ConnectRequest.SinceEntry
+	7,  // 39: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 40: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
+	5,  // 41: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
+	5,  // 42: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
+	37, // 43: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
+	12, // 44: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
+	13, // 45: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
+	46, // 46: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
+	20, // 47: hubbub.v1.JoinReply.marks:type_name -> hubbub.v1.Marks
+	0,  // 48: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
+	5,  // 49: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
+	40, // 50: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
+	6,  // 51: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	6,  // 52: hubbub.v1.DirectRequest.body:type_name -> hubbub.v1.Body
+	20, // 53: hubbub.v1.MarksReply.marks:type_name -> hubbub.v1.Marks
+	23, // 54: hubbub.v1.ReadReceipts.receipts:type_name -> hubbub.v1.ReadReceipt
+	37, // 55: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
+	5,  // 56: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 57: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
+	13, // 58: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
+	46, // 59: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
+	46, // 60: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
+	7,  // 61: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
+	6,  // 62: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
+	46, // 63: hubbub.v1.CompactMessage.data:type_name -> google.protobuf.Value
+	1,  // 64: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
+	7,  // 65: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
+	5,  // 66: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
+	7,  // 67: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
+	2,  // 68: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
+	5,  // 69: hubbub.v1.ConnectRequest.SinceEntry.value:type_name -> hubbub.v1.StreamPosition
+	70, // [70:70] is the sub-list for method output_type
+	70, // [70:70] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_v1_hubbub_proto_init() }
@@ -3681,6 +4199,8 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ClientFrame_Refresh)(nil),
 		(*ClientFrame_Rpc)(nil),
 		(*ClientFrame_Direct)(nil),
+		(*ClientFrame_Ack)(nil),
+		(*ClientFrame_Read)(nil),
 	}
 	file_hubbub_v1_hubbub_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),
@@ -3695,19 +4215,22 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*ServerFrame_Refresh)(nil),
 		(*ServerFrame_Rpc)(nil),
 		(*ServerFrame_Direct)(nil),
+		(*ServerFrame_Ack)(nil),
+		(*ServerFrame_Read)(nil),
 		(*ServerFrame_Message)(nil),
 		(*ServerFrame_PresenceEvent)(nil),
 		(*ServerFrame_TypingEvent)(nil),
 		(*ServerFrame_Disconnect)(nil),
 		(*ServerFrame_PresenceDiff)(nil),
 		(*ServerFrame_CompactMessage)(nil),
+		(*ServerFrame_ReadReceipts)(nil),
 	}
 	file_hubbub_v1_hubbub_proto_msgTypes[3].OneofWrappers = []any{
 		(*Body_Text)(nil),
 		(*Body_Data)(nil),
 		(*Body_Binary)(nil),
 	}
-	file_hubbub_v1_hubbub_proto_msgTypes[29].OneofWrappers = []any{
+	file_hubbub_v1_hubbub_proto_msgTypes[35].OneofWrappers = []any{
 		(*CompactMessage_Text)(nil),
 		(*CompactMessage_Data)(nil),
 		(*CompactMessage_Binary)(nil),
@@ -3718,7 +4241,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_v1_hubbub_proto_rawDesc), len(file_hubbub_v1_hubbub_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   37,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -155,6 +155,7 @@ type Envelope struct {
 	//	*Envelope_NodeDisconnect
 	//	*Envelope_RoomTail
 	//	*Envelope_RoomReserve
+	//	*Envelope_RoomMark
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -341,6 +342,15 @@ func (x *Envelope) GetRoomReserve() *RoomReserve {
 	return nil
 }
 
+func (x *Envelope) GetRoomMark() *RoomMark {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomMark); ok {
+			return x.RoomMark
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -409,6 +419,10 @@ type Envelope_RoomReserve struct {
 	RoomReserve *RoomReserve `protobuf:"bytes,16,opt,name=room_reserve,json=roomReserve,proto3,oneof"`
 }
 
+type Envelope_RoomMark struct {
+	RoomMark *RoomMark `protobuf:"bytes,17,opt,name=room_mark,json=roomMark,proto3,oneof"`
+}
+
 func (*Envelope_RoomJoin) isEnvelope_Body() {}
 
 func (*Envelope_RoomLeave) isEnvelope_Body() {}
@@ -440,6 +454,8 @@ func (*Envelope_NodeDisconnect) isEnvelope_Body() {}
 func (*Envelope_RoomTail) isEnvelope_Body() {}
 
 func (*Envelope_RoomReserve) isEnvelope_Body() {}
+
+func (*Envelope_RoomMark) isEnvelope_Body() {}
 
 // Member identifies one connection in a room.
 type Member struct {
@@ -529,6 +545,8 @@ type RoomJoin struct {
 	Since         *v1.StreamPosition     `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
 	RequestId     uint64                 `protobuf:"varint,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	PresenceSince *v1.StreamPosition     `protobuf:"bytes,5,opt,name=presence_since,json=presenceSince,proto3" json:"presence_since,omitempty"`
+	// The member asked for read receipts.
+	Receipts bool `protobuf:"varint,8,opt,name=receipts,proto3" json:"receipts,omitempty"`
 	// Whether the member's token lets it publish to the room (the room's profile may still refuse).
 	MayPublish bool `protobuf:"varint,6,opt,name=may_publish,json=mayPublish,proto3" json:"may_publish,omitempty"`
 	// The backend join hook's data for this member, returned in the join reply.
@@ -601,6 +619,13 @@ func (x *RoomJoin) GetPresenceSince() *v1.StreamPosition {
 		return x.PresenceSince
 	}
 	return nil
+}
+
+func (x *RoomJoin) GetReceipts() bool {
+	if x != nil {
+		return x.Receipts
+	}
+	return false
 }
 
 func (x *RoomJoin) GetMayPublish() bool {
@@ -1349,6 +1374,99 @@ func (x *RoomReserve) GetTrace() map[string]string {
 	return nil
 }
 
+// RoomMark raises a user's marks in a room (AckRequest, ReadRequest).
+type RoomMark struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	User          string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Ack           uint64                 `protobuf:"varint,4,opt,name=ack,proto3" json:"ack,omitempty"`
+	Read          uint64                 `protobuf:"varint,5,opt,name=read,proto3" json:"read,omitempty"`
+	Epoch         string                 `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomMark) Reset() {
+	*x = RoomMark{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomMark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomMark) ProtoMessage() {}
+
+func (x *RoomMark) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomMark.ProtoReflect.Descriptor instead.
+func (*RoomMark) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RoomMark) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *RoomMark) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *RoomMark) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *RoomMark) GetAck() uint64 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
+}
+
+func (x *RoomMark) GetRead() uint64 {
+	if x != nil {
+		return x.Read
+	}
+	return 0
+}
+
+func (x *RoomMark) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *RoomMark) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
 // RoomTail asks a room for the messages after a position (the server API's
 // Tail). With wait set and nothing newer, the room answers when its next
 // message is stored (or with nothing, when it has more waiting tails than it
@@ -1368,7 +1486,7 @@ type RoomTail struct {
 
 func (x *RoomTail) Reset() {
 	*x = RoomTail{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1498,7 @@ func (x *RoomTail) String() string {
 func (*RoomTail) ProtoMessage() {}
 
 func (x *RoomTail) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[12]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1511,7 @@ func (x *RoomTail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomTail.ProtoReflect.Descriptor instead.
 func (*RoomTail) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RoomTail) GetRoom() string {
@@ -1453,7 +1571,7 @@ type RoomTailReply struct {
 
 func (x *RoomTailReply) Reset() {
 	*x = RoomTailReply{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1583,7 @@ func (x *RoomTailReply) String() string {
 func (*RoomTailReply) ProtoMessage() {}
 
 func (x *RoomTailReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1596,7 @@ func (x *RoomTailReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomTailReply.ProtoReflect.Descriptor instead.
 func (*RoomTailReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RoomTailReply) GetEntries() []*TailEntry {
@@ -1514,7 +1632,7 @@ type TailEntry struct {
 
 func (x *TailEntry) Reset() {
 	*x = TailEntry{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1644,7 @@ func (x *TailEntry) String() string {
 func (*TailEntry) ProtoMessage() {}
 
 func (x *TailEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1657,7 @@ func (x *TailEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEntry.ProtoReflect.Descriptor instead.
 func (*TailEntry) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TailEntry) GetMessage() *v1.Message {
@@ -1574,7 +1692,7 @@ type NodeInspect struct {
 
 func (x *NodeInspect) Reset() {
 	*x = NodeInspect{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1704,7 @@ func (x *NodeInspect) String() string {
 func (*NodeInspect) ProtoMessage() {}
 
 func (x *NodeInspect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1717,7 @@ func (x *NodeInspect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInspect.ProtoReflect.Descriptor instead.
 func (*NodeInspect) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeInspect) GetRequestId() uint64 {
@@ -1664,7 +1782,7 @@ type NodeReport struct {
 
 func (x *NodeReport) Reset() {
 	*x = NodeReport{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1794,7 @@ func (x *NodeReport) String() string {
 func (*NodeReport) ProtoMessage() {}
 
 func (x *NodeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1807,7 @@ func (x *NodeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeReport.ProtoReflect.Descriptor instead.
 func (*NodeReport) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeReport) GetRequestId() uint64 {
@@ -1804,7 +1922,7 @@ type NodeRoom struct {
 
 func (x *NodeRoom) Reset() {
 	*x = NodeRoom{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1934,7 @@ func (x *NodeRoom) String() string {
 func (*NodeRoom) ProtoMessage() {}
 
 func (x *NodeRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1947,7 @@ func (x *NodeRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRoom.ProtoReflect.Descriptor instead.
 func (*NodeRoom) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeRoom) GetRoom() string {
@@ -1874,7 +1992,7 @@ type NodeConn struct {
 
 func (x *NodeConn) Reset() {
 	*x = NodeConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2004,7 @@ func (x *NodeConn) String() string {
 func (*NodeConn) ProtoMessage() {}
 
 func (x *NodeConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2017,7 @@ func (x *NodeConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeConn.ProtoReflect.Descriptor instead.
 func (*NodeConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeConn) GetClientId() string {
@@ -1951,7 +2069,7 @@ type NodeDisconnect struct {
 
 func (x *NodeDisconnect) Reset() {
 	*x = NodeDisconnect{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2081,7 @@ func (x *NodeDisconnect) String() string {
 func (*NodeDisconnect) ProtoMessage() {}
 
 func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2094,7 @@ func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDisconnect.ProtoReflect.Descriptor instead.
 func (*NodeDisconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeDisconnect) GetRequestId() uint64 {
@@ -2024,7 +2142,9 @@ type RelaySubscribe struct {
 	Reply     *v1.JoinReply          `protobuf:"bytes,4,opt,name=reply,proto3" json:"reply,omitempty"`
 	// The connection asked for compact pushes: the relay gives the room an
 	// alias on the node and sets it in the reply.
-	Compact       bool              `protobuf:"varint,5,opt,name=compact,proto3" json:"compact,omitempty"`
+	Compact bool `protobuf:"varint,5,opt,name=compact,proto3" json:"compact,omitempty"`
+	// The member gets read receipts (pushes of kind "receipts" skip the others).
+	Receipts      bool              `protobuf:"varint,6,opt,name=receipts,proto3" json:"receipts,omitempty"`
 	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2032,7 +2152,7 @@ type RelaySubscribe struct {
 
 func (x *RelaySubscribe) Reset() {
 	*x = RelaySubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2164,7 @@ func (x *RelaySubscribe) String() string {
 func (*RelaySubscribe) ProtoMessage() {}
 
 func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2177,7 @@ func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelaySubscribe.ProtoReflect.Descriptor instead.
 func (*RelaySubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RelaySubscribe) GetRoom() string {
@@ -2095,6 +2215,13 @@ func (x *RelaySubscribe) GetCompact() bool {
 	return false
 }
 
+func (x *RelaySubscribe) GetReceipts() bool {
+	if x != nil {
+		return x.Receipts
+	}
+	return false
+}
+
 func (x *RelaySubscribe) GetTrace() map[string]string {
 	if x != nil {
 		return x.Trace
@@ -2117,7 +2244,7 @@ type RelayUnsubscribe struct {
 
 func (x *RelayUnsubscribe) Reset() {
 	*x = RelayUnsubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2256,7 @@ func (x *RelayUnsubscribe) String() string {
 func (*RelayUnsubscribe) ProtoMessage() {}
 
 func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2269,7 @@ func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayUnsubscribe.ProtoReflect.Descriptor instead.
 func (*RelayUnsubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RelayUnsubscribe) GetRoom() string {
@@ -2214,7 +2341,7 @@ type RelayDeliver struct {
 
 func (x *RelayDeliver) Reset() {
 	*x = RelayDeliver{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2353,7 @@ func (x *RelayDeliver) String() string {
 func (*RelayDeliver) ProtoMessage() {}
 
 func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2366,7 @@ func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayDeliver.ProtoReflect.Descriptor instead.
 func (*RelayDeliver) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RelayDeliver) GetRoom() string {
@@ -2347,7 +2474,7 @@ type NotifyJournalRecord struct {
 
 func (x *NotifyJournalRecord) Reset() {
 	*x = NotifyJournalRecord{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2486,7 @@ func (x *NotifyJournalRecord) String() string {
 func (*NotifyJournalRecord) ProtoMessage() {}
 
 func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2499,7 @@ func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyJournalRecord.ProtoReflect.Descriptor instead.
 func (*NotifyJournalRecord) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NotifyJournalRecord) GetEntry() isNotifyJournalRecord_Entry {
@@ -2510,7 +2637,7 @@ type JournalConn struct {
 
 func (x *JournalConn) Reset() {
 	*x = JournalConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2649,7 @@ func (x *JournalConn) String() string {
 func (*JournalConn) ProtoMessage() {}
 
 func (x *JournalConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2662,7 @@ func (x *JournalConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalConn.ProtoReflect.Descriptor instead.
 func (*JournalConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{24}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JournalConn) GetClientId() string {
@@ -2563,7 +2690,7 @@ var File_hubbub_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bhubbub/hooks/v1/hooks.proto\x1a\x16hubbub/v1/hubbub.proto\"\xb5\b\n" +
+	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bhubbub/hooks/v1/hooks.proto\x1a\x16hubbub/v1/hubbub.proto\"\xee\b\n" +
 	"\bEnvelope\x127\n" +
 	"\troom_join\x18\x01 \x01(\v2\x18.hubbub.node.v1.RoomJoinH\x00R\broomJoin\x12:\n" +
 	"\n" +
@@ -2585,21 +2712,23 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"nodeReport\x12I\n" +
 	"\x0fnode_disconnect\x18\x0e \x01(\v2\x1e.hubbub.node.v1.NodeDisconnectH\x00R\x0enodeDisconnect\x127\n" +
 	"\troom_tail\x18\x0f \x01(\v2\x18.hubbub.node.v1.RoomTailH\x00R\broomTail\x12@\n" +
-	"\froom_reserve\x18\x10 \x01(\v2\x1b.hubbub.node.v1.RoomReserveH\x00R\vroomReserveB\x06\n" +
+	"\froom_reserve\x18\x10 \x01(\v2\x1b.hubbub.node.v1.RoomReserveH\x00R\vroomReserve\x127\n" +
+	"\troom_mark\x18\x11 \x01(\v2\x18.hubbub.node.v1.RoomMarkH\x00R\broomMarkB\x06\n" +
 	"\x04body\"\xbc\x01\n" +
 	"\x06Member\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12-\n" +
 	"\x06client\x18\x03 \x01(\v2\x15.hubbub.v1.ClientInfoR\x06client\x124\n" +
 	"\bencoding\x18\x04 \x01(\x0e2\x18.hubbub.node.v1.EncodingR\bencoding\x12\x18\n" +
-	"\acompact\x18\x05 \x01(\bR\acompact\"\xab\x03\n" +
+	"\acompact\x18\x05 \x01(\bR\acompact\"\xc7\x03\n" +
 	"\bRoomJoin\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12.\n" +
 	"\x06member\x18\x02 \x01(\v2\x16.hubbub.node.v1.MemberR\x06member\x12/\n" +
 	"\x05since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x04 \x01(\x04R\trequestId\x12@\n" +
-	"\x0epresence_since\x18\x05 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\x12\x1f\n" +
+	"\x0epresence_since\x18\x05 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\x12\x1a\n" +
+	"\breceipts\x18\b \x01(\bR\breceipts\x12\x1f\n" +
 	"\vmay_publish\x18\x06 \x01(\bR\n" +
 	"mayPublish\x123\n" +
 	"\thook_data\x18\a \x01(\v2\x16.google.protobuf.ValueR\bhookData\x129\n" +
@@ -2713,6 +2842,19 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x02\n" +
+	"\bRoomMark\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x10\n" +
+	"\x03ack\x18\x04 \x01(\x04R\x03ack\x12\x12\n" +
+	"\x04read\x18\x05 \x01(\x04R\x04read\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\tR\x05epoch\x129\n" +
+	"\x05trace\x18\x0f \x03(\v2#.hubbub.node.v1.RoomMark.TraceEntryR\x05trace\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x02\n" +
 	"\bRoomTail\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
@@ -2775,14 +2917,15 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1b\n" +
 	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\rR\x04code\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x9f\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xbb\x02\n" +
 	"\x0eRelaySubscribe\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\x04R\trequestId\x12*\n" +
 	"\x05reply\x18\x04 \x01(\v2\x14.hubbub.v1.JoinReplyR\x05reply\x12\x18\n" +
-	"\acompact\x18\x05 \x01(\bR\acompact\x12?\n" +
+	"\acompact\x18\x05 \x01(\bR\acompact\x12\x1a\n" +
+	"\breceipts\x18\x06 \x01(\bR\breceipts\x12?\n" +
 	"\x05trace\x18\x0f \x03(\v2).hubbub.node.v1.RelaySubscribe.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -2854,7 +2997,7 @@ func file_hubbub_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(Encoding)(0),               // 0: hubbub.node.v1.Encoding
 	(OverflowPolicy)(0),         // 1: hubbub.node.v1.OverflowPolicy
@@ -2870,44 +3013,46 @@ var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(*RoomInspect)(nil),         // 11: hubbub.node.v1.RoomInspect
 	(*RoomInspection)(nil),      // 12: hubbub.node.v1.RoomInspection
 	(*RoomReserve)(nil),         // 13: hubbub.node.v1.RoomReserve
-	(*RoomTail)(nil),            // 14: hubbub.node.v1.RoomTail
-	(*RoomTailReply)(nil),       // 15: hubbub.node.v1.RoomTailReply
-	(*TailEntry)(nil),           // 16: hubbub.node.v1.TailEntry
-	(*NodeInspect)(nil),         // 17: hubbub.node.v1.NodeInspect
-	(*NodeReport)(nil),          // 18: hubbub.node.v1.NodeReport
-	(*NodeRoom)(nil),            // 19: hubbub.node.v1.NodeRoom
-	(*NodeConn)(nil),            // 20: hubbub.node.v1.NodeConn
-	(*NodeDisconnect)(nil),      // 21: hubbub.node.v1.NodeDisconnect
-	(*RelaySubscribe)(nil),      // 22: hubbub.node.v1.RelaySubscribe
-	(*RelayUnsubscribe)(nil),    // 23: hubbub.node.v1.RelayUnsubscribe
-	(*RelayDeliver)(nil),        // 24: hubbub.node.v1.RelayDeliver
-	(*NotifyJournalRecord)(nil), // 25: hubbub.node.v1.NotifyJournalRecord
-	(*JournalConn)(nil),         // 26: hubbub.node.v1.JournalConn
-	nil,                         // 27: hubbub.node.v1.RoomJoin.TraceEntry
-	nil,                         // 28: hubbub.node.v1.RoomLeave.TraceEntry
-	nil,                         // 29: hubbub.node.v1.RoomPublish.TraceEntry
-	nil,                         // 30: hubbub.node.v1.RoomHistory.TraceEntry
-	nil,                         // 31: hubbub.node.v1.RoomPresence.TraceEntry
-	nil,                         // 32: hubbub.node.v1.RoomTyping.TraceEntry
-	nil,                         // 33: hubbub.node.v1.RoomReply.TraceEntry
-	nil,                         // 34: hubbub.node.v1.RoomInspect.TraceEntry
-	nil,                         // 35: hubbub.node.v1.RoomInspection.NodesEntry
-	nil,                         // 36: hubbub.node.v1.RoomReserve.TraceEntry
-	nil,                         // 37: hubbub.node.v1.RoomTail.TraceEntry
-	nil,                         // 38: hubbub.node.v1.RelaySubscribe.TraceEntry
-	nil,                         // 39: hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	nil,                         // 40: hubbub.node.v1.RelayDeliver.TraceEntry
-	(*v1.ClientInfo)(nil),       // 41: hubbub.v1.ClientInfo
-	(*v1.StreamPosition)(nil),   // 42: hubbub.v1.StreamPosition
-	(*structpb.Value)(nil),      // 43: google.protobuf.Value
-	(*v1.Body)(nil),             // 44: hubbub.v1.Body
-	(*v1.HistoryRequest)(nil),   // 45: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),      // 46: hubbub.v1.ServerFrame
-	(*v1.RoomInfo)(nil),         // 47: hubbub.v1.RoomInfo
-	(*v1.PresenceState)(nil),    // 48: hubbub.v1.PresenceState
-	(*v1.Message)(nil),          // 49: hubbub.v1.Message
-	(*v1.JoinReply)(nil),        // 50: hubbub.v1.JoinReply
-	(*v11.Notification)(nil),    // 51: hubbub.hooks.v1.Notification
+	(*RoomMark)(nil),            // 14: hubbub.node.v1.RoomMark
+	(*RoomTail)(nil),            // 15: hubbub.node.v1.RoomTail
+	(*RoomTailReply)(nil),       // 16: hubbub.node.v1.RoomTailReply
+	(*TailEntry)(nil),           // 17: hubbub.node.v1.TailEntry
+	(*NodeInspect)(nil),         // 18: hubbub.node.v1.NodeInspect
+	(*NodeReport)(nil),          // 19: hubbub.node.v1.NodeReport
+	(*NodeRoom)(nil),            // 20: hubbub.node.v1.NodeRoom
+	(*NodeConn)(nil),            // 21: hubbub.node.v1.NodeConn
+	(*NodeDisconnect)(nil),      // 22: hubbub.node.v1.NodeDisconnect
+	(*RelaySubscribe)(nil),      // 23: hubbub.node.v1.RelaySubscribe
+	(*RelayUnsubscribe)(nil),    // 24: hubbub.node.v1.RelayUnsubscribe
+	(*RelayDeliver)(nil),        // 25: hubbub.node.v1.RelayDeliver
+	(*NotifyJournalRecord)(nil), // 26: hubbub.node.v1.NotifyJournalRecord
+	(*JournalConn)(nil),         // 27: hubbub.node.v1.JournalConn
+	nil,                         // 28: hubbub.node.v1.RoomJoin.TraceEntry
+	nil,                         // 29: hubbub.node.v1.RoomLeave.TraceEntry
+	nil,                         // 30: hubbub.node.v1.RoomPublish.TraceEntry
+	nil,                         // 31: hubbub.node.v1.RoomHistory.TraceEntry
+	nil,                         // 32: hubbub.node.v1.RoomPresence.TraceEntry
+	nil,                         // 33: hubbub.node.v1.RoomTyping.TraceEntry
+	nil,                         // 34: hubbub.node.v1.RoomReply.TraceEntry
+	nil,                         // 35: hubbub.node.v1.RoomInspect.TraceEntry
+	nil,                         // 36: hubbub.node.v1.RoomInspection.NodesEntry
+	nil,                         // 37: hubbub.node.v1.RoomReserve.TraceEntry
+	nil,                         // 38: hubbub.node.v1.RoomMark.TraceEntry
+	nil,                         // 39: hubbub.node.v1.RoomTail.TraceEntry
+	nil,                         // 40: hubbub.node.v1.RelaySubscribe.TraceEntry
+	nil,                         // 41: hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	nil,                         // 42: hubbub.node.v1.RelayDeliver.TraceEntry
+	(*v1.ClientInfo)(nil),       // 43: hubbub.v1.ClientInfo
+	(*v1.StreamPosition)(nil),   // 44: hubbub.v1.StreamPosition
+	(*structpb.Value)(nil),      // 45: google.protobuf.Value
+	(*v1.Body)(nil),             // 46: hubbub.v1.Body
+	(*v1.HistoryRequest)(nil),   // 47: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),      // 48: hubbub.v1.ServerFrame
+	(*v1.RoomInfo)(nil),         // 49: hubbub.v1.RoomInfo
+	(*v1.PresenceState)(nil),    // 50: hubbub.v1.PresenceState
+	(*v1.Message)(nil),          // 51: hubbub.v1.Message
+	(*v1.JoinReply)(nil),        // 52: hubbub.v1.JoinReply
+	(*v11.Notification)(nil),    // 53: hubbub.hooks.v1.Notification
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	4,  // 0: hubbub.node.v1.Envelope.room_join:type_name -> hubbub.node.v1.RoomJoin
@@ -2917,64 +3062,66 @@ var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	8,  // 4: hubbub.node.v1.Envelope.room_presence:type_name -> hubbub.node.v1.RoomPresence
 	9,  // 5: hubbub.node.v1.Envelope.room_typing:type_name -> hubbub.node.v1.RoomTyping
 	10, // 6: hubbub.node.v1.Envelope.room_reply:type_name -> hubbub.node.v1.RoomReply
-	22, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
-	23, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
-	24, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
+	23, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
+	24, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
+	25, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
 	11, // 10: hubbub.node.v1.Envelope.room_inspect:type_name -> hubbub.node.v1.RoomInspect
-	17, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
-	18, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
-	21, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
-	14, // 14: hubbub.node.v1.Envelope.room_tail:type_name -> hubbub.node.v1.RoomTail
+	18, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
+	19, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
+	22, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
+	15, // 14: hubbub.node.v1.Envelope.room_tail:type_name -> hubbub.node.v1.RoomTail
 	13, // 15: hubbub.node.v1.Envelope.room_reserve:type_name -> hubbub.node.v1.RoomReserve
-	41, // 16: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
-	0,  // 17: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
-	3,  // 18: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
-	42, // 19: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	42, // 20: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
-	43, // 21: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
-	27, // 22: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
-	3,  // 23: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	28, // 24: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
-	3,  // 25: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	44, // 26: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	29, // 27: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	45, // 28: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	30, // 29: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	31, // 30: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
-	3,  // 31: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	32, // 32: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	46, // 33: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
-	12, // 34: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
-	15, // 35: hubbub.node.v1.RoomReply.tail:type_name -> hubbub.node.v1.RoomTailReply
-	33, // 36: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	34, // 37: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
-	42, // 38: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
-	47, // 39: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
-	48, // 40: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
-	35, // 41: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
-	36, // 42: hubbub.node.v1.RoomReserve.trace:type_name -> hubbub.node.v1.RoomReserve.TraceEntry
-	42, // 43: hubbub.node.v1.RoomTail.after:type_name -> hubbub.v1.StreamPosition
-	37, // 44: hubbub.node.v1.RoomTail.trace:type_name -> hubbub.node.v1.RoomTail.TraceEntry
-	16, // 45: hubbub.node.v1.RoomTailReply.entries:type_name -> hubbub.node.v1.TailEntry
-	42, // 46: hubbub.node.v1.RoomTailReply.position:type_name -> hubbub.v1.StreamPosition
-	49, // 47: hubbub.node.v1.TailEntry.message:type_name -> hubbub.v1.Message
-	19, // 48: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
-	20, // 49: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
-	50, // 50: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	38, // 51: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	39, // 52: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	1,  // 53: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	40, // 54: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	26, // 55: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
-	26, // 56: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
-	26, // 57: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
-	26, // 58: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
-	51, // 59: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
-	60, // [60:60] is the sub-list for method output_type
-	60, // [60:60] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	14, // 16: hubbub.node.v1.Envelope.room_mark:type_name -> hubbub.node.v1.RoomMark
+	43, // 17: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
+	0,  // 18: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
+	3,  // 19: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
+	44, // 20: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
+	44, // 21: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
+	45, // 22: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
+	28, // 23: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	3,  // 24: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
+	29, // 25: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	3,  // 26: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
+	46, // 27: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	30, // 28: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	47, // 29: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	31, // 30: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	32, // 31: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	3,  // 32: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
+	33, // 33: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	48, // 34: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	12, // 35: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
+	16, // 36: hubbub.node.v1.RoomReply.tail:type_name -> hubbub.node.v1.RoomTailReply
+	34, // 37: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	35, // 38: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
+	44, // 39: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
+	49, // 40: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
+	50, // 41: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
+	36, // 42: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
+	37, // 43: hubbub.node.v1.RoomReserve.trace:type_name -> hubbub.node.v1.RoomReserve.TraceEntry
+	38, // 44: hubbub.node.v1.RoomMark.trace:type_name -> hubbub.node.v1.RoomMark.TraceEntry
+	44, // 45: hubbub.node.v1.RoomTail.after:type_name -> hubbub.v1.StreamPosition
+	39, // 46: hubbub.node.v1.RoomTail.trace:type_name -> hubbub.node.v1.RoomTail.TraceEntry
+	17, // 47: hubbub.node.v1.RoomTailReply.entries:type_name -> hubbub.node.v1.TailEntry
+	44, // 48: hubbub.node.v1.RoomTailReply.position:type_name -> hubbub.v1.StreamPosition
+	51, // 49: hubbub.node.v1.TailEntry.message:type_name -> hubbub.v1.Message
+	20, // 50: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
+	21, // 51: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
+	52, // 52: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	40, // 53: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	41, // 54: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 55: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	42, // 56: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	27, // 57: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
+	27, // 58: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
+	27, // 59: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
+	27, // 60: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
+	53, // 61: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
+	62, // [62:62] is the sub-list for method output_type
+	62, // [62:62] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
@@ -2999,8 +3146,9 @@ func file_hubbub_node_v1_node_proto_init() {
 		(*Envelope_NodeDisconnect)(nil),
 		(*Envelope_RoomTail)(nil),
 		(*Envelope_RoomReserve)(nil),
+		(*Envelope_RoomMark)(nil),
 	}
-	file_hubbub_node_v1_node_proto_msgTypes[23].OneofWrappers = []any{
+	file_hubbub_node_v1_node_proto_msgTypes[24].OneofWrappers = []any{
 		(*NotifyJournalRecord_Stream)(nil),
 		(*NotifyJournalRecord_Open)(nil),
 		(*NotifyJournalRecord_Join)(nil),
@@ -3015,7 +3163,7 @@ func file_hubbub_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_node_v1_node_proto_rawDesc), len(file_hubbub_node_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

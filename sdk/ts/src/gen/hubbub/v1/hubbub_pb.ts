@@ -19,7 +19,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file hubbub/v1/hubbub.proto.
  */
 export const file_hubbub_v1_hubbub: GenFile = /*@__PURE__*/
-  fileDesc("ChZodWJidWIvdjEvaHViYnViLnByb3RvEglodWJidWIudjEi5AQKC0NsaWVudEZyYW1lEgoKAmlkGAEgASgEEiwKB2Nvbm5lY3QYAiABKAsyGS5odWJidWIudjEuQ29ubmVjdFJlcXVlc3RIABImCgRqb2luGAMgASgLMhYuaHViYnViLnYxLkpvaW5SZXF1ZXN0SAASKAoFbGVhdmUYBCABKAsyFy5odWJidWIudjEuTGVhdmVSZXF1ZXN0SAASLAoHcHVibGlzaBgFIAEoCzIZLmh1YmJ1Yi52MS5QdWJsaXNoUmVxdWVzdEgAEiwKB2hpc3RvcnkYBiABKAsyGS5odWJidWIudjEuSGlzdG9yeVJlcXVlc3RIABIuCghwcmVzZW5jZRgHIAEoCzIaLmh1YmJ1Yi52MS5QcmVzZW5jZVJlcXVlc3RIABIqCgZ0eXBpbmcYCCABKAsyGC5odWJidWIudjEuVHlwaW5nUmVxdWVzdEgAEiYKBHBpbmcYCSABKAsyFi5odWJidWIudjEuUGluZ1JlcXVlc3RIABIsCgdyZWZyZXNoGAogASgLMhkuaHViYnViLnYxLlJlZnJlc2hSZXF1ZXN0SAASJAoDcnBjGAsgASgLMhUuaHViYnViLnYxLlJwY1JlcXVlc3RIABIqCgZkaXJlY3QYDCABKAsyGC5odWJidWIudjEuRGlyZWN0UmVxdWVzdEgAEjAKBXRyYWNlGA8gAygLMiEuaHViYnViLnYxLkNsaWVudEZyYW1lLlRyYWNlRW50cnkaLAoKVHJhY2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB2NvbW1hbmQixAYKC1NlcnZlckZyYW1lEgoKAmlkGAEgASgEEiEKBWVycm9yGAIgASgLMhAuaHViYnViLnYxLkVycm9ySAASKgoHY29ubmVjdBgDIAEoCzIXLmh1YmJ1Yi52MS5Db25uZWN0UmVwbHlIABIkCgRqb2luGAQgASgLMhQuaHViYnViLnYxLkpvaW5SZXBseUgAEiYKBWxlYXZlGAUgASgLMhUuaHViYnViLnYxLkxlYXZlUmVwbHlIABIqCgdwdWJsaXNoGAYgASgLMhcuaHViYnViLnYxLlB1Ymxpc2hSZXBseUgAEioKB2hpc3RvcnkYByABKAsyFy5odWJidWIudjEuSGlzdG9yeVJlcGx5SAASLAoIcHJlc2VuY2UYCCABKAsyGC5odWJidWIudjEuUHJlc2VuY2VSZXBseUgAEigKBnR5cGluZxgJIAEoCzIWLmh1YmJ1Yi52MS5UeXBpbmdSZXBseUgAEiQKBHBpbmcYCiABKAsyFC5odWJidWIudjEuUGluZ1JlcGx5SAASKgoHcmVmcmVzaBgLIAEoCzIXLmh1YmJ1Yi52MS5SZWZyZXNoUmVwbHlIABIiCgNycGMYDCABKAsyEy5odWJidWIudjEuUnBjUmVwbHlIABIpCgZkaXJlY3QYDSABKAsyFy5odWJidWIudjEuUHVibGlzaFJlcGx5SAASJQoHbWVzc2FnZRgUIAEoCzISLmh1YmJ1Yi52MS5NZXNzYWdlSAASMgoOcHJlc2VuY2VfZXZlbnQYFSABKAsyGC5odWJidWIudjEuUHJlc2VuY2VFdmVudEgAEi4KDHR5cGluZ19ldmVudBgWIAEoCzIWLmh1YmJ1Yi52MS5UeXBpbmdFdmVudEgAEisKCmRpc2Nvbm5lY3QYFyABKAsyFS5odWJidWIudjEuRGlzY29ubmVjdEgAEjAKDXByZXNlbmNlX2RpZmYYGCABKAsyFy5odWJidWIudjEuUHJlc2VuY2VEaWZmSAASNwoPY29tcGFjdF9tZXNzYWdlGBkgASgLMhkuaHViYnViLnYxLkNvbXBhY3RNZXNzYWdlSABSAWMSEAoIdHJhY2VfaWQYHiABKAlCBgoEYm9keSIvCg5TdHJlYW1Qb3NpdGlvbhIOCgZvZmZzZXQYASABKAQSDQoFZXBvY2gYAiABKAkiWAoEQm9keRIOCgR0ZXh0GAEgASgJSAASJgoEZGF0YRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEhAKBmJpbmFyeRgDIAEoDEgAQgYKBGtpbmQiYwoKQ2xpZW50SW5mbxIMCgR1c2VyGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIOCgZzZXJ2ZXIYAyABKAkSJAoEaW5mbxgEIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSL3AQoOQ29ubmVjdFJlcXVlc3QSDQoFdG9rZW4YASABKAkSDAoEbmFtZRgCIAEoCRIkCgRkYXRhGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEjMKBXNpbmNlGAQgAygLMiQuaHViYnViLnYxLkNvbm5lY3RSZXF1ZXN0LlNpbmNlRW50cnkSDwoHY29tcGFjdBgFIAEoCBITCgt1c2VyX3N0cmVhbRgGIAEoCBpHCgpTaW5jZUVudHJ5EgsKA2tleRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbjoCOAEivQEKDENvbm5lY3RSZXBseRIlCgZjbGllbnQYASABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbxIXCg9leHBpcmVzX3VuaXhfbXMYBSABKAMSGAoQcGluZ19pbnRlcnZhbF9tcxgCIAEoDRIWCg5zZXJ2ZXJfdmVyc2lvbhgDIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKA0SDQoFcm9vbXMYBiADKAkSEwoLdXNlcl9zdHJlYW0YByABKAkieAoLSm9pblJlcXVlc3QSDAoEcm9vbRgBIAEoCRIoCgVzaW5jZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIxCg5wcmVzZW5jZV9zaW5jZRgDIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbiKIAgoJSm9pblJlcGx5EgwKBHJvb20YASABKAkSKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SEQoJcmVjb3ZlcmVkGAMgASgIEiQKCG1lc3NhZ2VzGAQgAygLMhIuaHViYnViLnYxLk1lc3NhZ2USIQoEaW5mbxgFIAEoCzITLmh1YmJ1Yi52MS5Sb29tSW5mbxIqCghwcmVzZW5jZRgGIAEoCzIYLmh1YmJ1Yi52MS5QcmVzZW5jZVN0YXRlEikKCWhvb2tfZGF0YRgHIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRINCgVhbGlhcxgIIAEoDSLZAQoIUm9vbUluZm8SDwoHcHJvZmlsZRgBIAEoCRIpCghwcmVzZW5jZRgCIAEoDjIXLmh1YmJ1Yi52MS5QcmVzZW5jZU1vZGUSEgoKam9pbl9sZWF2ZRgDIAEoCBIOCgZ0eXBpbmcYBCABKAgSFAoMaGlzdG9yeV9zaXplGAUgASgNEg8KB2R1cmFibGUYBiABKAgSEwoLY2FuX3B1Ymxpc2gYByABKAgSHAoUcHJlc2VuY2VfaW50ZXJ2YWxfbXMYCCABKA0SEwoLbWF4X21lbWJlcnMYCSABKA0itgEKDVByZXNlbmNlU3RhdGUSKwoIcG9zaXRpb24YASABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SDwoHbWVtYmVycxgCIAEoDRINCgV1c2VycxgDIAEoDRIOCgZkaWdlc3QYBCABKAYSEQoJcmVjb3ZlcmVkGAUgASgIEiYKBWRpZmZzGAYgAygLMhcuaHViYnViLnYxLlByZXNlbmNlRGlmZhINCgVsYXJnZRgHIAEoCCIcCgxMZWF2ZVJlcXVlc3QSDAoEcm9vbRgBIAEoCSIaCgpMZWF2ZVJlcGx5EgwKBHJvb20YASABKAkiXgoOUHVibGlzaFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIdCgRib2R5GAIgASgLMg8uaHViYnViLnYxLkJvZHkSEgoKbWVzc2FnZV9pZBgDIAEoCRILCgNrZXkYBCABKAkiUAoNRGlyZWN0UmVxdWVzdBIMCgR1c2VyGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJIk4KDFB1Ymxpc2hSZXBseRIMCgRyb29tGAEgASgJEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIRCglkdXBsaWNhdGUYBCABKAgiVAoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIUCgxzaW5jZV9vZmZzZXQYAiABKAQSDQoFbGltaXQYAyABKA0SDwoHcmV2ZXJzZRgEIAEoCCJvCgxIaXN0b3J5UmVwbHkSDAoEcm9vbRgBIAEoCRIkCghtZXNzYWdlcxgCIAMoCzISLmh1YmJ1Yi52MS5NZXNzYWdlEisKCHBvc2l0aW9uGAMgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uIj4KD1ByZXNlbmNlUmVxdWVzdBIMCgRyb29tGAEgASgJEg0KBWxpbWl0GAIgASgNEg4KBmN1cnNvchgDIAEoCSKWAQoNUHJlc2VuY2VSZXBseRIMCgRyb29tGAEgASgJEioKB21lbWJlcnMYAiADKAsyFS5odWJidWIudjEuQ2xpZW50SW5mb0ICGAESDQoFdXNlcnMYAyADKAkSEwoLbmV4dF9jdXJzb3IYBCABKAkSJwoFc3RhdGUYBSABKAsyGC5odWJidWIudjEuUHJlc2VuY2VTdGF0ZSItCg1UeXBpbmdSZXF1ZXN0EgwKBHJvb20YASABKAkSDgoGdHlwaW5nGAIgASgIIhsKC1R5cGluZ1JlcGx5EgwKBHJvb20YASABKAkiHwoOUmVmcmVzaFJlcXVlc3QSDQoFdG9rZW4YASABKAkiJwoMUmVmcmVzaFJlcGx5EhcKD2V4cGlyZXNfdW5peF9tcxgBIAEoAyJCCgpScGNSZXF1ZXN0Eg4KBm1ldGhvZBgBIAEoCRIkCgRkYXRhGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIjAKCFJwY1JlcGx5EiQKBGRhdGEYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiDQoLUGluZ1JlcXVlc3QiKAoJUGluZ1JlcGx5EhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYASABKAMiswEKB01lc3NhZ2USDAoEcm9vbRgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDQoFZXBvY2gYAyABKAkSJQoGc2VuZGVyGAQgASgLMhUuaHViYnViLnYxLkNsaWVudEluZm8SHQoEYm9keRgFIAEoCzIPLmh1YmJ1Yi52MS5Cb2R5EhQKDHRpbWVfdW5peF9tcxgGIAEoAxISCgptZXNzYWdlX2lkGAcgASgJEgsKA2tleRgIIAEoCSL0AQoOQ29tcGFjdE1lc3NhZ2USEAoFYWxpYXMYASABKA1SAWESEQoGb2Zmc2V0GAIgASgEUgFvEg8KBHVzZXIYAyABKAlSAXUSEQoGc2VydmVyGAQgASgJUgFzEhEKBHRleHQYBSABKAlIAFIBeBIpCgRkYXRhGAYgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSABSAWQSEwoGYmluYXJ5GAcgASgMSABSAXkSFwoMdGltZV91bml4X21zGAggASgDUgF0EhUKCm1lc3NhZ2VfaWQYCSABKAlSAWkSDgoDa2V5GAogASgJUgFrQgYKBGJvZHkibwoNUHJlc2VuY2VFdmVudBIMCgRyb29tGAEgASgJEikKBmFjdGlvbhgCIAEoDjIZLmh1YmJ1Yi52MS5QcmVzZW5jZUFjdGlvbhIlCgZjbGllbnQYAyABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbyK1AQoMUHJlc2VuY2VEaWZmEgwKBHJvb20YASABKAkSKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SDgoGam9pbmVkGAMgAygJEgwKBGxlZnQYBCADKAkSDwoHbWVtYmVycxgFIAEoDRINCgV1c2VycxgGIAEoDRIOCgZkaWdlc3QYByABKAYSDQoFcmVzZXQYCCABKAgSDQoFbGFyZ2UYCSABKAgiUgoLVHlwaW5nRXZlbnQSDAoEcm9vbRgBIAEoCRIlCgZjbGllbnQYAiABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbxIOCgZ0eXBpbmcYAyABKAgiZwoFRXJyb3ISIgoEY29kZRgBIAEoDjIULmh1YmJ1Yi52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCgl0ZW1wb3JhcnkYAyABKAgSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0iVQoKRGlzY29ubmVjdBIMCgRjb2RlGAEgASgNEg4KBnJlYXNvbhgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0qdgoMUHJlc2VuY2VNb2RlEh0KGVBSRVNFTkNFX01PREVfVU5TUEVDSUZJRUQQABIWChJQUkVTRU5DRV9NT0RFX0ZVTEwQARIYChRQUkVTRU5DRV9NT0RFX0NPVU5UUxACEhUKEVBSRVNFTkNFX01PREVfT0ZGEAMqZgoOUHJlc2VuY2VBY3Rpb24SHwobUFJFU0VOQ0VfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUUFJFU0VOQ0VfQUNUSU9OX0pPSU4QARIZChVQUkVTRU5DRV9BQ1RJT05fTEVBVkUQAirMAwoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIaChZFUlJPUl9DT0RFX0JBRF9SRVFVRVNUEAESHgoaRVJST1JfQ09ERV9VTktOT1dOX0NPTU1BTkQQAhIcChhFUlJPUl9DT0RFX05PVF9DT05ORUNURUQQAxIgChxFUlJPUl9DT0RFX0FMUkVBRFlfQ09OTkVDVEVEEAQSGwoXRVJST1JfQ09ERV9JTlZBTElEX1JPT00QBRIZChVFUlJPUl9DT0RFX05PVF9KT0lORUQQBhIdChlFUlJPUl9DT0RFX0FMUkVBRFlfSk9JTkVEEAcSIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRAIEh0KGUVSUk9SX0NPREVfTElNSVRfRVhDRUVERUQQCRIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAKEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQCxIbChdFUlJPUl9DT0RFX1VOQVVUSE9SSVpFRBAMEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQDRIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEA5COFo2Z2l0aHViLmNvbS9odWJidWItY2hhdC9odWJidWIvcHJvdG8vaHViYnViL3YxO2h1YmJ1YnYxYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("ChZodWJidWIvdjEvaHViYnViLnByb3RvEglodWJidWIudjEisgUKC0NsaWVudEZyYW1lEgoKAmlkGAEgASgEEiwKB2Nvbm5lY3QYAiABKAsyGS5odWJidWIudjEuQ29ubmVjdFJlcXVlc3RIABImCgRqb2luGAMgASgLMhYuaHViYnViLnYxLkpvaW5SZXF1ZXN0SAASKAoFbGVhdmUYBCABKAsyFy5odWJidWIudjEuTGVhdmVSZXF1ZXN0SAASLAoHcHVibGlzaBgFIAEoCzIZLmh1YmJ1Yi52MS5QdWJsaXNoUmVxdWVzdEgAEiwKB2hpc3RvcnkYBiABKAsyGS5odWJidWIudjEuSGlzdG9yeVJlcXVlc3RIABIuCghwcmVzZW5jZRgHIAEoCzIaLmh1YmJ1Yi52MS5QcmVzZW5jZVJlcXVlc3RIABIqCgZ0eXBpbmcYCCABKAsyGC5odWJidWIudjEuVHlwaW5nUmVxdWVzdEgAEiYKBHBpbmcYCSABKAsyFi5odWJidWIudjEuUGluZ1JlcXVlc3RIABIsCgdyZWZyZXNoGAogASgLMhkuaHViYnViLnYxLlJlZnJlc2hSZXF1ZXN0SAASJAoDcnBjGAsgASgLMhUuaHViYnViLnYxLlJwY1JlcXVlc3RIABIqCgZkaXJlY3QYDCABKAsyGC5odWJidWIudjEuRGlyZWN0UmVxdWVzdEgAEiQKA2FjaxgNIAEoCzIVLmh1YmJ1Yi52MS5BY2tSZXF1ZXN0SAASJgoEcmVhZBgOIAEoCzIWLmh1YmJ1Yi52MS5SZWFkUmVxdWVzdEgAEjAKBXRyYWNlGA8gAygLMiEuaHViYnViLnYxLkNsaWVudEZyYW1lLlRyYWNlRW50cnkaLAoKVHJhY2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB2NvbW1hbmQiwwcKC1NlcnZlckZyYW1lEgoKAmlkGAEgASgEEiEKBWVycm9yGAIgASgLMhAuaHViYnViLnYxLkVycm9ySAASKgoHY29ubmVjdBgDIAEoCzIXLmh1YmJ1Yi52MS5Db25uZWN0UmVwbHlIABIkCgRqb2luGAQgASgLMhQuaHViYnViLnYxLkpvaW5SZXBseUgAEiYKBWxlYXZlGAUgASgLMhUuaHViYnViLnYxLkxlYXZlUmVwbHlIABIqCgdwdWJsaXNoGAYgASgLMhcuaHViYnViLnYxLlB1Ymxpc2hSZXBseUgAEioKB2hpc3RvcnkYByABKAsyFy5odWJidWIudjEuSGlzdG9yeVJlcGx5SAASLAoIcHJlc2VuY2UYCCABKAsyGC5odWJidWIudjEuUHJlc2VuY2VSZXBseUgAEigKBnR5cGluZxgJIAEoCzIWLmh1YmJ1Yi52MS5UeXBpbmdSZXBseUgAEiQKBHBpbmcYCiABKAsyFC5odWJidWIudjEuUGluZ1JlcGx5SAASKgoHcmVmcmVzaBgLIAEoCzIXLmh1YmJ1Yi52MS5SZWZyZXNoUmVwbHlIABIiCgNycGMYDCABKAsyEy5odWJidWIudjEuUnBjUmVwbHlIABIpCgZkaXJlY3QYDSABKAsyFy5odWJidWIudjEuUHVibGlzaFJlcGx5SAASJAoDYWNrGA4gASgLMhUuaHViYnViLnYxLk1hcmtzUmVwbHlIABIlCgRyZWFkGA8gASgLMhUuaHViYnViLnYxLk1hcmtzUmVwbHlIABIlCgdtZXNzYWdlGBQgASgLMhIuaHViYnViLnYxLk1lc3NhZ2VIABIyCg5wcmVzZW5jZV9ldmVudBgVIAEoCzIYLmh1YmJ1Yi52MS5QcmVzZW5jZUV2ZW50SAASLgoMdHlwaW5nX2V2ZW50GBYgASgLMhYuaHViYnViLnYxLlR5cGluZ0V2ZW50SAASKwoKZGlzY29ubmVjdBgXIAEoCzIVLmh1YmJ1Yi52MS5EaXNjb25uZWN0SAASMAoNcHJlc2VuY2VfZGlmZhgYIAEoCzIXLmh1YmJ1Yi52MS5QcmVzZW5jZURpZmZIABI3Cg9jb21wYWN0X21lc3NhZ2UYGSABKAsyGS5odWJidWIudjEuQ29tcGFjdE1lc3NhZ2VIAFIBYxIwCg1yZWFkX3JlY2VpcHRzGBogASgLMhcuaHViYnViLnYxLlJlYWRSZWNlaXB0c0gAEhAKCHRyYWNlX2lkGB4gASgJQgYKBGJvZHkiLwoOU3RyZWFtUG9zaXRpb24SDgoGb2Zmc2V0GAEgASgEEg0KBWVwb2NoGAIgASgJIlgKBEJvZHkSDgoEdGV4dBgBIAEoCUgAEiYKBGRhdGEYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIQCgZiaW5hcnkYAyABKAxIAEIGCgRraW5kImMKCkNsaWVudEluZm8SDAoEdXNlchgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSDgoGc2VydmVyGAMgASgJEiQKBGluZm8YBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUi9wEKDkNvbm5lY3RSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEgwKBG5hbWUYAiABKAkSJAoEZGF0YRgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIzCgVzaW5jZRgEIAMoCzIkLmh1YmJ1Yi52MS5Db25uZWN0UmVxdWVzdC5TaW5jZUVudHJ5Eg8KB2NvbXBhY3QYBSABKAgSEwoLdXNlcl9zdHJlYW0YBiABKAgaRwoKU2luY2VFbnRyeRILCgNrZXkYASABKAkSKAoFdmFsdWUYAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb246AjgBIr0BCgxDb25uZWN0UmVwbHkSJQoGY2xpZW50GAEgASgLMhUuaHViYnViLnYxLkNsaWVudEluZm8SFwoPZXhwaXJlc191bml4X21zGAUgASgDEhgKEHBpbmdfaW50ZXJ2YWxfbXMYAiABKA0SFgoOc2VydmVyX3ZlcnNpb24YAyABKAkSFwoPbWF4X2ZyYW1lX2J5dGVzGAQgASgNEg0KBXJvb21zGAYgAygJEhMKC3VzZXJfc3RyZWFtGAcgASgJIooBCgtKb2luUmVxdWVzdBIMCgRyb29tGAEgASgJEigKBXNpbmNlGAIgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uEjEKDnByZXNlbmNlX3NpbmNlGAMgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uEhAKCHJlY2VpcHRzGAQgASgIIrkCCglKb2luUmVwbHkSDAoEcm9vbRgBIAEoCRIrCghwb3NpdGlvbhgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIRCglyZWNvdmVyZWQYAyABKAgSJAoIbWVzc2FnZXMYBCADKAsyEi5odWJidWIudjEuTWVzc2FnZRIhCgRpbmZvGAUgASgLMhMuaHViYnViLnYxLlJvb21JbmZvEioKCHByZXNlbmNlGAYgASgLMhguaHViYnViLnYxLlByZXNlbmNlU3RhdGUSKQoJaG9va19kYXRhGAcgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEg0KBWFsaWFzGAggASgNEh8KBW1hcmtzGAkgASgLMhAuaHViYnViLnYxLk1hcmtzEg4KBnVucmVhZBgKIAEoBCLZAQoIUm9vbUluZm8SDwoHcHJvZmlsZRgBIAEoCRIpCghwcmVzZW5jZRgCIAEoDjIXLmh1YmJ1Yi52MS5QcmVzZW5jZU1vZGUSEgoKam9pbl9sZWF2ZRgDIAEoCBIOCgZ0eXBpbmcYBCABKAgSFAoMaGlzdG9yeV9zaXplGAUgASgNEg8KB2R1cmFibGUYBiABKAgSEwoLY2FuX3B1Ymxpc2gYByABKAgSHAoUcHJlc2VuY2VfaW50ZXJ2YWxfbXMYCCABKA0SEwoLbWF4X21lbWJlcnMYCSABKA0itgEKDVByZXNlbmNlU3RhdGUSKwoIcG9zaXRpb24YASABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SDwoHbWVtYmVycxgCIAEoDRINCgV1c2VycxgDIAEoDRIOCgZkaWdlc3QYBCABKAYSEQoJcmVjb3ZlcmVkGAUgASgIEiYKBWRpZmZzGAYgAygLMhcuaHViYnViLnYxLlByZXNlbmNlRGlmZhINCgVsYXJnZRgHIAEoCCIcCgxMZWF2ZVJlcXVlc3QSDAoEcm9vbRgBIAEoCSIaCgpMZWF2ZVJlcGx5EgwKBHJvb20YASABKAkiXgoOUHVibGlzaFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIdCgRib2R5GAIgASgLMg8uaHViYnViLnYxLkJvZHkSEgoKbWVzc2FnZV9pZBgDIAEoCRILCgNrZXkYBCABKAkiUAoNRGlyZWN0UmVxdWVzdBIMCgR1c2VyGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJIjkKCkFja1JlcXVlc3QSDAoEcm9vbRgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDQoFZXBvY2gYAyABKAkiOgoLUmVhZFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDQoFZXBvY2gYAyABKAkiMAoFTWFya3MSEgoKYWNrX29mZnNldBgBIAEoBBITCgtyZWFkX29mZnNldBgCIAEoBCJaCgpNYXJrc1JlcGx5EgwKBHJvb20YASABKAkSHwoFbWFya3MYAiABKAsyEC5odWJidWIudjEuTWFya3MSDQoFZXBvY2gYAyABKAkSDgoGdW5yZWFkGAQgASgEIkYKDFJlYWRSZWNlaXB0cxIMCgRyb29tGAEgASgJEigKCHJlY2VpcHRzGAIgAygLMhYuaHViYnViLnYxLlJlYWRSZWNlaXB0IisKC1JlYWRSZWNlaXB0EgwKBHVzZXIYASABKAkSDgoGb2Zmc2V0GAIgASgEIk4KDFB1Ymxpc2hSZXBseRIMCgRyb29tGAEgASgJEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIRCglkdXBsaWNhdGUYBCABKAgiVAoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIUCgxzaW5jZV9vZmZzZXQYAiABKAQSDQoFbGltaXQYAyABKA0SDwoHcmV2ZXJzZRgEIAEoCCJvCgxIaXN0b3J5UmVwbHkSDAoEcm9vbRgBIAEoCRIkCghtZXNzYWdlcxgCIAMoCzISLmh1YmJ1Yi52MS5NZXNzYWdlEisKCHBvc2l0aW9uGAMgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uIj4KD1ByZXNlbmNlUmVxdWVzdBIMCgRyb29tGAEgASgJEg0KBWxpbWl0GAIgASgNEg4KBmN1cnNvchgDIAEoCSKWAQoNUHJlc2VuY2VSZXBseRIMCgRyb29tGAEgASgJEioKB21lbWJlcnMYAiADKAsyFS5odWJidWIudjEuQ2xpZW50SW5mb0ICGAESDQoFdXNlcnMYAyADKAkSEwoLbmV4dF9jdXJzb3IYBCABKAkSJwoFc3RhdGUYBSABKAsyGC5odWJidWIudjEuUHJlc2VuY2VTdGF0ZSItCg1UeXBpbmdSZXF1ZXN0EgwKBHJvb20YASABKAkSDgoGdHlwaW5nGAIgASgIIhsKC1R5cGluZ1JlcGx5EgwKBHJvb20YASABKAkiHwoOUmVmcmVzaFJlcXVlc3QSDQoFdG9rZW4YASABKAkiJwoMUmVmcmVzaFJlcGx5EhcKD2V4cGlyZXNfdW5peF9tcxgBIAEoAyJCCgpScGNSZXF1ZXN0Eg4KBm1ldGhvZBgBIAEoCRIkCgRkYXRhGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIjAKCFJwY1JlcGx5EiQKBGRhdGEYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiDQoLUGluZ1JlcXVlc3QiKAoJUGluZ1JlcGx5EhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYASABKAMiswEKB01lc3NhZ2USDAoEcm9vbRgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDQoFZXBvY2gYAyABKAkSJQoGc2VuZGVyGAQgASgLMhUuaHViYnViLnYxLkNsaWVudEluZm8SHQoEYm9keRgFIAEoCzIPLmh1YmJ1Yi52MS5Cb2R5EhQKDHRpbWVfdW5peF9tcxgGIAEoAxISCgptZXNzYWdlX2lkGAcgASgJEgsKA2tleRgIIAEoCSL0AQoOQ29tcGFjdE1lc3NhZ2USEAoFYWxpYXMYASABKA1SAWESEQoGb2Zmc2V0GAIgASgEUgFvEg8KBHVzZXIYAyABKAlSAXUSEQoGc2VydmVyGAQgASgJUgFzEhEKBHRleHQYBSABKAlIAFIBeBIpCgRkYXRhGAYgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSABSAWQSEwoGYmluYXJ5GAcgASgMSABSAXkSFwoMdGltZV91bml4X21zGAggASgDUgF0EhUKCm1lc3NhZ2VfaWQYCSABKAlSAWkSDgoDa2V5GAogASgJUgFrQgYKBGJvZHkibwoNUHJlc2VuY2VFdmVudBIMCgRyb29tGAEgASgJEikKBmFjdGlvbhgCIAEoDjIZLmh1YmJ1Yi52MS5QcmVzZW5jZUFjdGlvbhIlCgZjbGllbnQYAyABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbyK1AQoMUHJlc2VuY2VEaWZmEgwKBHJvb20YASABKAkSKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24SDgoGam9pbmVkGAMgAygJEgwKBGxlZnQYBCADKAkSDwoHbWVtYmVycxgFIAEoDRINCgV1c2VycxgGIAEoDRIOCgZkaWdlc3QYByABKAYSDQoFcmVzZXQYCCABKAgSDQoFbGFyZ2UYCSABKAgiUgoLVHlwaW5nRXZlbnQSDAoEcm9vbRgBIAEoCRIlCgZjbGllbnQYAiABKAsyFS5odWJidWIudjEuQ2xpZW50SW5mbxIOCgZ0eXBpbmcYAyABKAgiZwoFRXJyb3ISIgoEY29kZRgBIAEoDjIULmh1YmJ1Yi52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCgl0ZW1wb3JhcnkYAyABKAgSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0iVQoKRGlzY29ubmVjdBIMCgRjb2RlGAEgASgNEg4KBnJlYXNvbhgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0qdgoMUHJlc2VuY2VNb2RlEh0KGVBSRVNFTkNFX01PREVfVU5TUEVDSUZJRUQQABIWChJQUkVTRU5DRV9NT0RFX0ZVTEwQARIYChRQUkVTRU5DRV9NT0RFX0NPVU5UUxACEhUKEVBSRVNFTkNFX01PREVfT0ZGEAMqZgoOUHJlc2VuY2VBY3Rpb24SHwobUFJFU0VOQ0VfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUUFJFU0VOQ0VfQUNUSU9OX0pPSU4QARIZChVQUkVTRU5DRV9BQ1RJT05fTEVBVkUQAirMAwoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIaChZFUlJPUl9DT0RFX0JBRF9SRVFVRVNUEAESHgoaRVJST1JfQ09ERV9VTktOT1dOX0NPTU1BTkQQAhIcChhFUlJPUl9DT0RFX05PVF9DT05ORUNURUQQAxIgChxFUlJPUl9DT0RFX0FMUkVBRFlfQ09OTkVDVEVEEAQSGwoXRVJST1JfQ09ERV9JTlZBTElEX1JPT00QBRIZChVFUlJPUl9DT0RFX05PVF9KT0lORUQQBhIdChlFUlJPUl9DT0RFX0FMUkVBRFlfSk9JTkVEEAcSIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRAIEh0KGUVSUk9SX0NPREVfTElNSVRfRVhDRUVERUQQCRIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAKEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQCxIbChdFUlJPUl9DT0RFX1VOQVVUSE9SSVpFRBAMEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQDRIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEA5COFo2Z2l0aHViLmNvbS9odWJidWItY2hhdC9odWJidWIvcHJvdG8vaHViYnViL3YxO2h1YmJ1YnYxYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * ClientFrame is one command from a client.
@@ -104,6 +104,18 @@ export type ClientFrame = Message$1<"hubbub.v1.ClientFrame"> & {
      */
     value: DirectRequest;
     case: "direct";
+  } | {
+    /**
+     * @generated from field: hubbub.v1.AckRequest ack = 13;
+     */
+    value: AckRequest;
+    case: "ack";
+  } | {
+    /**
+     * @generated from field: hubbub.v1.ReadRequest read = 14;
+     */
+    value: ReadRequest;
+    case: "read";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -211,6 +223,18 @@ export type ServerFrame = Message$1<"hubbub.v1.ServerFrame"> & {
     case: "direct";
   } | {
     /**
+     * @generated from field: hubbub.v1.MarksReply ack = 14;
+     */
+    value: MarksReply;
+    case: "ack";
+  } | {
+    /**
+     * @generated from field: hubbub.v1.MarksReply read = 15;
+     */
+    value: MarksReply;
+    case: "read";
+  } | {
+    /**
      * Pushes.
      *
      * @generated from field: hubbub.v1.Message message = 20;
@@ -250,6 +274,12 @@ export type ServerFrame = Message$1<"hubbub.v1.ServerFrame"> & {
      */
     value: CompactMessage;
     case: "compactMessage";
+  } | {
+    /**
+     * @generated from field: hubbub.v1.ReadReceipts read_receipts = 26;
+     */
+    value: ReadReceipts;
+    case: "readReceipts";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -538,6 +568,13 @@ export type JoinRequest = Message$1<"hubbub.v1.JoinRequest"> & {
    * @generated from field: hubbub.v1.StreamPosition presence_since = 3;
    */
   presenceSince?: StreamPosition | undefined;
+
+  /**
+   * Receive the room's read receipts (ReadReceipts pushes): who has read up to where.
+   *
+   * @generated from field: bool receipts = 4;
+   */
+  receipts: boolean;
 };
 
 /**
@@ -608,6 +645,20 @@ export type JoinReply = Message$1<"hubbub.v1.JoinReply"> & {
    * @generated from field: uint32 alias = 8;
    */
   alias: number;
+
+  /**
+   * This user's marks in the room (AckRequest, ReadRequest), in the room's current epoch.
+   *
+   * @generated from field: hubbub.v1.Marks marks = 9;
+   */
+  marks?: Marks | undefined;
+
+  /**
+   * Messages after the user's read mark (0 before the user's first mark in this epoch).
+   *
+   * @generated from field: uint64 unread = 10;
+   */
+  unread: bigint;
 };
 
 /**
@@ -871,6 +922,187 @@ export const DirectRequestSchema: GenMessage<DirectRequest> = /*@__PURE__*/
   messageDesc(file_hubbub_v1_hubbub, 14);
 
 /**
+ * AckRequest reports that the messages of a room (or of the user's personal
+ * stream) up to offset reached the application: the user's ack mark. Marks
+ * are per user (any of the user's connections may send them), kept durably
+ * like history, and only move forward: a lower offset changes nothing.
+ *
+ * @generated from message hubbub.v1.AckRequest
+ */
+export type AckRequest = Message$1<"hubbub.v1.AckRequest"> & {
+  /**
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * The epoch the offset is in; a mark for another epoch is refused.
+   *
+   * @generated from field: string epoch = 3;
+   */
+  epoch: string;
+};
+
+/**
+ * Describes the message hubbub.v1.AckRequest.
+ * Use `create(AckRequestSchema)` to create a new message.
+ */
+export const AckRequestSchema: GenMessage<AckRequest> = /*@__PURE__*/
+  messageDesc(file_hubbub_v1_hubbub, 15);
+
+/**
+ * ReadRequest reports that a person saw the messages of a room up to offset:
+ * the user's read mark (which raises the ack mark too). Members that joined
+ * with receipts get it in a ReadReceipts push.
+ *
+ * @generated from message hubbub.v1.ReadRequest
+ */
+export type ReadRequest = Message$1<"hubbub.v1.ReadRequest"> & {
+  /**
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * The epoch the offset is in; a mark for another epoch is refused.
+   *
+   * @generated from field: string epoch = 3;
+   */
+  epoch: string;
+};
+
+/**
+ * Describes the message hubbub.v1.ReadRequest.
+ * Use `create(ReadRequestSchema)` to create a new message.
+ */
+export const ReadRequestSchema: GenMessage<ReadRequest> = /*@__PURE__*/
+  messageDesc(file_hubbub_v1_hubbub, 16);
+
+/**
+ * Marks are a user's positions in a room's stream.
+ *
+ * @generated from message hubbub.v1.Marks
+ */
+export type Marks = Message$1<"hubbub.v1.Marks"> & {
+  /**
+   * The newest message delivered to the user's application.
+   *
+   * @generated from field: uint64 ack_offset = 1;
+   */
+  ackOffset: bigint;
+
+  /**
+   * The newest message the user read.
+   *
+   * @generated from field: uint64 read_offset = 2;
+   */
+  readOffset: bigint;
+};
+
+/**
+ * Describes the message hubbub.v1.Marks.
+ * Use `create(MarksSchema)` to create a new message.
+ */
+export const MarksSchema: GenMessage<Marks> = /*@__PURE__*/
+  messageDesc(file_hubbub_v1_hubbub, 17);
+
+/**
+ * MarksReply is the user's marks after an AckRequest or ReadRequest.
+ *
+ * @generated from message hubbub.v1.MarksReply
+ */
+export type MarksReply = Message$1<"hubbub.v1.MarksReply"> & {
+  /**
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * @generated from field: hubbub.v1.Marks marks = 2;
+   */
+  marks?: Marks | undefined;
+
+  /**
+   * @generated from field: string epoch = 3;
+   */
+  epoch: string;
+
+  /**
+   * Messages after the read mark.
+   *
+   * @generated from field: uint64 unread = 4;
+   */
+  unread: bigint;
+};
+
+/**
+ * Describes the message hubbub.v1.MarksReply.
+ * Use `create(MarksReplySchema)` to create a new message.
+ */
+export const MarksReplySchema: GenMessage<MarksReply> = /*@__PURE__*/
+  messageDesc(file_hubbub_v1_hubbub, 18);
+
+/**
+ * ReadReceipts tells the members that asked (JoinRequest.receipts) how far
+ * users have read: the newest read mark of each user that moved, coalesced
+ * (at most one push per room per presence interval, one entry per user).
+ *
+ * @generated from message hubbub.v1.ReadReceipts
+ */
+export type ReadReceipts = Message$1<"hubbub.v1.ReadReceipts"> & {
+  /**
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * @generated from field: repeated hubbub.v1.ReadReceipt receipts = 2;
+   */
+  receipts: ReadReceipt[];
+};
+
+/**
+ * Describes the message hubbub.v1.ReadReceipts.
+ * Use `create(ReadReceiptsSchema)` to create a new message.
+ */
+export const ReadReceiptsSchema: GenMessage<ReadReceipts> = /*@__PURE__*/
+  messageDesc(file_hubbub_v1_hubbub, 19);
+
+/**
+ * ReadReceipt is one user's read mark.
+ *
+ * @generated from message hubbub.v1.ReadReceipt
+ */
+export type ReadReceipt = Message$1<"hubbub.v1.ReadReceipt"> & {
+  /**
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+};
+
+/**
+ * Describes the message hubbub.v1.ReadReceipt.
+ * Use `create(ReadReceiptSchema)` to create a new message.
+ */
+export const ReadReceiptSchema: GenMessage<ReadReceipt> = /*@__PURE__*/
+  messageDesc(file_hubbub_v1_hubbub, 20);
+
+/**
  * PublishReply acknowledges a publish once the room has accepted it.
  *
  * @generated from message hubbub.v1.PublishReply
@@ -904,7 +1136,7 @@ export type PublishReply = Message$1<"hubbub.v1.PublishReply"> & {
  * Use `create(PublishReplySchema)` to create a new message.
  */
 export const PublishReplySchema: GenMessage<PublishReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 15);
+  messageDesc(file_hubbub_v1_hubbub, 21);
 
 /**
  * HistoryRequest reads a room's retained messages.
@@ -944,7 +1176,7 @@ export type HistoryRequest = Message$1<"hubbub.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 16);
+  messageDesc(file_hubbub_v1_hubbub, 22);
 
 /**
  * HistoryReply returns retained messages.
@@ -973,7 +1205,7 @@ export type HistoryReply = Message$1<"hubbub.v1.HistoryReply"> & {
  * Use `create(HistoryReplySchema)` to create a new message.
  */
 export const HistoryReplySchema: GenMessage<HistoryReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 17);
+  messageDesc(file_hubbub_v1_hubbub, 23);
 
 /**
  * PresenceRequest lists a room's members.
@@ -1006,7 +1238,7 @@ export type PresenceRequest = Message$1<"hubbub.v1.PresenceRequest"> & {
  * Use `create(PresenceRequestSchema)` to create a new message.
  */
 export const PresenceRequestSchema: GenMessage<PresenceRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 18);
+  messageDesc(file_hubbub_v1_hubbub, 24);
 
 /**
  * PresenceReply is one page of a room's users, sorted by user id, with the presence state the page
@@ -1055,7 +1287,7 @@ export type PresenceReply = Message$1<"hubbub.v1.PresenceReply"> & {
  * Use `create(PresenceReplySchema)` to create a new message.
  */
 export const PresenceReplySchema: GenMessage<PresenceReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 19);
+  messageDesc(file_hubbub_v1_hubbub, 25);
 
 /**
  * TypingRequest tells a room's members that this client is (or stopped) typing.
@@ -1080,7 +1312,7 @@ export type TypingRequest = Message$1<"hubbub.v1.TypingRequest"> & {
  * Use `create(TypingRequestSchema)` to create a new message.
  */
 export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 20);
+  messageDesc(file_hubbub_v1_hubbub, 26);
 
 /**
  * TypingReply acknowledges a typing command.
@@ -1099,7 +1331,7 @@ export type TypingReply = Message$1<"hubbub.v1.TypingReply"> & {
  * Use `create(TypingReplySchema)` to create a new message.
  */
 export const TypingReplySchema: GenMessage<TypingReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 21);
+  messageDesc(file_hubbub_v1_hubbub, 27);
 
 /**
  * RefreshRequest replaces the connection's token before it expires. The new
@@ -1119,7 +1351,7 @@ export type RefreshRequest = Message$1<"hubbub.v1.RefreshRequest"> & {
  * Use `create(RefreshRequestSchema)` to create a new message.
  */
 export const RefreshRequestSchema: GenMessage<RefreshRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 22);
+  messageDesc(file_hubbub_v1_hubbub, 28);
 
 /**
  * RefreshReply accepts a refreshed token.
@@ -1140,7 +1372,7 @@ export type RefreshReply = Message$1<"hubbub.v1.RefreshReply"> & {
  * Use `create(RefreshReplySchema)` to create a new message.
  */
 export const RefreshReplySchema: GenMessage<RefreshReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 23);
+  messageDesc(file_hubbub_v1_hubbub, 29);
 
 /**
  * RpcRequest asks the backend (its rpc hook) to run a method; the reply
@@ -1165,7 +1397,7 @@ export type RpcRequest = Message$1<"hubbub.v1.RpcRequest"> & {
  * Use `create(RpcRequestSchema)` to create a new message.
  */
 export const RpcRequestSchema: GenMessage<RpcRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 24);
+  messageDesc(file_hubbub_v1_hubbub, 30);
 
 /**
  * RpcReply is the backend's answer.
@@ -1184,7 +1416,7 @@ export type RpcReply = Message$1<"hubbub.v1.RpcReply"> & {
  * Use `create(RpcReplySchema)` to create a new message.
  */
 export const RpcReplySchema: GenMessage<RpcReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 25);
+  messageDesc(file_hubbub_v1_hubbub, 31);
 
 /**
  * PingRequest is an application-level ping.
@@ -1199,7 +1431,7 @@ export type PingRequest = Message$1<"hubbub.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 26);
+  messageDesc(file_hubbub_v1_hubbub, 32);
 
 /**
  * PingReply answers a PingRequest.
@@ -1218,7 +1450,7 @@ export type PingReply = Message$1<"hubbub.v1.PingReply"> & {
  * Use `create(PingReplySchema)` to create a new message.
  */
 export const PingReplySchema: GenMessage<PingReply> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 27);
+  messageDesc(file_hubbub_v1_hubbub, 33);
 
 /**
  * Message is a published message, pushed to members and returned by history and recovery.
@@ -1272,7 +1504,7 @@ export type Message = Message$1<"hubbub.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 28);
+  messageDesc(file_hubbub_v1_hubbub, 34);
 
 /**
  * CompactMessage is a Message pushed to a connection that asked for compact
@@ -1359,7 +1591,7 @@ export type CompactMessage = Message$1<"hubbub.v1.CompactMessage"> & {
  * Use `create(CompactMessageSchema)` to create a new message.
  */
 export const CompactMessageSchema: GenMessage<CompactMessage> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 29);
+  messageDesc(file_hubbub_v1_hubbub, 35);
 
 /**
  * PresenceEvent was pushed for every join and leave; rooms now push PresenceDiff instead, and
@@ -1389,7 +1621,7 @@ export type PresenceEvent = Message$1<"hubbub.v1.PresenceEvent"> & {
  * Use `create(PresenceEventSchema)` to create a new message.
  */
 export const PresenceEventSchema: GenMessage<PresenceEvent> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 30);
+  messageDesc(file_hubbub_v1_hubbub, 36);
 
 /**
  * PresenceDiff is pushed to a room's members when its presence changed, at most once per presence
@@ -1468,7 +1700,7 @@ export type PresenceDiff = Message$1<"hubbub.v1.PresenceDiff"> & {
  * Use `create(PresenceDiffSchema)` to create a new message.
  */
 export const PresenceDiffSchema: GenMessage<PresenceDiff> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 31);
+  messageDesc(file_hubbub_v1_hubbub, 37);
 
 /**
  * TypingEvent is pushed to a room's members when a member starts or stops typing.
@@ -1497,7 +1729,7 @@ export type TypingEvent = Message$1<"hubbub.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 32);
+  messageDesc(file_hubbub_v1_hubbub, 38);
 
 /**
  * Error is the reply to a command that failed.
@@ -1535,7 +1767,7 @@ export type Error = Message$1<"hubbub.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 33);
+  messageDesc(file_hubbub_v1_hubbub, 39);
 
 /**
  * Disconnect is pushed just before the server closes the connection; code matches the WebSocket close code.
@@ -1573,7 +1805,7 @@ export type Disconnect = Message$1<"hubbub.v1.Disconnect"> & {
  * Use `create(DisconnectSchema)` to create a new message.
  */
 export const DisconnectSchema: GenMessage<Disconnect> = /*@__PURE__*/
-  messageDesc(file_hubbub_v1_hubbub, 34);
+  messageDesc(file_hubbub_v1_hubbub, 40);
 
 /**
  * PresenceMode is what a room tells about its members.
