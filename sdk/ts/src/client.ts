@@ -19,10 +19,12 @@ import type {
   ConnectReply,
   HistoryReply,
   JoinReply,
+  MarksReply,
   Message,
   PresenceDiff,
   PresenceReply,
   PublishReply,
+  ReadReceipts,
   ServerFrame,
   StreamPosition,
   TypingEvent,
@@ -85,6 +87,8 @@ export interface SubscriptionHandlers {
   notRecovered?: (position: StreamPosition) => void;
   presence?: (d: PresenceDiff) => void;
   typing?: (e: TypingEvent) => void;
+  /** Users' read marks moved (joined with receipts). */
+  receipts?: (r: ReadReceipts) => void;
 }
 
 export interface JoinOptions {
@@ -97,6 +101,8 @@ export interface JoinOptions {
    * room pushes counts, and its list is not kept.
    */
   trackMembers?: boolean;
+  /** Receive the room's read receipts (handlers.receipts), coalesced by the room. */
+  receipts?: boolean;
 }
 
 export interface PublishOptions {
@@ -119,6 +125,8 @@ export class Subscription {
   private handlers: SubscriptionHandlers;
   private client: Client;
   private track: boolean;
+  /** @internal Joined asking for read receipts. */
+  receipts = false;
   /** @internal True for a room the server joined for the client. */
   server = false;
   private presencePos?: StreamPosition;
@@ -202,6 +210,8 @@ export class Subscription {
   push(f: ServerFrame): void {
     if (f.body.case === "presenceDiff") {
       if (this.onDiff(f.body.value)) this.handlers.presence?.(f.body.value);
+    } else if (f.body.case === "readReceipts") {
+      this.handlers.receipts?.(f.body.value);
     } else if (f.body.case === "typingEvent") {
       const e = f.body.value;
       const id = e.client?.clientId ?? "";
@@ -366,7 +376,8 @@ export class Client {
     const sub = new Subscription(this, room, handlers, since, !!opts.trackMembers);
     this.subs.set(room, sub);
     try {
-      const f = await this.request({ case: "join", value: { room, since } }, false, (r) => this.onJoinReply(sub, r, !!since));
+      sub.receipts = !!opts.receipts;
+      const f = await this.request({ case: "join", value: { room, since, receipts: sub.receipts } }, false, (r) => this.onJoinReply(sub, r, !!since));
       void f;
     } catch (e) {
       if (this.subs.get(room) === sub) this.subs.delete(room);
@@ -410,6 +421,19 @@ export class Client {
     const messageId = opts.messageId ?? `${this.msgPrefix}-${++this.msgSeq}`;
     const f = await this.request({ case: "direct", value: { user, body: toBody(body), messageId } }, true);
     return (f.body as { case: "direct"; value: PublishReply }).value;
+  }
+
+  /**
+   * Report that a room's messages up to offset reached the application (the
+   * user's ack mark), or, with read, that a person saw them (the read mark,
+   * which members with receipts hear of). Marks are the user's, kept by the
+   * room for all of the user's devices, and only move forward. Resolves with
+   * the marks and the unread count.
+   */
+  async mark(room: string, offset: bigint, read = false): Promise<MarksReply> {
+    const epoch = this.subs.get(room)?.position?.epoch ?? "";
+    const f = await this.request(read ? { case: "read", value: { room, offset, epoch } } : { case: "ack", value: { room, offset, epoch } }, true);
+    return (f.body as { case: "ack" | "read"; value: MarksReply }).value;
   }
 
   /** Messages kept by a room: after sinceOffset, at most limit, oldest first (or newest with reverse). */
@@ -604,7 +628,7 @@ export class Client {
       if (sub.server) continue;
       const since = sub.position;
       const id = this.nextId++;
-      const frame = create(ClientFrameSchema, { id, command: { case: "join", value: { room: sub.room, since } } });
+      const frame = create(ClientFrameSchema, { id, command: { case: "join", value: { room: sub.room, since, receipts: sub.receipts } } });
       this.calls.set(id, {
         frame,
         retry: false,
@@ -681,6 +705,7 @@ export class Client {
         this.subs.get(f.body.value.room)?.push(f);
         return;
       case "typingEvent":
+      case "readReceipts":
         this.subs.get(f.body.value.room)?.push(f);
         return;
       case "disconnect": {

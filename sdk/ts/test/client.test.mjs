@@ -412,3 +412,39 @@ test("direct messages: every device of the user with its personal stream gets th
     await stopServer(s);
   }
 });
+
+test("read marks: mark() moves the user's marks forward only, the join reply carries them, members with receipts hear of reads", async () => {
+  const s = await startServer(["--listen", "127.0.0.1:0", "--history-store", "memory", "--presence-interval", "200ms"]);
+  const got = [];
+  const watcher = client(s.url, { name: "wes" });
+  const reader = client(s.url, { name: "rae", encoding: "json" });
+  const device2 = client(s.url, { name: "rae" });
+  try {
+    await watcher.connect();
+    await reader.connect();
+    await watcher.join("marks", { receipts: (r) => got.push(...r.receipts) }, { receipts: true });
+    await reader.join("marks", {});
+    for (const t of ["a", "b", "c"]) await watcher.publish("marks", t);
+    const ack = await reader.mark("marks", 3n);
+    assert.equal(ack.marks.ackOffset, 3n);
+    assert.equal(ack.marks.readOffset, 0n);
+    const read = await reader.mark("marks", 2n, true);
+    assert.equal(read.marks.readOffset, 2n);
+    assert.equal(read.unread, 1n);
+    const lower = await reader.mark("marks", 1n, true);
+    assert.equal(lower.marks.readOffset, 2n, "a lower read mark changes nothing");
+    await assert.rejects(reader.mark("marks", 99n, true), (e) => e instanceof ServerError && /past the room's position/.test(e.message));
+    const deadline = Date.now() + 5000;
+    while (got.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(got.map((r) => [r.user, r.offset]), [["rae", 2n]]);
+    await device2.connect();
+    const sub = await device2.join("marks", {});
+    assert.equal(sub.reply.marks.readOffset, 2n);
+    assert.equal(sub.reply.unread, 1n);
+  } finally {
+    watcher.close();
+    reader.close();
+    device2.close();
+    await stopServer(s);
+  }
+});
