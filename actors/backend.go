@@ -41,6 +41,9 @@ type ServerPublish struct {
 	Trace map[string]string
 	// Direct marks a direct message: Room is a user's personal room (UserRoom).
 	Direct bool
+	// RequireAck and TTLMs make a direct message a device command.
+	RequireAck bool
+	TTLMs      uint32
 }
 
 // PublishResult is one publish's outcome: the room's reply or an error
@@ -70,6 +73,9 @@ func (n *Node) CheckPublish(p ServerPublish) error {
 		}
 	} else if err := n.CheckRoomName(p.Room); err != nil {
 		return err
+	}
+	if time.Duration(p.TTLMs)*time.Millisecond > maxCommandTTL {
+		return roomErr(hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "ttl_ms: %d, at most %d", p.TTLMs, maxCommandTTL.Milliseconds())
 	}
 	if p.Body.GetKind() == nil {
 		return roomErr(hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "body: required (text, data or binary)")
@@ -108,7 +114,7 @@ func (n *Node) Publish(ctx context.Context, sender string, items []ServerPublish
 		for k, i := range idx {
 			it := items[i]
 			msgs[k] = &nodev1.RoomPublish{Room: room, Member: member, Body: it.Body, MessageId: it.MessageID, Key: it.Key,
-				RequestId: uint64(i + 1), Trace: it.Trace, Direct: it.Direct}
+				RequestId: uint64(i + 1), Trace: it.Trace, Direct: it.Direct, RequireAck: it.RequireAck, TtlMs: it.TTLMs}
 		}
 		wg.Go(func() {
 			replies, errs := n.askRoom(ctx, room, msgs)
@@ -249,7 +255,21 @@ func (n *Node) askRoom(ctx context.Context, room string, msgs []proto.Message) (
 // the next one (and then returns none), or until ctx ends. An empty after
 // returns the room's position at once.
 func (n *Node) Tail(ctx context.Context, room string, after *hubbubv1.StreamPosition, wait bool) (*nodev1.RoomTailReply, error) {
-	msg := wrap(&nodev1.RoomTail{Room: room, After: after, Wait: wait})
+	rr, err := n.longAsk(ctx, room, &nodev1.RoomTail{Room: room, After: after, Wait: wait}, wait)
+	if err != nil {
+		return nil, err
+	}
+	if rr.GetTail() == nil {
+		return nil, roomErr(hubbubv1.ErrorCode_ERROR_CODE_INTERNAL, true, "room %q: unexpected reply", room)
+	}
+	return rr.GetTail(), nil
+}
+
+// longAsk asks a room a question it may park until something happens (a
+// long poll of up to about 20 seconds with wait), ending early when ctx
+// does. A dead letter is asked again once at the room's new actor.
+func (n *Node) longAsk(ctx context.Context, room string, m proto.Message, wait bool) (*nodev1.RoomReply, error) {
+	msg := wrap(m)
 	timeout := n.cfg.Conn.RequestTimeout
 	if wait {
 		timeout += tailWait
@@ -280,10 +300,8 @@ func (n *Node) Tail(ctx context.Context, room string, after *hubbubv1.StreamPosi
 			return nil, roomErr(hubbubv1.ErrorCode_ERROR_CODE_INTERNAL, true, "room %q: unexpected reply", room)
 		case rr.GetFrame().GetError() != nil:
 			return nil, &RoomError{Err: rr.GetFrame().GetError()}
-		case rr.GetTail() == nil:
-			return nil, roomErr(hubbubv1.ErrorCode_ERROR_CODE_INTERNAL, true, "room %q: unexpected reply", room)
 		}
-		return rr.GetTail(), nil
+		return rr, nil
 	}
 }
 

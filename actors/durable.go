@@ -94,6 +94,11 @@ func (r *room) load(ctx actor.Context) {
 		ctx.Poison(ctx.Self())
 		return
 	}
+	defer func() {
+		if isUserRoom(r.name) {
+			r.rebuildCommands(ctx) // from the history loaded below
+		}
+	}()
 	for _, m := range recent {
 		r.history.append(m)
 		if id := m.GetMessageId(); id != "" {

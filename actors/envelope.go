@@ -44,6 +44,8 @@ func wrap(m proto.Message) *nodev1.Envelope {
 		e.Body = &nodev1.Envelope_RoomReserve{RoomReserve: v}
 	case *nodev1.RoomMark:
 		e.Body = &nodev1.Envelope_RoomMark{RoomMark: v}
+	case *nodev1.RoomCommand:
+		e.Body = &nodev1.Envelope_RoomCommand{RoomCommand: v}
 	default:
 		panic("actors: no envelope for " + string(m.ProtoReflect().Descriptor().FullName())) // a programming error
 	}
@@ -92,6 +94,8 @@ func unwrap(m any) any {
 		return b.RoomReserve
 	case *nodev1.Envelope_RoomMark:
 		return b.RoomMark
+	case *nodev1.Envelope_RoomCommand:
+		return b.RoomCommand
 	}
 	return unknownEnvelope{}
 }

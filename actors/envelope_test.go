@@ -12,7 +12,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	msgs := []proto.Message{&nodev1.RoomJoin{Room: "a"}, &nodev1.RoomLeave{Room: "a"}, &nodev1.RoomPublish{Room: "a"},
 		&nodev1.RoomHistory{RequestId: 1}, &nodev1.RoomPresence{Room: "a"}, &nodev1.RoomTyping{Room: "a"}, &nodev1.RoomReply{RequestId: 2},
 		&nodev1.RelaySubscribe{Room: "a"}, &nodev1.RelayUnsubscribe{Room: "a"}, &nodev1.RelayDeliver{Room: "a", Offset: 3},
-		&nodev1.RoomInspect{Room: "a"}, &nodev1.NodeInspect{Pattern: "a*"}, &nodev1.NodeReport{Address: "x"}, &nodev1.NodeDisconnect{User: "u"}, &nodev1.RoomTail{Room: "t"}, &nodev1.RoomReserve{Room: "@u"}, &nodev1.RoomMark{Room: "m"}}
+		&nodev1.RoomInspect{Room: "a"}, &nodev1.NodeInspect{Pattern: "a*"}, &nodev1.NodeReport{Address: "x"}, &nodev1.NodeDisconnect{User: "u"}, &nodev1.RoomTail{Room: "t"}, &nodev1.RoomReserve{Room: "@u"}, &nodev1.RoomMark{Room: "m"}, &nodev1.RoomCommand{Room: "@c"}}
 	if n := (&nodev1.Envelope{}).ProtoReflect().Descriptor().Oneofs().ByName("body").Fields().Len(); n != len(msgs) {
 		t.Fatalf("the envelope has %d bodies; the test covers %d", n, len(msgs))
 	}

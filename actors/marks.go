@@ -33,7 +33,7 @@ func (c *conn) onMarkCommand(ctx actor.Context, f *hubbubv1.ClientFrame, room st
 	if jr := c.rooms[room]; (jr == nil || !jr.joined) && !c.permit(id, auth.Read, room) {
 		return
 	}
-	msg := &nodev1.RoomMark{Room: room, RequestId: id, User: c.identity.User, Ack: offset, Epoch: epoch, Trace: f.GetTrace()}
+	msg := &nodev1.RoomMark{Room: room, RequestId: id, User: c.identity.User, ClientId: c.clientID, Ack: offset, Epoch: epoch, Trace: f.GetTrace()}
 	if read {
 		msg.Read = offset
 	}
@@ -125,6 +125,9 @@ func (r *room) onMark(ctx actor.Context, msg *nodev1.RoomMark) {
 	m.Read = max(m.Read, msg.GetRead())
 	m.Ack = max(m.Ack, msg.GetAck(), m.Read)
 	r.marks.users[user] = m
+	if m.Ack > old.Ack && isUserRoom(r.name) && user == r.owner() {
+		r.ackCommands(ctx, m.Ack, msg.GetClientId())
+	}
 	if m.Read > old.Read && len(r.marks.receivers) > 0 {
 		if r.marks.receipts == nil {
 			r.marks.receipts = map[string]uint64{}

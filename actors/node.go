@@ -182,7 +182,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 
 // roomDeps are what every room of this node shares.
 func (n *Node) roomDeps() roomDeps {
-	return roomDeps{log: n.log, counters: n.counters, tracing: n.tracing, inject: n.inject, stalls: n.stalls, index: n.rooms}
+	return roomDeps{log: n.log, counters: n.counters, tracing: n.tracing, inject: n.inject, stalls: n.stalls, index: n.rooms, outcomes: n.sendOutcome}
 }
 
 // decide returns a supervisor decider that logs and counts a panic and applies

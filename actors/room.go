@@ -57,6 +57,7 @@ type room struct {
 	entry      *roomEntry           // this room in the node's room index (nil for health rooms)
 	tails      tailState            // the server API's Tail streams watching the room
 	marks      markState            // users' ack and read marks, and read receipts
+	cmds       commandState         // a personal room's device commands
 	reserved   map[string]time.Time // a personal room's granted connection slots, by client id
 	userMax    int                  // a personal room's connection cap (0: none)
 }
@@ -66,9 +67,10 @@ type roomDeps struct {
 	log      *slog.Logger
 	counters *telemetry.Counters
 	tracing  *telemetry.Tracing
-	inject   func(kind string, msg any) // fault injection in tests; nil otherwise
-	stalls   *stallWatch                // the node's stall count
-	index    *roomIndex                 // the node's running rooms
+	inject   func(kind string, msg any)                      // fault injection in tests; nil otherwise
+	outcomes func(sender string, o *hubbubv1.CommandOutcome) // tells a command's sender its outcome
+	stalls   *stallWatch                                     // the node's stall count
+	index    *roomIndex                                      // the node's running rooms
 }
 
 // idleCheck is the room's own timer message for stopping when idle.
@@ -131,6 +133,10 @@ func (r *room) Receive(ctx actor.Context) {
 		r.onReserve(ctx, msg)
 	case *nodev1.RoomMark:
 		r.onMark(ctx, msg)
+	case *nodev1.RoomCommand:
+		r.onCommand(ctx, msg)
+	case commandExpiry:
+		r.onCommandExpiry(ctx)
 	case marksSaved:
 		r.onMarksSaved(ctx, msg)
 	case receiptFlush:
@@ -149,6 +155,7 @@ func (r *room) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		r.typing.stop()
 		r.stopMarks()
+		r.stopCommands()
 		r.presence.stop()
 		if r.idleTimer != nil {
 			r.idleTimer.Stop()
@@ -228,7 +235,7 @@ func (r *room) position() *hubbubv1.StreamPosition {
 func (r *room) refuse(ctx actor.Context, msg any) bool {
 	type request interface{ GetRequestId() uint64 }
 	switch msg.(type) {
-	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping, *nodev1.RoomInspect, *nodev1.RoomTail, *nodev1.RoomReserve, *nodev1.RoomMark:
+	case *nodev1.RoomJoin, *nodev1.RoomPublish, *nodev1.RoomHistory, *nodev1.RoomPresence, *nodev1.RoomTyping, *nodev1.RoomInspect, *nodev1.RoomTail, *nodev1.RoomReserve, *nodev1.RoomMark, *nodev1.RoomCommand:
 		id := msg.(request).GetRequestId()
 		r.reply(ctx, id, errFrame(id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q cannot load its history; retry", r.name))
 		return true
@@ -272,11 +279,18 @@ func (r *room) onJoin(ctx actor.Context, msg *nodev1.RoomJoin) {
 			false, "at most %d connections per user", r.userMax))
 		return
 	}
+	if isUserRoom(r.name) && m.GetCompact() { // commands and outcomes need whole messages
+		m = proto.Clone(m).(*nodev1.Member)
+		m.Compact = false
+	}
 	r.addMember(ctx, key, m)
 	r.watchReceipts(key, msg.GetReceipts())
 	reply := &hubbubv1.JoinReply{Room: r.name, Position: r.position(), Presence: r.presence.state(),
 		Info: r.prof.info(r.store != nil, msg.GetMayPublish(), m.GetClient().GetUser()), HookData: msg.GetHookData()}
 	reply.Marks, reply.Unread = r.userMarks(m.GetClient().GetUser())
+	if isUserRoom(r.name) {
+		reply.Commands = r.pendingCommands()
+	}
 	if since := msg.GetSince(); since != nil {
 		reply.Recovered, reply.Messages = r.recover(since)
 	}
@@ -404,6 +418,7 @@ func (r *room) onPublish(ctx actor.Context, msg *nodev1.RoomPublish) {
 		Room: r.name, Offset: r.offset, Epoch: r.epoch, Sender: sender, Body: msg.GetBody(),
 		TimeUnixMs: time.Now().UnixMilli(), MessageId: msg.GetMessageId(), Key: msg.GetKey(),
 	}
+	r.stampCommand(m, msg)
 	if id := msg.GetMessageId(); id != "" {
 		r.dedupe.put(dedupeScope(sender), id, r.offset)
 	}
@@ -436,6 +451,7 @@ func (r *room) commit(ctx actor.Context, p *pendingPublish) {
 	r.counters.Publishes.Add(1)
 	r.broadcastTraced(ctx, &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: m}}, m.GetOffset(), p.trace)
 	r.wakeTails(ctx, m, p.trace)
+	r.addCommand(ctx, m)
 	for w := range p.waiters {
 		f := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Publish{Publish: &hubbubv1.PublishReply{
 			Room: r.name, Offset: m.GetOffset(), Epoch: r.epoch, Duplicate: w.dup,

@@ -66,6 +66,9 @@ func (c *conn) onDirect(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv
 	case len(req.GetMessageId()) > maxIDBytes:
 		c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "direct.message_id: %d bytes, at most %d", len(req.GetMessageId()), maxIDBytes)
 		return
+	case CommandTTL(req.GetTtlMs()) > maxCommandTTL:
+		c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST, false, "direct.ttl_ms: %d, at most %d", req.GetTtlMs(), maxCommandTTL.Milliseconds())
+		return
 	}
 	if size := BodyBytes(req.GetBody()); size > c.cfg.MaxMessageBytes {
 		c.replyErr(id, hubbubv1.ErrorCode_ERROR_CODE_MESSAGE_TOO_LARGE, false, "body is %d bytes, limit %d", size, c.cfg.MaxMessageBytes)
@@ -73,7 +76,7 @@ func (c *conn) onDirect(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv
 	}
 	room := UserRoom(user)
 	msg := &nodev1.RoomPublish{Room: room, Member: c.member, Body: req.GetBody(), MessageId: req.GetMessageId(),
-		RequestId: id, Trace: f.GetTrace(), Direct: true}
+		RequestId: id, Trace: f.GetTrace(), Direct: true, RequireAck: req.GetRequireAck(), TtlMs: req.GetTtlMs()}
 	c.ask(ctx, room, msg, id, func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
 		if err != nil {
 			return

@@ -43,7 +43,7 @@ const minCompressBytes = 4 << 10
 
 // scopes is the scope each method needs.
 var scopes = map[string]Scope{
-	"Publish": ScopePublish, "BatchPublish": ScopePublish, "Broadcast": ScopePublish, "SendToUser": ScopePublish,
+	"Publish": ScopePublish, "BatchPublish": ScopePublish, "Broadcast": ScopePublish, "SendToUser": ScopePublish, "GetCommand": ScopePublish,
 	"History": ScopeRead, "Presence": ScopeRead, "RoomInfo": ScopeRead, "ListRooms": ScopeRead,
 	"Connections": ScopeRead, "Info": ScopeRead,
 	"Disconnect": ScopeAdmin, "Tail": ScopeAdmin,

@@ -90,7 +90,7 @@ func (s *service) Publish(ctx context.Context, req *connect.Request[apiv1.Publis
 
 func (s *service) SendToUser(ctx context.Context, req *connect.Request[apiv1.SendToUserRequest]) (*connect.Response[apiv1.SendToUserResponse], error) {
 	p := toPublish(ctx, actors.UserRoom(req.Msg.GetUser()), req.Msg.GetBody(), req.Msg.GetMessageId(), "")
-	p.Direct = true
+	p.Direct, p.RequireAck, p.TTLMs = true, req.Msg.GetRequireAck(), req.Msg.GetTtlMs()
 	if err := s.node.CheckPublish(p); err != nil {
 		return nil, apiErr(err)
 	}
@@ -100,6 +100,25 @@ func (s *service) SendToUser(ctx context.Context, req *connect.Request[apiv1.Sen
 	}
 	r := res.Reply
 	return connect.NewResponse(&apiv1.SendToUserResponse{Room: r.GetRoom(), Offset: r.GetOffset(), Epoch: r.GetEpoch(), Duplicate: r.GetDuplicate()}), nil
+}
+
+func (s *service) GetCommand(ctx context.Context, req *connect.Request[apiv1.GetCommandRequest]) (*connect.Response[apiv1.GetCommandResponse], error) {
+	if err := s.node.CheckPublish(actors.ServerPublish{Room: actors.UserRoom(req.Msg.GetUser()), Direct: true,
+		Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Text{}}}); err != nil {
+		return nil, apiErr(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.closing, cancel)
+	defer stop()
+	o, err := s.node.Command(ctx, req.Msg.GetUser(), req.Msg.GetOffset(), req.Msg.GetWait())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, connect.NewError(connect.CodeCanceled, errors.New("the server is stopping or the call was cancelled"))
+		}
+		return nil, apiErr(err)
+	}
+	return connect.NewResponse(&apiv1.GetCommandResponse{Outcome: o}), nil
 }
 
 func toPublish(ctx context.Context, room string, body *hubbubv1.Body, id, key string) actors.ServerPublish {

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -105,6 +106,9 @@ func (c *Client) onJoinReply(s *Subscription, f *hubbubv1.ServerFrame, sentPrese
 	}
 	s.joined = true
 	s.marks, s.unread = j.GetMarks(), j.GetUnread()
+	for _, m := range j.GetCommands() {
+		evs = append(evs, Event{Kind: EventCommand, Room: s.room, Message: m})
+	}
 	evs = append(evs, c.onJoinPresence(s, j, sentPresenceSince)...)
 	c.mu.Unlock()
 	for _, ev := range evs {
@@ -165,10 +169,10 @@ func (c *Client) Publish(ctx context.Context, room string, body *hubbubv1.Body, 
 // receives it (Config.UserStream), on any node. Like Publish it is sent
 // again after a reconnect with the same message id, so it is stored once.
 // The reply names the user's room and the message's offset in it.
-func (c *Client) Direct(ctx context.Context, user string, body *hubbubv1.Body, opts *PublishOptions) (*hubbubv1.PublishReply, error) {
+func (c *Client) Direct(ctx context.Context, user string, body *hubbubv1.Body, opts *DirectOptions) (*hubbubv1.PublishReply, error) {
 	req := &hubbubv1.DirectRequest{User: user, Body: body}
 	if opts != nil {
-		req.MessageId = opts.MessageID
+		req.MessageId, req.RequireAck, req.TtlMs = opts.MessageID, opts.RequireAck, uint32(opts.TTL.Milliseconds())
 	}
 	if req.MessageId == "" {
 		req.MessageId = c.nextMessageID()
@@ -212,6 +216,17 @@ func (c *Client) epochOf(room string) string {
 		return s.position.GetEpoch()
 	}
 	return ""
+}
+
+// DirectOptions are a direct message's options.
+type DirectOptions struct {
+	MessageID string // made up when empty
+	// RequireAck makes it a device command: sent again at every join of the
+	// user's stream until one of the user's connections acks it (Client.Ack
+	// on the stream) or TTL (default 60s) passes. The outcome arrives in the
+	// sender's own personal stream as a message with Outcome set.
+	RequireAck bool
+	TTL        time.Duration
 }
 
 // UserStream is the room of this user's personal stream ("@<user>") once

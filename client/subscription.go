@@ -30,6 +30,10 @@ const (
 	// EventReadReceipts: users' read marks moved (Receipts is set; with
 	// Config.Receipts).
 	EventReadReceipts
+	// EventCommand: a device command of the personal stream not acked yet,
+	// sent again at every join (Message is set; it may also have come as an
+	// EventMessage: dedupe on its message id, then Client.Ack its offset).
+	EventCommand
 )
 
 // Event is one thing that happened in a room.

@@ -85,6 +85,62 @@ func (PresenceMode) EnumDescriptor() ([]byte, []int) {
 	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{0}
 }
 
+// CommandState is where a device command stands.
+type CommandState int32
+
+const (
+	CommandState_COMMAND_STATE_UNSPECIFIED CommandState = 0
+	// Delivered (or waiting for a device) and not acked yet.
+	CommandState_COMMAND_STATE_PENDING CommandState = 1
+	// A connection of the recipient acked it.
+	CommandState_COMMAND_STATE_ACKED CommandState = 2
+	// Its time to live passed before any ack.
+	CommandState_COMMAND_STATE_EXPIRED CommandState = 3
+)
+
+// Enum value maps for CommandState.
+var (
+	CommandState_name = map[int32]string{
+		0: "COMMAND_STATE_UNSPECIFIED",
+		1: "COMMAND_STATE_PENDING",
+		2: "COMMAND_STATE_ACKED",
+		3: "COMMAND_STATE_EXPIRED",
+	}
+	CommandState_value = map[string]int32{
+		"COMMAND_STATE_UNSPECIFIED": 0,
+		"COMMAND_STATE_PENDING":     1,
+		"COMMAND_STATE_ACKED":       2,
+		"COMMAND_STATE_EXPIRED":     3,
+	}
+)
+
+func (x CommandState) Enum() *CommandState {
+	p := new(CommandState)
+	*p = x
+	return p
+}
+
+func (x CommandState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CommandState) Descriptor() protoreflect.EnumDescriptor {
+	return file_hubbub_v1_hubbub_proto_enumTypes[1].Descriptor()
+}
+
+func (CommandState) Type() protoreflect.EnumType {
+	return &file_hubbub_v1_hubbub_proto_enumTypes[1]
+}
+
+func (x CommandState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CommandState.Descriptor instead.
+func (CommandState) EnumDescriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{1}
+}
+
 // PresenceAction says whether a member came or went.
 type PresenceAction int32
 
@@ -119,11 +175,11 @@ func (x PresenceAction) String() string {
 }
 
 func (PresenceAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_hubbub_v1_hubbub_proto_enumTypes[1].Descriptor()
+	return file_hubbub_v1_hubbub_proto_enumTypes[2].Descriptor()
 }
 
 func (PresenceAction) Type() protoreflect.EnumType {
-	return &file_hubbub_v1_hubbub_proto_enumTypes[1]
+	return &file_hubbub_v1_hubbub_proto_enumTypes[2]
 }
 
 func (x PresenceAction) Number() protoreflect.EnumNumber {
@@ -132,7 +188,7 @@ func (x PresenceAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PresenceAction.Descriptor instead.
 func (PresenceAction) EnumDescriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{1}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{2}
 }
 
 // ErrorCode classifies an error reply.
@@ -219,11 +275,11 @@ func (x ErrorCode) String() string {
 }
 
 func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_hubbub_v1_hubbub_proto_enumTypes[2].Descriptor()
+	return file_hubbub_v1_hubbub_proto_enumTypes[3].Descriptor()
 }
 
 func (ErrorCode) Type() protoreflect.EnumType {
-	return &file_hubbub_v1_hubbub_proto_enumTypes[2]
+	return &file_hubbub_v1_hubbub_proto_enumTypes[3]
 }
 
 func (x ErrorCode) Number() protoreflect.EnumNumber {
@@ -232,7 +288,7 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{2}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{3}
 }
 
 // ClientFrame is one command from a client.
@@ -1454,7 +1510,10 @@ type JoinReply struct {
 	// This user's marks in the room (AckRequest, ReadRequest), in the room's current epoch.
 	Marks *Marks `protobuf:"bytes,9,opt,name=marks,proto3" json:"marks,omitempty"`
 	// Messages after the user's read mark (0 before the user's first mark in this epoch).
-	Unread        uint64 `protobuf:"varint,10,opt,name=unread,proto3" json:"unread,omitempty"`
+	Unread uint64 `protobuf:"varint,10,opt,name=unread,proto3" json:"unread,omitempty"`
+	// In a personal stream: the device commands not acked yet, oldest first,
+	// sent again at every join (some may also be among messages).
+	Commands      []*Message `protobuf:"bytes,11,rep,name=commands,proto3" json:"commands,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1557,6 +1616,13 @@ func (x *JoinReply) GetUnread() uint64 {
 		return x.Unread
 	}
 	return 0
+}
+
+func (x *JoinReply) GetCommands() []*Message {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
 }
 
 // RoomInfo describes a room's profile: the settings it runs with.
@@ -1951,7 +2017,13 @@ type DirectRequest struct {
 	User  string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	Body  *Body                  `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
 	// Client-chosen id; a retry with the same id is accepted once.
-	MessageId     string `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	MessageId string `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// A device command: delivered at least once, sent again at every join of
+	// the user's stream until a connection of the user acks it or ttl_ms
+	// passes (default 60 s, at most 24 h). The outcome (acked or expired)
+	// arrives as a message in the sender's own personal stream.
+	RequireAck    bool   `protobuf:"varint,4,opt,name=require_ack,json=requireAck,proto3" json:"require_ack,omitempty"`
+	TtlMs         uint32 `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2005,6 +2077,20 @@ func (x *DirectRequest) GetMessageId() string {
 		return x.MessageId
 	}
 	return ""
+}
+
+func (x *DirectRequest) GetRequireAck() bool {
+	if x != nil {
+		return x.RequireAck
+	}
+	return false
+}
+
+func (x *DirectRequest) GetTtlMs() uint32 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
 }
 
 // AckRequest reports that the messages of a room (or of the user's personal
@@ -3094,15 +3180,24 @@ func (x *PingReply) GetServerTimeUnixMs() int64 {
 
 // Message is a published message, pushed to members and returned by history and recovery.
 type Message struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
-	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	Epoch         string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Sender        *ClientInfo            `protobuf:"bytes,4,opt,name=sender,proto3" json:"sender,omitempty"`
-	Body          *Body                  `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
-	TimeUnixMs    int64                  `protobuf:"varint,6,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
-	MessageId     string                 `protobuf:"bytes,7,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
-	Key           string                 `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Room       string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	Offset     uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Epoch      string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Sender     *ClientInfo            `protobuf:"bytes,4,opt,name=sender,proto3" json:"sender,omitempty"`
+	Body       *Body                  `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
+	TimeUnixMs int64                  `protobuf:"varint,6,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	MessageId  string                 `protobuf:"bytes,7,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Key        string                 `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
+	// A device command (DirectRequest.require_ack): the recipient acks it
+	// (AckRequest on its personal stream, offset at or past this one); until
+	// then it is sent again at every join of the stream (JoinReply.commands)
+	// until expires_unix_ms. Dedupe on message_id: delivery is at least once.
+	RequireAck    bool  `protobuf:"varint,9,opt,name=require_ack,json=requireAck,proto3" json:"require_ack,omitempty"`
+	ExpiresUnixMs int64 `protobuf:"varint,10,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	// Set on the message that tells a command's sender its outcome; it
+	// arrives in the sender's personal stream.
+	Outcome       *CommandOutcome `protobuf:"bytes,11,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3193,6 +3288,114 @@ func (x *Message) GetKey() string {
 	return ""
 }
 
+func (x *Message) GetRequireAck() bool {
+	if x != nil {
+		return x.RequireAck
+	}
+	return false
+}
+
+func (x *Message) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *Message) GetOutcome() *CommandOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+// CommandOutcome is how a device command ended.
+type CommandOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The recipient, and the command's offset and message id in its personal stream.
+	User      string       `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Offset    uint64       `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	MessageId string       `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	State     CommandState `protobuf:"varint,4,opt,name=state,proto3,enum=hubbub.v1.CommandState" json:"state,omitempty"`
+	// For ACKED: the connection whose ack covered the command, and when.
+	ClientId      string `protobuf:"bytes,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	TimeUnixMs    int64  `protobuf:"varint,6,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandOutcome) Reset() {
+	*x = CommandOutcome{}
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandOutcome) ProtoMessage() {}
+
+func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandOutcome.ProtoReflect.Descriptor instead.
+func (*CommandOutcome) Descriptor() ([]byte, []int) {
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CommandOutcome) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *CommandOutcome) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *CommandOutcome) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *CommandOutcome) GetState() CommandState {
+	if x != nil {
+		return x.State
+	}
+	return CommandState_COMMAND_STATE_UNSPECIFIED
+}
+
+func (x *CommandOutcome) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *CommandOutcome) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
+}
+
 // CompactMessage is a Message pushed to a connection that asked for compact
 // pushes, with the short JSON names given here. What it leaves out is known
 // to the client: the room is the JoinReply's alias; the epoch is the one of
@@ -3227,7 +3430,7 @@ type CompactMessage struct {
 
 func (x *CompactMessage) Reset() {
 	*x = CompactMessage{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[35]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3442,7 @@ func (x *CompactMessage) String() string {
 func (*CompactMessage) ProtoMessage() {}
 
 func (x *CompactMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[35]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3455,7 @@ func (x *CompactMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactMessage.ProtoReflect.Descriptor instead.
 func (*CompactMessage) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{35}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CompactMessage) GetAlias() uint32 {
@@ -3373,7 +3576,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[36]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3385,7 +3588,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[36]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3398,7 +3601,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{36}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PresenceEvent) GetRoom() string {
@@ -3453,7 +3656,7 @@ type PresenceDiff struct {
 
 func (x *PresenceDiff) Reset() {
 	*x = PresenceDiff{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[37]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3465,7 +3668,7 @@ func (x *PresenceDiff) String() string {
 func (*PresenceDiff) ProtoMessage() {}
 
 func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[37]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3478,7 +3681,7 @@ func (x *PresenceDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceDiff.ProtoReflect.Descriptor instead.
 func (*PresenceDiff) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{37}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PresenceDiff) GetRoom() string {
@@ -3556,7 +3759,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[38]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3568,7 +3771,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[38]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3581,7 +3784,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{38}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TypingEvent) GetRoom() string {
@@ -3620,7 +3823,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[39]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3632,7 +3835,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[39]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3645,7 +3848,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{39}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -3691,7 +3894,7 @@ type Disconnect struct {
 
 func (x *Disconnect) Reset() {
 	*x = Disconnect{}
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[40]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3703,7 +3906,7 @@ func (x *Disconnect) String() string {
 func (*Disconnect) ProtoMessage() {}
 
 func (x *Disconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_v1_hubbub_proto_msgTypes[40]
+	mi := &file_hubbub_v1_hubbub_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3716,7 +3919,7 @@ func (x *Disconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disconnect.ProtoReflect.Descriptor instead.
 func (*Disconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{40}
+	return file_hubbub_v1_hubbub_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Disconnect) GetCode() uint32 {
@@ -3841,7 +4044,7 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\x12@\n" +
 	"\x0epresence_since\x18\x03 \x01(\v2\x19.hubbub.v1.StreamPositionR\rpresenceSince\x12\x1a\n" +
-	"\breceipts\x18\x04 \x01(\bR\breceipts\"\x8e\x03\n" +
+	"\breceipts\x18\x04 \x01(\bR\breceipts\"\xbe\x03\n" +
 	"\tJoinReply\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x125\n" +
 	"\bposition\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\bposition\x12\x1c\n" +
@@ -3853,7 +4056,8 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x05alias\x18\b \x01(\rR\x05alias\x12&\n" +
 	"\x05marks\x18\t \x01(\v2\x10.hubbub.v1.MarksR\x05marks\x12\x16\n" +
 	"\x06unread\x18\n" +
-	" \x01(\x04R\x06unread\"\xc1\x02\n" +
+	" \x01(\x04R\x06unread\x12.\n" +
+	"\bcommands\x18\v \x03(\v2\x12.hubbub.v1.MessageR\bcommands\"\xc1\x02\n" +
 	"\bRoomInfo\x12\x18\n" +
 	"\aprofile\x18\x01 \x01(\tR\aprofile\x123\n" +
 	"\bpresence\x18\x02 \x01(\x0e2\x17.hubbub.v1.PresenceModeR\bpresence\x12\x1d\n" +
@@ -3885,12 +4089,15 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04body\x18\x02 \x01(\v2\x0f.hubbub.v1.BodyR\x04body\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x03 \x01(\tR\tmessageId\x12\x10\n" +
-	"\x03key\x18\x04 \x01(\tR\x03key\"g\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\"\x9f\x01\n" +
 	"\rDirectRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12#\n" +
 	"\x04body\x18\x02 \x01(\v2\x0f.hubbub.v1.BodyR\x04body\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x03 \x01(\tR\tmessageId\"N\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\x12\x1f\n" +
+	"\vrequire_ack\x18\x04 \x01(\bR\n" +
+	"requireAck\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\rR\x05ttlMs\"N\n" +
 	"\n" +
 	"AckRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
@@ -3959,7 +4166,7 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x04data\"\r\n" +
 	"\vPingRequest\":\n" +
 	"\tPingReply\x12-\n" +
-	"\x13server_time_unix_ms\x18\x01 \x01(\x03R\x10serverTimeUnixMs\"\xf2\x01\n" +
+	"\x13server_time_unix_ms\x18\x01 \x01(\x03R\x10serverTimeUnixMs\"\xf0\x02\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
@@ -3970,7 +4177,21 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"timeUnixMs\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\a \x01(\tR\tmessageId\x12\x10\n" +
-	"\x03key\x18\b \x01(\tR\x03key\"\xf4\x01\n" +
+	"\x03key\x18\b \x01(\tR\x03key\x12\x1f\n" +
+	"\vrequire_ack\x18\t \x01(\bR\n" +
+	"requireAck\x12&\n" +
+	"\x0fexpires_unix_ms\x18\n" +
+	" \x01(\x03R\rexpiresUnixMs\x123\n" +
+	"\aoutcome\x18\v \x01(\v2\x19.hubbub.v1.CommandOutcomeR\aoutcome\"\xc9\x01\n" +
+	"\x0eCommandOutcome\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\x12-\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x17.hubbub.v1.CommandStateR\x05state\x12\x1b\n" +
+	"\tclient_id\x18\x05 \x01(\tR\bclientId\x12 \n" +
+	"\ftime_unix_ms\x18\x06 \x01(\x03R\n" +
+	"timeUnixMs\"\xf4\x01\n" +
 	"\x0eCompactMessage\x12\x10\n" +
 	"\x05alias\x18\x01 \x01(\rR\x01a\x12\x11\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x01o\x12\x0f\n" +
@@ -4018,7 +4239,12 @@ const file_hubbub_v1_hubbub_proto_rawDesc = "" +
 	"\x19PRESENCE_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PRESENCE_MODE_FULL\x10\x01\x12\x18\n" +
 	"\x14PRESENCE_MODE_COUNTS\x10\x02\x12\x15\n" +
-	"\x11PRESENCE_MODE_OFF\x10\x03*f\n" +
+	"\x11PRESENCE_MODE_OFF\x10\x03*|\n" +
+	"\fCommandState\x12\x1d\n" +
+	"\x19COMMAND_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15COMMAND_STATE_PENDING\x10\x01\x12\x17\n" +
+	"\x13COMMAND_STATE_ACKED\x10\x02\x12\x19\n" +
+	"\x15COMMAND_STATE_EXPIRED\x10\x03*f\n" +
 	"\x0ePresenceAction\x12\x1f\n" +
 	"\x1bPRESENCE_ACTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PRESENCE_ACTION_JOIN\x10\x01\x12\x19\n" +
@@ -4053,133 +4279,138 @@ func file_hubbub_v1_hubbub_proto_rawDescGZIP() []byte {
 	return file_hubbub_v1_hubbub_proto_rawDescData
 }
 
-var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_hubbub_v1_hubbub_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_hubbub_v1_hubbub_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_hubbub_v1_hubbub_proto_goTypes = []any{
 	(PresenceMode)(0),       // 0: hubbub.v1.PresenceMode
-	(PresenceAction)(0),     // 1: hubbub.v1.PresenceAction
-	(ErrorCode)(0),          // 2: hubbub.v1.ErrorCode
-	(*ClientFrame)(nil),     // 3: hubbub.v1.ClientFrame
-	(*ServerFrame)(nil),     // 4: hubbub.v1.ServerFrame
-	(*StreamPosition)(nil),  // 5: hubbub.v1.StreamPosition
-	(*Body)(nil),            // 6: hubbub.v1.Body
-	(*ClientInfo)(nil),      // 7: hubbub.v1.ClientInfo
-	(*ConnectRequest)(nil),  // 8: hubbub.v1.ConnectRequest
-	(*ConnectReply)(nil),    // 9: hubbub.v1.ConnectReply
-	(*JoinRequest)(nil),     // 10: hubbub.v1.JoinRequest
-	(*JoinReply)(nil),       // 11: hubbub.v1.JoinReply
-	(*RoomInfo)(nil),        // 12: hubbub.v1.RoomInfo
-	(*PresenceState)(nil),   // 13: hubbub.v1.PresenceState
-	(*LeaveRequest)(nil),    // 14: hubbub.v1.LeaveRequest
-	(*LeaveReply)(nil),      // 15: hubbub.v1.LeaveReply
-	(*PublishRequest)(nil),  // 16: hubbub.v1.PublishRequest
-	(*DirectRequest)(nil),   // 17: hubbub.v1.DirectRequest
-	(*AckRequest)(nil),      // 18: hubbub.v1.AckRequest
-	(*ReadRequest)(nil),     // 19: hubbub.v1.ReadRequest
-	(*Marks)(nil),           // 20: hubbub.v1.Marks
-	(*MarksReply)(nil),      // 21: hubbub.v1.MarksReply
-	(*ReadReceipts)(nil),    // 22: hubbub.v1.ReadReceipts
-	(*ReadReceipt)(nil),     // 23: hubbub.v1.ReadReceipt
-	(*PublishReply)(nil),    // 24: hubbub.v1.PublishReply
-	(*HistoryRequest)(nil),  // 25: hubbub.v1.HistoryRequest
-	(*HistoryReply)(nil),    // 26: hubbub.v1.HistoryReply
-	(*PresenceRequest)(nil), // 27: hubbub.v1.PresenceRequest
-	(*PresenceReply)(nil),   // 28: hubbub.v1.PresenceReply
-	(*TypingRequest)(nil),   // 29: hubbub.v1.TypingRequest
-	(*TypingReply)(nil),     // 30: hubbub.v1.TypingReply
-	(*RefreshRequest)(nil),  // 31: hubbub.v1.RefreshRequest
-	(*RefreshReply)(nil),    // 32: hubbub.v1.RefreshReply
-	(*RpcRequest)(nil),      // 33: hubbub.v1.RpcRequest
-	(*RpcReply)(nil),        // 34: hubbub.v1.RpcReply
-	(*PingRequest)(nil),     // 35: hubbub.v1.PingRequest
-	(*PingReply)(nil),       // 36: hubbub.v1.PingReply
-	(*Message)(nil),         // 37: hubbub.v1.Message
-	(*CompactMessage)(nil),  // 38: hubbub.v1.CompactMessage
-	(*PresenceEvent)(nil),   // 39: hubbub.v1.PresenceEvent
-	(*PresenceDiff)(nil),    // 40: hubbub.v1.PresenceDiff
-	(*TypingEvent)(nil),     // 41: hubbub.v1.TypingEvent
-	(*Error)(nil),           // 42: hubbub.v1.Error
-	(*Disconnect)(nil),      // 43: hubbub.v1.Disconnect
-	nil,                     // 44: hubbub.v1.ClientFrame.TraceEntry
-	nil,                     // 45: hubbub.v1.ConnectRequest.SinceEntry
-	(*structpb.Value)(nil),  // 46: google.protobuf.Value
+	(CommandState)(0),       // 1: hubbub.v1.CommandState
+	(PresenceAction)(0),     // 2: hubbub.v1.PresenceAction
+	(ErrorCode)(0),          // 3: hubbub.v1.ErrorCode
+	(*ClientFrame)(nil),     // 4: hubbub.v1.ClientFrame
+	(*ServerFrame)(nil),     // 5: hubbub.v1.ServerFrame
+	(*StreamPosition)(nil),  // 6: hubbub.v1.StreamPosition
+	(*Body)(nil),            // 7: hubbub.v1.Body
+	(*ClientInfo)(nil),      // 8: hubbub.v1.ClientInfo
+	(*ConnectRequest)(nil),  // 9: hubbub.v1.ConnectRequest
+	(*ConnectReply)(nil),    // 10: hubbub.v1.ConnectReply
+	(*JoinRequest)(nil),     // 11: hubbub.v1.JoinRequest
+	(*JoinReply)(nil),       // 12: hubbub.v1.JoinReply
+	(*RoomInfo)(nil),        // 13: hubbub.v1.RoomInfo
+	(*PresenceState)(nil),   // 14: hubbub.v1.PresenceState
+	(*LeaveRequest)(nil),    // 15: hubbub.v1.LeaveRequest
+	(*LeaveReply)(nil),      // 16: hubbub.v1.LeaveReply
+	(*PublishRequest)(nil),  // 17: hubbub.v1.PublishRequest
+	(*DirectRequest)(nil),   // 18: hubbub.v1.DirectRequest
+	(*AckRequest)(nil),      // 19: hubbub.v1.AckRequest
+	(*ReadRequest)(nil),     // 20: hubbub.v1.ReadRequest
+	(*Marks)(nil),           // 21: hubbub.v1.Marks
+	(*MarksReply)(nil),      // 22: hubbub.v1.MarksReply
+	(*ReadReceipts)(nil),    // 23: hubbub.v1.ReadReceipts
+	(*ReadReceipt)(nil),     // 24: hubbub.v1.ReadReceipt
+	(*PublishReply)(nil),    // 25: hubbub.v1.PublishReply
+	(*HistoryRequest)(nil),  // 26: hubbub.v1.HistoryRequest
+	(*HistoryReply)(nil),    // 27: hubbub.v1.HistoryReply
+	(*PresenceRequest)(nil), // 28: hubbub.v1.PresenceRequest
+	(*PresenceReply)(nil),   // 29: hubbub.v1.PresenceReply
+	(*TypingRequest)(nil),   // 30: hubbub.v1.TypingRequest
+	(*TypingReply)(nil),     // 31: hubbub.v1.TypingReply
+	(*RefreshRequest)(nil),  // 32: hubbub.v1.RefreshRequest
+	(*RefreshReply)(nil),    // 33: hubbub.v1.RefreshReply
+	(*RpcRequest)(nil),      // 34: hubbub.v1.RpcRequest
+	(*RpcReply)(nil),        // 35: hubbub.v1.RpcReply
+	(*PingRequest)(nil),     // 36: hubbub.v1.PingRequest
+	(*PingReply)(nil),       // 37: hubbub.v1.PingReply
+	(*Message)(nil),         // 38: hubbub.v1.Message
+	(*CommandOutcome)(nil),  // 39: hubbub.v1.CommandOutcome
+	(*CompactMessage)(nil),  // 40: hubbub.v1.CompactMessage
+	(*PresenceEvent)(nil),   // 41: hubbub.v1.PresenceEvent
+	(*PresenceDiff)(nil),    // 42: hubbub.v1.PresenceDiff
+	(*TypingEvent)(nil),     // 43: hubbub.v1.TypingEvent
+	(*Error)(nil),           // 44: hubbub.v1.Error
+	(*Disconnect)(nil),      // 45: hubbub.v1.Disconnect
+	nil,                     // 46: hubbub.v1.ClientFrame.TraceEntry
+	nil,                     // 47: hubbub.v1.ConnectRequest.SinceEntry
+	(*structpb.Value)(nil),  // 48: google.protobuf.Value
 }
 var file_hubbub_v1_hubbub_proto_depIdxs = []int32{
-	8,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
-	10, // 1: hubbub.v1.ClientFrame.join:type_name -> hubbub.v1.JoinRequest
-	14, // 2: hubbub.v1.ClientFrame.leave:type_name -> hubbub.v1.LeaveRequest
-	16, // 3: hubbub.v1.ClientFrame.publish:type_name -> hubbub.v1.PublishRequest
-	25, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
-	27, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
-	29, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
-	35, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
-	31, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
-	33, // 9: hubbub.v1.ClientFrame.rpc:type_name -> hubbub.v1.RpcRequest
-	17, // 10: hubbub.v1.ClientFrame.direct:type_name -> hubbub.v1.DirectRequest
-	18, // 11: hubbub.v1.ClientFrame.ack:type_name -> hubbub.v1.AckRequest
-	19, // 12: hubbub.v1.ClientFrame.read:type_name -> hubbub.v1.ReadRequest
-	44, // 13: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
-	42, // 14: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
-	9,  // 15: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
-	11, // 16: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
-	15, // 17: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
-	24, // 18: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
-	26, // 19: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
-	28, // 20: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
-	30, // 21: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
-	36, // 22: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
-	32, // 23: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
-	34, // 24: hubbub.v1.ServerFrame.rpc:type_name -> hubbub.v1.RpcReply
-	24, // 25: hubbub.v1.ServerFrame.direct:type_name -> hubbub.v1.PublishReply
-	21, // 26: hubbub.v1.ServerFrame.ack:type_name -> hubbub.v1.MarksReply
-	21, // 27: hubbub.v1.ServerFrame.read:type_name -> hubbub.v1.MarksReply
-	37, // 28: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
-	39, // 29: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
-	41, // 30: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
-	43, // 31: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
-	40, // 32: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
-	38, // 33: hubbub.v1.ServerFrame.compact_message:type_name -> hubbub.v1.CompactMessage
-	22, // 34: hubbub.v1.ServerFrame.read_receipts:type_name -> hubbub.v1.ReadReceipts
-	46, // 35: hubbub.v1.Body.data:type_name -> google.protobuf.Value
-	46, // 36: hubbub.v1.ClientInfo.info:type_name -> google.protobuf.Value
-	46, // 37: hubbub.v1.ConnectRequest.data:type_name -> google.protobuf.Value
-	45, // 38: hubbub.v1.ConnectRequest.since:type_name -> hubbub.v1.ConnectRequest.SinceEntry
-	7,  // 39: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 40: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
-	5,  // 41: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
-	5,  // 42: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
-	37, // 43: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
-	12, // 44: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
-	13, // 45: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
-	46, // 46: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
-	20, // 47: hubbub.v1.JoinReply.marks:type_name -> hubbub.v1.Marks
-	0,  // 48: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
-	5,  // 49: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
-	40, // 50: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
-	6,  // 51: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	6,  // 52: hubbub.v1.DirectRequest.body:type_name -> hubbub.v1.Body
-	20, // 53: hubbub.v1.MarksReply.marks:type_name -> hubbub.v1.Marks
-	23, // 54: hubbub.v1.ReadReceipts.receipts:type_name -> hubbub.v1.ReadReceipt
-	37, // 55: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
-	5,  // 56: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 57: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
-	13, // 58: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
-	46, // 59: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
-	46, // 60: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
-	7,  // 61: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
-	6,  // 62: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
-	46, // 63: hubbub.v1.CompactMessage.data:type_name -> google.protobuf.Value
-	1,  // 64: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
-	7,  // 65: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
-	5,  // 66: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
-	7,  // 67: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
-	2,  // 68: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
-	5,  // 69: hubbub.v1.ConnectRequest.SinceEntry.value:type_name -> hubbub.v1.StreamPosition
-	70, // [70:70] is the sub-list for method output_type
-	70, // [70:70] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	9,  // 0: hubbub.v1.ClientFrame.connect:type_name -> hubbub.v1.ConnectRequest
+	11, // 1: hubbub.v1.ClientFrame.join:type_name -> hubbub.v1.JoinRequest
+	15, // 2: hubbub.v1.ClientFrame.leave:type_name -> hubbub.v1.LeaveRequest
+	17, // 3: hubbub.v1.ClientFrame.publish:type_name -> hubbub.v1.PublishRequest
+	26, // 4: hubbub.v1.ClientFrame.history:type_name -> hubbub.v1.HistoryRequest
+	28, // 5: hubbub.v1.ClientFrame.presence:type_name -> hubbub.v1.PresenceRequest
+	30, // 6: hubbub.v1.ClientFrame.typing:type_name -> hubbub.v1.TypingRequest
+	36, // 7: hubbub.v1.ClientFrame.ping:type_name -> hubbub.v1.PingRequest
+	32, // 8: hubbub.v1.ClientFrame.refresh:type_name -> hubbub.v1.RefreshRequest
+	34, // 9: hubbub.v1.ClientFrame.rpc:type_name -> hubbub.v1.RpcRequest
+	18, // 10: hubbub.v1.ClientFrame.direct:type_name -> hubbub.v1.DirectRequest
+	19, // 11: hubbub.v1.ClientFrame.ack:type_name -> hubbub.v1.AckRequest
+	20, // 12: hubbub.v1.ClientFrame.read:type_name -> hubbub.v1.ReadRequest
+	46, // 13: hubbub.v1.ClientFrame.trace:type_name -> hubbub.v1.ClientFrame.TraceEntry
+	44, // 14: hubbub.v1.ServerFrame.error:type_name -> hubbub.v1.Error
+	10, // 15: hubbub.v1.ServerFrame.connect:type_name -> hubbub.v1.ConnectReply
+	12, // 16: hubbub.v1.ServerFrame.join:type_name -> hubbub.v1.JoinReply
+	16, // 17: hubbub.v1.ServerFrame.leave:type_name -> hubbub.v1.LeaveReply
+	25, // 18: hubbub.v1.ServerFrame.publish:type_name -> hubbub.v1.PublishReply
+	27, // 19: hubbub.v1.ServerFrame.history:type_name -> hubbub.v1.HistoryReply
+	29, // 20: hubbub.v1.ServerFrame.presence:type_name -> hubbub.v1.PresenceReply
+	31, // 21: hubbub.v1.ServerFrame.typing:type_name -> hubbub.v1.TypingReply
+	37, // 22: hubbub.v1.ServerFrame.ping:type_name -> hubbub.v1.PingReply
+	33, // 23: hubbub.v1.ServerFrame.refresh:type_name -> hubbub.v1.RefreshReply
+	35, // 24: hubbub.v1.ServerFrame.rpc:type_name -> hubbub.v1.RpcReply
+	25, // 25: hubbub.v1.ServerFrame.direct:type_name -> hubbub.v1.PublishReply
+	22, // 26: hubbub.v1.ServerFrame.ack:type_name -> hubbub.v1.MarksReply
+	22, // 27: hubbub.v1.ServerFrame.read:type_name -> hubbub.v1.MarksReply
+	38, // 28: hubbub.v1.ServerFrame.message:type_name -> hubbub.v1.Message
+	41, // 29: hubbub.v1.ServerFrame.presence_event:type_name -> hubbub.v1.PresenceEvent
+	43, // 30: hubbub.v1.ServerFrame.typing_event:type_name -> hubbub.v1.TypingEvent
+	45, // 31: hubbub.v1.ServerFrame.disconnect:type_name -> hubbub.v1.Disconnect
+	42, // 32: hubbub.v1.ServerFrame.presence_diff:type_name -> hubbub.v1.PresenceDiff
+	40, // 33: hubbub.v1.ServerFrame.compact_message:type_name -> hubbub.v1.CompactMessage
+	23, // 34: hubbub.v1.ServerFrame.read_receipts:type_name -> hubbub.v1.ReadReceipts
+	48, // 35: hubbub.v1.Body.data:type_name -> google.protobuf.Value
+	48, // 36: hubbub.v1.ClientInfo.info:type_name -> google.protobuf.Value
+	48, // 37: hubbub.v1.ConnectRequest.data:type_name -> google.protobuf.Value
+	47, // 38: hubbub.v1.ConnectRequest.since:type_name -> hubbub.v1.ConnectRequest.SinceEntry
+	8,  // 39: hubbub.v1.ConnectReply.client:type_name -> hubbub.v1.ClientInfo
+	6,  // 40: hubbub.v1.JoinRequest.since:type_name -> hubbub.v1.StreamPosition
+	6,  // 41: hubbub.v1.JoinRequest.presence_since:type_name -> hubbub.v1.StreamPosition
+	6,  // 42: hubbub.v1.JoinReply.position:type_name -> hubbub.v1.StreamPosition
+	38, // 43: hubbub.v1.JoinReply.messages:type_name -> hubbub.v1.Message
+	13, // 44: hubbub.v1.JoinReply.info:type_name -> hubbub.v1.RoomInfo
+	14, // 45: hubbub.v1.JoinReply.presence:type_name -> hubbub.v1.PresenceState
+	48, // 46: hubbub.v1.JoinReply.hook_data:type_name -> google.protobuf.Value
+	21, // 47: hubbub.v1.JoinReply.marks:type_name -> hubbub.v1.Marks
+	38, // 48: hubbub.v1.JoinReply.commands:type_name -> hubbub.v1.Message
+	0,  // 49: hubbub.v1.RoomInfo.presence:type_name -> hubbub.v1.PresenceMode
+	6,  // 50: hubbub.v1.PresenceState.position:type_name -> hubbub.v1.StreamPosition
+	42, // 51: hubbub.v1.PresenceState.diffs:type_name -> hubbub.v1.PresenceDiff
+	7,  // 52: hubbub.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	7,  // 53: hubbub.v1.DirectRequest.body:type_name -> hubbub.v1.Body
+	21, // 54: hubbub.v1.MarksReply.marks:type_name -> hubbub.v1.Marks
+	24, // 55: hubbub.v1.ReadReceipts.receipts:type_name -> hubbub.v1.ReadReceipt
+	38, // 56: hubbub.v1.HistoryReply.messages:type_name -> hubbub.v1.Message
+	6,  // 57: hubbub.v1.HistoryReply.position:type_name -> hubbub.v1.StreamPosition
+	8,  // 58: hubbub.v1.PresenceReply.members:type_name -> hubbub.v1.ClientInfo
+	14, // 59: hubbub.v1.PresenceReply.state:type_name -> hubbub.v1.PresenceState
+	48, // 60: hubbub.v1.RpcRequest.data:type_name -> google.protobuf.Value
+	48, // 61: hubbub.v1.RpcReply.data:type_name -> google.protobuf.Value
+	8,  // 62: hubbub.v1.Message.sender:type_name -> hubbub.v1.ClientInfo
+	7,  // 63: hubbub.v1.Message.body:type_name -> hubbub.v1.Body
+	39, // 64: hubbub.v1.Message.outcome:type_name -> hubbub.v1.CommandOutcome
+	1,  // 65: hubbub.v1.CommandOutcome.state:type_name -> hubbub.v1.CommandState
+	48, // 66: hubbub.v1.CompactMessage.data:type_name -> google.protobuf.Value
+	2,  // 67: hubbub.v1.PresenceEvent.action:type_name -> hubbub.v1.PresenceAction
+	8,  // 68: hubbub.v1.PresenceEvent.client:type_name -> hubbub.v1.ClientInfo
+	6,  // 69: hubbub.v1.PresenceDiff.position:type_name -> hubbub.v1.StreamPosition
+	8,  // 70: hubbub.v1.TypingEvent.client:type_name -> hubbub.v1.ClientInfo
+	3,  // 71: hubbub.v1.Error.code:type_name -> hubbub.v1.ErrorCode
+	6,  // 72: hubbub.v1.ConnectRequest.SinceEntry.value:type_name -> hubbub.v1.StreamPosition
+	73, // [73:73] is the sub-list for method output_type
+	73, // [73:73] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_v1_hubbub_proto_init() }
@@ -4230,7 +4461,7 @@ func file_hubbub_v1_hubbub_proto_init() {
 		(*Body_Data)(nil),
 		(*Body_Binary)(nil),
 	}
-	file_hubbub_v1_hubbub_proto_msgTypes[35].OneofWrappers = []any{
+	file_hubbub_v1_hubbub_proto_msgTypes[36].OneofWrappers = []any{
 		(*CompactMessage_Text)(nil),
 		(*CompactMessage_Data)(nil),
 		(*CompactMessage_Binary)(nil),
@@ -4240,8 +4471,8 @@ func file_hubbub_v1_hubbub_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_v1_hubbub_proto_rawDesc), len(file_hubbub_v1_hubbub_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   43,
+			NumEnums:      4,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -170,7 +170,11 @@ type SendToUserRequest struct {
 	User  string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	Body  *v1.Body               `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
 	// A retry with the same id is accepted once.
-	MessageId     string `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	MessageId string `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// A device command: sent again at every join of the user's stream until a connection of the user
+	// acks it or ttl_ms passes (default 60 s, at most 24 h); follow it with GetCommand.
+	RequireAck    bool   `protobuf:"varint,4,opt,name=require_ack,json=requireAck,proto3" json:"require_ack,omitempty"`
+	TtlMs         uint32 `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -226,6 +230,126 @@ func (x *SendToUserRequest) GetMessageId() string {
 	return ""
 }
 
+func (x *SendToUserRequest) GetRequireAck() bool {
+	if x != nil {
+		return x.RequireAck
+	}
+	return false
+}
+
+func (x *SendToUserRequest) GetTtlMs() uint32 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+// GetCommandRequest names a device command by its user and offset (SendToUserResponse.offset).
+type GetCommandRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Wait          bool                   `protobuf:"varint,3,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCommandRequest) Reset() {
+	*x = GetCommandRequest{}
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCommandRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCommandRequest) ProtoMessage() {}
+
+func (x *GetCommandRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCommandRequest.ProtoReflect.Descriptor instead.
+func (*GetCommandRequest) Descriptor() ([]byte, []int) {
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetCommandRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *GetCommandRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *GetCommandRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+// GetCommandResponse is the command's outcome so far.
+type GetCommandResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Outcome       *v1.CommandOutcome     `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCommandResponse) Reset() {
+	*x = GetCommandResponse{}
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCommandResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCommandResponse) ProtoMessage() {}
+
+func (x *GetCommandResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCommandResponse.ProtoReflect.Descriptor instead.
+func (*GetCommandResponse) Descriptor() ([]byte, []int) {
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetCommandResponse) GetOutcome() *v1.CommandOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
 // SendToUserResponse is where the message sits in the user's personal stream.
 type SendToUserResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -241,7 +365,7 @@ type SendToUserResponse struct {
 
 func (x *SendToUserResponse) Reset() {
 	*x = SendToUserResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[3]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +377,7 @@ func (x *SendToUserResponse) String() string {
 func (*SendToUserResponse) ProtoMessage() {}
 
 func (x *SendToUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[3]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +390,7 @@ func (x *SendToUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUserResponse.ProtoReflect.Descriptor instead.
 func (*SendToUserResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{3}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SendToUserResponse) GetRoom() string {
@@ -307,7 +431,7 @@ type BatchPublishRequest struct {
 
 func (x *BatchPublishRequest) Reset() {
 	*x = BatchPublishRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[4]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +443,7 @@ func (x *BatchPublishRequest) String() string {
 func (*BatchPublishRequest) ProtoMessage() {}
 
 func (x *BatchPublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[4]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +456,7 @@ func (x *BatchPublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchPublishRequest.ProtoReflect.Descriptor instead.
 func (*BatchPublishRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{4}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BatchPublishRequest) GetItems() []*PublishRequest {
@@ -352,7 +476,7 @@ type BatchPublishResponse struct {
 
 func (x *BatchPublishResponse) Reset() {
 	*x = BatchPublishResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[5]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +488,7 @@ func (x *BatchPublishResponse) String() string {
 func (*BatchPublishResponse) ProtoMessage() {}
 
 func (x *BatchPublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[5]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +501,7 @@ func (x *BatchPublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchPublishResponse.ProtoReflect.Descriptor instead.
 func (*BatchPublishResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{5}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BatchPublishResponse) GetResults() []*PublishResult {
@@ -401,7 +525,7 @@ type PublishResult struct {
 
 func (x *PublishResult) Reset() {
 	*x = PublishResult{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[6]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +537,7 @@ func (x *PublishResult) String() string {
 func (*PublishResult) ProtoMessage() {}
 
 func (x *PublishResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[6]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +550,7 @@ func (x *PublishResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResult.ProtoReflect.Descriptor instead.
 func (*PublishResult) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{6}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PublishResult) GetOutcome() isPublishResult_Outcome {
@@ -483,7 +607,7 @@ type BroadcastRequest struct {
 
 func (x *BroadcastRequest) Reset() {
 	*x = BroadcastRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[7]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +619,7 @@ func (x *BroadcastRequest) String() string {
 func (*BroadcastRequest) ProtoMessage() {}
 
 func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[7]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +632,7 @@ func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
 func (*BroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{7}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BroadcastRequest) GetRooms() []string {
@@ -542,7 +666,7 @@ type BroadcastResponse struct {
 
 func (x *BroadcastResponse) Reset() {
 	*x = BroadcastResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[8]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +678,7 @@ func (x *BroadcastResponse) String() string {
 func (*BroadcastResponse) ProtoMessage() {}
 
 func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[8]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +691,7 @@ func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastResponse.ProtoReflect.Descriptor instead.
 func (*BroadcastResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{8}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BroadcastResponse) GetResults() []*PublishResult {
@@ -598,7 +722,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[9]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +734,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[9]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +747,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{9}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -672,7 +796,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[10]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +808,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[10]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +821,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{10}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HistoryResponse) GetMessages() []*v1.Message {
@@ -728,7 +852,7 @@ type PresenceRequest struct {
 
 func (x *PresenceRequest) Reset() {
 	*x = PresenceRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[11]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +864,7 @@ func (x *PresenceRequest) String() string {
 func (*PresenceRequest) ProtoMessage() {}
 
 func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[11]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +877,7 @@ func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
 func (*PresenceRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{11}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PresenceRequest) GetRoom() string {
@@ -789,7 +913,7 @@ type PresenceResponse struct {
 
 func (x *PresenceResponse) Reset() {
 	*x = PresenceResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[12]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +925,7 @@ func (x *PresenceResponse) String() string {
 func (*PresenceResponse) ProtoMessage() {}
 
 func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[12]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +938,7 @@ func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
 func (*PresenceResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{12}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PresenceResponse) GetUsers() []string {
@@ -848,7 +972,7 @@ type RoomInfoRequest struct {
 
 func (x *RoomInfoRequest) Reset() {
 	*x = RoomInfoRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[13]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +984,7 @@ func (x *RoomInfoRequest) String() string {
 func (*RoomInfoRequest) ProtoMessage() {}
 
 func (x *RoomInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[13]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +997,7 @@ func (x *RoomInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomInfoRequest.ProtoReflect.Descriptor instead.
 func (*RoomInfoRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{13}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RoomInfoRequest) GetRoom() string {
@@ -903,7 +1027,7 @@ type RoomInfoResponse struct {
 
 func (x *RoomInfoResponse) Reset() {
 	*x = RoomInfoResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[14]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1039,7 @@ func (x *RoomInfoResponse) String() string {
 func (*RoomInfoResponse) ProtoMessage() {}
 
 func (x *RoomInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[14]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1052,7 @@ func (x *RoomInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomInfoResponse.ProtoReflect.Descriptor instead.
 func (*RoomInfoResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{14}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RoomInfoResponse) GetPosition() *v1.StreamPosition {
@@ -984,7 +1108,7 @@ type NodeMembers struct {
 
 func (x *NodeMembers) Reset() {
 	*x = NodeMembers{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[15]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1120,7 @@ func (x *NodeMembers) String() string {
 func (*NodeMembers) ProtoMessage() {}
 
 func (x *NodeMembers) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[15]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1133,7 @@ func (x *NodeMembers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMembers.ProtoReflect.Descriptor instead.
 func (*NodeMembers) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{15}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeMembers) GetNode() string {
@@ -1041,7 +1165,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[16]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1177,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[16]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1190,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{16}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListRoomsRequest) GetPattern() string {
@@ -1102,7 +1226,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[17]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1238,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[17]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1251,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{17}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*RoomSummary {
@@ -1160,7 +1284,7 @@ type RoomSummary struct {
 
 func (x *RoomSummary) Reset() {
 	*x = RoomSummary{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[18]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1296,7 @@ func (x *RoomSummary) String() string {
 func (*RoomSummary) ProtoMessage() {}
 
 func (x *RoomSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[18]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1309,7 @@ func (x *RoomSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomSummary.ProtoReflect.Descriptor instead.
 func (*RoomSummary) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{18}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RoomSummary) GetRoom() string {
@@ -1239,7 +1363,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[19]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1375,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[19]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1388,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DisconnectRequest) GetUser() string {
@@ -1305,7 +1429,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[20]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1441,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[20]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1454,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DisconnectResponse) GetConnections() uint32 {
@@ -1350,7 +1474,7 @@ type ConnectionsRequest struct {
 
 func (x *ConnectionsRequest) Reset() {
 	*x = ConnectionsRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[21]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1486,7 @@ func (x *ConnectionsRequest) String() string {
 func (*ConnectionsRequest) ProtoMessage() {}
 
 func (x *ConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[21]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1499,7 @@ func (x *ConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ConnectionsRequest) GetUser() string {
@@ -1395,7 +1519,7 @@ type ConnectionsResponse struct {
 
 func (x *ConnectionsResponse) Reset() {
 	*x = ConnectionsResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[22]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1531,7 @@ func (x *ConnectionsResponse) String() string {
 func (*ConnectionsResponse) ProtoMessage() {}
 
 func (x *ConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[22]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1544,7 @@ func (x *ConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ConnectionsResponse) GetConnections() []*Connection {
@@ -1448,7 +1572,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[23]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1584,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[23]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1597,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Connection) GetClientId() string {
@@ -1529,7 +1653,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[24]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1665,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[24]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1678,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InfoRequest) GetSlowest() uint32 {
@@ -1577,7 +1701,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[25]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1713,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[25]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1726,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InfoResponse) GetNodes() []*NodeInfo {
@@ -1652,7 +1776,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[26]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1788,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[26]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1801,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{26}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeInfo) GetNode() string {
@@ -1769,7 +1893,7 @@ type TailRequest struct {
 
 func (x *TailRequest) Reset() {
 	*x = TailRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[27]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1905,7 @@ func (x *TailRequest) String() string {
 func (*TailRequest) ProtoMessage() {}
 
 func (x *TailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[27]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1918,7 @@ func (x *TailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
 func (*TailRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{27}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TailRequest) GetRoom() string {
@@ -1825,7 +1949,7 @@ type TailResponse struct {
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[28]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1961,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[28]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1974,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{28}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TailResponse) GetMessages() []*TailMessage {
@@ -1886,7 +2010,7 @@ type TailMessage struct {
 
 func (x *TailMessage) Reset() {
 	*x = TailMessage{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[29]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +2022,7 @@ func (x *TailMessage) String() string {
 func (*TailMessage) ProtoMessage() {}
 
 func (x *TailMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[29]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +2035,7 @@ func (x *TailMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailMessage.ProtoReflect.Descriptor instead.
 func (*TailMessage) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TailMessage) GetMessage() *v1.Message {
@@ -1943,12 +2067,21 @@ const file_hubbub_api_v1_api_proto_rawDesc = "" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x1c\n" +
 	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12\x19\n" +
-	"\btrace_id\x18\x04 \x01(\tR\atraceId\"k\n" +
+	"\btrace_id\x18\x04 \x01(\tR\atraceId\"\xa3\x01\n" +
 	"\x11SendToUserRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12#\n" +
 	"\x04body\x18\x02 \x01(\v2\x0f.hubbub.v1.BodyR\x04body\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x03 \x01(\tR\tmessageId\"t\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\x12\x1f\n" +
+	"\vrequire_ack\x18\x04 \x01(\bR\n" +
+	"requireAck\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\rR\x05ttlMs\"S\n" +
+	"\x11GetCommandRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04wait\x18\x03 \x01(\bR\x04wait\"I\n" +
+	"\x12GetCommandResponse\x123\n" +
+	"\aoutcome\x18\x01 \x01(\v2\x19.hubbub.v1.CommandOutcomeR\aoutcome\"t\n" +
 	"\x12SendToUserResponse\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
@@ -2060,13 +2193,15 @@ const file_hubbub_api_v1_api_proto_rawDesc = "" +
 	"\x03gap\x18\x03 \x01(\bR\x03gap\"V\n" +
 	"\vTailMessage\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.hubbub.v1.MessageR\amessage\x12\x19\n" +
-	"\btrace_id\x18\x02 \x01(\tR\atraceId2\xb2\a\n" +
+	"\btrace_id\x18\x02 \x01(\tR\atraceId2\x85\b\n" +
 	"\tServerAPI\x12H\n" +
 	"\aPublish\x12\x1d.hubbub.api.v1.PublishRequest\x1a\x1e.hubbub.api.v1.PublishResponse\x12W\n" +
 	"\fBatchPublish\x12\".hubbub.api.v1.BatchPublishRequest\x1a#.hubbub.api.v1.BatchPublishResponse\x12N\n" +
 	"\tBroadcast\x12\x1f.hubbub.api.v1.BroadcastRequest\x1a .hubbub.api.v1.BroadcastResponse\x12Q\n" +
 	"\n" +
-	"SendToUser\x12 .hubbub.api.v1.SendToUserRequest\x1a!.hubbub.api.v1.SendToUserResponse\x12H\n" +
+	"SendToUser\x12 .hubbub.api.v1.SendToUserRequest\x1a!.hubbub.api.v1.SendToUserResponse\x12Q\n" +
+	"\n" +
+	"GetCommand\x12 .hubbub.api.v1.GetCommandRequest\x1a!.hubbub.api.v1.GetCommandResponse\x12H\n" +
 	"\aHistory\x12\x1d.hubbub.api.v1.HistoryRequest\x1a\x1e.hubbub.api.v1.HistoryResponse\x12K\n" +
 	"\bPresence\x12\x1e.hubbub.api.v1.PresenceRequest\x1a\x1f.hubbub.api.v1.PresenceResponse\x12K\n" +
 	"\bRoomInfo\x12\x1e.hubbub.api.v1.RoomInfoRequest\x1a\x1f.hubbub.api.v1.RoomInfoResponse\x12N\n" +
@@ -2089,98 +2224,104 @@ func file_hubbub_api_v1_api_proto_rawDescGZIP() []byte {
 	return file_hubbub_api_v1_api_proto_rawDescData
 }
 
-var file_hubbub_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_hubbub_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_hubbub_api_v1_api_proto_goTypes = []any{
 	(*PublishRequest)(nil),       // 0: hubbub.api.v1.PublishRequest
 	(*PublishResponse)(nil),      // 1: hubbub.api.v1.PublishResponse
 	(*SendToUserRequest)(nil),    // 2: hubbub.api.v1.SendToUserRequest
-	(*SendToUserResponse)(nil),   // 3: hubbub.api.v1.SendToUserResponse
-	(*BatchPublishRequest)(nil),  // 4: hubbub.api.v1.BatchPublishRequest
-	(*BatchPublishResponse)(nil), // 5: hubbub.api.v1.BatchPublishResponse
-	(*PublishResult)(nil),        // 6: hubbub.api.v1.PublishResult
-	(*BroadcastRequest)(nil),     // 7: hubbub.api.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),    // 8: hubbub.api.v1.BroadcastResponse
-	(*HistoryRequest)(nil),       // 9: hubbub.api.v1.HistoryRequest
-	(*HistoryResponse)(nil),      // 10: hubbub.api.v1.HistoryResponse
-	(*PresenceRequest)(nil),      // 11: hubbub.api.v1.PresenceRequest
-	(*PresenceResponse)(nil),     // 12: hubbub.api.v1.PresenceResponse
-	(*RoomInfoRequest)(nil),      // 13: hubbub.api.v1.RoomInfoRequest
-	(*RoomInfoResponse)(nil),     // 14: hubbub.api.v1.RoomInfoResponse
-	(*NodeMembers)(nil),          // 15: hubbub.api.v1.NodeMembers
-	(*ListRoomsRequest)(nil),     // 16: hubbub.api.v1.ListRoomsRequest
-	(*ListRoomsResponse)(nil),    // 17: hubbub.api.v1.ListRoomsResponse
-	(*RoomSummary)(nil),          // 18: hubbub.api.v1.RoomSummary
-	(*DisconnectRequest)(nil),    // 19: hubbub.api.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),   // 20: hubbub.api.v1.DisconnectResponse
-	(*ConnectionsRequest)(nil),   // 21: hubbub.api.v1.ConnectionsRequest
-	(*ConnectionsResponse)(nil),  // 22: hubbub.api.v1.ConnectionsResponse
-	(*Connection)(nil),           // 23: hubbub.api.v1.Connection
-	(*InfoRequest)(nil),          // 24: hubbub.api.v1.InfoRequest
-	(*InfoResponse)(nil),         // 25: hubbub.api.v1.InfoResponse
-	(*NodeInfo)(nil),             // 26: hubbub.api.v1.NodeInfo
-	(*TailRequest)(nil),          // 27: hubbub.api.v1.TailRequest
-	(*TailResponse)(nil),         // 28: hubbub.api.v1.TailResponse
-	(*TailMessage)(nil),          // 29: hubbub.api.v1.TailMessage
-	(*v1.Body)(nil),              // 30: hubbub.v1.Body
-	(*v1.Error)(nil),             // 31: hubbub.v1.Error
-	(*v1.Message)(nil),           // 32: hubbub.v1.Message
-	(*v1.StreamPosition)(nil),    // 33: hubbub.v1.StreamPosition
-	(*v1.PresenceState)(nil),     // 34: hubbub.v1.PresenceState
-	(*v1.RoomInfo)(nil),          // 35: hubbub.v1.RoomInfo
+	(*GetCommandRequest)(nil),    // 3: hubbub.api.v1.GetCommandRequest
+	(*GetCommandResponse)(nil),   // 4: hubbub.api.v1.GetCommandResponse
+	(*SendToUserResponse)(nil),   // 5: hubbub.api.v1.SendToUserResponse
+	(*BatchPublishRequest)(nil),  // 6: hubbub.api.v1.BatchPublishRequest
+	(*BatchPublishResponse)(nil), // 7: hubbub.api.v1.BatchPublishResponse
+	(*PublishResult)(nil),        // 8: hubbub.api.v1.PublishResult
+	(*BroadcastRequest)(nil),     // 9: hubbub.api.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),    // 10: hubbub.api.v1.BroadcastResponse
+	(*HistoryRequest)(nil),       // 11: hubbub.api.v1.HistoryRequest
+	(*HistoryResponse)(nil),      // 12: hubbub.api.v1.HistoryResponse
+	(*PresenceRequest)(nil),      // 13: hubbub.api.v1.PresenceRequest
+	(*PresenceResponse)(nil),     // 14: hubbub.api.v1.PresenceResponse
+	(*RoomInfoRequest)(nil),      // 15: hubbub.api.v1.RoomInfoRequest
+	(*RoomInfoResponse)(nil),     // 16: hubbub.api.v1.RoomInfoResponse
+	(*NodeMembers)(nil),          // 17: hubbub.api.v1.NodeMembers
+	(*ListRoomsRequest)(nil),     // 18: hubbub.api.v1.ListRoomsRequest
+	(*ListRoomsResponse)(nil),    // 19: hubbub.api.v1.ListRoomsResponse
+	(*RoomSummary)(nil),          // 20: hubbub.api.v1.RoomSummary
+	(*DisconnectRequest)(nil),    // 21: hubbub.api.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),   // 22: hubbub.api.v1.DisconnectResponse
+	(*ConnectionsRequest)(nil),   // 23: hubbub.api.v1.ConnectionsRequest
+	(*ConnectionsResponse)(nil),  // 24: hubbub.api.v1.ConnectionsResponse
+	(*Connection)(nil),           // 25: hubbub.api.v1.Connection
+	(*InfoRequest)(nil),          // 26: hubbub.api.v1.InfoRequest
+	(*InfoResponse)(nil),         // 27: hubbub.api.v1.InfoResponse
+	(*NodeInfo)(nil),             // 28: hubbub.api.v1.NodeInfo
+	(*TailRequest)(nil),          // 29: hubbub.api.v1.TailRequest
+	(*TailResponse)(nil),         // 30: hubbub.api.v1.TailResponse
+	(*TailMessage)(nil),          // 31: hubbub.api.v1.TailMessage
+	(*v1.Body)(nil),              // 32: hubbub.v1.Body
+	(*v1.CommandOutcome)(nil),    // 33: hubbub.v1.CommandOutcome
+	(*v1.Error)(nil),             // 34: hubbub.v1.Error
+	(*v1.Message)(nil),           // 35: hubbub.v1.Message
+	(*v1.StreamPosition)(nil),    // 36: hubbub.v1.StreamPosition
+	(*v1.PresenceState)(nil),     // 37: hubbub.v1.PresenceState
+	(*v1.RoomInfo)(nil),          // 38: hubbub.v1.RoomInfo
 }
 var file_hubbub_api_v1_api_proto_depIdxs = []int32{
-	30, // 0: hubbub.api.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	30, // 1: hubbub.api.v1.SendToUserRequest.body:type_name -> hubbub.v1.Body
-	0,  // 2: hubbub.api.v1.BatchPublishRequest.items:type_name -> hubbub.api.v1.PublishRequest
-	6,  // 3: hubbub.api.v1.BatchPublishResponse.results:type_name -> hubbub.api.v1.PublishResult
-	1,  // 4: hubbub.api.v1.PublishResult.published:type_name -> hubbub.api.v1.PublishResponse
-	31, // 5: hubbub.api.v1.PublishResult.error:type_name -> hubbub.v1.Error
-	30, // 6: hubbub.api.v1.BroadcastRequest.body:type_name -> hubbub.v1.Body
-	6,  // 7: hubbub.api.v1.BroadcastResponse.results:type_name -> hubbub.api.v1.PublishResult
-	32, // 8: hubbub.api.v1.HistoryResponse.messages:type_name -> hubbub.v1.Message
-	33, // 9: hubbub.api.v1.HistoryResponse.position:type_name -> hubbub.v1.StreamPosition
-	34, // 10: hubbub.api.v1.PresenceResponse.state:type_name -> hubbub.v1.PresenceState
-	33, // 11: hubbub.api.v1.RoomInfoResponse.position:type_name -> hubbub.v1.StreamPosition
-	35, // 12: hubbub.api.v1.RoomInfoResponse.info:type_name -> hubbub.v1.RoomInfo
-	34, // 13: hubbub.api.v1.RoomInfoResponse.presence:type_name -> hubbub.v1.PresenceState
-	15, // 14: hubbub.api.v1.RoomInfoResponse.members:type_name -> hubbub.api.v1.NodeMembers
-	18, // 15: hubbub.api.v1.ListRoomsResponse.rooms:type_name -> hubbub.api.v1.RoomSummary
-	23, // 16: hubbub.api.v1.ConnectionsResponse.connections:type_name -> hubbub.api.v1.Connection
-	26, // 17: hubbub.api.v1.InfoResponse.nodes:type_name -> hubbub.api.v1.NodeInfo
-	23, // 18: hubbub.api.v1.NodeInfo.slowest:type_name -> hubbub.api.v1.Connection
-	33, // 19: hubbub.api.v1.TailRequest.since:type_name -> hubbub.v1.StreamPosition
-	29, // 20: hubbub.api.v1.TailResponse.messages:type_name -> hubbub.api.v1.TailMessage
-	33, // 21: hubbub.api.v1.TailResponse.position:type_name -> hubbub.v1.StreamPosition
-	32, // 22: hubbub.api.v1.TailMessage.message:type_name -> hubbub.v1.Message
-	0,  // 23: hubbub.api.v1.ServerAPI.Publish:input_type -> hubbub.api.v1.PublishRequest
-	4,  // 24: hubbub.api.v1.ServerAPI.BatchPublish:input_type -> hubbub.api.v1.BatchPublishRequest
-	7,  // 25: hubbub.api.v1.ServerAPI.Broadcast:input_type -> hubbub.api.v1.BroadcastRequest
-	2,  // 26: hubbub.api.v1.ServerAPI.SendToUser:input_type -> hubbub.api.v1.SendToUserRequest
-	9,  // 27: hubbub.api.v1.ServerAPI.History:input_type -> hubbub.api.v1.HistoryRequest
-	11, // 28: hubbub.api.v1.ServerAPI.Presence:input_type -> hubbub.api.v1.PresenceRequest
-	13, // 29: hubbub.api.v1.ServerAPI.RoomInfo:input_type -> hubbub.api.v1.RoomInfoRequest
-	16, // 30: hubbub.api.v1.ServerAPI.ListRooms:input_type -> hubbub.api.v1.ListRoomsRequest
-	19, // 31: hubbub.api.v1.ServerAPI.Disconnect:input_type -> hubbub.api.v1.DisconnectRequest
-	21, // 32: hubbub.api.v1.ServerAPI.Connections:input_type -> hubbub.api.v1.ConnectionsRequest
-	24, // 33: hubbub.api.v1.ServerAPI.Info:input_type -> hubbub.api.v1.InfoRequest
-	27, // 34: hubbub.api.v1.ServerAPI.Tail:input_type -> hubbub.api.v1.TailRequest
-	1,  // 35: hubbub.api.v1.ServerAPI.Publish:output_type -> hubbub.api.v1.PublishResponse
-	5,  // 36: hubbub.api.v1.ServerAPI.BatchPublish:output_type -> hubbub.api.v1.BatchPublishResponse
-	8,  // 37: hubbub.api.v1.ServerAPI.Broadcast:output_type -> hubbub.api.v1.BroadcastResponse
-	3,  // 38: hubbub.api.v1.ServerAPI.SendToUser:output_type -> hubbub.api.v1.SendToUserResponse
-	10, // 39: hubbub.api.v1.ServerAPI.History:output_type -> hubbub.api.v1.HistoryResponse
-	12, // 40: hubbub.api.v1.ServerAPI.Presence:output_type -> hubbub.api.v1.PresenceResponse
-	14, // 41: hubbub.api.v1.ServerAPI.RoomInfo:output_type -> hubbub.api.v1.RoomInfoResponse
-	17, // 42: hubbub.api.v1.ServerAPI.ListRooms:output_type -> hubbub.api.v1.ListRoomsResponse
-	20, // 43: hubbub.api.v1.ServerAPI.Disconnect:output_type -> hubbub.api.v1.DisconnectResponse
-	22, // 44: hubbub.api.v1.ServerAPI.Connections:output_type -> hubbub.api.v1.ConnectionsResponse
-	25, // 45: hubbub.api.v1.ServerAPI.Info:output_type -> hubbub.api.v1.InfoResponse
-	28, // 46: hubbub.api.v1.ServerAPI.Tail:output_type -> hubbub.api.v1.TailResponse
-	35, // [35:47] is the sub-list for method output_type
-	23, // [23:35] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	32, // 0: hubbub.api.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	32, // 1: hubbub.api.v1.SendToUserRequest.body:type_name -> hubbub.v1.Body
+	33, // 2: hubbub.api.v1.GetCommandResponse.outcome:type_name -> hubbub.v1.CommandOutcome
+	0,  // 3: hubbub.api.v1.BatchPublishRequest.items:type_name -> hubbub.api.v1.PublishRequest
+	8,  // 4: hubbub.api.v1.BatchPublishResponse.results:type_name -> hubbub.api.v1.PublishResult
+	1,  // 5: hubbub.api.v1.PublishResult.published:type_name -> hubbub.api.v1.PublishResponse
+	34, // 6: hubbub.api.v1.PublishResult.error:type_name -> hubbub.v1.Error
+	32, // 7: hubbub.api.v1.BroadcastRequest.body:type_name -> hubbub.v1.Body
+	8,  // 8: hubbub.api.v1.BroadcastResponse.results:type_name -> hubbub.api.v1.PublishResult
+	35, // 9: hubbub.api.v1.HistoryResponse.messages:type_name -> hubbub.v1.Message
+	36, // 10: hubbub.api.v1.HistoryResponse.position:type_name -> hubbub.v1.StreamPosition
+	37, // 11: hubbub.api.v1.PresenceResponse.state:type_name -> hubbub.v1.PresenceState
+	36, // 12: hubbub.api.v1.RoomInfoResponse.position:type_name -> hubbub.v1.StreamPosition
+	38, // 13: hubbub.api.v1.RoomInfoResponse.info:type_name -> hubbub.v1.RoomInfo
+	37, // 14: hubbub.api.v1.RoomInfoResponse.presence:type_name -> hubbub.v1.PresenceState
+	17, // 15: hubbub.api.v1.RoomInfoResponse.members:type_name -> hubbub.api.v1.NodeMembers
+	20, // 16: hubbub.api.v1.ListRoomsResponse.rooms:type_name -> hubbub.api.v1.RoomSummary
+	25, // 17: hubbub.api.v1.ConnectionsResponse.connections:type_name -> hubbub.api.v1.Connection
+	28, // 18: hubbub.api.v1.InfoResponse.nodes:type_name -> hubbub.api.v1.NodeInfo
+	25, // 19: hubbub.api.v1.NodeInfo.slowest:type_name -> hubbub.api.v1.Connection
+	36, // 20: hubbub.api.v1.TailRequest.since:type_name -> hubbub.v1.StreamPosition
+	31, // 21: hubbub.api.v1.TailResponse.messages:type_name -> hubbub.api.v1.TailMessage
+	36, // 22: hubbub.api.v1.TailResponse.position:type_name -> hubbub.v1.StreamPosition
+	35, // 23: hubbub.api.v1.TailMessage.message:type_name -> hubbub.v1.Message
+	0,  // 24: hubbub.api.v1.ServerAPI.Publish:input_type -> hubbub.api.v1.PublishRequest
+	6,  // 25: hubbub.api.v1.ServerAPI.BatchPublish:input_type -> hubbub.api.v1.BatchPublishRequest
+	9,  // 26: hubbub.api.v1.ServerAPI.Broadcast:input_type -> hubbub.api.v1.BroadcastRequest
+	2,  // 27: hubbub.api.v1.ServerAPI.SendToUser:input_type -> hubbub.api.v1.SendToUserRequest
+	3,  // 28: hubbub.api.v1.ServerAPI.GetCommand:input_type -> hubbub.api.v1.GetCommandRequest
+	11, // 29: hubbub.api.v1.ServerAPI.History:input_type -> hubbub.api.v1.HistoryRequest
+	13, // 30: hubbub.api.v1.ServerAPI.Presence:input_type -> hubbub.api.v1.PresenceRequest
+	15, // 31: hubbub.api.v1.ServerAPI.RoomInfo:input_type -> hubbub.api.v1.RoomInfoRequest
+	18, // 32: hubbub.api.v1.ServerAPI.ListRooms:input_type -> hubbub.api.v1.ListRoomsRequest
+	21, // 33: hubbub.api.v1.ServerAPI.Disconnect:input_type -> hubbub.api.v1.DisconnectRequest
+	23, // 34: hubbub.api.v1.ServerAPI.Connections:input_type -> hubbub.api.v1.ConnectionsRequest
+	26, // 35: hubbub.api.v1.ServerAPI.Info:input_type -> hubbub.api.v1.InfoRequest
+	29, // 36: hubbub.api.v1.ServerAPI.Tail:input_type -> hubbub.api.v1.TailRequest
+	1,  // 37: hubbub.api.v1.ServerAPI.Publish:output_type -> hubbub.api.v1.PublishResponse
+	7,  // 38: hubbub.api.v1.ServerAPI.BatchPublish:output_type -> hubbub.api.v1.BatchPublishResponse
+	10, // 39: hubbub.api.v1.ServerAPI.Broadcast:output_type -> hubbub.api.v1.BroadcastResponse
+	5,  // 40: hubbub.api.v1.ServerAPI.SendToUser:output_type -> hubbub.api.v1.SendToUserResponse
+	4,  // 41: hubbub.api.v1.ServerAPI.GetCommand:output_type -> hubbub.api.v1.GetCommandResponse
+	12, // 42: hubbub.api.v1.ServerAPI.History:output_type -> hubbub.api.v1.HistoryResponse
+	14, // 43: hubbub.api.v1.ServerAPI.Presence:output_type -> hubbub.api.v1.PresenceResponse
+	16, // 44: hubbub.api.v1.ServerAPI.RoomInfo:output_type -> hubbub.api.v1.RoomInfoResponse
+	19, // 45: hubbub.api.v1.ServerAPI.ListRooms:output_type -> hubbub.api.v1.ListRoomsResponse
+	22, // 46: hubbub.api.v1.ServerAPI.Disconnect:output_type -> hubbub.api.v1.DisconnectResponse
+	24, // 47: hubbub.api.v1.ServerAPI.Connections:output_type -> hubbub.api.v1.ConnectionsResponse
+	27, // 48: hubbub.api.v1.ServerAPI.Info:output_type -> hubbub.api.v1.InfoResponse
+	30, // 49: hubbub.api.v1.ServerAPI.Tail:output_type -> hubbub.api.v1.TailResponse
+	37, // [37:50] is the sub-list for method output_type
+	24, // [24:37] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_api_v1_api_proto_init() }
@@ -2188,7 +2329,7 @@ func file_hubbub_api_v1_api_proto_init() {
 	if File_hubbub_api_v1_api_proto != nil {
 		return
 	}
-	file_hubbub_api_v1_api_proto_msgTypes[6].OneofWrappers = []any{
+	file_hubbub_api_v1_api_proto_msgTypes[8].OneofWrappers = []any{
 		(*PublishResult_Published)(nil),
 		(*PublishResult_Error)(nil),
 	}
@@ -2198,7 +2339,7 @@ func file_hubbub_api_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_api_v1_api_proto_rawDesc), len(file_hubbub_api_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	ServerAPI_BatchPublish_FullMethodName = "/hubbub.api.v1.ServerAPI/BatchPublish"
 	ServerAPI_Broadcast_FullMethodName    = "/hubbub.api.v1.ServerAPI/Broadcast"
 	ServerAPI_SendToUser_FullMethodName   = "/hubbub.api.v1.ServerAPI/SendToUser"
+	ServerAPI_GetCommand_FullMethodName   = "/hubbub.api.v1.ServerAPI/GetCommand"
 	ServerAPI_History_FullMethodName      = "/hubbub.api.v1.ServerAPI/History"
 	ServerAPI_Presence_FullMethodName     = "/hubbub.api.v1.ServerAPI/Presence"
 	ServerAPI_RoomInfo_FullMethodName     = "/hubbub.api.v1.ServerAPI/RoomInfo"
@@ -54,6 +55,10 @@ type ServerAPIClient interface {
 	// SendToUser sends a direct message to a user: stored in the user's personal stream (the room
 	// "@<user>") and delivered to every connection of the user that receives it, on any node.
 	SendToUser(ctx context.Context, in *SendToUserRequest, opts ...grpc.CallOption) (*SendToUserResponse, error)
+	// GetCommand says where a device command sent with SendToUser (require_ack) stands: pending,
+	// acked (by which connection, when) or expired; with wait, it answers when the command settles
+	// (or after about 20 seconds, still pending).
+	GetCommand(ctx context.Context, in *GetCommandRequest, opts ...grpc.CallOption) (*GetCommandResponse, error)
 	// History reads a room's retained messages.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 	// Presence reads one page of a room's users.
@@ -116,6 +121,16 @@ func (c *serverAPIClient) SendToUser(ctx context.Context, in *SendToUserRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SendToUserResponse)
 	err := c.cc.Invoke(ctx, ServerAPI_SendToUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *serverAPIClient) GetCommand(ctx context.Context, in *GetCommandRequest, opts ...grpc.CallOption) (*GetCommandResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCommandResponse)
+	err := c.cc.Invoke(ctx, ServerAPI_GetCommand_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +247,10 @@ type ServerAPIServer interface {
 	// SendToUser sends a direct message to a user: stored in the user's personal stream (the room
 	// "@<user>") and delivered to every connection of the user that receives it, on any node.
 	SendToUser(context.Context, *SendToUserRequest) (*SendToUserResponse, error)
+	// GetCommand says where a device command sent with SendToUser (require_ack) stands: pending,
+	// acked (by which connection, when) or expired; with wait, it answers when the command settles
+	// (or after about 20 seconds, still pending).
+	GetCommand(context.Context, *GetCommandRequest) (*GetCommandResponse, error)
 	// History reads a room's retained messages.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	// Presence reads one page of a room's users.
@@ -271,6 +290,9 @@ func (UnimplementedServerAPIServer) Broadcast(context.Context, *BroadcastRequest
 }
 func (UnimplementedServerAPIServer) SendToUser(context.Context, *SendToUserRequest) (*SendToUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SendToUser not implemented")
+}
+func (UnimplementedServerAPIServer) GetCommand(context.Context, *GetCommandRequest) (*GetCommandResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCommand not implemented")
 }
 func (UnimplementedServerAPIServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
@@ -385,6 +407,24 @@ func _ServerAPI_SendToUser_Handler(srv interface{}, ctx context.Context, dec fun
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ServerAPIServer).SendToUser(ctx, req.(*SendToUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ServerAPI_GetCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCommandRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ServerAPIServer).GetCommand(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ServerAPI_GetCommand_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ServerAPIServer).GetCommand(ctx, req.(*GetCommandRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -548,6 +588,10 @@ var ServerAPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SendToUser",
 			Handler:    _ServerAPI_SendToUser_Handler,
+		},
+		{
+			MethodName: "GetCommand",
+			Handler:    _ServerAPI_GetCommand_Handler,
 		},
 		{
 			MethodName: "History",

@@ -156,6 +156,7 @@ type Envelope struct {
 	//	*Envelope_RoomTail
 	//	*Envelope_RoomReserve
 	//	*Envelope_RoomMark
+	//	*Envelope_RoomCommand
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -351,6 +352,15 @@ func (x *Envelope) GetRoomMark() *RoomMark {
 	return nil
 }
 
+func (x *Envelope) GetRoomCommand() *RoomCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_RoomCommand); ok {
+			return x.RoomCommand
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -423,6 +433,10 @@ type Envelope_RoomMark struct {
 	RoomMark *RoomMark `protobuf:"bytes,17,opt,name=room_mark,json=roomMark,proto3,oneof"`
 }
 
+type Envelope_RoomCommand struct {
+	RoomCommand *RoomCommand `protobuf:"bytes,18,opt,name=room_command,json=roomCommand,proto3,oneof"`
+}
+
 func (*Envelope_RoomJoin) isEnvelope_Body() {}
 
 func (*Envelope_RoomLeave) isEnvelope_Body() {}
@@ -456,6 +470,8 @@ func (*Envelope_RoomTail) isEnvelope_Body() {}
 func (*Envelope_RoomReserve) isEnvelope_Body() {}
 
 func (*Envelope_RoomMark) isEnvelope_Body() {}
+
+func (*Envelope_RoomCommand) isEnvelope_Body() {}
 
 // Member identifies one connection in a room.
 type Member struct {
@@ -738,8 +754,13 @@ type RoomPublish struct {
 	RequestId uint64                 `protobuf:"varint,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// A direct message into a user's personal stream (rooms "@<user>" take no
 	// other publishes).
-	Direct        bool              `protobuf:"varint,7,opt,name=direct,proto3" json:"direct,omitempty"`
-	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Direct bool `protobuf:"varint,7,opt,name=direct,proto3" json:"direct,omitempty"`
+	// A device command (hubbub.v1.DirectRequest.require_ack, ttl_ms).
+	RequireAck bool   `protobuf:"varint,8,opt,name=require_ack,json=requireAck,proto3" json:"require_ack,omitempty"`
+	TtlMs      uint32 `protobuf:"varint,9,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// A command's outcome, for the sender's personal stream.
+	Outcome       *v1.CommandOutcome `protobuf:"bytes,10,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Trace         map[string]string  `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -821,6 +842,27 @@ func (x *RoomPublish) GetDirect() bool {
 		return x.Direct
 	}
 	return false
+}
+
+func (x *RoomPublish) GetRequireAck() bool {
+	if x != nil {
+		return x.RequireAck
+	}
+	return false
+}
+
+func (x *RoomPublish) GetTtlMs() uint32 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *RoomPublish) GetOutcome() *v1.CommandOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
 }
 
 func (x *RoomPublish) GetTrace() map[string]string {
@@ -1073,8 +1115,10 @@ type RoomReply struct {
 	// The answer to a RoomInspect.
 	Inspection *RoomInspection `protobuf:"bytes,3,opt,name=inspection,proto3" json:"inspection,omitempty"`
 	// The answer to a RoomTail.
-	Tail          *RoomTailReply    `protobuf:"bytes,4,opt,name=tail,proto3" json:"tail,omitempty"`
-	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tail *RoomTailReply `protobuf:"bytes,4,opt,name=tail,proto3" json:"tail,omitempty"`
+	// The answer to a RoomCommand.
+	Command       *v1.CommandOutcome `protobuf:"bytes,5,opt,name=command,proto3" json:"command,omitempty"`
+	Trace         map[string]string  `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1133,6 +1177,13 @@ func (x *RoomReply) GetInspection() *RoomInspection {
 func (x *RoomReply) GetTail() *RoomTailReply {
 	if x != nil {
 		return x.Tail
+	}
+	return nil
+}
+
+func (x *RoomReply) GetCommand() *v1.CommandOutcome {
+	if x != nil {
+		return x.Command
 	}
 	return nil
 }
@@ -1376,14 +1427,16 @@ func (x *RoomReserve) GetTrace() map[string]string {
 
 // RoomMark raises a user's marks in a room (AckRequest, ReadRequest).
 type RoomMark struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
-	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	User          string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
-	Ack           uint64                 `protobuf:"varint,4,opt,name=ack,proto3" json:"ack,omitempty"`
-	Read          uint64                 `protobuf:"varint,5,opt,name=read,proto3" json:"read,omitempty"`
-	Epoch         string                 `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Room      string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	RequestId uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	User      string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// The connection that sent the mark (a command's ack names it).
+	ClientId      string            `protobuf:"bytes,7,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Ack           uint64            `protobuf:"varint,4,opt,name=ack,proto3" json:"ack,omitempty"`
+	Read          uint64            `protobuf:"varint,5,opt,name=read,proto3" json:"read,omitempty"`
+	Epoch         string            `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Trace         map[string]string `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1439,6 +1492,13 @@ func (x *RoomMark) GetUser() string {
 	return ""
 }
 
+func (x *RoomMark) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
 func (x *RoomMark) GetAck() uint64 {
 	if x != nil {
 		return x.Ack
@@ -1467,6 +1527,85 @@ func (x *RoomMark) GetTrace() map[string]string {
 	return nil
 }
 
+// RoomCommand asks a personal room where a device command stands (the
+// server API's GetCommand); with wait and the command pending, the room
+// answers when it settles (or after about 20 seconds, pending).
+type RoomCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	RequestId     uint64                 `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Wait          bool                   `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	Trace         map[string]string      `protobuf:"bytes,15,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoomCommand) Reset() {
+	*x = RoomCommand{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoomCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoomCommand) ProtoMessage() {}
+
+func (x *RoomCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoomCommand.ProtoReflect.Descriptor instead.
+func (*RoomCommand) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RoomCommand) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *RoomCommand) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *RoomCommand) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *RoomCommand) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+func (x *RoomCommand) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
 // RoomTail asks a room for the messages after a position (the server API's
 // Tail). With wait set and nothing newer, the room answers when its next
 // message is stored (or with nothing, when it has more waiting tails than it
@@ -1486,7 +1625,7 @@ type RoomTail struct {
 
 func (x *RoomTail) Reset() {
 	*x = RoomTail{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1637,7 @@ func (x *RoomTail) String() string {
 func (*RoomTail) ProtoMessage() {}
 
 func (x *RoomTail) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[13]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1650,7 @@ func (x *RoomTail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomTail.ProtoReflect.Descriptor instead.
 func (*RoomTail) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RoomTail) GetRoom() string {
@@ -1571,7 +1710,7 @@ type RoomTailReply struct {
 
 func (x *RoomTailReply) Reset() {
 	*x = RoomTailReply{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1722,7 @@ func (x *RoomTailReply) String() string {
 func (*RoomTailReply) ProtoMessage() {}
 
 func (x *RoomTailReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[14]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1735,7 @@ func (x *RoomTailReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomTailReply.ProtoReflect.Descriptor instead.
 func (*RoomTailReply) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RoomTailReply) GetEntries() []*TailEntry {
@@ -1632,7 +1771,7 @@ type TailEntry struct {
 
 func (x *TailEntry) Reset() {
 	*x = TailEntry{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1783,7 @@ func (x *TailEntry) String() string {
 func (*TailEntry) ProtoMessage() {}
 
 func (x *TailEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[15]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1796,7 @@ func (x *TailEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEntry.ProtoReflect.Descriptor instead.
 func (*TailEntry) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TailEntry) GetMessage() *v1.Message {
@@ -1692,7 +1831,7 @@ type NodeInspect struct {
 
 func (x *NodeInspect) Reset() {
 	*x = NodeInspect{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1843,7 @@ func (x *NodeInspect) String() string {
 func (*NodeInspect) ProtoMessage() {}
 
 func (x *NodeInspect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[16]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1856,7 @@ func (x *NodeInspect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInspect.ProtoReflect.Descriptor instead.
 func (*NodeInspect) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeInspect) GetRequestId() uint64 {
@@ -1782,7 +1921,7 @@ type NodeReport struct {
 
 func (x *NodeReport) Reset() {
 	*x = NodeReport{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1933,7 @@ func (x *NodeReport) String() string {
 func (*NodeReport) ProtoMessage() {}
 
 func (x *NodeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[17]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1946,7 @@ func (x *NodeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeReport.ProtoReflect.Descriptor instead.
 func (*NodeReport) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeReport) GetRequestId() uint64 {
@@ -1922,7 +2061,7 @@ type NodeRoom struct {
 
 func (x *NodeRoom) Reset() {
 	*x = NodeRoom{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2073,7 @@ func (x *NodeRoom) String() string {
 func (*NodeRoom) ProtoMessage() {}
 
 func (x *NodeRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[18]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2086,7 @@ func (x *NodeRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRoom.ProtoReflect.Descriptor instead.
 func (*NodeRoom) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeRoom) GetRoom() string {
@@ -1992,7 +2131,7 @@ type NodeConn struct {
 
 func (x *NodeConn) Reset() {
 	*x = NodeConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2143,7 @@ func (x *NodeConn) String() string {
 func (*NodeConn) ProtoMessage() {}
 
 func (x *NodeConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2156,7 @@ func (x *NodeConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeConn.ProtoReflect.Descriptor instead.
 func (*NodeConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeConn) GetClientId() string {
@@ -2069,7 +2208,7 @@ type NodeDisconnect struct {
 
 func (x *NodeDisconnect) Reset() {
 	*x = NodeDisconnect{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2220,7 @@ func (x *NodeDisconnect) String() string {
 func (*NodeDisconnect) ProtoMessage() {}
 
 func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2233,7 @@ func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDisconnect.ProtoReflect.Descriptor instead.
 func (*NodeDisconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeDisconnect) GetRequestId() uint64 {
@@ -2152,7 +2291,7 @@ type RelaySubscribe struct {
 
 func (x *RelaySubscribe) Reset() {
 	*x = RelaySubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2303,7 @@ func (x *RelaySubscribe) String() string {
 func (*RelaySubscribe) ProtoMessage() {}
 
 func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2316,7 @@ func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelaySubscribe.ProtoReflect.Descriptor instead.
 func (*RelaySubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RelaySubscribe) GetRoom() string {
@@ -2244,7 +2383,7 @@ type RelayUnsubscribe struct {
 
 func (x *RelayUnsubscribe) Reset() {
 	*x = RelayUnsubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2395,7 @@ func (x *RelayUnsubscribe) String() string {
 func (*RelayUnsubscribe) ProtoMessage() {}
 
 func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2408,7 @@ func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayUnsubscribe.ProtoReflect.Descriptor instead.
 func (*RelayUnsubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RelayUnsubscribe) GetRoom() string {
@@ -2341,7 +2480,7 @@ type RelayDeliver struct {
 
 func (x *RelayDeliver) Reset() {
 	*x = RelayDeliver{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2353,7 +2492,7 @@ func (x *RelayDeliver) String() string {
 func (*RelayDeliver) ProtoMessage() {}
 
 func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2366,7 +2505,7 @@ func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayDeliver.ProtoReflect.Descriptor instead.
 func (*RelayDeliver) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RelayDeliver) GetRoom() string {
@@ -2474,7 +2613,7 @@ type NotifyJournalRecord struct {
 
 func (x *NotifyJournalRecord) Reset() {
 	*x = NotifyJournalRecord{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2625,7 @@ func (x *NotifyJournalRecord) String() string {
 func (*NotifyJournalRecord) ProtoMessage() {}
 
 func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2638,7 @@ func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyJournalRecord.ProtoReflect.Descriptor instead.
 func (*NotifyJournalRecord) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{24}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NotifyJournalRecord) GetEntry() isNotifyJournalRecord_Entry {
@@ -2637,7 +2776,7 @@ type JournalConn struct {
 
 func (x *JournalConn) Reset() {
 	*x = JournalConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2788,7 @@ func (x *JournalConn) String() string {
 func (*JournalConn) ProtoMessage() {}
 
 func (x *JournalConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2801,7 @@ func (x *JournalConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalConn.ProtoReflect.Descriptor instead.
 func (*JournalConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{25}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *JournalConn) GetClientId() string {
@@ -2690,7 +2829,7 @@ var File_hubbub_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bhubbub/hooks/v1/hooks.proto\x1a\x16hubbub/v1/hubbub.proto\"\xee\b\n" +
+	"\x19hubbub/node/v1/node.proto\x12\x0ehubbub.node.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bhubbub/hooks/v1/hooks.proto\x1a\x16hubbub/v1/hubbub.proto\"\xb0\t\n" +
 	"\bEnvelope\x127\n" +
 	"\troom_join\x18\x01 \x01(\v2\x18.hubbub.node.v1.RoomJoinH\x00R\broomJoin\x12:\n" +
 	"\n" +
@@ -2713,7 +2852,8 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\x0fnode_disconnect\x18\x0e \x01(\v2\x1e.hubbub.node.v1.NodeDisconnectH\x00R\x0enodeDisconnect\x127\n" +
 	"\troom_tail\x18\x0f \x01(\v2\x18.hubbub.node.v1.RoomTailH\x00R\broomTail\x12@\n" +
 	"\froom_reserve\x18\x10 \x01(\v2\x1b.hubbub.node.v1.RoomReserveH\x00R\vroomReserve\x127\n" +
-	"\troom_mark\x18\x11 \x01(\v2\x18.hubbub.node.v1.RoomMarkH\x00R\broomMarkB\x06\n" +
+	"\troom_mark\x18\x11 \x01(\v2\x18.hubbub.node.v1.RoomMarkH\x00R\broomMark\x12@\n" +
+	"\froom_command\x18\x12 \x01(\v2\x1b.hubbub.node.v1.RoomCommandH\x00R\vroomCommandB\x06\n" +
 	"\x04body\"\xbc\x01\n" +
 	"\x06Member\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x19\n" +
@@ -2749,7 +2889,7 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc3\x03\n" +
 	"\vRoomPublish\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12.\n" +
 	"\x06member\x18\x02 \x01(\v2\x16.hubbub.node.v1.MemberR\x06member\x12#\n" +
@@ -2759,7 +2899,12 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\x03key\x18\x05 \x01(\tR\x03key\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x06 \x01(\x04R\trequestId\x12\x16\n" +
-	"\x06direct\x18\a \x01(\bR\x06direct\x12<\n" +
+	"\x06direct\x18\a \x01(\bR\x06direct\x12\x1f\n" +
+	"\vrequire_ack\x18\b \x01(\bR\n" +
+	"requireAck\x12\x15\n" +
+	"\x06ttl_ms\x18\t \x01(\rR\x05ttlMs\x123\n" +
+	"\aoutcome\x18\n" +
+	" \x01(\v2\x19.hubbub.v1.CommandOutcomeR\aoutcome\x12<\n" +
 	"\x05trace\x18\x0f \x03(\v2&.hubbub.node.v1.RoomPublish.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -2798,7 +2943,7 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc1\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf6\x02\n" +
 	"\tRoomReply\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12,\n" +
@@ -2806,7 +2951,8 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"inspection\x18\x03 \x01(\v2\x1e.hubbub.node.v1.RoomInspectionR\n" +
 	"inspection\x121\n" +
-	"\x04tail\x18\x04 \x01(\v2\x1d.hubbub.node.v1.RoomTailReplyR\x04tail\x12:\n" +
+	"\x04tail\x18\x04 \x01(\v2\x1d.hubbub.node.v1.RoomTailReplyR\x04tail\x123\n" +
+	"\acommand\x18\x05 \x01(\v2\x19.hubbub.v1.CommandOutcomeR\acommand\x12:\n" +
 	"\x05trace\x18\x0f \x03(\v2$.hubbub.node.v1.RoomReply.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
@@ -2842,16 +2988,28 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x02\n" +
 	"\bRoomMark\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x12\n" +
-	"\x04user\x18\x03 \x01(\tR\x04user\x12\x10\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x1b\n" +
+	"\tclient_id\x18\a \x01(\tR\bclientId\x12\x10\n" +
 	"\x03ack\x18\x04 \x01(\x04R\x03ack\x12\x12\n" +
 	"\x04read\x18\x05 \x01(\x04R\x04read\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\tR\x05epoch\x129\n" +
 	"\x05trace\x18\x0f \x03(\v2#.hubbub.node.v1.RoomMark.TraceEntryR\x05trace\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x01\n" +
+	"\vRoomCommand\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x04R\trequestId\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04wait\x18\x04 \x01(\bR\x04wait\x12<\n" +
+	"\x05trace\x18\x0f \x03(\v2&.hubbub.node.v1.RoomCommand.TraceEntryR\x05trace\x1a8\n" +
 	"\n" +
 	"TraceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -2997,7 +3155,7 @@ func file_hubbub_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(Encoding)(0),               // 0: hubbub.node.v1.Encoding
 	(OverflowPolicy)(0),         // 1: hubbub.node.v1.OverflowPolicy
@@ -3014,45 +3172,48 @@ var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(*RoomInspection)(nil),      // 12: hubbub.node.v1.RoomInspection
 	(*RoomReserve)(nil),         // 13: hubbub.node.v1.RoomReserve
 	(*RoomMark)(nil),            // 14: hubbub.node.v1.RoomMark
-	(*RoomTail)(nil),            // 15: hubbub.node.v1.RoomTail
-	(*RoomTailReply)(nil),       // 16: hubbub.node.v1.RoomTailReply
-	(*TailEntry)(nil),           // 17: hubbub.node.v1.TailEntry
-	(*NodeInspect)(nil),         // 18: hubbub.node.v1.NodeInspect
-	(*NodeReport)(nil),          // 19: hubbub.node.v1.NodeReport
-	(*NodeRoom)(nil),            // 20: hubbub.node.v1.NodeRoom
-	(*NodeConn)(nil),            // 21: hubbub.node.v1.NodeConn
-	(*NodeDisconnect)(nil),      // 22: hubbub.node.v1.NodeDisconnect
-	(*RelaySubscribe)(nil),      // 23: hubbub.node.v1.RelaySubscribe
-	(*RelayUnsubscribe)(nil),    // 24: hubbub.node.v1.RelayUnsubscribe
-	(*RelayDeliver)(nil),        // 25: hubbub.node.v1.RelayDeliver
-	(*NotifyJournalRecord)(nil), // 26: hubbub.node.v1.NotifyJournalRecord
-	(*JournalConn)(nil),         // 27: hubbub.node.v1.JournalConn
-	nil,                         // 28: hubbub.node.v1.RoomJoin.TraceEntry
-	nil,                         // 29: hubbub.node.v1.RoomLeave.TraceEntry
-	nil,                         // 30: hubbub.node.v1.RoomPublish.TraceEntry
-	nil,                         // 31: hubbub.node.v1.RoomHistory.TraceEntry
-	nil,                         // 32: hubbub.node.v1.RoomPresence.TraceEntry
-	nil,                         // 33: hubbub.node.v1.RoomTyping.TraceEntry
-	nil,                         // 34: hubbub.node.v1.RoomReply.TraceEntry
-	nil,                         // 35: hubbub.node.v1.RoomInspect.TraceEntry
-	nil,                         // 36: hubbub.node.v1.RoomInspection.NodesEntry
-	nil,                         // 37: hubbub.node.v1.RoomReserve.TraceEntry
-	nil,                         // 38: hubbub.node.v1.RoomMark.TraceEntry
-	nil,                         // 39: hubbub.node.v1.RoomTail.TraceEntry
-	nil,                         // 40: hubbub.node.v1.RelaySubscribe.TraceEntry
-	nil,                         // 41: hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	nil,                         // 42: hubbub.node.v1.RelayDeliver.TraceEntry
-	(*v1.ClientInfo)(nil),       // 43: hubbub.v1.ClientInfo
-	(*v1.StreamPosition)(nil),   // 44: hubbub.v1.StreamPosition
-	(*structpb.Value)(nil),      // 45: google.protobuf.Value
-	(*v1.Body)(nil),             // 46: hubbub.v1.Body
-	(*v1.HistoryRequest)(nil),   // 47: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),      // 48: hubbub.v1.ServerFrame
-	(*v1.RoomInfo)(nil),         // 49: hubbub.v1.RoomInfo
-	(*v1.PresenceState)(nil),    // 50: hubbub.v1.PresenceState
-	(*v1.Message)(nil),          // 51: hubbub.v1.Message
-	(*v1.JoinReply)(nil),        // 52: hubbub.v1.JoinReply
-	(*v11.Notification)(nil),    // 53: hubbub.hooks.v1.Notification
+	(*RoomCommand)(nil),         // 15: hubbub.node.v1.RoomCommand
+	(*RoomTail)(nil),            // 16: hubbub.node.v1.RoomTail
+	(*RoomTailReply)(nil),       // 17: hubbub.node.v1.RoomTailReply
+	(*TailEntry)(nil),           // 18: hubbub.node.v1.TailEntry
+	(*NodeInspect)(nil),         // 19: hubbub.node.v1.NodeInspect
+	(*NodeReport)(nil),          // 20: hubbub.node.v1.NodeReport
+	(*NodeRoom)(nil),            // 21: hubbub.node.v1.NodeRoom
+	(*NodeConn)(nil),            // 22: hubbub.node.v1.NodeConn
+	(*NodeDisconnect)(nil),      // 23: hubbub.node.v1.NodeDisconnect
+	(*RelaySubscribe)(nil),      // 24: hubbub.node.v1.RelaySubscribe
+	(*RelayUnsubscribe)(nil),    // 25: hubbub.node.v1.RelayUnsubscribe
+	(*RelayDeliver)(nil),        // 26: hubbub.node.v1.RelayDeliver
+	(*NotifyJournalRecord)(nil), // 27: hubbub.node.v1.NotifyJournalRecord
+	(*JournalConn)(nil),         // 28: hubbub.node.v1.JournalConn
+	nil,                         // 29: hubbub.node.v1.RoomJoin.TraceEntry
+	nil,                         // 30: hubbub.node.v1.RoomLeave.TraceEntry
+	nil,                         // 31: hubbub.node.v1.RoomPublish.TraceEntry
+	nil,                         // 32: hubbub.node.v1.RoomHistory.TraceEntry
+	nil,                         // 33: hubbub.node.v1.RoomPresence.TraceEntry
+	nil,                         // 34: hubbub.node.v1.RoomTyping.TraceEntry
+	nil,                         // 35: hubbub.node.v1.RoomReply.TraceEntry
+	nil,                         // 36: hubbub.node.v1.RoomInspect.TraceEntry
+	nil,                         // 37: hubbub.node.v1.RoomInspection.NodesEntry
+	nil,                         // 38: hubbub.node.v1.RoomReserve.TraceEntry
+	nil,                         // 39: hubbub.node.v1.RoomMark.TraceEntry
+	nil,                         // 40: hubbub.node.v1.RoomCommand.TraceEntry
+	nil,                         // 41: hubbub.node.v1.RoomTail.TraceEntry
+	nil,                         // 42: hubbub.node.v1.RelaySubscribe.TraceEntry
+	nil,                         // 43: hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	nil,                         // 44: hubbub.node.v1.RelayDeliver.TraceEntry
+	(*v1.ClientInfo)(nil),       // 45: hubbub.v1.ClientInfo
+	(*v1.StreamPosition)(nil),   // 46: hubbub.v1.StreamPosition
+	(*structpb.Value)(nil),      // 47: google.protobuf.Value
+	(*v1.Body)(nil),             // 48: hubbub.v1.Body
+	(*v1.CommandOutcome)(nil),   // 49: hubbub.v1.CommandOutcome
+	(*v1.HistoryRequest)(nil),   // 50: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),      // 51: hubbub.v1.ServerFrame
+	(*v1.RoomInfo)(nil),         // 52: hubbub.v1.RoomInfo
+	(*v1.PresenceState)(nil),    // 53: hubbub.v1.PresenceState
+	(*v1.Message)(nil),          // 54: hubbub.v1.Message
+	(*v1.JoinReply)(nil),        // 55: hubbub.v1.JoinReply
+	(*v11.Notification)(nil),    // 56: hubbub.hooks.v1.Notification
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	4,  // 0: hubbub.node.v1.Envelope.room_join:type_name -> hubbub.node.v1.RoomJoin
@@ -3062,66 +3223,70 @@ var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	8,  // 4: hubbub.node.v1.Envelope.room_presence:type_name -> hubbub.node.v1.RoomPresence
 	9,  // 5: hubbub.node.v1.Envelope.room_typing:type_name -> hubbub.node.v1.RoomTyping
 	10, // 6: hubbub.node.v1.Envelope.room_reply:type_name -> hubbub.node.v1.RoomReply
-	23, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
-	24, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
-	25, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
+	24, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
+	25, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
+	26, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
 	11, // 10: hubbub.node.v1.Envelope.room_inspect:type_name -> hubbub.node.v1.RoomInspect
-	18, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
-	19, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
-	22, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
-	15, // 14: hubbub.node.v1.Envelope.room_tail:type_name -> hubbub.node.v1.RoomTail
+	19, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
+	20, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
+	23, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
+	16, // 14: hubbub.node.v1.Envelope.room_tail:type_name -> hubbub.node.v1.RoomTail
 	13, // 15: hubbub.node.v1.Envelope.room_reserve:type_name -> hubbub.node.v1.RoomReserve
 	14, // 16: hubbub.node.v1.Envelope.room_mark:type_name -> hubbub.node.v1.RoomMark
-	43, // 17: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
-	0,  // 18: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
-	3,  // 19: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
-	44, // 20: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	44, // 21: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
-	45, // 22: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
-	28, // 23: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
-	3,  // 24: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	29, // 25: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
-	3,  // 26: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	46, // 27: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	30, // 28: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	47, // 29: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	31, // 30: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	32, // 31: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
-	3,  // 32: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	33, // 33: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	48, // 34: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
-	12, // 35: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
-	16, // 36: hubbub.node.v1.RoomReply.tail:type_name -> hubbub.node.v1.RoomTailReply
-	34, // 37: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	35, // 38: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
-	44, // 39: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
-	49, // 40: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
-	50, // 41: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
-	36, // 42: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
-	37, // 43: hubbub.node.v1.RoomReserve.trace:type_name -> hubbub.node.v1.RoomReserve.TraceEntry
-	38, // 44: hubbub.node.v1.RoomMark.trace:type_name -> hubbub.node.v1.RoomMark.TraceEntry
-	44, // 45: hubbub.node.v1.RoomTail.after:type_name -> hubbub.v1.StreamPosition
-	39, // 46: hubbub.node.v1.RoomTail.trace:type_name -> hubbub.node.v1.RoomTail.TraceEntry
-	17, // 47: hubbub.node.v1.RoomTailReply.entries:type_name -> hubbub.node.v1.TailEntry
-	44, // 48: hubbub.node.v1.RoomTailReply.position:type_name -> hubbub.v1.StreamPosition
-	51, // 49: hubbub.node.v1.TailEntry.message:type_name -> hubbub.v1.Message
-	20, // 50: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
-	21, // 51: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
-	52, // 52: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	40, // 53: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	41, // 54: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	1,  // 55: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	42, // 56: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	27, // 57: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
-	27, // 58: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
-	27, // 59: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
-	27, // 60: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
-	53, // 61: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
-	62, // [62:62] is the sub-list for method output_type
-	62, // [62:62] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	15, // 17: hubbub.node.v1.Envelope.room_command:type_name -> hubbub.node.v1.RoomCommand
+	45, // 18: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
+	0,  // 19: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
+	3,  // 20: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
+	46, // 21: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
+	46, // 22: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
+	47, // 23: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
+	29, // 24: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	3,  // 25: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
+	30, // 26: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	3,  // 27: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
+	48, // 28: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	49, // 29: hubbub.node.v1.RoomPublish.outcome:type_name -> hubbub.v1.CommandOutcome
+	31, // 30: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	50, // 31: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	32, // 32: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	33, // 33: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	3,  // 34: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
+	34, // 35: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	51, // 36: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	12, // 37: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
+	17, // 38: hubbub.node.v1.RoomReply.tail:type_name -> hubbub.node.v1.RoomTailReply
+	49, // 39: hubbub.node.v1.RoomReply.command:type_name -> hubbub.v1.CommandOutcome
+	35, // 40: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	36, // 41: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
+	46, // 42: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
+	52, // 43: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
+	53, // 44: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
+	37, // 45: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
+	38, // 46: hubbub.node.v1.RoomReserve.trace:type_name -> hubbub.node.v1.RoomReserve.TraceEntry
+	39, // 47: hubbub.node.v1.RoomMark.trace:type_name -> hubbub.node.v1.RoomMark.TraceEntry
+	40, // 48: hubbub.node.v1.RoomCommand.trace:type_name -> hubbub.node.v1.RoomCommand.TraceEntry
+	46, // 49: hubbub.node.v1.RoomTail.after:type_name -> hubbub.v1.StreamPosition
+	41, // 50: hubbub.node.v1.RoomTail.trace:type_name -> hubbub.node.v1.RoomTail.TraceEntry
+	18, // 51: hubbub.node.v1.RoomTailReply.entries:type_name -> hubbub.node.v1.TailEntry
+	46, // 52: hubbub.node.v1.RoomTailReply.position:type_name -> hubbub.v1.StreamPosition
+	54, // 53: hubbub.node.v1.TailEntry.message:type_name -> hubbub.v1.Message
+	21, // 54: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
+	22, // 55: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
+	55, // 56: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	42, // 57: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	43, // 58: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 59: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	44, // 60: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	28, // 61: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
+	28, // 62: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
+	28, // 63: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
+	28, // 64: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
+	56, // 65: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
+	66, // [66:66] is the sub-list for method output_type
+	66, // [66:66] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
@@ -3147,8 +3312,9 @@ func file_hubbub_node_v1_node_proto_init() {
 		(*Envelope_RoomTail)(nil),
 		(*Envelope_RoomReserve)(nil),
 		(*Envelope_RoomMark)(nil),
+		(*Envelope_RoomCommand)(nil),
 	}
-	file_hubbub_node_v1_node_proto_msgTypes[24].OneofWrappers = []any{
+	file_hubbub_node_v1_node_proto_msgTypes[25].OneofWrappers = []any{
 		(*NotifyJournalRecord_Stream)(nil),
 		(*NotifyJournalRecord_Open)(nil),
 		(*NotifyJournalRecord_Join)(nil),
@@ -3163,7 +3329,7 @@ func file_hubbub_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_node_v1_node_proto_rawDesc), len(file_hubbub_node_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -41,6 +41,8 @@ const (
 	ServerAPIBroadcastProcedure = "/hubbub.api.v1.ServerAPI/Broadcast"
 	// ServerAPISendToUserProcedure is the fully-qualified name of the ServerAPI's SendToUser RPC.
 	ServerAPISendToUserProcedure = "/hubbub.api.v1.ServerAPI/SendToUser"
+	// ServerAPIGetCommandProcedure is the fully-qualified name of the ServerAPI's GetCommand RPC.
+	ServerAPIGetCommandProcedure = "/hubbub.api.v1.ServerAPI/GetCommand"
 	// ServerAPIHistoryProcedure is the fully-qualified name of the ServerAPI's History RPC.
 	ServerAPIHistoryProcedure = "/hubbub.api.v1.ServerAPI/History"
 	// ServerAPIPresenceProcedure is the fully-qualified name of the ServerAPI's Presence RPC.
@@ -71,6 +73,10 @@ type ServerAPIClient interface {
 	// SendToUser sends a direct message to a user: stored in the user's personal stream (the room
 	// "@<user>") and delivered to every connection of the user that receives it, on any node.
 	SendToUser(context.Context, *connect.Request[v1.SendToUserRequest]) (*connect.Response[v1.SendToUserResponse], error)
+	// GetCommand says where a device command sent with SendToUser (require_ack) stands: pending,
+	// acked (by which connection, when) or expired; with wait, it answers when the command settles
+	// (or after about 20 seconds, still pending).
+	GetCommand(context.Context, *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error)
 	// History reads a room's retained messages.
 	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
 	// Presence reads one page of a room's users.
@@ -124,6 +130,12 @@ func NewServerAPIClient(httpClient connect.HTTPClient, baseURL string, opts ...c
 			httpClient,
 			baseURL+ServerAPISendToUserProcedure,
 			connect.WithSchema(serverAPIMethods.ByName("SendToUser")),
+			connect.WithClientOptions(opts...),
+		),
+		getCommand: connect.NewClient[v1.GetCommandRequest, v1.GetCommandResponse](
+			httpClient,
+			baseURL+ServerAPIGetCommandProcedure,
+			connect.WithSchema(serverAPIMethods.ByName("GetCommand")),
 			connect.WithClientOptions(opts...),
 		),
 		history: connect.NewClient[v1.HistoryRequest, v1.HistoryResponse](
@@ -183,6 +195,7 @@ type serverAPIClient struct {
 	batchPublish *connect.Client[v1.BatchPublishRequest, v1.BatchPublishResponse]
 	broadcast    *connect.Client[v1.BroadcastRequest, v1.BroadcastResponse]
 	sendToUser   *connect.Client[v1.SendToUserRequest, v1.SendToUserResponse]
+	getCommand   *connect.Client[v1.GetCommandRequest, v1.GetCommandResponse]
 	history      *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
 	presence     *connect.Client[v1.PresenceRequest, v1.PresenceResponse]
 	roomInfo     *connect.Client[v1.RoomInfoRequest, v1.RoomInfoResponse]
@@ -211,6 +224,11 @@ func (c *serverAPIClient) Broadcast(ctx context.Context, req *connect.Request[v1
 // SendToUser calls hubbub.api.v1.ServerAPI.SendToUser.
 func (c *serverAPIClient) SendToUser(ctx context.Context, req *connect.Request[v1.SendToUserRequest]) (*connect.Response[v1.SendToUserResponse], error) {
 	return c.sendToUser.CallUnary(ctx, req)
+}
+
+// GetCommand calls hubbub.api.v1.ServerAPI.GetCommand.
+func (c *serverAPIClient) GetCommand(ctx context.Context, req *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error) {
+	return c.getCommand.CallUnary(ctx, req)
 }
 
 // History calls hubbub.api.v1.ServerAPI.History.
@@ -265,6 +283,10 @@ type ServerAPIHandler interface {
 	// SendToUser sends a direct message to a user: stored in the user's personal stream (the room
 	// "@<user>") and delivered to every connection of the user that receives it, on any node.
 	SendToUser(context.Context, *connect.Request[v1.SendToUserRequest]) (*connect.Response[v1.SendToUserResponse], error)
+	// GetCommand says where a device command sent with SendToUser (require_ack) stands: pending,
+	// acked (by which connection, when) or expired; with wait, it answers when the command settles
+	// (or after about 20 seconds, still pending).
+	GetCommand(context.Context, *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error)
 	// History reads a room's retained messages.
 	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
 	// Presence reads one page of a room's users.
@@ -314,6 +336,12 @@ func NewServerAPIHandler(svc ServerAPIHandler, opts ...connect.HandlerOption) (s
 		ServerAPISendToUserProcedure,
 		svc.SendToUser,
 		connect.WithSchema(serverAPIMethods.ByName("SendToUser")),
+		connect.WithHandlerOptions(opts...),
+	)
+	serverAPIGetCommandHandler := connect.NewUnaryHandler(
+		ServerAPIGetCommandProcedure,
+		svc.GetCommand,
+		connect.WithSchema(serverAPIMethods.ByName("GetCommand")),
 		connect.WithHandlerOptions(opts...),
 	)
 	serverAPIHistoryHandler := connect.NewUnaryHandler(
@@ -374,6 +402,8 @@ func NewServerAPIHandler(svc ServerAPIHandler, opts ...connect.HandlerOption) (s
 			serverAPIBroadcastHandler.ServeHTTP(w, r)
 		case ServerAPISendToUserProcedure:
 			serverAPISendToUserHandler.ServeHTTP(w, r)
+		case ServerAPIGetCommandProcedure:
+			serverAPIGetCommandHandler.ServeHTTP(w, r)
 		case ServerAPIHistoryProcedure:
 			serverAPIHistoryHandler.ServeHTTP(w, r)
 		case ServerAPIPresenceProcedure:
@@ -413,6 +443,10 @@ func (UnimplementedServerAPIHandler) Broadcast(context.Context, *connect.Request
 
 func (UnimplementedServerAPIHandler) SendToUser(context.Context, *connect.Request[v1.SendToUserRequest]) (*connect.Response[v1.SendToUserResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.api.v1.ServerAPI.SendToUser is not implemented"))
+}
+
+func (UnimplementedServerAPIHandler) GetCommand(context.Context, *connect.Request[v1.GetCommandRequest]) (*connect.Response[v1.GetCommandResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.api.v1.ServerAPI.GetCommand is not implemented"))
 }
 
 func (UnimplementedServerAPIHandler) History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error) {

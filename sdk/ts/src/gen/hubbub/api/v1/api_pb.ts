@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Body, Error, Message as Message$1, PresenceState, RoomInfo, StreamPosition } from "../../v1/hubbub_pb.js";
+import type { Body, CommandOutcome, Error, Message as Message$1, PresenceState, RoomInfo, StreamPosition } from "../../v1/hubbub_pb.js";
 import { file_hubbub_v1_hubbub } from "../../v1/hubbub_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hubbub/api/v1/api.proto.
  */
 export const file_hubbub_api_v1_api: GenFile = /*@__PURE__*/
-  fileDesc("ChdodWJidWIvYXBpL3YxL2FwaS5wcm90bxINaHViYnViLmFwaS52MSJeCg5QdWJsaXNoUmVxdWVzdBIMCgRyb29tGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJEgsKA2tleRgEIAEoCSJVCg9QdWJsaXNoUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEg0KBWVwb2NoGAIgASgJEhEKCWR1cGxpY2F0ZRgDIAEoCBIQCgh0cmFjZV9pZBgEIAEoCSJUChFTZW5kVG9Vc2VyUmVxdWVzdBIMCgR1c2VyGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJIlQKElNlbmRUb1VzZXJSZXNwb25zZRIMCgRyb29tGAEgASgJEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIRCglkdXBsaWNhdGUYBCABKAgiQwoTQmF0Y2hQdWJsaXNoUmVxdWVzdBIsCgVpdGVtcxgBIAMoCzIdLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlcXVlc3QiRQoUQmF0Y2hQdWJsaXNoUmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJyCg1QdWJsaXNoUmVzdWx0EjMKCXB1Ymxpc2hlZBgBIAEoCzIeLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3BvbnNlSAASIQoFZXJyb3IYAiABKAsyEC5odWJidWIudjEuRXJyb3JIAEIJCgdvdXRjb21lIlQKEEJyb2FkY2FzdFJlcXVlc3QSDQoFcm9vbXMYASADKAkSHQoEYm9keRgCIAEoCzIPLmh1YmJ1Yi52MS5Cb2R5EhIKCm1lc3NhZ2VfaWQYAyABKAkiQgoRQnJvYWRjYXN0UmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJrCg5IaXN0b3J5UmVxdWVzdBIMCgRyb29tGAEgASgJEhQKDHNpbmNlX29mZnNldBgCIAEoBBINCgVsaW1pdBgDIAEoDRIPCgdyZXZlcnNlGAQgASgIEhUKDWJlZm9yZV9vZmZzZXQYBSABKAQiZAoPSGlzdG9yeVJlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIuaHViYnViLnYxLk1lc3NhZ2USKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24iPgoPUHJlc2VuY2VSZXF1ZXN0EgwKBHJvb20YASABKAkSDQoFbGltaXQYAiABKA0SDgoGY3Vyc29yGAMgASgJIl8KEFByZXNlbmNlUmVzcG9uc2USDQoFdXNlcnMYASADKAkSEwoLbmV4dF9jdXJzb3IYAiABKAkSJwoFc3RhdGUYAyABKAsyGC5odWJidWIudjEuUHJlc2VuY2VTdGF0ZSIfCg9Sb29tSW5mb1JlcXVlc3QSDAoEcm9vbRgBIAEoCSLfAQoQUm9vbUluZm9SZXNwb25zZRIrCghwb3NpdGlvbhgBIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIhCgRpbmZvGAIgASgLMhMuaHViYnViLnYxLlJvb21JbmZvEioKCHByZXNlbmNlGAMgASgLMhguaHViYnViLnYxLlByZXNlbmNlU3RhdGUSDAoEbm9kZRgEIAEoCRIrCgdtZW1iZXJzGAUgAygLMhouaHViYnViLmFwaS52MS5Ob2RlTWVtYmVycxIUCgxwdWJsaXNoX3JhdGUYBiABKAEiLAoLTm9kZU1lbWJlcnMSDAoEbm9kZRgBIAEoCRIPCgdtZW1iZXJzGAIgASgNIkIKEExpc3RSb29tc1JlcXVlc3QSDwoHcGF0dGVybhgBIAEoCRINCgVsaW1pdBgCIAEoDRIOCgZjdXJzb3IYAyABKAkiUwoRTGlzdFJvb21zUmVzcG9uc2USKQoFcm9vbXMYASADKAsyGi5odWJidWIuYXBpLnYxLlJvb21TdW1tYXJ5EhMKC25leHRfY3Vyc29yGAIgASgJImAKC1Jvb21TdW1tYXJ5EgwKBHJvb20YASABKAkSDAoEbm9kZRgCIAEoCRIPCgdtZW1iZXJzGAMgASgNEg4KBm9mZnNldBgEIAEoBBIUCgxwdWJsaXNoX3JhdGUYBSABKAEiVwoRRGlzY29ubmVjdFJlcXVlc3QSDAoEdXNlchgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXJlY29ubmVjdBgEIAEoCCIpChJEaXNjb25uZWN0UmVzcG9uc2USEwoLY29ubmVjdGlvbnMYASABKA0iIgoSQ29ubmVjdGlvbnNSZXF1ZXN0EgwKBHVzZXIYASABKAkiRQoTQ29ubmVjdGlvbnNSZXNwb25zZRIuCgtjb25uZWN0aW9ucxgBIAMoCzIZLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbiJ7CgpDb25uZWN0aW9uEhEKCWNsaWVudF9pZBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBG5vZGUYAyABKAkSDQoFcm9vbXMYBCADKAkSFAoMcXVldWVkX2J5dGVzGAUgASgEEhkKEWNvbm5lY3RlZF91bml4X21zGAYgASgDIh4KC0luZm9SZXF1ZXN0Eg8KB3Nsb3dlc3QYASABKA0iUwoMSW5mb1Jlc3BvbnNlEiYKBW5vZGVzGAEgAygLMhcuaHViYnViLmFwaS52MS5Ob2RlSW5mbxILCgNrZXkYAiABKAkSDgoGc2NvcGVzGAMgAygJIv4BCghOb2RlSW5mbxIMCgRub2RlGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFwoPc3RhcnRlZF91bml4X21zGAMgASgDEhMKC2Nvbm5lY3Rpb25zGAQgASgNEg0KBXVzZXJzGAUgASgNEg0KBXJvb21zGAYgASgNEhYKDnNsb3dfY29uc3VtZXJzGAcgASgEEhgKEG92ZXJmbG93X2Ryb3BwZWQYCCABKAQSEQoJY29uZmxhdGVkGAkgASgEEhYKDmRlbGl2ZXJ5X2Ryb3BzGAogASgEEioKB3Nsb3dlc3QYCyADKAsyGS5odWJidWIuYXBpLnYxLkNvbm5lY3Rpb24iRQoLVGFpbFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIoCgVzaW5jZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbiJ2CgxUYWlsUmVzcG9uc2USLAoIbWVzc2FnZXMYASADKAsyGi5odWJidWIuYXBpLnYxLlRhaWxNZXNzYWdlEisKCHBvc2l0aW9uGAIgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uEgsKA2dhcBgDIAEoCCJECgtUYWlsTWVzc2FnZRIjCgdtZXNzYWdlGAEgASgLMhIuaHViYnViLnYxLk1lc3NhZ2USEAoIdHJhY2VfaWQYAiABKAkysgcKCVNlcnZlckFQSRJICgdQdWJsaXNoEh0uaHViYnViLmFwaS52MS5QdWJsaXNoUmVxdWVzdBoeLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3BvbnNlElcKDEJhdGNoUHVibGlzaBIiLmh1YmJ1Yi5hcGkudjEuQmF0Y2hQdWJsaXNoUmVxdWVzdBojLmh1YmJ1Yi5hcGkudjEuQmF0Y2hQdWJsaXNoUmVzcG9uc2USTgoJQnJvYWRjYXN0Eh8uaHViYnViLmFwaS52MS5Ccm9hZGNhc3RSZXF1ZXN0GiAuaHViYnViLmFwaS52MS5Ccm9hZGNhc3RSZXNwb25zZRJRCgpTZW5kVG9Vc2VyEiAuaHViYnViLmFwaS52MS5TZW5kVG9Vc2VyUmVxdWVzdBohLmh1YmJ1Yi5hcGkudjEuU2VuZFRvVXNlclJlc3BvbnNlEkgKB0hpc3RvcnkSHS5odWJidWIuYXBpLnYxLkhpc3RvcnlSZXF1ZXN0Gh4uaHViYnViLmFwaS52MS5IaXN0b3J5UmVzcG9uc2USSwoIUHJlc2VuY2USHi5odWJidWIuYXBpLnYxLlByZXNlbmNlUmVxdWVzdBofLmh1YmJ1Yi5hcGkudjEuUHJlc2VuY2VSZXNwb25zZRJLCghSb29tSW5mbxIeLmh1YmJ1Yi5hcGkudjEuUm9vbUluZm9SZXF1ZXN0Gh8uaHViYnViLmFwaS52MS5Sb29tSW5mb1Jlc3BvbnNlEk4KCUxpc3RSb29tcxIfLmh1YmJ1Yi5hcGkudjEuTGlzdFJvb21zUmVxdWVzdBogLmh1YmJ1Yi5hcGkudjEuTGlzdFJvb21zUmVzcG9uc2USUQoKRGlzY29ubmVjdBIgLmh1YmJ1Yi5hcGkudjEuRGlzY29ubmVjdFJlcXVlc3QaIS5odWJidWIuYXBpLnYxLkRpc2Nvbm5lY3RSZXNwb25zZRJUCgtDb25uZWN0aW9ucxIhLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbnNSZXF1ZXN0GiIuaHViYnViLmFwaS52MS5Db25uZWN0aW9uc1Jlc3BvbnNlEj8KBEluZm8SGi5odWJidWIuYXBpLnYxLkluZm9SZXF1ZXN0GhsuaHViYnViLmFwaS52MS5JbmZvUmVzcG9uc2USQQoEVGFpbBIaLmh1YmJ1Yi5hcGkudjEuVGFpbFJlcXVlc3QaGy5odWJidWIuYXBpLnYxLlRhaWxSZXNwb25zZTABQjlaN2dpdGh1Yi5jb20vaHViYnViLWNoYXQvaHViYnViL3Byb3RvL2h1YmJ1Yi9hcGkvdjE7YXBpdjFiBnByb3RvMw", [file_hubbub_v1_hubbub]);
+  fileDesc("ChdodWJidWIvYXBpL3YxL2FwaS5wcm90bxINaHViYnViLmFwaS52MSJeCg5QdWJsaXNoUmVxdWVzdBIMCgRyb29tGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJEgsKA2tleRgEIAEoCSJVCg9QdWJsaXNoUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEg0KBWVwb2NoGAIgASgJEhEKCWR1cGxpY2F0ZRgDIAEoCBIQCgh0cmFjZV9pZBgEIAEoCSJ5ChFTZW5kVG9Vc2VyUmVxdWVzdBIMCgR1c2VyGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJEhMKC3JlcXVpcmVfYWNrGAQgASgIEg4KBnR0bF9tcxgFIAEoDSI/ChFHZXRDb21tYW5kUmVxdWVzdBIMCgR1c2VyGAEgASgJEg4KBm9mZnNldBgCIAEoBBIMCgR3YWl0GAMgASgIIkAKEkdldENvbW1hbmRSZXNwb25zZRIqCgdvdXRjb21lGAEgASgLMhkuaHViYnViLnYxLkNvbW1hbmRPdXRjb21lIlQKElNlbmRUb1VzZXJSZXNwb25zZRIMCgRyb29tGAEgASgJEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIRCglkdXBsaWNhdGUYBCABKAgiQwoTQmF0Y2hQdWJsaXNoUmVxdWVzdBIsCgVpdGVtcxgBIAMoCzIdLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlcXVlc3QiRQoUQmF0Y2hQdWJsaXNoUmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJyCg1QdWJsaXNoUmVzdWx0EjMKCXB1Ymxpc2hlZBgBIAEoCzIeLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3BvbnNlSAASIQoFZXJyb3IYAiABKAsyEC5odWJidWIudjEuRXJyb3JIAEIJCgdvdXRjb21lIlQKEEJyb2FkY2FzdFJlcXVlc3QSDQoFcm9vbXMYASADKAkSHQoEYm9keRgCIAEoCzIPLmh1YmJ1Yi52MS5Cb2R5EhIKCm1lc3NhZ2VfaWQYAyABKAkiQgoRQnJvYWRjYXN0UmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJrCg5IaXN0b3J5UmVxdWVzdBIMCgRyb29tGAEgASgJEhQKDHNpbmNlX29mZnNldBgCIAEoBBINCgVsaW1pdBgDIAEoDRIPCgdyZXZlcnNlGAQgASgIEhUKDWJlZm9yZV9vZmZzZXQYBSABKAQiZAoPSGlzdG9yeVJlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIuaHViYnViLnYxLk1lc3NhZ2USKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24iPgoPUHJlc2VuY2VSZXF1ZXN0EgwKBHJvb20YASABKAkSDQoFbGltaXQYAiABKA0SDgoGY3Vyc29yGAMgASgJIl8KEFByZXNlbmNlUmVzcG9uc2USDQoFdXNlcnMYASADKAkSEwoLbmV4dF9jdXJzb3IYAiABKAkSJwoFc3RhdGUYAyABKAsyGC5odWJidWIudjEuUHJlc2VuY2VTdGF0ZSIfCg9Sb29tSW5mb1JlcXVlc3QSDAoEcm9vbRgBIAEoCSLfAQoQUm9vbUluZm9SZXNwb25zZRIrCghwb3NpdGlvbhgBIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIhCgRpbmZvGAIgASgLMhMuaHViYnViLnYxLlJvb21JbmZvEioKCHByZXNlbmNlGAMgASgLMhguaHViYnViLnYxLlByZXNlbmNlU3RhdGUSDAoEbm9kZRgEIAEoCRIrCgdtZW1iZXJzGAUgAygLMhouaHViYnViLmFwaS52MS5Ob2RlTWVtYmVycxIUCgxwdWJsaXNoX3JhdGUYBiABKAEiLAoLTm9kZU1lbWJlcnMSDAoEbm9kZRgBIAEoCRIPCgdtZW1iZXJzGAIgASgNIkIKEExpc3RSb29tc1JlcXVlc3QSDwoHcGF0dGVybhgBIAEoCRINCgVsaW1pdBgCIAEoDRIOCgZjdXJzb3IYAyABKAkiUwoRTGlzdFJvb21zUmVzcG9uc2USKQoFcm9vbXMYASADKAsyGi5odWJidWIuYXBpLnYxLlJvb21TdW1tYXJ5EhMKC25leHRfY3Vyc29yGAIgASgJImAKC1Jvb21TdW1tYXJ5EgwKBHJvb20YASABKAkSDAoEbm9kZRgCIAEoCRIPCgdtZW1iZXJzGAMgASgNEg4KBm9mZnNldBgEIAEoBBIUCgxwdWJsaXNoX3JhdGUYBSABKAEiVwoRRGlzY29ubmVjdFJlcXVlc3QSDAoEdXNlchgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXJlY29ubmVjdBgEIAEoCCIpChJEaXNjb25uZWN0UmVzcG9uc2USEwoLY29ubmVjdGlvbnMYASABKA0iIgoSQ29ubmVjdGlvbnNSZXF1ZXN0EgwKBHVzZXIYASABKAkiRQoTQ29ubmVjdGlvbnNSZXNwb25zZRIuCgtjb25uZWN0aW9ucxgBIAMoCzIZLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbiJ7CgpDb25uZWN0aW9uEhEKCWNsaWVudF9pZBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBG5vZGUYAyABKAkSDQoFcm9vbXMYBCADKAkSFAoMcXVldWVkX2J5dGVzGAUgASgEEhkKEWNvbm5lY3RlZF91bml4X21zGAYgASgDIh4KC0luZm9SZXF1ZXN0Eg8KB3Nsb3dlc3QYASABKA0iUwoMSW5mb1Jlc3BvbnNlEiYKBW5vZGVzGAEgAygLMhcuaHViYnViLmFwaS52MS5Ob2RlSW5mbxILCgNrZXkYAiABKAkSDgoGc2NvcGVzGAMgAygJIv4BCghOb2RlSW5mbxIMCgRub2RlGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFwoPc3RhcnRlZF91bml4X21zGAMgASgDEhMKC2Nvbm5lY3Rpb25zGAQgASgNEg0KBXVzZXJzGAUgASgNEg0KBXJvb21zGAYgASgNEhYKDnNsb3dfY29uc3VtZXJzGAcgASgEEhgKEG92ZXJmbG93X2Ryb3BwZWQYCCABKAQSEQoJY29uZmxhdGVkGAkgASgEEhYKDmRlbGl2ZXJ5X2Ryb3BzGAogASgEEioKB3Nsb3dlc3QYCyADKAsyGS5odWJidWIuYXBpLnYxLkNvbm5lY3Rpb24iRQoLVGFpbFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIoCgVzaW5jZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbiJ2CgxUYWlsUmVzcG9uc2USLAoIbWVzc2FnZXMYASADKAsyGi5odWJidWIuYXBpLnYxLlRhaWxNZXNzYWdlEisKCHBvc2l0aW9uGAIgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uEgsKA2dhcBgDIAEoCCJECgtUYWlsTWVzc2FnZRIjCgdtZXNzYWdlGAEgASgLMhIuaHViYnViLnYxLk1lc3NhZ2USEAoIdHJhY2VfaWQYAiABKAkyhQgKCVNlcnZlckFQSRJICgdQdWJsaXNoEh0uaHViYnViLmFwaS52MS5QdWJsaXNoUmVxdWVzdBoeLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3BvbnNlElcKDEJhdGNoUHVibGlzaBIiLmh1YmJ1Yi5hcGkudjEuQmF0Y2hQdWJsaXNoUmVxdWVzdBojLmh1YmJ1Yi5hcGkudjEuQmF0Y2hQdWJsaXNoUmVzcG9uc2USTgoJQnJvYWRjYXN0Eh8uaHViYnViLmFwaS52MS5Ccm9hZGNhc3RSZXF1ZXN0GiAuaHViYnViLmFwaS52MS5Ccm9hZGNhc3RSZXNwb25zZRJRCgpTZW5kVG9Vc2VyEiAuaHViYnViLmFwaS52MS5TZW5kVG9Vc2VyUmVxdWVzdBohLmh1YmJ1Yi5hcGkudjEuU2VuZFRvVXNlclJlc3BvbnNlElEKCkdldENvbW1hbmQSIC5odWJidWIuYXBpLnYxLkdldENvbW1hbmRSZXF1ZXN0GiEuaHViYnViLmFwaS52MS5HZXRDb21tYW5kUmVzcG9uc2USSAoHSGlzdG9yeRIdLmh1YmJ1Yi5hcGkudjEuSGlzdG9yeVJlcXVlc3QaHi5odWJidWIuYXBpLnYxLkhpc3RvcnlSZXNwb25zZRJLCghQcmVzZW5jZRIeLmh1YmJ1Yi5hcGkudjEuUHJlc2VuY2VSZXF1ZXN0Gh8uaHViYnViLmFwaS52MS5QcmVzZW5jZVJlc3BvbnNlEksKCFJvb21JbmZvEh4uaHViYnViLmFwaS52MS5Sb29tSW5mb1JlcXVlc3QaHy5odWJidWIuYXBpLnYxLlJvb21JbmZvUmVzcG9uc2USTgoJTGlzdFJvb21zEh8uaHViYnViLmFwaS52MS5MaXN0Um9vbXNSZXF1ZXN0GiAuaHViYnViLmFwaS52MS5MaXN0Um9vbXNSZXNwb25zZRJRCgpEaXNjb25uZWN0EiAuaHViYnViLmFwaS52MS5EaXNjb25uZWN0UmVxdWVzdBohLmh1YmJ1Yi5hcGkudjEuRGlzY29ubmVjdFJlc3BvbnNlElQKC0Nvbm5lY3Rpb25zEiEuaHViYnViLmFwaS52MS5Db25uZWN0aW9uc1JlcXVlc3QaIi5odWJidWIuYXBpLnYxLkNvbm5lY3Rpb25zUmVzcG9uc2USPwoESW5mbxIaLmh1YmJ1Yi5hcGkudjEuSW5mb1JlcXVlc3QaGy5odWJidWIuYXBpLnYxLkluZm9SZXNwb25zZRJBCgRUYWlsEhouaHViYnViLmFwaS52MS5UYWlsUmVxdWVzdBobLmh1YmJ1Yi5hcGkudjEuVGFpbFJlc3BvbnNlMAFCOVo3Z2l0aHViLmNvbS9odWJidWItY2hhdC9odWJidWIvcHJvdG8vaHViYnViL2FwaS92MTthcGl2MWIGcHJvdG8z", [file_hubbub_v1_hubbub]);
 
 /**
  * PublishRequest is one message for one room.
@@ -111,6 +111,19 @@ export type SendToUserRequest = Message<"hubbub.api.v1.SendToUserRequest"> & {
    * @generated from field: string message_id = 3;
    */
   messageId: string;
+
+  /**
+   * A device command: sent again at every join of the user's stream until a connection of the user
+   * acks it or ttl_ms passes (default 60 s, at most 24 h); follow it with GetCommand.
+   *
+   * @generated from field: bool require_ack = 4;
+   */
+  requireAck: boolean;
+
+  /**
+   * @generated from field: uint32 ttl_ms = 5;
+   */
+  ttlMs: number;
 };
 
 /**
@@ -119,6 +132,54 @@ export type SendToUserRequest = Message<"hubbub.api.v1.SendToUserRequest"> & {
  */
 export const SendToUserRequestSchema: GenMessage<SendToUserRequest> = /*@__PURE__*/
   messageDesc(file_hubbub_api_v1_api, 2);
+
+/**
+ * GetCommandRequest names a device command by its user and offset (SendToUserResponse.offset).
+ *
+ * @generated from message hubbub.api.v1.GetCommandRequest
+ */
+export type GetCommandRequest = Message<"hubbub.api.v1.GetCommandRequest"> & {
+  /**
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * @generated from field: bool wait = 3;
+   */
+  wait: boolean;
+};
+
+/**
+ * Describes the message hubbub.api.v1.GetCommandRequest.
+ * Use `create(GetCommandRequestSchema)` to create a new message.
+ */
+export const GetCommandRequestSchema: GenMessage<GetCommandRequest> = /*@__PURE__*/
+  messageDesc(file_hubbub_api_v1_api, 3);
+
+/**
+ * GetCommandResponse is the command's outcome so far.
+ *
+ * @generated from message hubbub.api.v1.GetCommandResponse
+ */
+export type GetCommandResponse = Message<"hubbub.api.v1.GetCommandResponse"> & {
+  /**
+   * @generated from field: hubbub.v1.CommandOutcome outcome = 1;
+   */
+  outcome?: CommandOutcome | undefined;
+};
+
+/**
+ * Describes the message hubbub.api.v1.GetCommandResponse.
+ * Use `create(GetCommandResponseSchema)` to create a new message.
+ */
+export const GetCommandResponseSchema: GenMessage<GetCommandResponse> = /*@__PURE__*/
+  messageDesc(file_hubbub_api_v1_api, 4);
 
 /**
  * SendToUserResponse is where the message sits in the user's personal stream.
@@ -156,7 +217,7 @@ export type SendToUserResponse = Message<"hubbub.api.v1.SendToUserResponse"> & {
  * Use `create(SendToUserResponseSchema)` to create a new message.
  */
 export const SendToUserResponseSchema: GenMessage<SendToUserResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 3);
+  messageDesc(file_hubbub_api_v1_api, 5);
 
 /**
  * BatchPublishRequest carries 1 to 1000 messages. Items for one room are published in their order here.
@@ -175,7 +236,7 @@ export type BatchPublishRequest = Message<"hubbub.api.v1.BatchPublishRequest"> &
  * Use `create(BatchPublishRequestSchema)` to create a new message.
  */
 export const BatchPublishRequestSchema: GenMessage<BatchPublishRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 4);
+  messageDesc(file_hubbub_api_v1_api, 6);
 
 /**
  * BatchPublishResponse has one result per item, in the order of the items.
@@ -194,7 +255,7 @@ export type BatchPublishResponse = Message<"hubbub.api.v1.BatchPublishResponse">
  * Use `create(BatchPublishResponseSchema)` to create a new message.
  */
 export const BatchPublishResponseSchema: GenMessage<BatchPublishResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 5);
+  messageDesc(file_hubbub_api_v1_api, 7);
 
 /**
  * PublishResult is one item's outcome: a publish response or an error.
@@ -225,7 +286,7 @@ export type PublishResult = Message<"hubbub.api.v1.PublishResult"> & {
  * Use `create(PublishResultSchema)` to create a new message.
  */
 export const PublishResultSchema: GenMessage<PublishResult> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 6);
+  messageDesc(file_hubbub_api_v1_api, 8);
 
 /**
  * BroadcastRequest is one body for 1 to 1000 rooms.
@@ -256,7 +317,7 @@ export type BroadcastRequest = Message<"hubbub.api.v1.BroadcastRequest"> & {
  * Use `create(BroadcastRequestSchema)` to create a new message.
  */
 export const BroadcastRequestSchema: GenMessage<BroadcastRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 7);
+  messageDesc(file_hubbub_api_v1_api, 9);
 
 /**
  * BroadcastResponse has one result per room, in the order of the rooms.
@@ -275,7 +336,7 @@ export type BroadcastResponse = Message<"hubbub.api.v1.BroadcastResponse"> & {
  * Use `create(BroadcastResponseSchema)` to create a new message.
  */
 export const BroadcastResponseSchema: GenMessage<BroadcastResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 8);
+  messageDesc(file_hubbub_api_v1_api, 10);
 
 /**
  * HistoryRequest selects retained messages with since_offset < offset < before_offset: the oldest of
@@ -325,7 +386,7 @@ export type HistoryRequest = Message<"hubbub.api.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 9);
+  messageDesc(file_hubbub_api_v1_api, 11);
 
 /**
  * HistoryResponse is the messages and the room's position.
@@ -349,7 +410,7 @@ export type HistoryResponse = Message<"hubbub.api.v1.HistoryResponse"> & {
  * Use `create(HistoryResponseSchema)` to create a new message.
  */
 export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 10);
+  messageDesc(file_hubbub_api_v1_api, 12);
 
 /**
  * PresenceRequest asks for one page of a room's users.
@@ -382,7 +443,7 @@ export type PresenceRequest = Message<"hubbub.api.v1.PresenceRequest"> & {
  * Use `create(PresenceRequestSchema)` to create a new message.
  */
 export const PresenceRequestSchema: GenMessage<PresenceRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 11);
+  messageDesc(file_hubbub_api_v1_api, 13);
 
 /**
  * PresenceResponse is one page, in ascending user order.
@@ -411,7 +472,7 @@ export type PresenceResponse = Message<"hubbub.api.v1.PresenceResponse"> & {
  * Use `create(PresenceResponseSchema)` to create a new message.
  */
 export const PresenceResponseSchema: GenMessage<PresenceResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 12);
+  messageDesc(file_hubbub_api_v1_api, 14);
 
 /**
  * RoomInfoRequest names a room.
@@ -430,7 +491,7 @@ export type RoomInfoRequest = Message<"hubbub.api.v1.RoomInfoRequest"> & {
  * Use `create(RoomInfoRequestSchema)` to create a new message.
  */
 export const RoomInfoRequestSchema: GenMessage<RoomInfoRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 13);
+  messageDesc(file_hubbub_api_v1_api, 15);
 
 /**
  * RoomInfoResponse describes a room. Asking starts the room when it is not running.
@@ -484,7 +545,7 @@ export type RoomInfoResponse = Message<"hubbub.api.v1.RoomInfoResponse"> & {
  * Use `create(RoomInfoResponseSchema)` to create a new message.
  */
 export const RoomInfoResponseSchema: GenMessage<RoomInfoResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 14);
+  messageDesc(file_hubbub_api_v1_api, 16);
 
 /**
  * NodeMembers is how many of a room's members are connected to one node.
@@ -508,7 +569,7 @@ export type NodeMembers = Message<"hubbub.api.v1.NodeMembers"> & {
  * Use `create(NodeMembersSchema)` to create a new message.
  */
 export const NodeMembersSchema: GenMessage<NodeMembers> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 15);
+  messageDesc(file_hubbub_api_v1_api, 17);
 
 /**
  * ListRoomsRequest asks for one page of running rooms.
@@ -543,7 +604,7 @@ export type ListRoomsRequest = Message<"hubbub.api.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 16);
+  messageDesc(file_hubbub_api_v1_api, 18);
 
 /**
  * ListRoomsResponse is one page of rooms in ascending name order.
@@ -569,7 +630,7 @@ export type ListRoomsResponse = Message<"hubbub.api.v1.ListRoomsResponse"> & {
  * Use `create(ListRoomsResponseSchema)` to create a new message.
  */
 export const ListRoomsResponseSchema: GenMessage<ListRoomsResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 17);
+  messageDesc(file_hubbub_api_v1_api, 19);
 
 /**
  * RoomSummary is one running room.
@@ -612,7 +673,7 @@ export type RoomSummary = Message<"hubbub.api.v1.RoomSummary"> & {
  * Use `create(RoomSummarySchema)` to create a new message.
  */
 export const RoomSummarySchema: GenMessage<RoomSummary> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 18);
+  messageDesc(file_hubbub_api_v1_api, 20);
 
 /**
  * DisconnectRequest names a user (every connection of theirs, on every node) or one connection.
@@ -652,7 +713,7 @@ export type DisconnectRequest = Message<"hubbub.api.v1.DisconnectRequest"> & {
  * Use `create(DisconnectRequestSchema)` to create a new message.
  */
 export const DisconnectRequestSchema: GenMessage<DisconnectRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 19);
+  messageDesc(file_hubbub_api_v1_api, 21);
 
 /**
  * DisconnectResponse says how many connections were closed.
@@ -671,7 +732,7 @@ export type DisconnectResponse = Message<"hubbub.api.v1.DisconnectResponse"> & {
  * Use `create(DisconnectResponseSchema)` to create a new message.
  */
 export const DisconnectResponseSchema: GenMessage<DisconnectResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 20);
+  messageDesc(file_hubbub_api_v1_api, 22);
 
 /**
  * ConnectionsRequest names a user.
@@ -690,7 +751,7 @@ export type ConnectionsRequest = Message<"hubbub.api.v1.ConnectionsRequest"> & {
  * Use `create(ConnectionsRequestSchema)` to create a new message.
  */
 export const ConnectionsRequestSchema: GenMessage<ConnectionsRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 21);
+  messageDesc(file_hubbub_api_v1_api, 23);
 
 /**
  * ConnectionsResponse is the user's connections on every node.
@@ -709,7 +770,7 @@ export type ConnectionsResponse = Message<"hubbub.api.v1.ConnectionsResponse"> &
  * Use `create(ConnectionsResponseSchema)` to create a new message.
  */
 export const ConnectionsResponseSchema: GenMessage<ConnectionsResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 22);
+  messageDesc(file_hubbub_api_v1_api, 24);
 
 /**
  * Connection is one client connection.
@@ -759,7 +820,7 @@ export type Connection = Message<"hubbub.api.v1.Connection"> & {
  * Use `create(ConnectionSchema)` to create a new message.
  */
 export const ConnectionSchema: GenMessage<Connection> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 23);
+  messageDesc(file_hubbub_api_v1_api, 25);
 
 /**
  * InfoRequest asks for the cluster's nodes.
@@ -780,7 +841,7 @@ export type InfoRequest = Message<"hubbub.api.v1.InfoRequest"> & {
  * Use `create(InfoRequestSchema)` to create a new message.
  */
 export const InfoRequestSchema: GenMessage<InfoRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 24);
+  messageDesc(file_hubbub_api_v1_api, 26);
 
 /**
  * InfoResponse describes every node that answered, and the key that asked.
@@ -811,7 +872,7 @@ export type InfoResponse = Message<"hubbub.api.v1.InfoResponse"> & {
  * Use `create(InfoResponseSchema)` to create a new message.
  */
 export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 25);
+  messageDesc(file_hubbub_api_v1_api, 27);
 
 /**
  * NodeInfo is one node.
@@ -892,7 +953,7 @@ export type NodeInfo = Message<"hubbub.api.v1.NodeInfo"> & {
  * Use `create(NodeInfoSchema)` to create a new message.
  */
 export const NodeInfoSchema: GenMessage<NodeInfo> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 26);
+  messageDesc(file_hubbub_api_v1_api, 28);
 
 /**
  * TailRequest names a room and where to start.
@@ -918,7 +979,7 @@ export type TailRequest = Message<"hubbub.api.v1.TailRequest"> & {
  * Use `create(TailRequestSchema)` to create a new message.
  */
 export const TailRequestSchema: GenMessage<TailRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 27);
+  messageDesc(file_hubbub_api_v1_api, 29);
 
 /**
  * TailResponse is one or more messages in order, or, first, the position the tail starts at.
@@ -951,7 +1012,7 @@ export type TailResponse = Message<"hubbub.api.v1.TailResponse"> & {
  * Use `create(TailResponseSchema)` to create a new message.
  */
 export const TailResponseSchema: GenMessage<TailResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 28);
+  messageDesc(file_hubbub_api_v1_api, 30);
 
 /**
  * TailMessage is one message and the trace of its publish.
@@ -977,7 +1038,7 @@ export type TailMessage = Message<"hubbub.api.v1.TailMessage"> & {
  * Use `create(TailMessageSchema)` to create a new message.
  */
 export const TailMessageSchema: GenMessage<TailMessage> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 29);
+  messageDesc(file_hubbub_api_v1_api, 31);
 
 /**
  * ServerAPI is what a backend does with Hubbub: publish to rooms, read their history and presence, and
@@ -1031,6 +1092,18 @@ export const ServerAPI: GenService<{
     methodKind: "unary";
     input: typeof SendToUserRequestSchema;
     output: typeof SendToUserResponseSchema;
+  },
+  /**
+   * GetCommand says where a device command sent with SendToUser (require_ack) stands: pending,
+   * acked (by which connection, when) or expired; with wait, it answers when the command settles
+   * (or after about 20 seconds, still pending).
+   *
+   * @generated from rpc hubbub.api.v1.ServerAPI.GetCommand
+   */
+  getCommand: {
+    methodKind: "unary";
+    input: typeof GetCommandRequestSchema;
+    output: typeof GetCommandResponseSchema;
   },
   /**
    * History reads a room's retained messages.
