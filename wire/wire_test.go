@@ -64,8 +64,8 @@ func TestJSONFramesAreCanonicalAndReadable(t *testing.T) {
 }
 
 func TestUnknownCommandDecodesEmpty(t *testing.T) {
-	// Field 14 is no command today: a newer client's command decodes with no command set.
-	f, err := DecodeClientFrame([]byte{0x08, 0x05, 0x72, 0x00}, Proto)
+	// Field 20 is no command today: a newer client's command decodes with no command set.
+	f, err := DecodeClientFrame([]byte{0x08, 0x05, 0xa2, 0x01, 0x00}, Proto)
 	if err != nil || f.GetCommand() != nil || f.GetId() != 5 {
 		t.Fatalf("got %v %v", f, err)
 	}
