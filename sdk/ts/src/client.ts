@@ -89,6 +89,12 @@ export interface SubscriptionHandlers {
   typing?: (e: TypingEvent) => void;
   /** Users' read marks moved (joined with receipts). */
   receipts?: (r: ReadReceipts) => void;
+  /**
+   * The personal stream's device commands not acked yet, oldest first, at
+   * every join: handle each once (dedupe on messageId), then ack its offset
+   * with mark(room, offset).
+   */
+  commands?: (pending: Message[]) => void;
 }
 
 export interface JoinOptions {
@@ -194,6 +200,7 @@ export class Subscription {
   /** @internal */
   onJoin(j: JoinReply, sentSince: boolean): void {
     this.reply = j;
+    if (j.commands.length > 0) this.handlers.commands?.(j.commands);
     this.onJoinPresence(j, sentSince);
     if (!sentSince || !this.position) {
       this.position = j.position;
@@ -416,10 +423,17 @@ export class Client {
    * ("@<user>") and delivered to every connection of the user that receives
    * it, on any node. Sent again after a reconnect with the same message id,
    * so it is stored once. Resolves with the offset in the user's stream.
+   * With requireAck it is a device command: sent again at every join of the
+   * user's stream until one of the user's connections acks it (mark) or
+   * ttlMs (default 60 s) passes; the outcome comes to the sender's own
+   * personal stream as a message with outcome set.
    */
-  async direct(user: string, body: BodyInput, opts: { messageId?: string } = {}): Promise<PublishReply> {
+  async direct(user: string, body: BodyInput, opts: { messageId?: string; requireAck?: boolean; ttlMs?: number } = {}): Promise<PublishReply> {
     const messageId = opts.messageId ?? `${this.msgPrefix}-${++this.msgSeq}`;
-    const f = await this.request({ case: "direct", value: { user, body: toBody(body), messageId } }, true);
+    const f = await this.request(
+      { case: "direct", value: { user, body: toBody(body), messageId, requireAck: !!opts.requireAck, ttlMs: opts.ttlMs ?? 0 } },
+      true,
+    );
     return (f.body as { case: "direct"; value: PublishReply }).value;
   }
 

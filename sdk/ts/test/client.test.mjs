@@ -448,3 +448,37 @@ test("read marks: mark() moves the user's marks forward only, the join reply car
     await stopServer(s);
   }
 });
+
+test("device commands: sent again at every join until acked; the sender's stream gets the outcome", async () => {
+  const s = await startServer(["--listen", "127.0.0.1:0", "--history-store", "memory"]);
+  const opStream = collector();
+  const devStream = collector();
+  const pendings = [];
+  const op = client(s.url, { name: "op", userStream: true, onServerJoin: (sub) => sub.on(opStream.handlers) });
+  const dev = client(s.url, {
+    name: "valve", userStream: true,
+    onServerJoin: (sub) => sub.on({ ...devStream.handlers, commands: (cmds) => pendings.push(cmds.map((m) => m.messageId)) }),
+  });
+  try {
+    await op.connect();
+    await dev.connect();
+    const sent = await op.direct("valve", { open: 40 }, { requireAck: true, ttlMs: 20000, messageId: "open-40" });
+    await devStream.waitFor(1);
+    assert.equal(devStream.messages[0].requireAck, true);
+    dev.dropConnection(200); // not acked: it comes again at the rejoin
+    const deadline = Date.now() + 10000;
+    while (pendings.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(pendings, [["open-40"]]);
+    await dev.mark("@valve", sent.offset);
+    await opStream.waitFor(1);
+    const outcome = opStream.messages[0].outcome;
+    assert.equal(outcome.user, "valve");
+    assert.equal(outcome.offset, sent.offset);
+    assert.equal(outcome.state, 2); // COMMAND_STATE_ACKED
+    assert.equal(outcome.clientId, dev.info.client.clientId);
+  } finally {
+    op.close();
+    dev.close();
+    await stopServer(s);
+  }
+});
