@@ -33,6 +33,7 @@ type dialOpts struct {
 	compress bool          // offer permessage-deflate
 	enc      wire.Encoding // zero: protobuf
 	compact  bool          // ask for compact pushes
+	user     string        // connect as this user (development mode) with its personal stream
 }
 
 var dialer = &websocket.Dialer{
@@ -59,7 +60,11 @@ func open(ctx context.Context, url, name string, o dialOpts) (*lconn, error) {
 		return nil, err
 	}
 	c := &lconn{ws: ws, enc: o.enc}
-	if err := c.send(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: name, Compact: o.compact}}}); err != nil {
+	req := &hubbubv1.ConnectRequest{Name: name, Compact: o.compact}
+	if o.user != "" {
+		req.Name, req.UserStream = o.user, true
+	}
+	if err := c.send(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: req}}); err != nil {
 		ws.Close()
 		return nil, err
 	}
@@ -144,6 +149,33 @@ func payload(size int, sent time.Time, pub, seq uint32) []byte {
 
 var errNotMessage = errors.New("not a message push")
 
+// messageOffset reads a protobuf message push's offset (Message.offset, or
+// CompactMessage.offset), 0 for other frames.
+func messageOffset(frame []byte) uint64 {
+	msg, ok := field(frame, 20)
+	if !ok {
+		if msg, ok = field(frame, 25); !ok {
+			return 0
+		}
+	}
+	for b := msg; len(b) > 0; {
+		n, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return 0
+		}
+		b = b[l:]
+		if n == 2 && typ == protowire.VarintType {
+			v, _ := protowire.ConsumeVarint(b)
+			return v
+		}
+		if l = protowire.ConsumeFieldValue(n, typ, b); l < 0 {
+			return 0
+		}
+		b = b[l:]
+	}
+	return 0
+}
+
 // messageSentAt finds a message push's payload send time without decoding the
 // whole frame: ServerFrame.message(20) -> Message.body(5) -> Body.binary(3),
 // or ServerFrame.compact_message(25) -> CompactMessage.binary(7); in JSON the
@@ -213,7 +245,7 @@ func replyInfo(frame []byte) (id uint64, ack, isErr bool) {
 			id = v
 			b = b[l:]
 			continue
-		case n == 6:
+		case n == 6 || n == 13: // a publish's or a direct message's reply
 			ack = true
 		case n == 2:
 			isErr = true

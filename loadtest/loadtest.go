@@ -46,6 +46,10 @@ type Options struct {
 	// fanout, maxtp: how subscribers speak (publishers speak protobuf).
 	Encoding wire.Encoding // wire.Proto (default) or wire.JSON
 	Compact  bool          // ask for compact pushes
+	Devices  int           // direct: connections of the user receiving direct messages (3)
+	// fanout: every subscriber acks every message it gets (AckRequest), as
+	// an application that reports delivery would.
+	Ack bool
 
 	APIURL string // api: the server API's base URL, e.g. http://127.0.0.1:8081
 	APIKey string // api: a key with the publish scope
@@ -228,6 +232,7 @@ func closeAll(conns []*lconn) {
 type subscriber struct {
 	c        *lconn
 	slow     bool
+	ackRoom  string // ack every message of this room (Options.Ack)
 	received atomic.Int64
 	bytes    atomic.Int64 // message push bytes (WebSocket payloads, before any compression)
 	hist     hist
@@ -248,6 +253,11 @@ func (s *subscriber) run() {
 		s.bytes.Add(int64(len(b)))
 		s.hist.record(time.Since(sent))
 		s.received.Add(1)
+		if s.ackRoom != "" {
+			if off := messageOffset(b); off > 0 {
+				_ = s.c.send(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Ack{Ack: &hubbubv1.AckRequest{Room: s.ackRoom, Offset: off}}})
+			}
+		}
 		if s.slow {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -259,6 +269,7 @@ type publisher struct {
 	c      *lconn
 	id     uint32
 	rooms  []string
+	direct string // send direct messages to this user instead of publishing to rooms
 	rate   float64
 	size   int
 	sentAt [1 << 16]int64 // send time by frame id, for ack latency
@@ -308,8 +319,11 @@ func (p *publisher) publish(ctx context.Context, d time.Duration) {
 				seq++
 				room := p.rooms[int(seq)%len(p.rooms)]
 				t := time.Now()
-				f := &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Publish{Publish: &hubbubv1.PublishRequest{
-					Room: room, Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Binary{Binary: payload(p.size, t, p.id, seq)}}}}}
+				body := &hubbubv1.Body{Kind: &hubbubv1.Body_Binary{Binary: payload(p.size, t, p.id, seq)}}
+				f := &hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Publish{Publish: &hubbubv1.PublishRequest{Room: room, Body: body}}}
+				if p.direct != "" {
+					f.Command = &hubbubv1.ClientFrame_Direct{Direct: &hubbubv1.DirectRequest{User: p.direct, Body: body}}
+				}
 				p.c.wmu.Lock()
 				atomic.StoreInt64(&p.sentAt[(p.c.nextID+1)%uint64(len(p.sentAt))], t.UnixNano())
 				p.c.wmu.Unlock()

@@ -11,12 +11,15 @@ import (
 )
 
 // Scenarios lists the scenario names Run accepts.
-var Scenarios = []string{"fanout", "maxtp", "rooms", "idle", "storm", "churn", "bigroom", "api"}
+var Scenarios = []string{"fanout", "maxtp", "rooms", "idle", "storm", "churn", "bigroom", "api", "direct"}
 
 // Run runs one scenario and returns its results (maxtp returns one per step).
 func Run(ctx context.Context, name string, o Options) ([]Result, error) {
 	o = o.withDefaults()
 	switch name {
+	case "direct":
+		r, err := Direct(ctx, o)
+		return []Result{r}, err
 	case "fanout":
 		r, err := Fanout(ctx, o)
 		return []Result{r}, err
@@ -210,8 +213,8 @@ func newPublishers(ctx context.Context, o Options, rooms []string, totalRate flo
 // Fanout: S subscribers in one room, P publishers at a fixed total rate.
 func Fanout(ctx context.Context, o Options) (Result, error) {
 	o = o.withDefaults()
-	r := Result{Scenario: "fanout", Params: fmt.Sprintf("subscribers=%d publishers=%d rate=%g/s size=%dB duration=%s slow=%d encoding=%v compact=%v",
-		o.Subscribers, o.Publishers, o.Rate, o.Size, o.Duration, o.SlowReaders, o.Encoding, o.Compact)}
+	r := Result{Scenario: "fanout", Params: fmt.Sprintf("subscribers=%d publishers=%d rate=%g/s size=%dB duration=%s slow=%d encoding=%v compact=%v ack=%v",
+		o.Subscribers, o.Publishers, o.Rate, o.Size, o.Duration, o.SlowReaders, o.Encoding, o.Compact, o.Ack)}
 	room := fmt.Sprintf("fanout-%d", time.Now().UnixNano())
 	progress(o, "opening %d subscribers", o.Subscribers)
 	conns, err := openManyWith(ctx, o, dialOpts{compress: o.Compression, enc: o.Encoding, compact: o.Compact}, o.Subscribers, "sub",
@@ -221,7 +224,11 @@ func Fanout(ctx context.Context, o Options) (Result, error) {
 	}
 	t := &traffic{o: o, perPublish: int64(o.Subscribers)}
 	for i, c := range conns {
-		t.subs = append(t.subs, &subscriber{c: c, slow: i < o.SlowReaders})
+		s := &subscriber{c: c, slow: i < o.SlowReaders}
+		if o.Ack {
+			s.ackRoom = room
+		}
+		t.subs = append(t.subs, s)
 	}
 	if t.pubs, err = newPublishers(ctx, o, []string{room}, o.Rate); err != nil {
 		closeAll(conns)
@@ -230,6 +237,39 @@ func Fanout(ctx context.Context, o Options) (Result, error) {
 	t.start()
 	defer t.finish()
 	progress(o, "publishing %g/s for %s", o.Rate, o.Duration)
+	t.measure(ctx, &r)
+	return r, nil
+}
+
+// Direct: one user with Devices connections (3 by default: a phone, a
+// laptop, a tablet) receiving its personal stream, P publishers sending it
+// direct messages at a fixed total rate.
+func Direct(ctx context.Context, o Options) (Result, error) {
+	o = o.withDefaults()
+	if o.Devices <= 0 {
+		o.Devices = 3
+	}
+	user := fmt.Sprintf("target-%d", time.Now().UnixNano())
+	r := Result{Scenario: "direct", Params: fmt.Sprintf("devices=%d publishers=%d rate=%g/s size=%dB duration=%s",
+		o.Devices, o.Publishers, o.Rate, o.Size, o.Duration)}
+	conns, err := openManyWith(ctx, o, dialOpts{compress: o.Compression, user: user}, o.Devices, "dev", nil)
+	if err != nil {
+		return r, err
+	}
+	t := &traffic{o: o, perPublish: int64(o.Devices)}
+	for _, c := range conns {
+		t.subs = append(t.subs, &subscriber{c: c})
+	}
+	if t.pubs, err = newPublishers(ctx, o, []string{"unused"}, o.Rate); err != nil {
+		closeAll(conns)
+		return r, err
+	}
+	for _, p := range t.pubs {
+		p.direct = user
+	}
+	t.start()
+	defer t.finish()
+	progress(o, "sending %g direct messages/s to %d devices for %s", o.Rate, o.Subscribers, o.Duration)
 	t.measure(ctx, &r)
 	return r, nil
 }

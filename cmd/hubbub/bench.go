@@ -45,6 +45,8 @@ func bench(args []string) int {
 	f.BoolVar(&o.Compression, "compression", false, "offer permessage-deflate (the server needs --compression)")
 	encoding := f.String("encoding", "proto", "fanout, maxtp: the subscribers' encoding, proto or json")
 	f.BoolVar(&o.Compact, "compact", false, "fanout, maxtp: subscribers ask for compact pushes")
+	f.IntVar(&o.Devices, "devices", 3, "direct: connections of the user receiving the direct messages")
+	f.BoolVar(&o.Ack, "ack", false, "fanout: every subscriber acks every message it gets (protobuf)")
 	f.StringVar(&o.APIURL, "api-url", "http://127.0.0.1:8081", "api: the server API's base URL (loopback only)")
 	f.StringVar(&o.APIKey, "api-key", "", "api: a server API key with the publish scope")
 	f.IntVar(&o.Batch, "batch", 100, "api: messages per BatchPublish")

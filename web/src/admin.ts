@@ -133,6 +133,7 @@ async function refresh(): Promise<void> {
     renderNodes(info.nodes);
     renderRooms(rooms.rooms);
     if (tail) await renderRoomInfo(tail.room);
+    if (userShown) await showUser(userShown);
     setStatus("ok", `signed in as ${info.key} · updated ${new Date().toLocaleTimeString()}`);
   } catch (err) {
     setStatus("error", explain(err));
