@@ -46,6 +46,7 @@ type conn struct {
 	seq    uint64                 // commands sent to rooms so far
 	member *nodev1.Member         // set by connect
 	rooms  map[string]*joinedRoom // joined or joining
+	markQs map[string]*markQueue  // marks waiting for the one on its way, by room
 	gone   bool                   // the transport closed the socket
 
 	clientTrace map[string]string // the trace the client sent with the command being handled

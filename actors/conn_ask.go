@@ -56,6 +56,11 @@ type roomPlaced struct {
 // activation; a timeout gets a temporary UNAVAILABLE error for the client, and
 // then is called with the error so the caller can undo state.
 func (c *conn) ask(ctx actor.Context, room string, msg proto.Message, id uint64, then func(*actor.PID, *nodev1.RoomReply, error)) {
+	if q := c.markQs[room]; q != nil && q.held != nil {
+		if _, mark := msg.(*nodev1.RoomMark); !mark {
+			c.flushMarks(ctx, room) // merged marks the client sent before this command go first
+		}
+	}
 	c.seq++
 	c.dispatchAsk(ctx, &routeAsk{seq: c.seq, room: room, msg: msg, id: id, then: then})
 }

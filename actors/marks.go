@@ -37,16 +37,88 @@ func (c *conn) onMarkCommand(ctx actor.Context, f *hubbubv1.ClientFrame, room st
 	if read {
 		msg.Read = offset
 	}
-	c.ask(ctx, room, msg, id, func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
-		if err != nil {
+	cmd := markCmd{id: id, read: read}
+	if c.markQs == nil {
+		c.markQs = map[string]*markQueue{}
+	}
+	q := c.markQs[room]
+	if q == nil {
+		q = &markQueue{}
+		c.markQs[room] = q
+	}
+	if !q.inflight {
+		q.inflight = true
+		c.sendMark(ctx, room, msg, []markCmd{cmd})
+		return
+	}
+	if q.held != nil && q.held.GetEpoch() != epoch {
+		c.flushMarks(ctx, room)
+	}
+	if q.held == nil {
+		q.held = msg
+	} else {
+		q.held.Ack, q.held.Read = max(q.held.GetAck(), msg.GetAck()), max(q.held.GetRead(), msg.GetRead())
+		q.held.RequestId, q.held.Trace = id, msg.GetTrace()
+	}
+	q.waiters = append(q.waiters, cmd)
+}
+
+// markQueue is a connection's marks for one room while one is on its way:
+// the acks and reads the client sends meanwhile are merged into the next
+// (a connection acking every message costs its room one mark per round trip,
+// not one per message). Any other command to the room sends the merged mark
+// first, so commands still take effect in the order they were sent.
+type markQueue struct {
+	inflight bool
+	held     *nodev1.RoomMark // merged, not sent yet
+	waiters  []markCmd        // the commands held's reply answers
+}
+
+type markCmd struct {
+	id   uint64
+	read bool
+}
+
+// sendMark sends a (merged) mark and answers its commands with the room's
+// reply, then sends what was held meanwhile.
+func (c *conn) sendMark(ctx actor.Context, room string, msg *nodev1.RoomMark, cmds []markCmd) {
+	c.ask(ctx, room, msg, msg.GetRequestId(), func(_ *actor.PID, rr *nodev1.RoomReply, err error) {
+		for _, cmd := range cmds {
+			switch {
+			case err != nil && cmd.id != msg.GetRequestId(): // ask answered its own id
+				c.replyErr(cmd.id, hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE, true, "room %q did not answer; send the mark again", room)
+			case err != nil:
+			default:
+				fr := &hubbubv1.ServerFrame{Body: rr.GetFrame().GetBody()}
+				if m := fr.GetAck(); m != nil && cmd.read {
+					fr.Body = &hubbubv1.ServerFrame_Read{Read: m}
+				}
+				c.forward(cmd.id, fr)
+			}
+		}
+		q := c.markQs[room]
+		if q == nil {
 			return
 		}
-		fr := rr.GetFrame()
-		if m := fr.GetAck(); m != nil && read {
-			fr = &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Read{Read: m}}
+		if q.held == nil {
+			delete(c.markQs, room)
+			return
 		}
-		c.forward(id, fr)
+		next, waiting := q.held, q.waiters
+		q.held, q.waiters = nil, nil
+		c.sendMark(ctx, room, next, waiting)
 	})
+}
+
+// flushMarks sends a room's held marks now (another command to the room follows).
+func (c *conn) flushMarks(ctx actor.Context, room string) {
+	q := c.markQs[room]
+	if q == nil || q.held == nil {
+		return
+	}
+	next, waiting := q.held, q.waiters
+	q.held, q.waiters = nil, nil
+	c.sendMark(ctx, room, next, waiting)
 }
 
 // kindReceipts is the push kind of ReadReceipts: relays give it only to the

@@ -3,7 +3,9 @@ package integration
 import (
 	"testing"
 
+	"github.com/hubbub-chat/hubbub/actors"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/wire"
 )
 
@@ -127,5 +129,50 @@ func TestReadMarksAndReceipts(t *testing.T) {
 	_, jd := userDevice(t, p.URL, "dana", nil)
 	if jd.GetMarks().GetReadOffset() != dm.GetDirect().GetOffset() || jd.GetUnread() != 0 {
 		t.Fatalf("dana's stream after restart: %v", jd)
+	}
+}
+
+// A client that acks every message without waiting: every ack gets its
+// reply, the marks in the replies never go back, the last covers them all,
+// and a publish sent right after the acks sees them applied (a join reply
+// of another device of the user, after it, carries the final mark).
+func TestPipelinedAcksMergeInOrder(t *testing.T) {
+	s := startServer(t, actors.Config{Conn: actors.ConnConfig{CommandRate: -1, ByteRate: -1}}, transport.Config{})
+	pub := connect(t, s.URL, wire.Proto, "pub")
+	pub.join("feed", nil)
+	const n = 200
+	for i := 0; i < n; i++ {
+		pub.publish("feed", "m")
+	}
+	reader := connect(t, s.URL, wire.Proto, "reader")
+	reader.join("feed", nil)
+	ids := make([]uint64, 0, n+1)
+	for off := uint64(1); off <= n; off++ {
+		ids = append(ids, reader.send(markFrame("feed", off, "", off%2 == 0)))
+	}
+	pubID := reader.send(publishFrame("feed", "after the acks", ""))
+	got := reader.replies(append(ids, pubID)...)
+	var last uint64
+	for i, id := range ids {
+		f := got[id]
+		m := f.GetAck()
+		if m == nil {
+			m = f.GetRead()
+		}
+		if m == nil || (i%2 == 1) != (f.GetRead() != nil) {
+			t.Fatalf("reply %d: %v", i, f)
+		}
+		ack := m.GetMarks().GetAckOffset()
+		if ack < uint64(i+1) || ack < last {
+			t.Fatalf("reply %d: ack mark %d after %d", i, ack, last)
+		}
+		last = ack
+	}
+	if last != n || got[pubID].GetPublish().GetOffset() != n+1 {
+		t.Fatalf("last ack %d, publish %v", last, got[pubID])
+	}
+	other := connect(t, s.URL, wire.JSON, "reader")
+	if j := other.join("feed", nil); j.GetMarks().GetAckOffset() != n || j.GetMarks().GetReadOffset() != n {
+		t.Fatalf("marks seen by another device: %v", j.GetMarks())
 	}
 }
