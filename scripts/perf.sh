@@ -85,6 +85,15 @@ if [ -n "$redis_port" ]; then
 	run hubbub-redis-ack-10k hubbub fanout --subscribers 10 --publishers 10 --rate 10000 --size 128 --duration 10s
 	run hubbub-redis-ack-40k hubbub fanout --subscribers 10 --publishers 10 --rate 40000 --size 128 --duration 5s
 fi
+# Users: direct messages to one user with 3 devices; the cost of every
+# subscriber acking every message (beside the same fanout without acks and
+# the gorilla fixture's, gorillahub-fanout-200k).
+serve_flags=(--history-store memory)
+run hubbub-direct-5k hubbub direct --devices 3 --publishers 4 --rate 5000 --size 128 --duration 5s
+run hubbub-direct-20k hubbub direct --devices 3 --publishers 4 --rate 20000 --size 128 --duration 5s
+run hubbub-fanout-200k-noack hubbub fanout --subscribers 1000 --publishers 10 --rate 200 --size 128 --duration 5s
+run hubbub-fanout-200k-ack hubbub fanout --subscribers 1000 --publishers 10 --rate 200 --size 128 --duration 5s --ack
+run gorillahub-fanout-200k gorilla fanout --subscribers 1000 --publishers 10 --rate 200 --size 128 --duration 5s
 # The server API beside WebSocket publishes (history in memory, one room).
 echo "bench $(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n') publish" >"$out/api-keys"
 api_key=$(awk '{print $2}' "$out/api-keys")
