@@ -207,13 +207,7 @@ func (r *room) onCommand(ctx actor.Context, msg *nodev1.RoomCommand) {
 	}
 	if o.GetState() == hubbubv1.CommandState_COMMAND_STATE_PENDING && msg.GetWait() && ctx.Sender() != nil {
 		now := time.Now()
-		kept := r.cmds.waiters[:0]
-		for _, w := range r.cmds.waiters {
-			if now.Sub(w.at) < tailWait {
-				kept = append(kept, w)
-			}
-		}
-		r.cmds.waiters = kept
+		r.cmds.waiters = slices.DeleteFunc(r.cmds.waiters, func(w commandWaiter) bool { return now.Sub(w.at) >= tailWait })
 		if len(r.cmds.waiters) < maxCommandWaiters {
 			r.cmds.waiters = append(r.cmds.waiters, commandWaiter{to: ctx.Sender(), id: id, offset: off, at: now})
 			return

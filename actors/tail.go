@@ -2,6 +2,7 @@ package actors
 
 import (
 	"math"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -73,13 +74,7 @@ func (r *room) onTail(ctx actor.Context, msg *nodev1.RoomTail) {
 	}
 	if after.GetEpoch() == r.epoch && after.GetOffset() >= r.committed && msg.GetWait() && ctx.Sender() != nil {
 		now := time.Now()
-		live := r.tails.waiters[:0]
-		for _, w := range r.tails.waiters {
-			if now.Sub(w.at) < tailWait {
-				live = append(live, w)
-			}
-		}
-		r.tails.waiters = live
+		r.tails.waiters = slices.DeleteFunc(r.tails.waiters, func(w tailWaiter) bool { return now.Sub(w.at) >= tailWait })
 		if len(r.tails.waiters) >= maxTailWaiters {
 			old := r.tails.waiters[0]
 			r.tails.waiters = r.tails.waiters[1:]

@@ -50,15 +50,20 @@ function bodyText(m: Message): string {
   return "";
 }
 
-function messageItem(m: Message): HTMLLIElement {
-  const li = document.createElement("li");
-  li.className = "message";
-  li.dataset.offset = m.offset.toString(); // for recovery checks; not shown
-  const when = new Date(Number(m.timeUnixMs));
+// timeElement shows a message's time (hours and minutes; the full date on hover).
+function timeElement(when: Date): HTMLTimeElement {
   const time = document.createElement("time");
   time.dateTime = when.toISOString();
   time.title = fullFormat.format(when);
   time.textContent = timeFormat.format(when);
+  return time;
+}
+
+function messageItem(m: Message): HTMLLIElement {
+  const li = document.createElement("li");
+  li.className = "message";
+  li.dataset.offset = m.offset.toString(); // for recovery checks; not shown
+  const time = timeElement(new Date(Number(m.timeUnixMs)));
   const who = document.createElement("span");
   who.className = "who";
   const server = m.sender?.server;
@@ -105,10 +110,7 @@ function directItem(from: string, to: string, text: string, when: Date, offset?:
   const li = document.createElement("li");
   li.className = "direct";
   if (offset !== undefined) li.dataset.directOffset = offset.toString();
-  const time = document.createElement("time");
-  time.dateTime = when.toISOString();
-  time.title = fullFormat.format(when);
-  time.textContent = timeFormat.format(when);
+  const time = timeElement(when);
   const who = document.createElement("span");
   who.className = "who";
   who.textContent = `${from} → ${to}`;
