@@ -18,6 +18,16 @@
 // decode. When a joined room dies (its node died or it moved), its members'
 // connections are closed with 4004 and the clients rejoin.
 //
+// Users are actors too (user.go): a user's actor is the personal room
+// "@<user>", a room grain whose members are the user's connections on every
+// node. It holds the user's personal stream (direct messages, stored and
+// recovered like any room's history), grants the user's connection slots
+// across the cluster (RoomReserve), and keeps device commands pending until
+// the user acks them or they expire (commands.go). Every room keeps its
+// users' ack and read marks and pushes read receipts (marks.go), and answers
+// the server API's long polls (Tail, GetCommand) by parking them until its
+// next message or outcome (tail.go).
+//
 // # Concurrency
 //
 // Each actor's Receive runs on one goroutine at a time, owned by protoactor's
@@ -31,7 +41,9 @@
 // position in the store after the node stalled (room.stale), both bounded by
 // RoomConfig.StoreTimeout, and settling its pending appends when it stops;
 // its appends while running go to the store on a goroutine per batch and come
-// back as a message. Rooms' timers (idle, typing) and the connection's
+// back as a message, and so do its marks' saves (one in flight per room) and
+// a settled command's outcome, published to its sender's personal room from
+// a goroutine (a room never waits on another). Rooms' timers (idle, typing) and the connection's
 // connect and token-expiry timers send messages to their actor. Node's
 // methods (Probe among them) and ConnHandle's methods may be called from any
 // goroutine. A Sink's methods are called from actor goroutines and must not

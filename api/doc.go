@@ -1,8 +1,9 @@
 // Package api serves hubbub.api.v1.ServerAPI, the server API for backends:
-// publish, broadcast, history, presence, room and node inspection and
-// disconnects, a live tail of a room (Tail, streaming), over gRPC, gRPC-Web and Connect's HTTP+JSON from one
-// connectrpc.com/connect handler, with gRPC health checking and server
-// reflection beside it.
+// publish, broadcast, direct messages and device commands to users
+// (SendToUser, GetCommand), history, presence, room and node inspection,
+// disconnects and a live tail of a room (Tail, streaming), over gRPC,
+// gRPC-Web and Connect's HTTP+JSON from one connectrpc.com/connect handler,
+// with gRPC health checking and server reflection beside it.
 //
 // Every call carries "Authorization: Bearer <key>"; keys come from a key file
 // (ParseKeys) and each has scopes (publish, read, admin). The key is checked
