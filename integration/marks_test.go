@@ -1,9 +1,15 @@
 package integration
 
 import (
+	"net"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/hubbub-chat/hubbub/actors"
+	"github.com/hubbub-chat/hubbub/internal/testredis"
+	apiv1 "github.com/hubbub-chat/hubbub/proto/hubbub/api/v1"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/transport"
 	"github.com/hubbub-chat/hubbub/wire"
@@ -174,5 +180,61 @@ func TestPipelinedAcksMergeInOrder(t *testing.T) {
 	other := connect(t, s.URL, wire.JSON, "reader")
 	if j := other.join("feed", nil); j.GetMarks().GetAckOffset() != n || j.GetMarks().GetReadOffset() != n {
 		t.Fatalf("marks seen by another device: %v", j.GetMarks())
+	}
+}
+
+// Marks move with their room: a three-node cluster sharing Redis, the node
+// hosting the room killed with -9; the room's next activation, elsewhere,
+// answers a rejoin with the marks and unread count the dead one stored.
+func TestMarksSurviveANodeKillInACluster(t *testing.T) {
+	redisURL := testredis.Start(t)
+	manage := []string{freePort(t), freePort(t), freePort(t)}
+	binds := []string{freePort(t), freePort(t), freePort(t)}
+	nodes := make([]*serverProcess, 3)
+	for i := range nodes {
+		_, port, _ := net.SplitHostPort(manage[i])
+		nodes[i] = startProcess(t, append(apiArgs(t), "--cluster-provider", "automanaged", "--cluster-bind", binds[i],
+			"--cluster-automanage-port", port, "--cluster-seeds", strings.Join(manage, ","),
+			"--history-store", "redis", "--redis-url", redisURL)...)
+	}
+	for _, p := range nodes {
+		eventually(t, "node ready", func() bool {
+			code, err := httpGet(httpBase(p.URL) + "/readyz")
+			return err == nil && code == 200
+		})
+	}
+	// Five messages from the server API, which also places the room.
+	for i := 0; i < 5; i++ {
+		apiOK(t, nodes[0].API, pubKey, "Publish", `{"room":"moving","body":{"text":"m"}}`, &apiv1.PublishResponse{})
+	}
+	var info apiv1.RoomInfoResponse
+	apiOK(t, nodes[0].API, readKey, "RoomInfo", `{"room":"moving"}`, &info)
+	host := slices.Index(binds, info.GetNode())
+	if host < 0 {
+		t.Fatalf("room on %q, nodes %v", info.GetNode(), binds)
+	}
+	other := nodes[(host+1)%3]
+	alice := connect(t, other.URL, wire.Proto, "alice")
+	epoch := alice.join("moving", nil).GetPosition().GetEpoch()
+	alice.request(markFrame("moving", 4, epoch, false))
+	if r := alice.request(markFrame("moving", 3, epoch, true)); r.GetRead().GetMarks().GetReadOffset() != 3 {
+		t.Fatalf("read: %v", r)
+	}
+	if err := nodes[host].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := closeCode(alice.waitClosed()); code != wire.CloseRoomMoved {
+		t.Fatalf("alice closed with %d when the room's node died", code)
+	}
+	var j *hubbubv1.JoinReply
+	eventually(t, "the room back on another node", func() bool {
+		c := connect(t, other.URL, wire.JSON, "alice")
+		r := c.request(joinFrame("moving", nil))
+		j = r.GetJoin()
+		return j != nil
+	})
+	if j.GetPosition().GetEpoch() != epoch || j.GetPosition().GetOffset() != 5 || j.GetMarks().GetAckOffset() != 4 ||
+		j.GetMarks().GetReadOffset() != 3 || j.GetUnread() != 2 {
+		t.Fatalf("after the move: position %v marks %v unread %d", j.GetPosition(), j.GetMarks(), j.GetUnread())
 	}
 }
