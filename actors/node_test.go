@@ -128,12 +128,24 @@ func commandFor(op byte, id uint64, nums fuzzNums) *hubbubv1.ClientFrame {
 		f.Command = &hubbubv1.ClientFrame_History{History: &hubbubv1.HistoryRequest{Room: room, SinceOffset: nums.since,
 			Limit: nums.limit, Reverse: op&0x40 != 0}}
 	case 7:
-		f.Command = &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: room}}
+		user := fmt.Sprint("u", int(op>>4)%3)
+		switch {
+		case op&0x08 == 0 || op>>6 == 3:
+			f.Command = &hubbubv1.ClientFrame_Presence{Presence: &hubbubv1.PresenceRequest{Room: room}}
+		case op>>6 == 0:
+			f.Command = &hubbubv1.ClientFrame_Ack{Ack: &hubbubv1.AckRequest{Room: room, Offset: nums.since}}
+		case op>>6 == 1:
+			f.Command = &hubbubv1.ClientFrame_Read{Read: &hubbubv1.ReadRequest{Room: room, Offset: nums.since % 4}}
+		default:
+			f.Command = &hubbubv1.ClientFrame_Direct{Direct: &hubbubv1.DirectRequest{User: user, RequireAck: op&0x20 != 0, TtlMs: nums.limit,
+				Body: &hubbubv1.Body{Kind: &hubbubv1.Body_Text{Text: "d"}}}}
+		}
 	}
 	return f
 }
 
-// FuzzCommandSequences drives random command sequences, with any values in
+// FuzzCommandSequences drives random command sequences (acks, reads and
+// direct messages among them), with any values in
 // the numeric fields, from three clients sent back to back (pipelined)
 // through a real node, and checks that: no actor panics; every command gets
 // exactly one reply and none is a temporary or internal error; no client sees
@@ -145,6 +157,8 @@ func FuzzCommandSequences(f *testing.F) {
 	f.Add([]byte{0x01, 0x81, 0x42, 0x03, 0x03, 0x02, 0x00, 0x03}, uint64(1), uint64(2), uint32(5))
 	f.Add([]byte{0x00, 0x05, 0x03, 0x06, 0x46, 0x02, 0x05}, uint64(1)<<63, uint64(1)<<63, uint32(1<<31))
 	f.Add([]byte{0x40, 0x80, 0x06, 0x46, 0x41, 0x81}, ^uint64(0), ^uint64(0), ^uint32(0))
+	// Acks, reads and direct messages (commands too) among joins and publishes.
+	f.Add([]byte{0x00, 0x03, 0x0f, 0x4f, 0x8f, 0xaf, 0x03, 0x0f, 0x4f}, uint64(1), uint64(0), uint32(500))
 	node := NewNode(Config{Room: RoomConfig{TypingTTL: 50 * time.Millisecond}}, Options{})
 	defer func() { _ = node.Shutdown(context.Background()) }()
 	f.Fuzz(func(t *testing.T, ops []byte, since, joinOff uint64, limit uint32) {
@@ -171,6 +185,7 @@ func checkOrder(run fuzzRun) error {
 		}
 	}
 	joined := map[string]bool{}
+	marks := map[string]uint64{} // the ack mark each room last reported
 	for _, cmd := range run.sent {
 		r := replies[cmd.GetId()]
 		code := r.GetError().GetCode()
@@ -208,6 +223,32 @@ func checkOrder(run fuzzRun) error {
 		case *hubbubv1.ClientFrame_History:
 			if h := r.GetHistory(); h == nil || uint32(len(h.GetMessages())) > max(c.History.GetLimit(), 1000) {
 				return fmt.Errorf("command %d (history): got %v", cmd.GetId(), r)
+			}
+		case *hubbubv1.ClientFrame_Ack, *hubbubv1.ClientFrame_Read:
+			// Marks only move forward: a reply never shows less than an earlier one in the room.
+			m, room := r.GetRead(), cmd.GetRead().GetRoom()
+			if a := cmd.GetAck(); a != nil {
+				m, room = r.GetAck(), a.GetRoom()
+			}
+			if m == nil {
+				if code != hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST {
+					return fmt.Errorf("command %d (mark): got %v", cmd.GetId(), r)
+				}
+				continue
+			}
+			if got := m.GetMarks().GetAckOffset(); got < marks[room] {
+				return fmt.Errorf("command %d (mark %q): ack mark %d after %d", cmd.GetId(), room, got, marks[room])
+			}
+			marks[room] = m.GetMarks().GetAckOffset()
+		case *hubbubv1.ClientFrame_Direct:
+			if ttl := c.Direct.GetTtlMs(); time.Duration(ttl)*time.Millisecond > 24*time.Hour {
+				if code != hubbubv1.ErrorCode_ERROR_CODE_BAD_REQUEST {
+					return fmt.Errorf("command %d (direct, ttl %d): got %v", cmd.GetId(), ttl, r)
+				}
+				continue
+			}
+			if d := r.GetDirect(); d == nil || d.GetRoom() != "@"+c.Direct.GetUser() {
+				return fmt.Errorf("command %d (direct): got %v", cmd.GetId(), r)
 			}
 		}
 	}
