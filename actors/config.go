@@ -15,6 +15,10 @@ type Config struct {
 	// RelayShards is how many relay actors fan a node's pushes out to its
 	// connections. Default GOMAXPROCS (one per core).
 	RelayShards int
+	// Ledger keeps the delivery ledger: what became of each recent message's
+	// deliveries on this node (queued, written, acked, dropped, conflated,
+	// gone), for the server API's Ledger.
+	Ledger bool
 	// Notify configures the leave and disconnect notifications to the backend's hooks.
 	Notify NotifyConfig
 	// ServerVersion is reported in ConnectReply. Default "dev".

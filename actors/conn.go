@@ -47,7 +47,10 @@ type conn struct {
 	member *nodev1.Member         // set by connect
 	rooms  map[string]*joinedRoom // joined or joining
 	markQs map[string]*markQueue  // marks waiting for the one on its way, by room
-	gone   bool                   // the transport closed the socket
+	// The newest offset this connection acked per room, for the delivery
+	// ledger (which counts an ack of exactly a delivered offset).
+	ledgerAcks map[string]uint64
+	gone       bool // the transport closed the socket
 
 	clientTrace map[string]string // the trace the client sent with the command being handled
 

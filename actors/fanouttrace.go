@@ -34,6 +34,7 @@ type fanoutNote struct {
 	recipients int
 	delivered  int
 	events     []deliveryEvent
+	ledger     *LedgerEntry // the message's delivery ledger on this node, or nil
 }
 
 // merge adds another shard's part of the same push.
@@ -124,5 +125,12 @@ func (f *fanoutRecorder) span(n *fanoutNote) {
 		}
 	}
 	span.SetAttributes(attrRecipients.Int(n.recipients), attrDelivered.Int(n.delivered), attrDropped.Int(n.recipients-n.delivered))
+	if e := n.ledger; e != nil { // the ledger as the span is made: later outcomes are in the server API's Ledger
+		c := e.count()
+		span.SetAttributes(attribute.Int64("hubbub.ledger.members", int64(c.GetMembers())), attribute.Int64("hubbub.ledger.queued", c.GetQueued()),
+			attribute.Int64("hubbub.ledger.written", c.GetWritten()), attribute.Int64("hubbub.ledger.acked", int64(c.GetAcked())),
+			attribute.Int64("hubbub.ledger.dropped", int64(c.GetDropped())), attribute.Int64("hubbub.ledger.conflated", int64(c.GetConflated())),
+			attribute.Int64("hubbub.ledger.disconnected", int64(c.GetGone())))
+	}
 	span.End(trace.WithTimestamp(n.end))
 }

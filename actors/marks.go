@@ -37,6 +37,13 @@ func (c *conn) onMarkCommand(ctx actor.Context, f *hubbubv1.ClientFrame, room st
 	if read {
 		msg.Read = offset
 	}
+	if offset > c.ledgerAcks[room] { // the ledger counts each delivery acked once
+		if c.ledgerAcks == nil {
+			c.ledgerAcks = map[string]uint64{}
+		}
+		c.ledgerAcks[room] = offset
+		c.node.ledger.acked(room, offset)
+	}
 	cmd := markCmd{id: id, read: read}
 	if c.markQs == nil {
 		c.markQs = map[string]*markQueue{}

@@ -44,6 +44,7 @@ type Node struct {
 	inject    func(kind string, msg any)
 	nodeID    string
 	rooms     *roomIndex // the rooms running here, for the server API
+	ledger    *ledger    // the delivery ledger; nil when off
 	started   time.Time
 	nextConn  atomic.Uint64
 	stopped   atomic.Bool
@@ -104,6 +105,9 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing,
 		inject: opts.Inject, rooms: newRoomIndex(), started: time.Now(), hooks: opts.Hooks}
+	if cfg.Ledger {
+		n.ledger = newLedger()
+	}
 	var nt *notifier
 	if n.hooks.Has("Notify") {
 		var err error
@@ -144,7 +148,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	for i := range n.relays {
 		n.relays[i] = actor.NewPID(system.Address(), relayShardID(i))
 	}
-	deps := relayDeps{log: log, counters: n.counters, tracing: n.tracing, recorder: n.fanouts, aliases: newAliasTable()}
+	deps := relayDeps{log: log, counters: n.counters, tracing: n.tracing, recorder: n.fanouts, aliases: newAliasTable(), ledger: n.ledger}
 	for i := shards - 1; i >= 0; i-- { // the first shard, which hands on to the others, last
 		n.relays[i], _ = keep.SpawnNamed(relayProps(deps, i, n.relays), relayShardID(i))
 	}

@@ -51,6 +51,7 @@ type relayDeps struct {
 	tracing  *telemetry.Tracing
 	recorder *fanoutRecorder // nil when tracing is off
 	aliases  *aliasTable     // rooms' aliases for compact pushes on this node
+	ledger   *ledger         // the delivery ledger; nil when off
 }
 
 // relayShard is the shard of the relay that serves a connection actor.
@@ -216,7 +217,7 @@ func (r *relay) onDeliver(msg *nodev1.RelayDeliver, t *pushTally) {
 		for _, m := range subs {
 			if m.receipts {
 				recipients++
-				if r.deliver(msg, m) == nil {
+				if r.deliver(msg, m, nil) == nil {
 					delivered++
 				}
 			}
@@ -224,12 +225,24 @@ func (r *relay) onDeliver(msg *nodev1.RelayDeliver, t *pushTally) {
 		r.finish(msg, t, recipients, delivered, nil)
 		return
 	}
+	e := r.ledgerEntry(msg, len(subs))
 	for _, m := range subs {
-		if r.deliver(msg, m) == nil {
+		if r.deliver(msg, m, e) == nil {
 			delivered++
 		}
 	}
 	r.finish(msg, t, recipients, delivered, nil)
+}
+
+// ledgerEntry is a message's delivery ledger entry, with this shard's
+// members counted; nil for other pushes or when the ledger is off.
+func (r *relay) ledgerEntry(msg *nodev1.RelayDeliver, members int) *LedgerEntry {
+	if r.ledger == nil || msg.GetOffset() == 0 || members == 0 {
+		return nil
+	}
+	e := r.ledger.entry(msg.GetRoom(), msg.GetOffset())
+	e.members.Add(int64(members))
+	return e
 }
 
 // pushTally sums what the shards of a node did with one push, so the node
@@ -290,7 +303,23 @@ var errStreamGap = errors.New("message does not continue the member's stream")
 // activation, a push lost between nodes, anything) is never delivered;
 // the member is unsubscribed and closed with 4004, so it rejoins with its
 // last position and recovers exactly what it missed.
-func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember) error {
+func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember, e *LedgerEntry) error {
+	err := r.push(msg, m, e)
+	if e != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrDropped):
+			e.dropped.Add(1)
+		default:
+			e.gone.Add(1)
+		}
+	}
+	return err
+}
+
+// push hands a push to one member's queue; with a ledger entry the queue
+// counts it queued and resolves it later.
+func (r *relay) push(msg *nodev1.RelayDeliver, m *roomMember, e *LedgerEntry) error {
 	c := m.conn
 	if !m.stream.continues(msg) {
 		r.counters.StreamGaps.Add(1)
@@ -309,6 +338,14 @@ func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember) error {
 	}
 	if len(frame) == 0 {
 		return errNoFrame
+	}
+	if e != nil {
+		e.queued.Add(1)
+		err := c.sink.Push(frame, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy(), Ledger: e})
+		if err != nil {
+			e.queued.Add(-1) // not queued: the caller counts where it went
+		}
+		return err
 	}
 	return c.sink.Push(frame, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy()})
 }
@@ -334,8 +371,10 @@ func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver, t *pushTally, address 
 	n := &fanoutNote{msg: msg, node: address, start: time.Now()}
 	perRecipient := r.tracing.Deliveries != telemetry.DeliveryCounts
 	subs := r.rooms[msg.GetRoom()]
+	e := r.ledgerEntry(msg, len(subs))
+	n.ledger = e
 	for _, m := range subs {
-		err := r.deliver(msg, m)
+		err := r.deliver(msg, m, e)
 		switch {
 		case errors.Is(err, ErrSlowConsumer):
 			n.events = append(n.events, deliveryEvent{name: "hubbub.slow_consumer", client: m.conn.id, at: time.Now()})

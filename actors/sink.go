@@ -39,6 +39,10 @@ type PushInfo struct {
 	Room   string
 	Key    string // conflation key
 	Policy Overflow
+	// Ledger, when set, is the message's delivery ledger entry: the sink
+	// resolves the delivery (LedgerEntry.Resolve) once it is written,
+	// dropped, conflated or lost with the connection.
+	Ledger *LedgerEntry
 }
 
 // OverflowRule gives the rooms matching Pattern an overflow policy.

@@ -132,6 +132,9 @@ func (u *users) report(ctx actor.Context, msg *nodev1.NodeInspect) *nodev1.NodeR
 	if msg.GetRooms() {
 		r.RoomList = u.node.rooms.list(msg.GetPattern(), rooms)
 	}
+	if room := msg.GetLedgerRoom(); room != "" {
+		r.Ledger = u.node.ledger.list(room, msg.GetLedgerAfter(), int(msg.GetLedgerLimit()))
+	}
 	if n := int(msg.GetSlowest()); n > 0 {
 		r.ConnList = append(r.ConnList, u.slowest(n)...)
 	}

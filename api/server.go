@@ -45,7 +45,7 @@ const minCompressBytes = 4 << 10
 var scopes = map[string]Scope{
 	"Publish": ScopePublish, "BatchPublish": ScopePublish, "Broadcast": ScopePublish, "SendToUser": ScopePublish, "GetCommand": ScopePublish,
 	"History": ScopeRead, "Presence": ScopeRead, "RoomInfo": ScopeRead, "ListRooms": ScopeRead,
-	"Connections": ScopeRead, "Info": ScopeRead,
+	"Connections": ScopeRead, "Info": ScopeRead, "Ledger": ScopeRead,
 	"Disconnect": ScopeAdmin, "Tail": ScopeAdmin,
 }
 

@@ -367,6 +367,57 @@ func (s *service) Info(ctx context.Context, req *connect.Request[apiv1.InfoReque
 	return connect.NewResponse(out), nil
 }
 
+func (s *service) Ledger(ctx context.Context, req *connect.Request[apiv1.LedgerRequest]) (*connect.Response[apiv1.LedgerResponse], error) {
+	m := req.Msg
+	if err := s.checkRoom(m.GetRoom()); err != nil {
+		return nil, err
+	}
+	limit := m.GetLimit()
+	if limit == 0 || limit > maxPage {
+		limit = maxPage
+	}
+	reports, err := s.node.Nodes(ctx, &nodev1.NodeInspect{LedgerRoom: m.GetRoom(), LedgerAfter: m.GetSinceOffset(), LedgerLimit: limit})
+	if err != nil && len(reports) == 0 {
+		return nil, apiErr(err)
+	}
+	sum := map[uint64]*apiv1.Delivery{}
+	for _, r := range reports {
+		for _, c := range r.GetLedger() {
+			d := sum[c.GetOffset()]
+			if d == nil {
+				d = &apiv1.Delivery{Offset: c.GetOffset()}
+				sum[c.GetOffset()] = d
+			}
+			d.Members += c.GetMembers()
+			d.Queued += c.GetQueued()
+			d.Written += c.GetWritten()
+			d.Acked += c.GetAcked()
+			d.Dropped += c.GetDropped()
+			d.Conflated += c.GetConflated()
+			d.Disconnected += c.GetGone()
+		}
+	}
+	out := &apiv1.LedgerResponse{}
+	for _, d := range sum {
+		out.Deliveries = append(out.Deliveries, d)
+	}
+	slices.SortFunc(out.Deliveries, func(a, b *apiv1.Delivery) int { return cmpU64(a.GetOffset(), b.GetOffset()) })
+	if len(out.Deliveries) > int(limit) {
+		out.Deliveries = out.Deliveries[:limit]
+	}
+	return connect.NewResponse(out), nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
 // Tail streams a room's messages: first the position it starts at, then
 // each batch the room stores, until the caller goes or the API shuts down.
 // A room that stops or moves is asked again, and says gap when messages

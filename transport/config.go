@@ -13,6 +13,11 @@ type Config struct {
 	// MaxQueuedBytes bounds a connection's outbound queue; a client that falls
 	// further behind is closed as a slow consumer (4000). Default 1 MiB.
 	MaxQueuedBytes int
+	// SocketSendBuffer sets each connection's kernel send buffer (SO_SNDBUF)
+	// in bytes; 0 leaves the kernel's autotuning, which lets a client that
+	// stopped reading hold up to a few MiB in the kernel before its outbound
+	// queue (and the room's overflow policy) sees it fall behind.
+	SocketSendBuffer int
 	// PingInterval is how often the server pings each client. Default 25s.
 	PingInterval time.Duration
 	// PongTimeout is how long past a ping interval a silent peer is kept

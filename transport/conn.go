@@ -74,6 +74,9 @@ func newWSConn(ws *websocket.Conn, enc wire.Encoding, cfg *Config, log *slog.Log
 		w.opcode = opText
 	}
 	w.q.maxBytes = cfg.MaxQueuedBytes
+	if tc, ok := w.nc.(interface{ SetWriteBuffer(int) error }); ok && cfg.SocketSendBuffer > 0 {
+		_ = tc.SetWriteBuffer(cfg.SocketSendBuffer)
+	}
 	return w
 }
 
@@ -90,7 +93,7 @@ func (c *wsConn) Send(frame []byte) error {
 
 // Push implements actors.Sink: it queues a room's push under the room's overflow policy.
 func (c *wsConn) Push(frame []byte, p actors.PushInfo) error {
-	return c.enqueue(item{b: frame, room: p.Room, key: p.Key, policy: p.Policy})
+	return c.enqueue(item{b: frame, room: p.Room, key: p.Key, policy: p.Policy, ledger: p.Ledger})
 }
 
 func (c *wsConn) enqueue(it item) error {
@@ -451,6 +454,11 @@ func (c *wsConn) flush() error {
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
 	n, err := writeFrames(c.nc, opcode, frames)
+	outcome := actors.OutcomeWritten
+	if err != nil {
+		outcome = actors.OutcomeGone
+	}
+	resolveAll(batch, outcome)
 	c.counters.FramesOut.Add(int64(len(*payloads)))
 	c.counters.BytesOut.Add(int64(n))
 	clear(*payloads)

@@ -20,6 +20,7 @@ type item struct {
 	room   string
 	key    string
 	policy actors.Overflow
+	ledger *actors.LedgerEntry // the push's delivery ledger entry, resolved when it leaves the queue
 }
 
 // pushResult reports what an overflow policy did.
@@ -59,12 +60,15 @@ func (q *outQueue) push(it item) (bool, pushResult, error) {
 		if i, ok := q.latest[ck]; ok {
 			q.bytes -= len(q.items[i].b)
 			q.items[i].b = nil // tombstone: the newer value goes to the back
+			q.items[i].ledger.Resolve(actors.OutcomeConflated)
+			q.items[i].ledger = nil
 			res.conflated++
 		}
 	}
 	if q.bytes+len(it.b) > q.maxBytes {
 		if it.policy == actors.OverflowDisconnect {
 			q.closed = true
+			resolveAll(q.items, actors.OutcomeGone)
 			q.items, q.bytes, q.latest = nil, 0, nil
 			return false, res, ErrSlowConsumer
 		}
@@ -94,6 +98,7 @@ func (q *outQueue) evict(room string, need int) int {
 		if freed < need && it.b != nil && it.room == room && it.policy != actors.OverflowDisconnect {
 			freed += len(it.b)
 			dropped++
+			it.ledger.Resolve(actors.OutcomeDropped)
 			continue
 		}
 		kept = append(kept, it)
@@ -142,9 +147,17 @@ func (q *outQueue) close(drop bool) {
 	q.mu.Lock()
 	q.closed = true
 	if drop {
+		resolveAll(q.items, actors.OutcomeGone)
 		q.items, q.bytes, q.latest = nil, 0, nil
 	}
 	q.mu.Unlock()
+}
+
+// resolveAll moves the deliveries of items to an outcome in their ledger.
+func resolveAll(items []item, o actors.Outcome) {
+	for _, it := range items {
+		it.ledger.Resolve(o)
+	}
 }
 
 // queued returns the bytes waiting.

@@ -108,6 +108,7 @@ func parseServe(args []string) (*serveConfig, error) {
 
 	f.group("Connections")
 	f.integer(&tc.MaxFrameBytes, "max-frame-bytes", 64<<10, "largest client frame; larger ones close with 1009")
+	f.integer(&tc.SocketSendBuffer, "socket-send-buffer", 0, "each connection's kernel send buffer in bytes (0: the kernel's autotuning); small values make a client that stopped reading meet its queue bound and overflow policy sooner")
 	f.integer(&tc.MaxQueuedBytes, "max-queued-bytes", 1<<20, "outbound queue bound per connection; beyond it a client is closed as a slow consumer (4000)")
 	f.duration(&tc.SlowConsumerGrace, "slow-consumer-grace", time.Second, "how long a client closed as a slow consumer has to take the Disconnect push and close 4000 before it is dropped without them")
 	f.duration(&tc.PingInterval, "ping-interval", 25*time.Second, "interval of server pings")
@@ -130,6 +131,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.duration(&nc.Room.IdleTimeout, "room-idle-timeout", time.Minute, "an empty room stops after this long without activity")
 	f.integer(&nc.Room.MaxMembers, "max-room-members", 0, "members per room (0: unlimited)")
 	f.integer(&nc.RelayShards, "relay-shards", 0, "relay actors that fan a node's pushes out to its connections (0: one per core)")
+	f.boolean(&nc.Ledger, "delivery-ledger", true, "count what became of each recent message's deliveries (queued, written, acked, dropped, conflated, disconnected) for the server API's Ledger and the fan-out spans")
 	f.duration(&nc.Room.TypingTTL, "typing-ttl", 5*time.Second, "how long a typing indicator lasts without a refresh")
 	f.integer(&nc.Conn.MaxMessageBytes, "max-message-bytes", 32<<10, "largest published body: bytes of a text or binary body, of a data body's compact JSON")
 	f.integer(&nc.Conn.MaxRoomNameBytes, "max-room-name-bytes", 128, "longest room name")
@@ -219,7 +221,7 @@ func checkServeFlags(f *envFlags, c *serveConfig) {
 		f.positive(name, v)
 	}
 	for name, v := range map[string]func() float64{
-		"max-room-members": i(&nc.Room.MaxMembers), "max-connections": i(&tc.MaxConnections),
+		"max-room-members": i(&nc.Room.MaxMembers), "socket-send-buffer": i(&tc.SocketSendBuffer), "max-connections": i(&tc.MaxConnections),
 		"conn-rate-per-ip": fl(&tc.ConnectRatePerIP), "max-conns-per-user": i(&nc.Conn.MaxConnsPerUser),
 		"room-publish-rate": fl(&nc.Room.PublishRate), "redis-wait-replicas": i(&c.redis.WaitReplicas),
 	} {

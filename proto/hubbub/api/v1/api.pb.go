@@ -1881,6 +1881,222 @@ func (x *NodeInfo) GetSlowest() []*Connection {
 	return nil
 }
 
+// LedgerRequest names a room and the messages after since_offset (at most limit, 1000 by default).
+type LedgerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	SinceOffset   uint64                 `protobuf:"varint,2,opt,name=since_offset,json=sinceOffset,proto3" json:"since_offset,omitempty"`
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LedgerRequest) Reset() {
+	*x = LedgerRequest{}
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerRequest) ProtoMessage() {}
+
+func (x *LedgerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerRequest.ProtoReflect.Descriptor instead.
+func (*LedgerRequest) Descriptor() ([]byte, []int) {
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *LedgerRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *LedgerRequest) GetSinceOffset() uint64 {
+	if x != nil {
+		return x.SinceOffset
+	}
+	return 0
+}
+
+func (x *LedgerRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// LedgerResponse is the ledger of the room's messages the nodes still remember, oldest first.
+type LedgerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LedgerResponse) Reset() {
+	*x = LedgerResponse{}
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerResponse) ProtoMessage() {}
+
+func (x *LedgerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerResponse.ProtoReflect.Descriptor instead.
+func (*LedgerResponse) Descriptor() ([]byte, []int) {
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *LedgerResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// Delivery is what became of one message's deliveries, over every node: each member the message
+// was handed to is counted in exactly one of queued, written, acked, dropped, conflated and
+// disconnected, so they sum to members.
+type Delivery struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Offset uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Members the message was handed to.
+	Members uint64 `protobuf:"varint,2,opt,name=members,proto3" json:"members,omitempty"`
+	// Still in a member's outbound queue.
+	Queued int64 `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`
+	// Written to the member's socket (and not acked).
+	Written int64 `protobuf:"varint,4,opt,name=written,proto3" json:"written,omitempty"`
+	// Acked by the member's connection (AckRequest or ReadRequest for exactly this offset).
+	Acked uint64 `protobuf:"varint,5,opt,name=acked,proto3" json:"acked,omitempty"`
+	// Dropped by the room's overflow policy (drop-oldest).
+	Dropped uint64 `protobuf:"varint,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Replaced by a newer message with the same key (conflate).
+	Conflated uint64 `protobuf:"varint,7,opt,name=conflated,proto3" json:"conflated,omitempty"`
+	// Not written: the member's connection closed (or was closing) first.
+	Disconnected  uint64 `protobuf:"varint,8,opt,name=disconnected,proto3" json:"disconnected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *Delivery) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Delivery) GetMembers() uint64 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *Delivery) GetQueued() int64 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *Delivery) GetWritten() int64 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+func (x *Delivery) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *Delivery) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *Delivery) GetConflated() uint64 {
+	if x != nil {
+		return x.Conflated
+	}
+	return 0
+}
+
+func (x *Delivery) GetDisconnected() uint64 {
+	if x != nil {
+		return x.Disconnected
+	}
+	return 0
+}
+
 // TailRequest names a room and where to start.
 type TailRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1893,7 +2109,7 @@ type TailRequest struct {
 
 func (x *TailRequest) Reset() {
 	*x = TailRequest{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[29]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2121,7 @@ func (x *TailRequest) String() string {
 func (*TailRequest) ProtoMessage() {}
 
 func (x *TailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[29]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2134,7 @@ func (x *TailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
 func (*TailRequest) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TailRequest) GetRoom() string {
@@ -1949,7 +2165,7 @@ type TailResponse struct {
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[30]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2177,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[30]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2190,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{30}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TailResponse) GetMessages() []*TailMessage {
@@ -2010,7 +2226,7 @@ type TailMessage struct {
 
 func (x *TailMessage) Reset() {
 	*x = TailMessage{}
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[31]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2238,7 @@ func (x *TailMessage) String() string {
 func (*TailMessage) ProtoMessage() {}
 
 func (x *TailMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_api_v1_api_proto_msgTypes[31]
+	mi := &file_hubbub_api_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2251,7 @@ func (x *TailMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailMessage.ProtoReflect.Descriptor instead.
 func (*TailMessage) Descriptor() ([]byte, []int) {
-	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{31}
+	return file_hubbub_api_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TailMessage) GetMessage() *v1.Message {
@@ -2183,7 +2399,24 @@ const file_hubbub_api_v1_api_proto_rawDesc = "" +
 	"\tconflated\x18\t \x01(\x04R\tconflated\x12%\n" +
 	"\x0edelivery_drops\x18\n" +
 	" \x01(\x04R\rdeliveryDrops\x123\n" +
-	"\aslowest\x18\v \x03(\v2\x19.hubbub.api.v1.ConnectionR\aslowest\"R\n" +
+	"\aslowest\x18\v \x03(\v2\x19.hubbub.api.v1.ConnectionR\aslowest\"\\\n" +
+	"\rLedgerRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12!\n" +
+	"\fsince_offset\x18\x02 \x01(\x04R\vsinceOffset\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"I\n" +
+	"\x0eLedgerResponse\x127\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x17.hubbub.api.v1.DeliveryR\n" +
+	"deliveries\"\xe0\x01\n" +
+	"\bDelivery\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x18\n" +
+	"\amembers\x18\x02 \x01(\x04R\amembers\x12\x16\n" +
+	"\x06queued\x18\x03 \x01(\x03R\x06queued\x12\x18\n" +
+	"\awritten\x18\x04 \x01(\x03R\awritten\x12\x14\n" +
+	"\x05acked\x18\x05 \x01(\x04R\x05acked\x12\x18\n" +
+	"\adropped\x18\x06 \x01(\x04R\adropped\x12\x1c\n" +
+	"\tconflated\x18\a \x01(\x04R\tconflated\x12\"\n" +
+	"\fdisconnected\x18\b \x01(\x04R\fdisconnected\"R\n" +
 	"\vTailRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.hubbub.v1.StreamPositionR\x05since\"\x8f\x01\n" +
@@ -2193,7 +2426,7 @@ const file_hubbub_api_v1_api_proto_rawDesc = "" +
 	"\x03gap\x18\x03 \x01(\bR\x03gap\"V\n" +
 	"\vTailMessage\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.hubbub.v1.MessageR\amessage\x12\x19\n" +
-	"\btrace_id\x18\x02 \x01(\tR\atraceId2\x85\b\n" +
+	"\btrace_id\x18\x02 \x01(\tR\atraceId2\xcc\b\n" +
 	"\tServerAPI\x12H\n" +
 	"\aPublish\x12\x1d.hubbub.api.v1.PublishRequest\x1a\x1e.hubbub.api.v1.PublishResponse\x12W\n" +
 	"\fBatchPublish\x12\".hubbub.api.v1.BatchPublishRequest\x1a#.hubbub.api.v1.BatchPublishResponse\x12N\n" +
@@ -2210,7 +2443,8 @@ const file_hubbub_api_v1_api_proto_rawDesc = "" +
 	"Disconnect\x12 .hubbub.api.v1.DisconnectRequest\x1a!.hubbub.api.v1.DisconnectResponse\x12T\n" +
 	"\vConnections\x12!.hubbub.api.v1.ConnectionsRequest\x1a\".hubbub.api.v1.ConnectionsResponse\x12?\n" +
 	"\x04Info\x12\x1a.hubbub.api.v1.InfoRequest\x1a\x1b.hubbub.api.v1.InfoResponse\x12A\n" +
-	"\x04Tail\x12\x1a.hubbub.api.v1.TailRequest\x1a\x1b.hubbub.api.v1.TailResponse0\x01B9Z7github.com/hubbub-chat/hubbub/proto/hubbub/api/v1;apiv1b\x06proto3"
+	"\x04Tail\x12\x1a.hubbub.api.v1.TailRequest\x1a\x1b.hubbub.api.v1.TailResponse0\x01\x12E\n" +
+	"\x06Ledger\x12\x1c.hubbub.api.v1.LedgerRequest\x1a\x1d.hubbub.api.v1.LedgerResponseB9Z7github.com/hubbub-chat/hubbub/proto/hubbub/api/v1;apiv1b\x06proto3"
 
 var (
 	file_hubbub_api_v1_api_proto_rawDescOnce sync.Once
@@ -2224,7 +2458,7 @@ func file_hubbub_api_v1_api_proto_rawDescGZIP() []byte {
 	return file_hubbub_api_v1_api_proto_rawDescData
 }
 
-var file_hubbub_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_hubbub_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_hubbub_api_v1_api_proto_goTypes = []any{
 	(*PublishRequest)(nil),       // 0: hubbub.api.v1.PublishRequest
 	(*PublishResponse)(nil),      // 1: hubbub.api.v1.PublishResponse
@@ -2255,73 +2489,79 @@ var file_hubbub_api_v1_api_proto_goTypes = []any{
 	(*InfoRequest)(nil),          // 26: hubbub.api.v1.InfoRequest
 	(*InfoResponse)(nil),         // 27: hubbub.api.v1.InfoResponse
 	(*NodeInfo)(nil),             // 28: hubbub.api.v1.NodeInfo
-	(*TailRequest)(nil),          // 29: hubbub.api.v1.TailRequest
-	(*TailResponse)(nil),         // 30: hubbub.api.v1.TailResponse
-	(*TailMessage)(nil),          // 31: hubbub.api.v1.TailMessage
-	(*v1.Body)(nil),              // 32: hubbub.v1.Body
-	(*v1.CommandOutcome)(nil),    // 33: hubbub.v1.CommandOutcome
-	(*v1.Error)(nil),             // 34: hubbub.v1.Error
-	(*v1.Message)(nil),           // 35: hubbub.v1.Message
-	(*v1.StreamPosition)(nil),    // 36: hubbub.v1.StreamPosition
-	(*v1.PresenceState)(nil),     // 37: hubbub.v1.PresenceState
-	(*v1.RoomInfo)(nil),          // 38: hubbub.v1.RoomInfo
+	(*LedgerRequest)(nil),        // 29: hubbub.api.v1.LedgerRequest
+	(*LedgerResponse)(nil),       // 30: hubbub.api.v1.LedgerResponse
+	(*Delivery)(nil),             // 31: hubbub.api.v1.Delivery
+	(*TailRequest)(nil),          // 32: hubbub.api.v1.TailRequest
+	(*TailResponse)(nil),         // 33: hubbub.api.v1.TailResponse
+	(*TailMessage)(nil),          // 34: hubbub.api.v1.TailMessage
+	(*v1.Body)(nil),              // 35: hubbub.v1.Body
+	(*v1.CommandOutcome)(nil),    // 36: hubbub.v1.CommandOutcome
+	(*v1.Error)(nil),             // 37: hubbub.v1.Error
+	(*v1.Message)(nil),           // 38: hubbub.v1.Message
+	(*v1.StreamPosition)(nil),    // 39: hubbub.v1.StreamPosition
+	(*v1.PresenceState)(nil),     // 40: hubbub.v1.PresenceState
+	(*v1.RoomInfo)(nil),          // 41: hubbub.v1.RoomInfo
 }
 var file_hubbub_api_v1_api_proto_depIdxs = []int32{
-	32, // 0: hubbub.api.v1.PublishRequest.body:type_name -> hubbub.v1.Body
-	32, // 1: hubbub.api.v1.SendToUserRequest.body:type_name -> hubbub.v1.Body
-	33, // 2: hubbub.api.v1.GetCommandResponse.outcome:type_name -> hubbub.v1.CommandOutcome
+	35, // 0: hubbub.api.v1.PublishRequest.body:type_name -> hubbub.v1.Body
+	35, // 1: hubbub.api.v1.SendToUserRequest.body:type_name -> hubbub.v1.Body
+	36, // 2: hubbub.api.v1.GetCommandResponse.outcome:type_name -> hubbub.v1.CommandOutcome
 	0,  // 3: hubbub.api.v1.BatchPublishRequest.items:type_name -> hubbub.api.v1.PublishRequest
 	8,  // 4: hubbub.api.v1.BatchPublishResponse.results:type_name -> hubbub.api.v1.PublishResult
 	1,  // 5: hubbub.api.v1.PublishResult.published:type_name -> hubbub.api.v1.PublishResponse
-	34, // 6: hubbub.api.v1.PublishResult.error:type_name -> hubbub.v1.Error
-	32, // 7: hubbub.api.v1.BroadcastRequest.body:type_name -> hubbub.v1.Body
+	37, // 6: hubbub.api.v1.PublishResult.error:type_name -> hubbub.v1.Error
+	35, // 7: hubbub.api.v1.BroadcastRequest.body:type_name -> hubbub.v1.Body
 	8,  // 8: hubbub.api.v1.BroadcastResponse.results:type_name -> hubbub.api.v1.PublishResult
-	35, // 9: hubbub.api.v1.HistoryResponse.messages:type_name -> hubbub.v1.Message
-	36, // 10: hubbub.api.v1.HistoryResponse.position:type_name -> hubbub.v1.StreamPosition
-	37, // 11: hubbub.api.v1.PresenceResponse.state:type_name -> hubbub.v1.PresenceState
-	36, // 12: hubbub.api.v1.RoomInfoResponse.position:type_name -> hubbub.v1.StreamPosition
-	38, // 13: hubbub.api.v1.RoomInfoResponse.info:type_name -> hubbub.v1.RoomInfo
-	37, // 14: hubbub.api.v1.RoomInfoResponse.presence:type_name -> hubbub.v1.PresenceState
+	38, // 9: hubbub.api.v1.HistoryResponse.messages:type_name -> hubbub.v1.Message
+	39, // 10: hubbub.api.v1.HistoryResponse.position:type_name -> hubbub.v1.StreamPosition
+	40, // 11: hubbub.api.v1.PresenceResponse.state:type_name -> hubbub.v1.PresenceState
+	39, // 12: hubbub.api.v1.RoomInfoResponse.position:type_name -> hubbub.v1.StreamPosition
+	41, // 13: hubbub.api.v1.RoomInfoResponse.info:type_name -> hubbub.v1.RoomInfo
+	40, // 14: hubbub.api.v1.RoomInfoResponse.presence:type_name -> hubbub.v1.PresenceState
 	17, // 15: hubbub.api.v1.RoomInfoResponse.members:type_name -> hubbub.api.v1.NodeMembers
 	20, // 16: hubbub.api.v1.ListRoomsResponse.rooms:type_name -> hubbub.api.v1.RoomSummary
 	25, // 17: hubbub.api.v1.ConnectionsResponse.connections:type_name -> hubbub.api.v1.Connection
 	28, // 18: hubbub.api.v1.InfoResponse.nodes:type_name -> hubbub.api.v1.NodeInfo
 	25, // 19: hubbub.api.v1.NodeInfo.slowest:type_name -> hubbub.api.v1.Connection
-	36, // 20: hubbub.api.v1.TailRequest.since:type_name -> hubbub.v1.StreamPosition
-	31, // 21: hubbub.api.v1.TailResponse.messages:type_name -> hubbub.api.v1.TailMessage
-	36, // 22: hubbub.api.v1.TailResponse.position:type_name -> hubbub.v1.StreamPosition
-	35, // 23: hubbub.api.v1.TailMessage.message:type_name -> hubbub.v1.Message
-	0,  // 24: hubbub.api.v1.ServerAPI.Publish:input_type -> hubbub.api.v1.PublishRequest
-	6,  // 25: hubbub.api.v1.ServerAPI.BatchPublish:input_type -> hubbub.api.v1.BatchPublishRequest
-	9,  // 26: hubbub.api.v1.ServerAPI.Broadcast:input_type -> hubbub.api.v1.BroadcastRequest
-	2,  // 27: hubbub.api.v1.ServerAPI.SendToUser:input_type -> hubbub.api.v1.SendToUserRequest
-	3,  // 28: hubbub.api.v1.ServerAPI.GetCommand:input_type -> hubbub.api.v1.GetCommandRequest
-	11, // 29: hubbub.api.v1.ServerAPI.History:input_type -> hubbub.api.v1.HistoryRequest
-	13, // 30: hubbub.api.v1.ServerAPI.Presence:input_type -> hubbub.api.v1.PresenceRequest
-	15, // 31: hubbub.api.v1.ServerAPI.RoomInfo:input_type -> hubbub.api.v1.RoomInfoRequest
-	18, // 32: hubbub.api.v1.ServerAPI.ListRooms:input_type -> hubbub.api.v1.ListRoomsRequest
-	21, // 33: hubbub.api.v1.ServerAPI.Disconnect:input_type -> hubbub.api.v1.DisconnectRequest
-	23, // 34: hubbub.api.v1.ServerAPI.Connections:input_type -> hubbub.api.v1.ConnectionsRequest
-	26, // 35: hubbub.api.v1.ServerAPI.Info:input_type -> hubbub.api.v1.InfoRequest
-	29, // 36: hubbub.api.v1.ServerAPI.Tail:input_type -> hubbub.api.v1.TailRequest
-	1,  // 37: hubbub.api.v1.ServerAPI.Publish:output_type -> hubbub.api.v1.PublishResponse
-	7,  // 38: hubbub.api.v1.ServerAPI.BatchPublish:output_type -> hubbub.api.v1.BatchPublishResponse
-	10, // 39: hubbub.api.v1.ServerAPI.Broadcast:output_type -> hubbub.api.v1.BroadcastResponse
-	5,  // 40: hubbub.api.v1.ServerAPI.SendToUser:output_type -> hubbub.api.v1.SendToUserResponse
-	4,  // 41: hubbub.api.v1.ServerAPI.GetCommand:output_type -> hubbub.api.v1.GetCommandResponse
-	12, // 42: hubbub.api.v1.ServerAPI.History:output_type -> hubbub.api.v1.HistoryResponse
-	14, // 43: hubbub.api.v1.ServerAPI.Presence:output_type -> hubbub.api.v1.PresenceResponse
-	16, // 44: hubbub.api.v1.ServerAPI.RoomInfo:output_type -> hubbub.api.v1.RoomInfoResponse
-	19, // 45: hubbub.api.v1.ServerAPI.ListRooms:output_type -> hubbub.api.v1.ListRoomsResponse
-	22, // 46: hubbub.api.v1.ServerAPI.Disconnect:output_type -> hubbub.api.v1.DisconnectResponse
-	24, // 47: hubbub.api.v1.ServerAPI.Connections:output_type -> hubbub.api.v1.ConnectionsResponse
-	27, // 48: hubbub.api.v1.ServerAPI.Info:output_type -> hubbub.api.v1.InfoResponse
-	30, // 49: hubbub.api.v1.ServerAPI.Tail:output_type -> hubbub.api.v1.TailResponse
-	37, // [37:50] is the sub-list for method output_type
-	24, // [24:37] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	31, // 20: hubbub.api.v1.LedgerResponse.deliveries:type_name -> hubbub.api.v1.Delivery
+	39, // 21: hubbub.api.v1.TailRequest.since:type_name -> hubbub.v1.StreamPosition
+	34, // 22: hubbub.api.v1.TailResponse.messages:type_name -> hubbub.api.v1.TailMessage
+	39, // 23: hubbub.api.v1.TailResponse.position:type_name -> hubbub.v1.StreamPosition
+	38, // 24: hubbub.api.v1.TailMessage.message:type_name -> hubbub.v1.Message
+	0,  // 25: hubbub.api.v1.ServerAPI.Publish:input_type -> hubbub.api.v1.PublishRequest
+	6,  // 26: hubbub.api.v1.ServerAPI.BatchPublish:input_type -> hubbub.api.v1.BatchPublishRequest
+	9,  // 27: hubbub.api.v1.ServerAPI.Broadcast:input_type -> hubbub.api.v1.BroadcastRequest
+	2,  // 28: hubbub.api.v1.ServerAPI.SendToUser:input_type -> hubbub.api.v1.SendToUserRequest
+	3,  // 29: hubbub.api.v1.ServerAPI.GetCommand:input_type -> hubbub.api.v1.GetCommandRequest
+	11, // 30: hubbub.api.v1.ServerAPI.History:input_type -> hubbub.api.v1.HistoryRequest
+	13, // 31: hubbub.api.v1.ServerAPI.Presence:input_type -> hubbub.api.v1.PresenceRequest
+	15, // 32: hubbub.api.v1.ServerAPI.RoomInfo:input_type -> hubbub.api.v1.RoomInfoRequest
+	18, // 33: hubbub.api.v1.ServerAPI.ListRooms:input_type -> hubbub.api.v1.ListRoomsRequest
+	21, // 34: hubbub.api.v1.ServerAPI.Disconnect:input_type -> hubbub.api.v1.DisconnectRequest
+	23, // 35: hubbub.api.v1.ServerAPI.Connections:input_type -> hubbub.api.v1.ConnectionsRequest
+	26, // 36: hubbub.api.v1.ServerAPI.Info:input_type -> hubbub.api.v1.InfoRequest
+	32, // 37: hubbub.api.v1.ServerAPI.Tail:input_type -> hubbub.api.v1.TailRequest
+	29, // 38: hubbub.api.v1.ServerAPI.Ledger:input_type -> hubbub.api.v1.LedgerRequest
+	1,  // 39: hubbub.api.v1.ServerAPI.Publish:output_type -> hubbub.api.v1.PublishResponse
+	7,  // 40: hubbub.api.v1.ServerAPI.BatchPublish:output_type -> hubbub.api.v1.BatchPublishResponse
+	10, // 41: hubbub.api.v1.ServerAPI.Broadcast:output_type -> hubbub.api.v1.BroadcastResponse
+	5,  // 42: hubbub.api.v1.ServerAPI.SendToUser:output_type -> hubbub.api.v1.SendToUserResponse
+	4,  // 43: hubbub.api.v1.ServerAPI.GetCommand:output_type -> hubbub.api.v1.GetCommandResponse
+	12, // 44: hubbub.api.v1.ServerAPI.History:output_type -> hubbub.api.v1.HistoryResponse
+	14, // 45: hubbub.api.v1.ServerAPI.Presence:output_type -> hubbub.api.v1.PresenceResponse
+	16, // 46: hubbub.api.v1.ServerAPI.RoomInfo:output_type -> hubbub.api.v1.RoomInfoResponse
+	19, // 47: hubbub.api.v1.ServerAPI.ListRooms:output_type -> hubbub.api.v1.ListRoomsResponse
+	22, // 48: hubbub.api.v1.ServerAPI.Disconnect:output_type -> hubbub.api.v1.DisconnectResponse
+	24, // 49: hubbub.api.v1.ServerAPI.Connections:output_type -> hubbub.api.v1.ConnectionsResponse
+	27, // 50: hubbub.api.v1.ServerAPI.Info:output_type -> hubbub.api.v1.InfoResponse
+	33, // 51: hubbub.api.v1.ServerAPI.Tail:output_type -> hubbub.api.v1.TailResponse
+	30, // 52: hubbub.api.v1.ServerAPI.Ledger:output_type -> hubbub.api.v1.LedgerResponse
+	39, // [39:53] is the sub-list for method output_type
+	25, // [25:39] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_api_v1_api_proto_init() }
@@ -2339,7 +2579,7 @@ func file_hubbub_api_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_api_v1_api_proto_rawDesc), len(file_hubbub_api_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

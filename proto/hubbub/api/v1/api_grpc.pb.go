@@ -32,6 +32,7 @@ const (
 	ServerAPI_Connections_FullMethodName  = "/hubbub.api.v1.ServerAPI/Connections"
 	ServerAPI_Info_FullMethodName         = "/hubbub.api.v1.ServerAPI/Info"
 	ServerAPI_Tail_FullMethodName         = "/hubbub.api.v1.ServerAPI/Tail"
+	ServerAPI_Ledger_FullMethodName       = "/hubbub.api.v1.ServerAPI/Ledger"
 )
 
 // ServerAPIClient is the client API for ServerAPI service.
@@ -77,6 +78,9 @@ type ServerAPIClient interface {
 	// (admin scope). It starts after since, or at the room's newest message; a response with gap set
 	// says messages in between are no longer held. It ends when the caller cancels it.
 	Tail(ctx context.Context, in *TailRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailResponse], error)
+	// Ledger says what became of a room's recent messages' deliveries, summed over the nodes (read
+	// scope; with --delivery-ledger).
+	Ledger(ctx context.Context, in *LedgerRequest, opts ...grpc.CallOption) (*LedgerResponse, error)
 }
 
 type serverAPIClient struct {
@@ -226,6 +230,16 @@ func (c *serverAPIClient) Tail(ctx context.Context, in *TailRequest, opts ...grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ServerAPI_TailClient = grpc.ServerStreamingClient[TailResponse]
 
+func (c *serverAPIClient) Ledger(ctx context.Context, in *LedgerRequest, opts ...grpc.CallOption) (*LedgerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LedgerResponse)
+	err := c.cc.Invoke(ctx, ServerAPI_Ledger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ServerAPIServer is the server API for ServerAPI service.
 // All implementations must embed UnimplementedServerAPIServer
 // for forward compatibility.
@@ -269,6 +283,9 @@ type ServerAPIServer interface {
 	// (admin scope). It starts after since, or at the room's newest message; a response with gap set
 	// says messages in between are no longer held. It ends when the caller cancels it.
 	Tail(*TailRequest, grpc.ServerStreamingServer[TailResponse]) error
+	// Ledger says what became of a room's recent messages' deliveries, summed over the nodes (read
+	// scope; with --delivery-ledger).
+	Ledger(context.Context, *LedgerRequest) (*LedgerResponse, error)
 	mustEmbedUnimplementedServerAPIServer()
 }
 
@@ -317,6 +334,9 @@ func (UnimplementedServerAPIServer) Info(context.Context, *InfoRequest) (*InfoRe
 }
 func (UnimplementedServerAPIServer) Tail(*TailRequest, grpc.ServerStreamingServer[TailResponse]) error {
 	return status.Error(codes.Unimplemented, "method Tail not implemented")
+}
+func (UnimplementedServerAPIServer) Ledger(context.Context, *LedgerRequest) (*LedgerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Ledger not implemented")
 }
 func (UnimplementedServerAPIServer) mustEmbedUnimplementedServerAPIServer() {}
 func (UnimplementedServerAPIServer) testEmbeddedByValue()                   {}
@@ -566,6 +586,24 @@ func _ServerAPI_Tail_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ServerAPI_TailServer = grpc.ServerStreamingServer[TailResponse]
 
+func _ServerAPI_Ledger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LedgerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ServerAPIServer).Ledger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ServerAPI_Ledger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ServerAPIServer).Ledger(ctx, req.(*LedgerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ServerAPI_ServiceDesc is the grpc.ServiceDesc for ServerAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -620,6 +658,10 @@ var ServerAPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Info",
 			Handler:    _ServerAPI_Info_Handler,
+		},
+		{
+			MethodName: "Ledger",
+			Handler:    _ServerAPI_Ledger_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

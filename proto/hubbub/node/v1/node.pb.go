@@ -1824,7 +1824,11 @@ type NodeInspect struct {
 	// List this user's connections on the node.
 	User string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
 	// List this many connections with the most bytes queued (slow consumers).
-	Slowest       uint32 `protobuf:"varint,5,opt,name=slowest,proto3" json:"slowest,omitempty"`
+	Slowest uint32 `protobuf:"varint,5,opt,name=slowest,proto3" json:"slowest,omitempty"`
+	// List the delivery ledger of this room's messages after ledger_after.
+	LedgerRoom    string `protobuf:"bytes,6,opt,name=ledger_room,json=ledgerRoom,proto3" json:"ledger_room,omitempty"`
+	LedgerAfter   uint64 `protobuf:"varint,7,opt,name=ledger_after,json=ledgerAfter,proto3" json:"ledger_after,omitempty"`
+	LedgerLimit   uint32 `protobuf:"varint,8,opt,name=ledger_limit,json=ledgerLimit,proto3" json:"ledger_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1894,6 +1898,27 @@ func (x *NodeInspect) GetSlowest() uint32 {
 	return 0
 }
 
+func (x *NodeInspect) GetLedgerRoom() string {
+	if x != nil {
+		return x.LedgerRoom
+	}
+	return ""
+}
+
+func (x *NodeInspect) GetLedgerAfter() uint64 {
+	if x != nil {
+		return x.LedgerAfter
+	}
+	return 0
+}
+
+func (x *NodeInspect) GetLedgerLimit() uint32 {
+	if x != nil {
+		return x.LedgerLimit
+	}
+	return 0
+}
+
 // NodeReport is a node's answer to NodeInspect.
 type NodeReport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1911,10 +1936,11 @@ type NodeReport struct {
 	// Since the node started: connections closed as slow consumers, pushes
 	// dropped by a room's overflow policy, pushes conflated, and pushes not
 	// written because the member's socket was gone.
-	SlowConsumers   uint64 `protobuf:"varint,11,opt,name=slow_consumers,json=slowConsumers,proto3" json:"slow_consumers,omitempty"`
-	OverflowDropped uint64 `protobuf:"varint,12,opt,name=overflow_dropped,json=overflowDropped,proto3" json:"overflow_dropped,omitempty"`
-	Conflated       uint64 `protobuf:"varint,13,opt,name=conflated,proto3" json:"conflated,omitempty"`
-	DeliveryDrops   uint64 `protobuf:"varint,14,opt,name=delivery_drops,json=deliveryDrops,proto3" json:"delivery_drops,omitempty"`
+	SlowConsumers   uint64         `protobuf:"varint,11,opt,name=slow_consumers,json=slowConsumers,proto3" json:"slow_consumers,omitempty"`
+	OverflowDropped uint64         `protobuf:"varint,12,opt,name=overflow_dropped,json=overflowDropped,proto3" json:"overflow_dropped,omitempty"`
+	Conflated       uint64         `protobuf:"varint,13,opt,name=conflated,proto3" json:"conflated,omitempty"`
+	DeliveryDrops   uint64         `protobuf:"varint,14,opt,name=delivery_drops,json=deliveryDrops,proto3" json:"delivery_drops,omitempty"`
+	Ledger          []*LedgerCount `protobuf:"bytes,15,rep,name=ledger,proto3" json:"ledger,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -2047,6 +2073,116 @@ func (x *NodeReport) GetDeliveryDrops() uint64 {
 	return 0
 }
 
+func (x *NodeReport) GetLedger() []*LedgerCount {
+	if x != nil {
+		return x.Ledger
+	}
+	return nil
+}
+
+// LedgerCount is what became of one message's deliveries on one node.
+type LedgerCount struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Offset  uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Members uint64                 `protobuf:"varint,2,opt,name=members,proto3" json:"members,omitempty"`
+	// Signed: a delivery is counted queued when pushed and moved on when its
+	// write finishes, which may be seen first.
+	Queued        int64  `protobuf:"varint,3,opt,name=queued,proto3" json:"queued,omitempty"`
+	Written       int64  `protobuf:"varint,4,opt,name=written,proto3" json:"written,omitempty"`
+	Acked         uint64 `protobuf:"varint,5,opt,name=acked,proto3" json:"acked,omitempty"`
+	Dropped       uint64 `protobuf:"varint,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Conflated     uint64 `protobuf:"varint,7,opt,name=conflated,proto3" json:"conflated,omitempty"`
+	Gone          uint64 `protobuf:"varint,8,opt,name=gone,proto3" json:"gone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LedgerCount) Reset() {
+	*x = LedgerCount{}
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerCount) ProtoMessage() {}
+
+func (x *LedgerCount) ProtoReflect() protoreflect.Message {
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerCount.ProtoReflect.Descriptor instead.
+func (*LedgerCount) Descriptor() ([]byte, []int) {
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LedgerCount) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *LedgerCount) GetMembers() uint64 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *LedgerCount) GetQueued() int64 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *LedgerCount) GetWritten() int64 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+func (x *LedgerCount) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *LedgerCount) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *LedgerCount) GetConflated() uint64 {
+	if x != nil {
+		return x.Conflated
+	}
+	return 0
+}
+
+func (x *LedgerCount) GetGone() uint64 {
+	if x != nil {
+		return x.Gone
+	}
+	return 0
+}
+
 // NodeRoom is one room running on a node.
 type NodeRoom struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -2061,7 +2197,7 @@ type NodeRoom struct {
 
 func (x *NodeRoom) Reset() {
 	*x = NodeRoom{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2209,7 @@ func (x *NodeRoom) String() string {
 func (*NodeRoom) ProtoMessage() {}
 
 func (x *NodeRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[19]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2222,7 @@ func (x *NodeRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRoom.ProtoReflect.Descriptor instead.
 func (*NodeRoom) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeRoom) GetRoom() string {
@@ -2131,7 +2267,7 @@ type NodeConn struct {
 
 func (x *NodeConn) Reset() {
 	*x = NodeConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2279,7 @@ func (x *NodeConn) String() string {
 func (*NodeConn) ProtoMessage() {}
 
 func (x *NodeConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[20]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2292,7 @@ func (x *NodeConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeConn.ProtoReflect.Descriptor instead.
 func (*NodeConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeConn) GetClientId() string {
@@ -2208,7 +2344,7 @@ type NodeDisconnect struct {
 
 func (x *NodeDisconnect) Reset() {
 	*x = NodeDisconnect{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2356,7 @@ func (x *NodeDisconnect) String() string {
 func (*NodeDisconnect) ProtoMessage() {}
 
 func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[21]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2369,7 @@ func (x *NodeDisconnect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDisconnect.ProtoReflect.Descriptor instead.
 func (*NodeDisconnect) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeDisconnect) GetRequestId() uint64 {
@@ -2291,7 +2427,7 @@ type RelaySubscribe struct {
 
 func (x *RelaySubscribe) Reset() {
 	*x = RelaySubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2303,7 +2439,7 @@ func (x *RelaySubscribe) String() string {
 func (*RelaySubscribe) ProtoMessage() {}
 
 func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[22]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2316,7 +2452,7 @@ func (x *RelaySubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelaySubscribe.ProtoReflect.Descriptor instead.
 func (*RelaySubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RelaySubscribe) GetRoom() string {
@@ -2383,7 +2519,7 @@ type RelayUnsubscribe struct {
 
 func (x *RelayUnsubscribe) Reset() {
 	*x = RelayUnsubscribe{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2531,7 @@ func (x *RelayUnsubscribe) String() string {
 func (*RelayUnsubscribe) ProtoMessage() {}
 
 func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[23]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2544,7 @@ func (x *RelayUnsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayUnsubscribe.ProtoReflect.Descriptor instead.
 func (*RelayUnsubscribe) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RelayUnsubscribe) GetRoom() string {
@@ -2480,7 +2616,7 @@ type RelayDeliver struct {
 
 func (x *RelayDeliver) Reset() {
 	*x = RelayDeliver{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2628,7 @@ func (x *RelayDeliver) String() string {
 func (*RelayDeliver) ProtoMessage() {}
 
 func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[24]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2641,7 @@ func (x *RelayDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayDeliver.ProtoReflect.Descriptor instead.
 func (*RelayDeliver) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{24}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RelayDeliver) GetRoom() string {
@@ -2613,7 +2749,7 @@ type NotifyJournalRecord struct {
 
 func (x *NotifyJournalRecord) Reset() {
 	*x = NotifyJournalRecord{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2625,7 +2761,7 @@ func (x *NotifyJournalRecord) String() string {
 func (*NotifyJournalRecord) ProtoMessage() {}
 
 func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[25]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2638,7 +2774,7 @@ func (x *NotifyJournalRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyJournalRecord.ProtoReflect.Descriptor instead.
 func (*NotifyJournalRecord) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{25}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NotifyJournalRecord) GetEntry() isNotifyJournalRecord_Entry {
@@ -2776,7 +2912,7 @@ type JournalConn struct {
 
 func (x *JournalConn) Reset() {
 	*x = JournalConn{}
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[26]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +2924,7 @@ func (x *JournalConn) String() string {
 func (*JournalConn) ProtoMessage() {}
 
 func (x *JournalConn) ProtoReflect() protoreflect.Message {
-	mi := &file_hubbub_node_v1_node_proto_msgTypes[26]
+	mi := &file_hubbub_node_v1_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +2937,7 @@ func (x *JournalConn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalConn.ProtoReflect.Descriptor instead.
 func (*JournalConn) Descriptor() ([]byte, []int) {
-	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{26}
+	return file_hubbub_node_v1_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *JournalConn) GetClientId() string {
@@ -3032,14 +3168,18 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\x03gap\x18\x03 \x01(\bR\x03gap\"T\n" +
 	"\tTailEntry\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.hubbub.v1.MessageR\amessage\x12\x19\n" +
-	"\btrace_id\x18\x02 \x01(\tR\atraceId\"\x8a\x01\n" +
+	"\btrace_id\x18\x02 \x01(\tR\atraceId\"\xf1\x01\n" +
 	"\vNodeInspect\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
 	"\x05rooms\x18\x02 \x01(\bR\x05rooms\x12\x18\n" +
 	"\apattern\x18\x03 \x01(\tR\apattern\x12\x12\n" +
 	"\x04user\x18\x04 \x01(\tR\x04user\x12\x18\n" +
-	"\aslowest\x18\x05 \x01(\rR\aslowest\"\xf2\x03\n" +
+	"\aslowest\x18\x05 \x01(\rR\aslowest\x12\x1f\n" +
+	"\vledger_room\x18\x06 \x01(\tR\n" +
+	"ledgerRoom\x12!\n" +
+	"\fledger_after\x18\a \x01(\x04R\vledgerAfter\x12!\n" +
+	"\fledger_limit\x18\b \x01(\rR\vledgerLimit\"\xa7\x04\n" +
 	"\n" +
 	"NodeReport\x12\x1d\n" +
 	"\n" +
@@ -3057,7 +3197,17 @@ const file_hubbub_node_v1_node_proto_rawDesc = "" +
 	"\x0eslow_consumers\x18\v \x01(\x04R\rslowConsumers\x12)\n" +
 	"\x10overflow_dropped\x18\f \x01(\x04R\x0foverflowDropped\x12\x1c\n" +
 	"\tconflated\x18\r \x01(\x04R\tconflated\x12%\n" +
-	"\x0edelivery_drops\x18\x0e \x01(\x04R\rdeliveryDrops\"s\n" +
+	"\x0edelivery_drops\x18\x0e \x01(\x04R\rdeliveryDrops\x123\n" +
+	"\x06ledger\x18\x0f \x03(\v2\x1b.hubbub.node.v1.LedgerCountR\x06ledger\"\xd3\x01\n" +
+	"\vLedgerCount\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x18\n" +
+	"\amembers\x18\x02 \x01(\x04R\amembers\x12\x16\n" +
+	"\x06queued\x18\x03 \x01(\x03R\x06queued\x12\x18\n" +
+	"\awritten\x18\x04 \x01(\x03R\awritten\x12\x14\n" +
+	"\x05acked\x18\x05 \x01(\x04R\x05acked\x12\x18\n" +
+	"\adropped\x18\x06 \x01(\x04R\adropped\x12\x1c\n" +
+	"\tconflated\x18\a \x01(\x04R\tconflated\x12\x12\n" +
+	"\x04gone\x18\b \x01(\x04R\x04gone\"s\n" +
 	"\bNodeRoom\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x18\n" +
 	"\amembers\x18\x02 \x01(\rR\amembers\x12\x16\n" +
@@ -3155,7 +3305,7 @@ func file_hubbub_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_hubbub_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_hubbub_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(Encoding)(0),               // 0: hubbub.node.v1.Encoding
 	(OverflowPolicy)(0),         // 1: hubbub.node.v1.OverflowPolicy
@@ -3178,42 +3328,43 @@ var file_hubbub_node_v1_node_proto_goTypes = []any{
 	(*TailEntry)(nil),           // 18: hubbub.node.v1.TailEntry
 	(*NodeInspect)(nil),         // 19: hubbub.node.v1.NodeInspect
 	(*NodeReport)(nil),          // 20: hubbub.node.v1.NodeReport
-	(*NodeRoom)(nil),            // 21: hubbub.node.v1.NodeRoom
-	(*NodeConn)(nil),            // 22: hubbub.node.v1.NodeConn
-	(*NodeDisconnect)(nil),      // 23: hubbub.node.v1.NodeDisconnect
-	(*RelaySubscribe)(nil),      // 24: hubbub.node.v1.RelaySubscribe
-	(*RelayUnsubscribe)(nil),    // 25: hubbub.node.v1.RelayUnsubscribe
-	(*RelayDeliver)(nil),        // 26: hubbub.node.v1.RelayDeliver
-	(*NotifyJournalRecord)(nil), // 27: hubbub.node.v1.NotifyJournalRecord
-	(*JournalConn)(nil),         // 28: hubbub.node.v1.JournalConn
-	nil,                         // 29: hubbub.node.v1.RoomJoin.TraceEntry
-	nil,                         // 30: hubbub.node.v1.RoomLeave.TraceEntry
-	nil,                         // 31: hubbub.node.v1.RoomPublish.TraceEntry
-	nil,                         // 32: hubbub.node.v1.RoomHistory.TraceEntry
-	nil,                         // 33: hubbub.node.v1.RoomPresence.TraceEntry
-	nil,                         // 34: hubbub.node.v1.RoomTyping.TraceEntry
-	nil,                         // 35: hubbub.node.v1.RoomReply.TraceEntry
-	nil,                         // 36: hubbub.node.v1.RoomInspect.TraceEntry
-	nil,                         // 37: hubbub.node.v1.RoomInspection.NodesEntry
-	nil,                         // 38: hubbub.node.v1.RoomReserve.TraceEntry
-	nil,                         // 39: hubbub.node.v1.RoomMark.TraceEntry
-	nil,                         // 40: hubbub.node.v1.RoomCommand.TraceEntry
-	nil,                         // 41: hubbub.node.v1.RoomTail.TraceEntry
-	nil,                         // 42: hubbub.node.v1.RelaySubscribe.TraceEntry
-	nil,                         // 43: hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	nil,                         // 44: hubbub.node.v1.RelayDeliver.TraceEntry
-	(*v1.ClientInfo)(nil),       // 45: hubbub.v1.ClientInfo
-	(*v1.StreamPosition)(nil),   // 46: hubbub.v1.StreamPosition
-	(*structpb.Value)(nil),      // 47: google.protobuf.Value
-	(*v1.Body)(nil),             // 48: hubbub.v1.Body
-	(*v1.CommandOutcome)(nil),   // 49: hubbub.v1.CommandOutcome
-	(*v1.HistoryRequest)(nil),   // 50: hubbub.v1.HistoryRequest
-	(*v1.ServerFrame)(nil),      // 51: hubbub.v1.ServerFrame
-	(*v1.RoomInfo)(nil),         // 52: hubbub.v1.RoomInfo
-	(*v1.PresenceState)(nil),    // 53: hubbub.v1.PresenceState
-	(*v1.Message)(nil),          // 54: hubbub.v1.Message
-	(*v1.JoinReply)(nil),        // 55: hubbub.v1.JoinReply
-	(*v11.Notification)(nil),    // 56: hubbub.hooks.v1.Notification
+	(*LedgerCount)(nil),         // 21: hubbub.node.v1.LedgerCount
+	(*NodeRoom)(nil),            // 22: hubbub.node.v1.NodeRoom
+	(*NodeConn)(nil),            // 23: hubbub.node.v1.NodeConn
+	(*NodeDisconnect)(nil),      // 24: hubbub.node.v1.NodeDisconnect
+	(*RelaySubscribe)(nil),      // 25: hubbub.node.v1.RelaySubscribe
+	(*RelayUnsubscribe)(nil),    // 26: hubbub.node.v1.RelayUnsubscribe
+	(*RelayDeliver)(nil),        // 27: hubbub.node.v1.RelayDeliver
+	(*NotifyJournalRecord)(nil), // 28: hubbub.node.v1.NotifyJournalRecord
+	(*JournalConn)(nil),         // 29: hubbub.node.v1.JournalConn
+	nil,                         // 30: hubbub.node.v1.RoomJoin.TraceEntry
+	nil,                         // 31: hubbub.node.v1.RoomLeave.TraceEntry
+	nil,                         // 32: hubbub.node.v1.RoomPublish.TraceEntry
+	nil,                         // 33: hubbub.node.v1.RoomHistory.TraceEntry
+	nil,                         // 34: hubbub.node.v1.RoomPresence.TraceEntry
+	nil,                         // 35: hubbub.node.v1.RoomTyping.TraceEntry
+	nil,                         // 36: hubbub.node.v1.RoomReply.TraceEntry
+	nil,                         // 37: hubbub.node.v1.RoomInspect.TraceEntry
+	nil,                         // 38: hubbub.node.v1.RoomInspection.NodesEntry
+	nil,                         // 39: hubbub.node.v1.RoomReserve.TraceEntry
+	nil,                         // 40: hubbub.node.v1.RoomMark.TraceEntry
+	nil,                         // 41: hubbub.node.v1.RoomCommand.TraceEntry
+	nil,                         // 42: hubbub.node.v1.RoomTail.TraceEntry
+	nil,                         // 43: hubbub.node.v1.RelaySubscribe.TraceEntry
+	nil,                         // 44: hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	nil,                         // 45: hubbub.node.v1.RelayDeliver.TraceEntry
+	(*v1.ClientInfo)(nil),       // 46: hubbub.v1.ClientInfo
+	(*v1.StreamPosition)(nil),   // 47: hubbub.v1.StreamPosition
+	(*structpb.Value)(nil),      // 48: google.protobuf.Value
+	(*v1.Body)(nil),             // 49: hubbub.v1.Body
+	(*v1.CommandOutcome)(nil),   // 50: hubbub.v1.CommandOutcome
+	(*v1.HistoryRequest)(nil),   // 51: hubbub.v1.HistoryRequest
+	(*v1.ServerFrame)(nil),      // 52: hubbub.v1.ServerFrame
+	(*v1.RoomInfo)(nil),         // 53: hubbub.v1.RoomInfo
+	(*v1.PresenceState)(nil),    // 54: hubbub.v1.PresenceState
+	(*v1.Message)(nil),          // 55: hubbub.v1.Message
+	(*v1.JoinReply)(nil),        // 56: hubbub.v1.JoinReply
+	(*v11.Notification)(nil),    // 57: hubbub.hooks.v1.Notification
 }
 var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	4,  // 0: hubbub.node.v1.Envelope.room_join:type_name -> hubbub.node.v1.RoomJoin
@@ -3223,70 +3374,71 @@ var file_hubbub_node_v1_node_proto_depIdxs = []int32{
 	8,  // 4: hubbub.node.v1.Envelope.room_presence:type_name -> hubbub.node.v1.RoomPresence
 	9,  // 5: hubbub.node.v1.Envelope.room_typing:type_name -> hubbub.node.v1.RoomTyping
 	10, // 6: hubbub.node.v1.Envelope.room_reply:type_name -> hubbub.node.v1.RoomReply
-	24, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
-	25, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
-	26, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
+	25, // 7: hubbub.node.v1.Envelope.relay_subscribe:type_name -> hubbub.node.v1.RelaySubscribe
+	26, // 8: hubbub.node.v1.Envelope.relay_unsubscribe:type_name -> hubbub.node.v1.RelayUnsubscribe
+	27, // 9: hubbub.node.v1.Envelope.relay_deliver:type_name -> hubbub.node.v1.RelayDeliver
 	11, // 10: hubbub.node.v1.Envelope.room_inspect:type_name -> hubbub.node.v1.RoomInspect
 	19, // 11: hubbub.node.v1.Envelope.node_inspect:type_name -> hubbub.node.v1.NodeInspect
 	20, // 12: hubbub.node.v1.Envelope.node_report:type_name -> hubbub.node.v1.NodeReport
-	23, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
+	24, // 13: hubbub.node.v1.Envelope.node_disconnect:type_name -> hubbub.node.v1.NodeDisconnect
 	16, // 14: hubbub.node.v1.Envelope.room_tail:type_name -> hubbub.node.v1.RoomTail
 	13, // 15: hubbub.node.v1.Envelope.room_reserve:type_name -> hubbub.node.v1.RoomReserve
 	14, // 16: hubbub.node.v1.Envelope.room_mark:type_name -> hubbub.node.v1.RoomMark
 	15, // 17: hubbub.node.v1.Envelope.room_command:type_name -> hubbub.node.v1.RoomCommand
-	45, // 18: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
+	46, // 18: hubbub.node.v1.Member.client:type_name -> hubbub.v1.ClientInfo
 	0,  // 19: hubbub.node.v1.Member.encoding:type_name -> hubbub.node.v1.Encoding
 	3,  // 20: hubbub.node.v1.RoomJoin.member:type_name -> hubbub.node.v1.Member
-	46, // 21: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
-	46, // 22: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
-	47, // 23: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
-	29, // 24: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
+	47, // 21: hubbub.node.v1.RoomJoin.since:type_name -> hubbub.v1.StreamPosition
+	47, // 22: hubbub.node.v1.RoomJoin.presence_since:type_name -> hubbub.v1.StreamPosition
+	48, // 23: hubbub.node.v1.RoomJoin.hook_data:type_name -> google.protobuf.Value
+	30, // 24: hubbub.node.v1.RoomJoin.trace:type_name -> hubbub.node.v1.RoomJoin.TraceEntry
 	3,  // 25: hubbub.node.v1.RoomLeave.member:type_name -> hubbub.node.v1.Member
-	30, // 26: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
+	31, // 26: hubbub.node.v1.RoomLeave.trace:type_name -> hubbub.node.v1.RoomLeave.TraceEntry
 	3,  // 27: hubbub.node.v1.RoomPublish.member:type_name -> hubbub.node.v1.Member
-	48, // 28: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
-	49, // 29: hubbub.node.v1.RoomPublish.outcome:type_name -> hubbub.v1.CommandOutcome
-	31, // 30: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
-	50, // 31: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
-	32, // 32: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
-	33, // 33: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
+	49, // 28: hubbub.node.v1.RoomPublish.body:type_name -> hubbub.v1.Body
+	50, // 29: hubbub.node.v1.RoomPublish.outcome:type_name -> hubbub.v1.CommandOutcome
+	32, // 30: hubbub.node.v1.RoomPublish.trace:type_name -> hubbub.node.v1.RoomPublish.TraceEntry
+	51, // 31: hubbub.node.v1.RoomHistory.request:type_name -> hubbub.v1.HistoryRequest
+	33, // 32: hubbub.node.v1.RoomHistory.trace:type_name -> hubbub.node.v1.RoomHistory.TraceEntry
+	34, // 33: hubbub.node.v1.RoomPresence.trace:type_name -> hubbub.node.v1.RoomPresence.TraceEntry
 	3,  // 34: hubbub.node.v1.RoomTyping.member:type_name -> hubbub.node.v1.Member
-	34, // 35: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
-	51, // 36: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
+	35, // 35: hubbub.node.v1.RoomTyping.trace:type_name -> hubbub.node.v1.RoomTyping.TraceEntry
+	52, // 36: hubbub.node.v1.RoomReply.frame:type_name -> hubbub.v1.ServerFrame
 	12, // 37: hubbub.node.v1.RoomReply.inspection:type_name -> hubbub.node.v1.RoomInspection
 	17, // 38: hubbub.node.v1.RoomReply.tail:type_name -> hubbub.node.v1.RoomTailReply
-	49, // 39: hubbub.node.v1.RoomReply.command:type_name -> hubbub.v1.CommandOutcome
-	35, // 40: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
-	36, // 41: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
-	46, // 42: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
-	52, // 43: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
-	53, // 44: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
-	37, // 45: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
-	38, // 46: hubbub.node.v1.RoomReserve.trace:type_name -> hubbub.node.v1.RoomReserve.TraceEntry
-	39, // 47: hubbub.node.v1.RoomMark.trace:type_name -> hubbub.node.v1.RoomMark.TraceEntry
-	40, // 48: hubbub.node.v1.RoomCommand.trace:type_name -> hubbub.node.v1.RoomCommand.TraceEntry
-	46, // 49: hubbub.node.v1.RoomTail.after:type_name -> hubbub.v1.StreamPosition
-	41, // 50: hubbub.node.v1.RoomTail.trace:type_name -> hubbub.node.v1.RoomTail.TraceEntry
+	50, // 39: hubbub.node.v1.RoomReply.command:type_name -> hubbub.v1.CommandOutcome
+	36, // 40: hubbub.node.v1.RoomReply.trace:type_name -> hubbub.node.v1.RoomReply.TraceEntry
+	37, // 41: hubbub.node.v1.RoomInspect.trace:type_name -> hubbub.node.v1.RoomInspect.TraceEntry
+	47, // 42: hubbub.node.v1.RoomInspection.position:type_name -> hubbub.v1.StreamPosition
+	53, // 43: hubbub.node.v1.RoomInspection.info:type_name -> hubbub.v1.RoomInfo
+	54, // 44: hubbub.node.v1.RoomInspection.presence:type_name -> hubbub.v1.PresenceState
+	38, // 45: hubbub.node.v1.RoomInspection.nodes:type_name -> hubbub.node.v1.RoomInspection.NodesEntry
+	39, // 46: hubbub.node.v1.RoomReserve.trace:type_name -> hubbub.node.v1.RoomReserve.TraceEntry
+	40, // 47: hubbub.node.v1.RoomMark.trace:type_name -> hubbub.node.v1.RoomMark.TraceEntry
+	41, // 48: hubbub.node.v1.RoomCommand.trace:type_name -> hubbub.node.v1.RoomCommand.TraceEntry
+	47, // 49: hubbub.node.v1.RoomTail.after:type_name -> hubbub.v1.StreamPosition
+	42, // 50: hubbub.node.v1.RoomTail.trace:type_name -> hubbub.node.v1.RoomTail.TraceEntry
 	18, // 51: hubbub.node.v1.RoomTailReply.entries:type_name -> hubbub.node.v1.TailEntry
-	46, // 52: hubbub.node.v1.RoomTailReply.position:type_name -> hubbub.v1.StreamPosition
-	54, // 53: hubbub.node.v1.TailEntry.message:type_name -> hubbub.v1.Message
-	21, // 54: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
-	22, // 55: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
-	55, // 56: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
-	42, // 57: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
-	43, // 58: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
-	1,  // 59: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
-	44, // 60: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
-	28, // 61: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
-	28, // 62: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
-	28, // 63: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
-	28, // 64: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
-	56, // 65: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
-	66, // [66:66] is the sub-list for method output_type
-	66, // [66:66] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	47, // 52: hubbub.node.v1.RoomTailReply.position:type_name -> hubbub.v1.StreamPosition
+	55, // 53: hubbub.node.v1.TailEntry.message:type_name -> hubbub.v1.Message
+	22, // 54: hubbub.node.v1.NodeReport.room_list:type_name -> hubbub.node.v1.NodeRoom
+	23, // 55: hubbub.node.v1.NodeReport.conn_list:type_name -> hubbub.node.v1.NodeConn
+	21, // 56: hubbub.node.v1.NodeReport.ledger:type_name -> hubbub.node.v1.LedgerCount
+	56, // 57: hubbub.node.v1.RelaySubscribe.reply:type_name -> hubbub.v1.JoinReply
+	43, // 58: hubbub.node.v1.RelaySubscribe.trace:type_name -> hubbub.node.v1.RelaySubscribe.TraceEntry
+	44, // 59: hubbub.node.v1.RelayUnsubscribe.trace:type_name -> hubbub.node.v1.RelayUnsubscribe.TraceEntry
+	1,  // 60: hubbub.node.v1.RelayDeliver.policy:type_name -> hubbub.node.v1.OverflowPolicy
+	45, // 61: hubbub.node.v1.RelayDeliver.trace:type_name -> hubbub.node.v1.RelayDeliver.TraceEntry
+	29, // 62: hubbub.node.v1.NotifyJournalRecord.open:type_name -> hubbub.node.v1.JournalConn
+	29, // 63: hubbub.node.v1.NotifyJournalRecord.join:type_name -> hubbub.node.v1.JournalConn
+	29, // 64: hubbub.node.v1.NotifyJournalRecord.left:type_name -> hubbub.node.v1.JournalConn
+	29, // 65: hubbub.node.v1.NotifyJournalRecord.closed:type_name -> hubbub.node.v1.JournalConn
+	57, // 66: hubbub.node.v1.NotifyJournalRecord.queued:type_name -> hubbub.hooks.v1.Notification
+	67, // [67:67] is the sub-list for method output_type
+	67, // [67:67] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_hubbub_node_v1_node_proto_init() }
@@ -3314,7 +3466,7 @@ func file_hubbub_node_v1_node_proto_init() {
 		(*Envelope_RoomMark)(nil),
 		(*Envelope_RoomCommand)(nil),
 	}
-	file_hubbub_node_v1_node_proto_msgTypes[25].OneofWrappers = []any{
+	file_hubbub_node_v1_node_proto_msgTypes[26].OneofWrappers = []any{
 		(*NotifyJournalRecord_Stream)(nil),
 		(*NotifyJournalRecord_Open)(nil),
 		(*NotifyJournalRecord_Join)(nil),
@@ -3329,7 +3481,7 @@ func file_hubbub_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hubbub_node_v1_node_proto_rawDesc), len(file_hubbub_node_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

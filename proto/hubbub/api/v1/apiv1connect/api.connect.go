@@ -59,6 +59,8 @@ const (
 	ServerAPIInfoProcedure = "/hubbub.api.v1.ServerAPI/Info"
 	// ServerAPITailProcedure is the fully-qualified name of the ServerAPI's Tail RPC.
 	ServerAPITailProcedure = "/hubbub.api.v1.ServerAPI/Tail"
+	// ServerAPILedgerProcedure is the fully-qualified name of the ServerAPI's Ledger RPC.
+	ServerAPILedgerProcedure = "/hubbub.api.v1.ServerAPI/Ledger"
 )
 
 // ServerAPIClient is a client for the hubbub.api.v1.ServerAPI service.
@@ -95,6 +97,9 @@ type ServerAPIClient interface {
 	// (admin scope). It starts after since, or at the room's newest message; a response with gap set
 	// says messages in between are no longer held. It ends when the caller cancels it.
 	Tail(context.Context, *connect.Request[v1.TailRequest]) (*connect.ServerStreamForClient[v1.TailResponse], error)
+	// Ledger says what became of a room's recent messages' deliveries, summed over the nodes (read
+	// scope; with --delivery-ledger).
+	Ledger(context.Context, *connect.Request[v1.LedgerRequest]) (*connect.Response[v1.LedgerResponse], error)
 }
 
 // NewServerAPIClient constructs a client for the hubbub.api.v1.ServerAPI service. By default, it
@@ -186,6 +191,12 @@ func NewServerAPIClient(httpClient connect.HTTPClient, baseURL string, opts ...c
 			connect.WithSchema(serverAPIMethods.ByName("Tail")),
 			connect.WithClientOptions(opts...),
 		),
+		ledger: connect.NewClient[v1.LedgerRequest, v1.LedgerResponse](
+			httpClient,
+			baseURL+ServerAPILedgerProcedure,
+			connect.WithSchema(serverAPIMethods.ByName("Ledger")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -204,6 +215,7 @@ type serverAPIClient struct {
 	connections  *connect.Client[v1.ConnectionsRequest, v1.ConnectionsResponse]
 	info         *connect.Client[v1.InfoRequest, v1.InfoResponse]
 	tail         *connect.Client[v1.TailRequest, v1.TailResponse]
+	ledger       *connect.Client[v1.LedgerRequest, v1.LedgerResponse]
 }
 
 // Publish calls hubbub.api.v1.ServerAPI.Publish.
@@ -271,6 +283,11 @@ func (c *serverAPIClient) Tail(ctx context.Context, req *connect.Request[v1.Tail
 	return c.tail.CallServerStream(ctx, req)
 }
 
+// Ledger calls hubbub.api.v1.ServerAPI.Ledger.
+func (c *serverAPIClient) Ledger(ctx context.Context, req *connect.Request[v1.LedgerRequest]) (*connect.Response[v1.LedgerResponse], error) {
+	return c.ledger.CallUnary(ctx, req)
+}
+
 // ServerAPIHandler is an implementation of the hubbub.api.v1.ServerAPI service.
 type ServerAPIHandler interface {
 	// Publish sends one message to a room, as a client publish does: the same order, durability,
@@ -305,6 +322,9 @@ type ServerAPIHandler interface {
 	// (admin scope). It starts after since, or at the room's newest message; a response with gap set
 	// says messages in between are no longer held. It ends when the caller cancels it.
 	Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error
+	// Ledger says what became of a room's recent messages' deliveries, summed over the nodes (read
+	// scope; with --delivery-ledger).
+	Ledger(context.Context, *connect.Request[v1.LedgerRequest]) (*connect.Response[v1.LedgerResponse], error)
 }
 
 // NewServerAPIHandler builds an HTTP handler from the service implementation. It returns the path
@@ -392,6 +412,12 @@ func NewServerAPIHandler(svc ServerAPIHandler, opts ...connect.HandlerOption) (s
 		connect.WithSchema(serverAPIMethods.ByName("Tail")),
 		connect.WithHandlerOptions(opts...),
 	)
+	serverAPILedgerHandler := connect.NewUnaryHandler(
+		ServerAPILedgerProcedure,
+		svc.Ledger,
+		connect.WithSchema(serverAPIMethods.ByName("Ledger")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hubbub.api.v1.ServerAPI/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ServerAPIPublishProcedure:
@@ -420,6 +446,8 @@ func NewServerAPIHandler(svc ServerAPIHandler, opts ...connect.HandlerOption) (s
 			serverAPIInfoHandler.ServeHTTP(w, r)
 		case ServerAPITailProcedure:
 			serverAPITailHandler.ServeHTTP(w, r)
+		case ServerAPILedgerProcedure:
+			serverAPILedgerHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -479,4 +507,8 @@ func (UnimplementedServerAPIHandler) Info(context.Context, *connect.Request[v1.I
 
 func (UnimplementedServerAPIHandler) Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.api.v1.ServerAPI.Tail is not implemented"))
+}
+
+func (UnimplementedServerAPIHandler) Ledger(context.Context, *connect.Request[v1.LedgerRequest]) (*connect.Response[v1.LedgerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hubbub.api.v1.ServerAPI.Ledger is not implemented"))
 }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hubbub/api/v1/api.proto.
  */
 export const file_hubbub_api_v1_api: GenFile = /*@__PURE__*/
-  fileDesc("ChdodWJidWIvYXBpL3YxL2FwaS5wcm90bxINaHViYnViLmFwaS52MSJeCg5QdWJsaXNoUmVxdWVzdBIMCgRyb29tGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJEgsKA2tleRgEIAEoCSJVCg9QdWJsaXNoUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEg0KBWVwb2NoGAIgASgJEhEKCWR1cGxpY2F0ZRgDIAEoCBIQCgh0cmFjZV9pZBgEIAEoCSJ5ChFTZW5kVG9Vc2VyUmVxdWVzdBIMCgR1c2VyGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJEhMKC3JlcXVpcmVfYWNrGAQgASgIEg4KBnR0bF9tcxgFIAEoDSI/ChFHZXRDb21tYW5kUmVxdWVzdBIMCgR1c2VyGAEgASgJEg4KBm9mZnNldBgCIAEoBBIMCgR3YWl0GAMgASgIIkAKEkdldENvbW1hbmRSZXNwb25zZRIqCgdvdXRjb21lGAEgASgLMhkuaHViYnViLnYxLkNvbW1hbmRPdXRjb21lIlQKElNlbmRUb1VzZXJSZXNwb25zZRIMCgRyb29tGAEgASgJEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIRCglkdXBsaWNhdGUYBCABKAgiQwoTQmF0Y2hQdWJsaXNoUmVxdWVzdBIsCgVpdGVtcxgBIAMoCzIdLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlcXVlc3QiRQoUQmF0Y2hQdWJsaXNoUmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJyCg1QdWJsaXNoUmVzdWx0EjMKCXB1Ymxpc2hlZBgBIAEoCzIeLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3BvbnNlSAASIQoFZXJyb3IYAiABKAsyEC5odWJidWIudjEuRXJyb3JIAEIJCgdvdXRjb21lIlQKEEJyb2FkY2FzdFJlcXVlc3QSDQoFcm9vbXMYASADKAkSHQoEYm9keRgCIAEoCzIPLmh1YmJ1Yi52MS5Cb2R5EhIKCm1lc3NhZ2VfaWQYAyABKAkiQgoRQnJvYWRjYXN0UmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJrCg5IaXN0b3J5UmVxdWVzdBIMCgRyb29tGAEgASgJEhQKDHNpbmNlX29mZnNldBgCIAEoBBINCgVsaW1pdBgDIAEoDRIPCgdyZXZlcnNlGAQgASgIEhUKDWJlZm9yZV9vZmZzZXQYBSABKAQiZAoPSGlzdG9yeVJlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIuaHViYnViLnYxLk1lc3NhZ2USKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24iPgoPUHJlc2VuY2VSZXF1ZXN0EgwKBHJvb20YASABKAkSDQoFbGltaXQYAiABKA0SDgoGY3Vyc29yGAMgASgJIl8KEFByZXNlbmNlUmVzcG9uc2USDQoFdXNlcnMYASADKAkSEwoLbmV4dF9jdXJzb3IYAiABKAkSJwoFc3RhdGUYAyABKAsyGC5odWJidWIudjEuUHJlc2VuY2VTdGF0ZSIfCg9Sb29tSW5mb1JlcXVlc3QSDAoEcm9vbRgBIAEoCSLfAQoQUm9vbUluZm9SZXNwb25zZRIrCghwb3NpdGlvbhgBIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIhCgRpbmZvGAIgASgLMhMuaHViYnViLnYxLlJvb21JbmZvEioKCHByZXNlbmNlGAMgASgLMhguaHViYnViLnYxLlByZXNlbmNlU3RhdGUSDAoEbm9kZRgEIAEoCRIrCgdtZW1iZXJzGAUgAygLMhouaHViYnViLmFwaS52MS5Ob2RlTWVtYmVycxIUCgxwdWJsaXNoX3JhdGUYBiABKAEiLAoLTm9kZU1lbWJlcnMSDAoEbm9kZRgBIAEoCRIPCgdtZW1iZXJzGAIgASgNIkIKEExpc3RSb29tc1JlcXVlc3QSDwoHcGF0dGVybhgBIAEoCRINCgVsaW1pdBgCIAEoDRIOCgZjdXJzb3IYAyABKAkiUwoRTGlzdFJvb21zUmVzcG9uc2USKQoFcm9vbXMYASADKAsyGi5odWJidWIuYXBpLnYxLlJvb21TdW1tYXJ5EhMKC25leHRfY3Vyc29yGAIgASgJImAKC1Jvb21TdW1tYXJ5EgwKBHJvb20YASABKAkSDAoEbm9kZRgCIAEoCRIPCgdtZW1iZXJzGAMgASgNEg4KBm9mZnNldBgEIAEoBBIUCgxwdWJsaXNoX3JhdGUYBSABKAEiVwoRRGlzY29ubmVjdFJlcXVlc3QSDAoEdXNlchgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXJlY29ubmVjdBgEIAEoCCIpChJEaXNjb25uZWN0UmVzcG9uc2USEwoLY29ubmVjdGlvbnMYASABKA0iIgoSQ29ubmVjdGlvbnNSZXF1ZXN0EgwKBHVzZXIYASABKAkiRQoTQ29ubmVjdGlvbnNSZXNwb25zZRIuCgtjb25uZWN0aW9ucxgBIAMoCzIZLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbiJ7CgpDb25uZWN0aW9uEhEKCWNsaWVudF9pZBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBG5vZGUYAyABKAkSDQoFcm9vbXMYBCADKAkSFAoMcXVldWVkX2J5dGVzGAUgASgEEhkKEWNvbm5lY3RlZF91bml4X21zGAYgASgDIh4KC0luZm9SZXF1ZXN0Eg8KB3Nsb3dlc3QYASABKA0iUwoMSW5mb1Jlc3BvbnNlEiYKBW5vZGVzGAEgAygLMhcuaHViYnViLmFwaS52MS5Ob2RlSW5mbxILCgNrZXkYAiABKAkSDgoGc2NvcGVzGAMgAygJIv4BCghOb2RlSW5mbxIMCgRub2RlGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFwoPc3RhcnRlZF91bml4X21zGAMgASgDEhMKC2Nvbm5lY3Rpb25zGAQgASgNEg0KBXVzZXJzGAUgASgNEg0KBXJvb21zGAYgASgNEhYKDnNsb3dfY29uc3VtZXJzGAcgASgEEhgKEG92ZXJmbG93X2Ryb3BwZWQYCCABKAQSEQoJY29uZmxhdGVkGAkgASgEEhYKDmRlbGl2ZXJ5X2Ryb3BzGAogASgEEioKB3Nsb3dlc3QYCyADKAsyGS5odWJidWIuYXBpLnYxLkNvbm5lY3Rpb24iRQoLVGFpbFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIoCgVzaW5jZRgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbiJ2CgxUYWlsUmVzcG9uc2USLAoIbWVzc2FnZXMYASADKAsyGi5odWJidWIuYXBpLnYxLlRhaWxNZXNzYWdlEisKCHBvc2l0aW9uGAIgASgLMhkuaHViYnViLnYxLlN0cmVhbVBvc2l0aW9uEgsKA2dhcBgDIAEoCCJECgtUYWlsTWVzc2FnZRIjCgdtZXNzYWdlGAEgASgLMhIuaHViYnViLnYxLk1lc3NhZ2USEAoIdHJhY2VfaWQYAiABKAkyhQgKCVNlcnZlckFQSRJICgdQdWJsaXNoEh0uaHViYnViLmFwaS52MS5QdWJsaXNoUmVxdWVzdBoeLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3BvbnNlElcKDEJhdGNoUHVibGlzaBIiLmh1YmJ1Yi5hcGkudjEuQmF0Y2hQdWJsaXNoUmVxdWVzdBojLmh1YmJ1Yi5hcGkudjEuQmF0Y2hQdWJsaXNoUmVzcG9uc2USTgoJQnJvYWRjYXN0Eh8uaHViYnViLmFwaS52MS5Ccm9hZGNhc3RSZXF1ZXN0GiAuaHViYnViLmFwaS52MS5Ccm9hZGNhc3RSZXNwb25zZRJRCgpTZW5kVG9Vc2VyEiAuaHViYnViLmFwaS52MS5TZW5kVG9Vc2VyUmVxdWVzdBohLmh1YmJ1Yi5hcGkudjEuU2VuZFRvVXNlclJlc3BvbnNlElEKCkdldENvbW1hbmQSIC5odWJidWIuYXBpLnYxLkdldENvbW1hbmRSZXF1ZXN0GiEuaHViYnViLmFwaS52MS5HZXRDb21tYW5kUmVzcG9uc2USSAoHSGlzdG9yeRIdLmh1YmJ1Yi5hcGkudjEuSGlzdG9yeVJlcXVlc3QaHi5odWJidWIuYXBpLnYxLkhpc3RvcnlSZXNwb25zZRJLCghQcmVzZW5jZRIeLmh1YmJ1Yi5hcGkudjEuUHJlc2VuY2VSZXF1ZXN0Gh8uaHViYnViLmFwaS52MS5QcmVzZW5jZVJlc3BvbnNlEksKCFJvb21JbmZvEh4uaHViYnViLmFwaS52MS5Sb29tSW5mb1JlcXVlc3QaHy5odWJidWIuYXBpLnYxLlJvb21JbmZvUmVzcG9uc2USTgoJTGlzdFJvb21zEh8uaHViYnViLmFwaS52MS5MaXN0Um9vbXNSZXF1ZXN0GiAuaHViYnViLmFwaS52MS5MaXN0Um9vbXNSZXNwb25zZRJRCgpEaXNjb25uZWN0EiAuaHViYnViLmFwaS52MS5EaXNjb25uZWN0UmVxdWVzdBohLmh1YmJ1Yi5hcGkudjEuRGlzY29ubmVjdFJlc3BvbnNlElQKC0Nvbm5lY3Rpb25zEiEuaHViYnViLmFwaS52MS5Db25uZWN0aW9uc1JlcXVlc3QaIi5odWJidWIuYXBpLnYxLkNvbm5lY3Rpb25zUmVzcG9uc2USPwoESW5mbxIaLmh1YmJ1Yi5hcGkudjEuSW5mb1JlcXVlc3QaGy5odWJidWIuYXBpLnYxLkluZm9SZXNwb25zZRJBCgRUYWlsEhouaHViYnViLmFwaS52MS5UYWlsUmVxdWVzdBobLmh1YmJ1Yi5hcGkudjEuVGFpbFJlc3BvbnNlMAFCOVo3Z2l0aHViLmNvbS9odWJidWItY2hhdC9odWJidWIvcHJvdG8vaHViYnViL2FwaS92MTthcGl2MWIGcHJvdG8z", [file_hubbub_v1_hubbub]);
+  fileDesc("ChdodWJidWIvYXBpL3YxL2FwaS5wcm90bxINaHViYnViLmFwaS52MSJeCg5QdWJsaXNoUmVxdWVzdBIMCgRyb29tGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJEgsKA2tleRgEIAEoCSJVCg9QdWJsaXNoUmVzcG9uc2USDgoGb2Zmc2V0GAEgASgEEg0KBWVwb2NoGAIgASgJEhEKCWR1cGxpY2F0ZRgDIAEoCBIQCgh0cmFjZV9pZBgEIAEoCSJ5ChFTZW5kVG9Vc2VyUmVxdWVzdBIMCgR1c2VyGAEgASgJEh0KBGJvZHkYAiABKAsyDy5odWJidWIudjEuQm9keRISCgptZXNzYWdlX2lkGAMgASgJEhMKC3JlcXVpcmVfYWNrGAQgASgIEg4KBnR0bF9tcxgFIAEoDSI/ChFHZXRDb21tYW5kUmVxdWVzdBIMCgR1c2VyGAEgASgJEg4KBm9mZnNldBgCIAEoBBIMCgR3YWl0GAMgASgIIkAKEkdldENvbW1hbmRSZXNwb25zZRIqCgdvdXRjb21lGAEgASgLMhkuaHViYnViLnYxLkNvbW1hbmRPdXRjb21lIlQKElNlbmRUb1VzZXJSZXNwb25zZRIMCgRyb29tGAEgASgJEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIRCglkdXBsaWNhdGUYBCABKAgiQwoTQmF0Y2hQdWJsaXNoUmVxdWVzdBIsCgVpdGVtcxgBIAMoCzIdLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlcXVlc3QiRQoUQmF0Y2hQdWJsaXNoUmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJyCg1QdWJsaXNoUmVzdWx0EjMKCXB1Ymxpc2hlZBgBIAEoCzIeLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3BvbnNlSAASIQoFZXJyb3IYAiABKAsyEC5odWJidWIudjEuRXJyb3JIAEIJCgdvdXRjb21lIlQKEEJyb2FkY2FzdFJlcXVlc3QSDQoFcm9vbXMYASADKAkSHQoEYm9keRgCIAEoCzIPLmh1YmJ1Yi52MS5Cb2R5EhIKCm1lc3NhZ2VfaWQYAyABKAkiQgoRQnJvYWRjYXN0UmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlc3VsdCJrCg5IaXN0b3J5UmVxdWVzdBIMCgRyb29tGAEgASgJEhQKDHNpbmNlX29mZnNldBgCIAEoBBINCgVsaW1pdBgDIAEoDRIPCgdyZXZlcnNlGAQgASgIEhUKDWJlZm9yZV9vZmZzZXQYBSABKAQiZAoPSGlzdG9yeVJlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIuaHViYnViLnYxLk1lc3NhZ2USKwoIcG9zaXRpb24YAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24iPgoPUHJlc2VuY2VSZXF1ZXN0EgwKBHJvb20YASABKAkSDQoFbGltaXQYAiABKA0SDgoGY3Vyc29yGAMgASgJIl8KEFByZXNlbmNlUmVzcG9uc2USDQoFdXNlcnMYASADKAkSEwoLbmV4dF9jdXJzb3IYAiABKAkSJwoFc3RhdGUYAyABKAsyGC5odWJidWIudjEuUHJlc2VuY2VTdGF0ZSIfCg9Sb29tSW5mb1JlcXVlc3QSDAoEcm9vbRgBIAEoCSLfAQoQUm9vbUluZm9SZXNwb25zZRIrCghwb3NpdGlvbhgBIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhIhCgRpbmZvGAIgASgLMhMuaHViYnViLnYxLlJvb21JbmZvEioKCHByZXNlbmNlGAMgASgLMhguaHViYnViLnYxLlByZXNlbmNlU3RhdGUSDAoEbm9kZRgEIAEoCRIrCgdtZW1iZXJzGAUgAygLMhouaHViYnViLmFwaS52MS5Ob2RlTWVtYmVycxIUCgxwdWJsaXNoX3JhdGUYBiABKAEiLAoLTm9kZU1lbWJlcnMSDAoEbm9kZRgBIAEoCRIPCgdtZW1iZXJzGAIgASgNIkIKEExpc3RSb29tc1JlcXVlc3QSDwoHcGF0dGVybhgBIAEoCRINCgVsaW1pdBgCIAEoDRIOCgZjdXJzb3IYAyABKAkiUwoRTGlzdFJvb21zUmVzcG9uc2USKQoFcm9vbXMYASADKAsyGi5odWJidWIuYXBpLnYxLlJvb21TdW1tYXJ5EhMKC25leHRfY3Vyc29yGAIgASgJImAKC1Jvb21TdW1tYXJ5EgwKBHJvb20YASABKAkSDAoEbm9kZRgCIAEoCRIPCgdtZW1iZXJzGAMgASgNEg4KBm9mZnNldBgEIAEoBBIUCgxwdWJsaXNoX3JhdGUYBSABKAEiVwoRRGlzY29ubmVjdFJlcXVlc3QSDAoEdXNlchgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXJlY29ubmVjdBgEIAEoCCIpChJEaXNjb25uZWN0UmVzcG9uc2USEwoLY29ubmVjdGlvbnMYASABKA0iIgoSQ29ubmVjdGlvbnNSZXF1ZXN0EgwKBHVzZXIYASABKAkiRQoTQ29ubmVjdGlvbnNSZXNwb25zZRIuCgtjb25uZWN0aW9ucxgBIAMoCzIZLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbiJ7CgpDb25uZWN0aW9uEhEKCWNsaWVudF9pZBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBG5vZGUYAyABKAkSDQoFcm9vbXMYBCADKAkSFAoMcXVldWVkX2J5dGVzGAUgASgEEhkKEWNvbm5lY3RlZF91bml4X21zGAYgASgDIh4KC0luZm9SZXF1ZXN0Eg8KB3Nsb3dlc3QYASABKA0iUwoMSW5mb1Jlc3BvbnNlEiYKBW5vZGVzGAEgAygLMhcuaHViYnViLmFwaS52MS5Ob2RlSW5mbxILCgNrZXkYAiABKAkSDgoGc2NvcGVzGAMgAygJIv4BCghOb2RlSW5mbxIMCgRub2RlGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFwoPc3RhcnRlZF91bml4X21zGAMgASgDEhMKC2Nvbm5lY3Rpb25zGAQgASgNEg0KBXVzZXJzGAUgASgNEg0KBXJvb21zGAYgASgNEhYKDnNsb3dfY29uc3VtZXJzGAcgASgEEhgKEG92ZXJmbG93X2Ryb3BwZWQYCCABKAQSEQoJY29uZmxhdGVkGAkgASgEEhYKDmRlbGl2ZXJ5X2Ryb3BzGAogASgEEioKB3Nsb3dlc3QYCyADKAsyGS5odWJidWIuYXBpLnYxLkNvbm5lY3Rpb24iQgoNTGVkZ2VyUmVxdWVzdBIMCgRyb29tGAEgASgJEhQKDHNpbmNlX29mZnNldBgCIAEoBBINCgVsaW1pdBgDIAEoDSI9Cg5MZWRnZXJSZXNwb25zZRIrCgpkZWxpdmVyaWVzGAEgAygLMhcuaHViYnViLmFwaS52MS5EZWxpdmVyeSKVAQoIRGVsaXZlcnkSDgoGb2Zmc2V0GAEgASgEEg8KB21lbWJlcnMYAiABKAQSDgoGcXVldWVkGAMgASgDEg8KB3dyaXR0ZW4YBCABKAMSDQoFYWNrZWQYBSABKAQSDwoHZHJvcHBlZBgGIAEoBBIRCgljb25mbGF0ZWQYByABKAQSFAoMZGlzY29ubmVjdGVkGAggASgEIkUKC1RhaWxSZXF1ZXN0EgwKBHJvb20YASABKAkSKAoFc2luY2UYAiABKAsyGS5odWJidWIudjEuU3RyZWFtUG9zaXRpb24idgoMVGFpbFJlc3BvbnNlEiwKCG1lc3NhZ2VzGAEgAygLMhouaHViYnViLmFwaS52MS5UYWlsTWVzc2FnZRIrCghwb3NpdGlvbhgCIAEoCzIZLmh1YmJ1Yi52MS5TdHJlYW1Qb3NpdGlvbhILCgNnYXAYAyABKAgiRAoLVGFpbE1lc3NhZ2USIwoHbWVzc2FnZRgBIAEoCzISLmh1YmJ1Yi52MS5NZXNzYWdlEhAKCHRyYWNlX2lkGAIgASgJMswICglTZXJ2ZXJBUEkSSAoHUHVibGlzaBIdLmh1YmJ1Yi5hcGkudjEuUHVibGlzaFJlcXVlc3QaHi5odWJidWIuYXBpLnYxLlB1Ymxpc2hSZXNwb25zZRJXCgxCYXRjaFB1Ymxpc2gSIi5odWJidWIuYXBpLnYxLkJhdGNoUHVibGlzaFJlcXVlc3QaIy5odWJidWIuYXBpLnYxLkJhdGNoUHVibGlzaFJlc3BvbnNlEk4KCUJyb2FkY2FzdBIfLmh1YmJ1Yi5hcGkudjEuQnJvYWRjYXN0UmVxdWVzdBogLmh1YmJ1Yi5hcGkudjEuQnJvYWRjYXN0UmVzcG9uc2USUQoKU2VuZFRvVXNlchIgLmh1YmJ1Yi5hcGkudjEuU2VuZFRvVXNlclJlcXVlc3QaIS5odWJidWIuYXBpLnYxLlNlbmRUb1VzZXJSZXNwb25zZRJRCgpHZXRDb21tYW5kEiAuaHViYnViLmFwaS52MS5HZXRDb21tYW5kUmVxdWVzdBohLmh1YmJ1Yi5hcGkudjEuR2V0Q29tbWFuZFJlc3BvbnNlEkgKB0hpc3RvcnkSHS5odWJidWIuYXBpLnYxLkhpc3RvcnlSZXF1ZXN0Gh4uaHViYnViLmFwaS52MS5IaXN0b3J5UmVzcG9uc2USSwoIUHJlc2VuY2USHi5odWJidWIuYXBpLnYxLlByZXNlbmNlUmVxdWVzdBofLmh1YmJ1Yi5hcGkudjEuUHJlc2VuY2VSZXNwb25zZRJLCghSb29tSW5mbxIeLmh1YmJ1Yi5hcGkudjEuUm9vbUluZm9SZXF1ZXN0Gh8uaHViYnViLmFwaS52MS5Sb29tSW5mb1Jlc3BvbnNlEk4KCUxpc3RSb29tcxIfLmh1YmJ1Yi5hcGkudjEuTGlzdFJvb21zUmVxdWVzdBogLmh1YmJ1Yi5hcGkudjEuTGlzdFJvb21zUmVzcG9uc2USUQoKRGlzY29ubmVjdBIgLmh1YmJ1Yi5hcGkudjEuRGlzY29ubmVjdFJlcXVlc3QaIS5odWJidWIuYXBpLnYxLkRpc2Nvbm5lY3RSZXNwb25zZRJUCgtDb25uZWN0aW9ucxIhLmh1YmJ1Yi5hcGkudjEuQ29ubmVjdGlvbnNSZXF1ZXN0GiIuaHViYnViLmFwaS52MS5Db25uZWN0aW9uc1Jlc3BvbnNlEj8KBEluZm8SGi5odWJidWIuYXBpLnYxLkluZm9SZXF1ZXN0GhsuaHViYnViLmFwaS52MS5JbmZvUmVzcG9uc2USQQoEVGFpbBIaLmh1YmJ1Yi5hcGkudjEuVGFpbFJlcXVlc3QaGy5odWJidWIuYXBpLnYxLlRhaWxSZXNwb25zZTABEkUKBkxlZGdlchIcLmh1YmJ1Yi5hcGkudjEuTGVkZ2VyUmVxdWVzdBodLmh1YmJ1Yi5hcGkudjEuTGVkZ2VyUmVzcG9uc2VCOVo3Z2l0aHViLmNvbS9odWJidWItY2hhdC9odWJidWIvcHJvdG8vaHViYnViL2FwaS92MTthcGl2MWIGcHJvdG8z", [file_hubbub_v1_hubbub]);
 
 /**
  * PublishRequest is one message for one room.
@@ -956,6 +956,124 @@ export const NodeInfoSchema: GenMessage<NodeInfo> = /*@__PURE__*/
   messageDesc(file_hubbub_api_v1_api, 28);
 
 /**
+ * LedgerRequest names a room and the messages after since_offset (at most limit, 1000 by default).
+ *
+ * @generated from message hubbub.api.v1.LedgerRequest
+ */
+export type LedgerRequest = Message<"hubbub.api.v1.LedgerRequest"> & {
+  /**
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * @generated from field: uint64 since_offset = 2;
+   */
+  sinceOffset: bigint;
+
+  /**
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message hubbub.api.v1.LedgerRequest.
+ * Use `create(LedgerRequestSchema)` to create a new message.
+ */
+export const LedgerRequestSchema: GenMessage<LedgerRequest> = /*@__PURE__*/
+  messageDesc(file_hubbub_api_v1_api, 29);
+
+/**
+ * LedgerResponse is the ledger of the room's messages the nodes still remember, oldest first.
+ *
+ * @generated from message hubbub.api.v1.LedgerResponse
+ */
+export type LedgerResponse = Message<"hubbub.api.v1.LedgerResponse"> & {
+  /**
+   * @generated from field: repeated hubbub.api.v1.Delivery deliveries = 1;
+   */
+  deliveries: Delivery[];
+};
+
+/**
+ * Describes the message hubbub.api.v1.LedgerResponse.
+ * Use `create(LedgerResponseSchema)` to create a new message.
+ */
+export const LedgerResponseSchema: GenMessage<LedgerResponse> = /*@__PURE__*/
+  messageDesc(file_hubbub_api_v1_api, 30);
+
+/**
+ * Delivery is what became of one message's deliveries, over every node: each member the message
+ * was handed to is counted in exactly one of queued, written, acked, dropped, conflated and
+ * disconnected, so they sum to members.
+ *
+ * @generated from message hubbub.api.v1.Delivery
+ */
+export type Delivery = Message<"hubbub.api.v1.Delivery"> & {
+  /**
+   * @generated from field: uint64 offset = 1;
+   */
+  offset: bigint;
+
+  /**
+   * Members the message was handed to.
+   *
+   * @generated from field: uint64 members = 2;
+   */
+  members: bigint;
+
+  /**
+   * Still in a member's outbound queue.
+   *
+   * @generated from field: int64 queued = 3;
+   */
+  queued: bigint;
+
+  /**
+   * Written to the member's socket (and not acked).
+   *
+   * @generated from field: int64 written = 4;
+   */
+  written: bigint;
+
+  /**
+   * Acked by the member's connection (AckRequest or ReadRequest for exactly this offset).
+   *
+   * @generated from field: uint64 acked = 5;
+   */
+  acked: bigint;
+
+  /**
+   * Dropped by the room's overflow policy (drop-oldest).
+   *
+   * @generated from field: uint64 dropped = 6;
+   */
+  dropped: bigint;
+
+  /**
+   * Replaced by a newer message with the same key (conflate).
+   *
+   * @generated from field: uint64 conflated = 7;
+   */
+  conflated: bigint;
+
+  /**
+   * Not written: the member's connection closed (or was closing) first.
+   *
+   * @generated from field: uint64 disconnected = 8;
+   */
+  disconnected: bigint;
+};
+
+/**
+ * Describes the message hubbub.api.v1.Delivery.
+ * Use `create(DeliverySchema)` to create a new message.
+ */
+export const DeliverySchema: GenMessage<Delivery> = /*@__PURE__*/
+  messageDesc(file_hubbub_api_v1_api, 31);
+
+/**
  * TailRequest names a room and where to start.
  *
  * @generated from message hubbub.api.v1.TailRequest
@@ -979,7 +1097,7 @@ export type TailRequest = Message<"hubbub.api.v1.TailRequest"> & {
  * Use `create(TailRequestSchema)` to create a new message.
  */
 export const TailRequestSchema: GenMessage<TailRequest> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 29);
+  messageDesc(file_hubbub_api_v1_api, 32);
 
 /**
  * TailResponse is one or more messages in order, or, first, the position the tail starts at.
@@ -1012,7 +1130,7 @@ export type TailResponse = Message<"hubbub.api.v1.TailResponse"> & {
  * Use `create(TailResponseSchema)` to create a new message.
  */
 export const TailResponseSchema: GenMessage<TailResponse> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 30);
+  messageDesc(file_hubbub_api_v1_api, 33);
 
 /**
  * TailMessage is one message and the trace of its publish.
@@ -1038,7 +1156,7 @@ export type TailMessage = Message<"hubbub.api.v1.TailMessage"> & {
  * Use `create(TailMessageSchema)` to create a new message.
  */
 export const TailMessageSchema: GenMessage<TailMessage> = /*@__PURE__*/
-  messageDesc(file_hubbub_api_v1_api, 31);
+  messageDesc(file_hubbub_api_v1_api, 34);
 
 /**
  * ServerAPI is what a backend does with Hubbub: publish to rooms, read their history and presence, and
@@ -1186,6 +1304,17 @@ export const ServerAPI: GenService<{
     methodKind: "server_streaming";
     input: typeof TailRequestSchema;
     output: typeof TailResponseSchema;
+  },
+  /**
+   * Ledger says what became of a room's recent messages' deliveries, summed over the nodes (read
+   * scope; with --delivery-ledger).
+   *
+   * @generated from rpc hubbub.api.v1.ServerAPI.Ledger
+   */
+  ledger: {
+    methodKind: "unary";
+    input: typeof LedgerRequestSchema;
+    output: typeof LedgerResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_hubbub_api_v1_api, 0);
