@@ -157,6 +157,16 @@ async function renderRoomInfo(room: string): Promise<void> {
     ["max members", info?.maxMembers ? String(info.maxMembers) : "no limit"],
   ];
   $("room-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
+  // The delivery ledger of the newest messages: what became of each one's deliveries.
+  const top = r.position?.offset ?? 0n;
+  const led = await api!.ledger({ room, sinceOffset: top > 10n ? top - 10n : 0n, limit: 10 });
+  $("ledger").replaceChildren(
+    ...led.deliveries.reverse().map((d) =>
+      row([`#${d.offset}`, String(d.members), String(d.written), String(d.acked), String(d.queued), String(d.dropped),
+        String(d.conflated), String(d.disconnected)]),
+    ),
+  );
+  $("ledger-empty").hidden = led.deliveries.length > 0;
 }
 
 function tailItem(t: TailMessage): HTMLLIElement {

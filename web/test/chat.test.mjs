@@ -228,6 +228,12 @@ test("the admin console: a read key is refused; an admin key sees nodes and room
   assert.equal(tailed.text, "watched by ops");
   assert.equal(tailed.who, "gil");
   assert.match(tailed.trace, /^[0-9a-f]{32}$/);
+  // The delivery ledger of gil's message: one member, written (or acked).
+  await console_.waitForFunction(() => {
+    const row = document.querySelector("#ledger tr");
+    return row && row.cells[0].textContent === "#1" && row.cells[1].textContent === "1" &&
+      Number(row.cells[2].textContent) + Number(row.cells[3].textContent) === 1;
+  });
   // The rate shows once the refresh picks it up.
   await console_.waitForFunction(() => {
     const row = document.querySelector('#rooms button[data-room="ops-room"]')?.closest("tr");
