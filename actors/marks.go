@@ -139,6 +139,7 @@ type markState struct {
 	waiting   []markWaiter           // answered after the next save
 	inflight  []markWaiter           // answered when the save in flight ends
 	saving    bool
+	unsaved   []string          // the users whose marks the save in flight writes
 	receivers map[string]bool   // member keys that get receipts
 	receipts  map[string]uint64 // read marks to push at the next flush
 	timer     *time.Timer
@@ -215,7 +216,7 @@ func (r *room) onMark(ctx actor.Context, msg *nodev1.RoomMark) {
 		r.scheduleReceipts(ctx)
 	}
 	w := markWaiter{to: ctx.Sender(), id: id, user: user}
-	if r.store == nil || m == old {
+	if r.store == nil || (m == old && !r.marks.dirty[user]) { // nothing new to store
 		r.answerMark(ctx, w, nil)
 		return
 	}
@@ -233,8 +234,10 @@ func (r *room) saveMarks(ctx actor.Context) {
 		return
 	}
 	batch := make(map[string]store.Marks, len(r.marks.dirty))
+	r.marks.unsaved = r.marks.unsaved[:0]
 	for user := range r.marks.dirty {
 		batch[user] = r.marks.users[user]
+		r.marks.unsaved = append(r.marks.unsaved, user)
 	}
 	r.marks.dirty = nil
 	r.marks.saving, r.marks.inflight, r.marks.waiting = true, r.marks.waiting, nil
@@ -253,12 +256,21 @@ func (r *room) onMarksSaved(ctx actor.Context, msg marksSaved) {
 	if msg.err != nil {
 		r.counters.StoreErrors.Add(1)
 		r.log.Error("room: store marks", "room", r.name, "err", msg.err)
+		// The marks stay raised in memory: the next save writes them again.
+		if r.marks.dirty == nil {
+			r.marks.dirty = map[string]bool{}
+		}
+		for _, user := range r.marks.unsaved {
+			r.marks.dirty[user] = true
+		}
 	}
 	for _, w := range r.marks.inflight {
 		r.answerMark(ctx, w, msg.err)
 	}
 	r.marks.saving, r.marks.inflight = false, nil
-	r.saveMarks(ctx)
+	if msg.err == nil || len(r.marks.waiting) > 0 { // after a failure, the next mark command tries again
+		r.saveMarks(ctx)
+	}
 }
 
 func (r *room) answerMark(ctx actor.Context, w markWaiter, err error) {

@@ -424,6 +424,10 @@ func TestStoreOutage(t *testing.T) {
 	if errCode(j) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !j.GetError().GetTemporary() {
 		t.Fatalf("joining a new room with the store down: %v", j)
 	}
+	// A read mark cannot be stored: a temporary error, to send again.
+	if m := sub.request(markFrame("outage", 3, epoch, true)); errCode(m) != hubbubv1.ErrorCode_ERROR_CODE_UNAVAILABLE || !m.GetError().GetTemporary() {
+		t.Fatalf("a read mark with the store down: %v", m)
+	}
 	if s.node.Counters().StoreErrors.Load() < 2 {
 		t.Fatalf("store errors counted: %d", s.node.Counters().StoreErrors.Load())
 	}
@@ -449,6 +453,13 @@ func TestStoreOutage(t *testing.T) {
 	stored, err := st.Read(ctx, "outage", 0, 0)
 	if err != nil || len(stored) != 4 {
 		t.Fatalf("stream holds %d messages (%v), want 4", len(stored), err)
+	}
+	// The read mark sent again is stored (with the one refused during the outage).
+	if m := sub.request(markFrame("outage", 2, epoch, false)); m.GetAck().GetMarks().GetReadOffset() != 3 {
+		t.Fatalf("marks after the outage: %v", m)
+	}
+	if marks, err := st.LoadMarks(ctx, "outage"); err != nil || marks["sub"].Read != 3 || marks["sub"].Ack != 3 {
+		t.Fatalf("stored marks after the outage: %v %v", marks, err)
 	}
 	pub.join("never-loaded", nil)
 }
