@@ -69,8 +69,10 @@ func TestDeliveryLedger(t *testing.T) {
 		messages = 200
 		room     = "ledger"
 	)
+	// A long write timeout: the members that never read stay members (their
+	// room drops their oldest) until the test closes them.
 	p := startProcess(t, append(apiArgs(t), "--history-store", "memory", "--overflow-policy", room+"=drop-oldest",
-		"--max-queued-bytes", "65536", "--socket-send-buffer", "16384", "--command-rate", "-1", "--byte-rate", "-1")...)
+		"--max-queued-bytes", "65536", "--socket-send-buffer", "16384", "--write-timeout", "2m", "--command-rate", "-1", "--byte-rate", "-1")...)
 	hdr := http.Header{"Sec-WebSocket-Protocol": {wire.SubprotocolProto}}
 	ms := make([]*ledgerMember, members)
 	var wg sync.WaitGroup
