@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -401,21 +402,11 @@ func (s *service) Ledger(ctx context.Context, req *connect.Request[apiv1.LedgerR
 	for _, d := range sum {
 		out.Deliveries = append(out.Deliveries, d)
 	}
-	slices.SortFunc(out.Deliveries, func(a, b *apiv1.Delivery) int { return cmpU64(a.GetOffset(), b.GetOffset()) })
+	slices.SortFunc(out.Deliveries, func(a, b *apiv1.Delivery) int { return cmp.Compare(a.GetOffset(), b.GetOffset()) })
 	if len(out.Deliveries) > int(limit) {
 		out.Deliveries = out.Deliveries[:limit]
 	}
 	return connect.NewResponse(out), nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Tail streams a room's messages: first the position it starts at, then
