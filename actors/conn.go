@@ -21,7 +21,7 @@ import (
 // command handling. It never touches the network: replies go to its Sink.
 type conn struct {
 	node     *Node
-	cfg      ConnConfig
+	cfg      *ConnConfig // the node's, shared
 	sink     Sink
 	info     ConnInfo
 	clientID string
@@ -77,7 +77,6 @@ func (c *conn) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		c.rooms = map[string]*joinedRoom{}
-		c.spans = map[uint64]trace.Span{}
 		c.routes = map[string]*route{}
 		c.handle = c.awaitingConnect
 		c.armConnectTimeout(ctx)
@@ -323,6 +322,7 @@ func expiresMs(id *auth.Identity) int64 {
 func (c *conn) armExpiry(ctx actor.Context) {
 	if c.expiry != nil {
 		c.expiry.Stop()
+		c.expiry = nil // a stopped timer still holds memory; most idle connections have none
 	}
 	c.expiryGen++
 	if c.identity.Expires.IsZero() {

@@ -37,12 +37,12 @@ type routeAsk struct {
 
 // route is where a connection's requests to one room go.
 type route struct {
-	pid         *actor.PID  // the room's actor, nil while unknown
-	outstanding int         // requests sent to pid not answered yet
-	waiting     []*routeAsk // requests waiting for pid, in seq order
-	looking     bool        // a lookup is on its way
-	inflight    map[*routeAsk]struct{}
-	watched     *actor.PID // a room on another node, watched while requests are in flight to it
+	pid         *actor.PID             // the room's actor, nil while unknown
+	outstanding int                    // requests sent to pid not answered yet
+	waiting     []*routeAsk            // requests waiting for pid, in seq order
+	looking     bool                   // a lookup is on its way
+	inflight    map[*routeAsk]struct{} // nil while nothing is in flight
+	watched     *actor.PID             // a room on another node, watched while requests are in flight to it
 }
 
 // roomPlaced carries a room's placement back to the connection actor.
@@ -68,7 +68,7 @@ func (c *conn) ask(ctx actor.Context, room string, msg proto.Message, id uint64,
 func (c *conn) routeOf(room string) *route {
 	rt := c.routes[room]
 	if rt == nil {
-		rt = &route{inflight: map[*routeAsk]struct{}{}}
+		rt = &route{}
 		c.routes[room] = rt
 	}
 	return rt
@@ -130,6 +130,9 @@ func (c *conn) onRoomPlaced(ctx actor.Context, msg roomPlaced) {
 func (c *conn) sendAsk(ctx actor.Context, rt *route, a *routeAsk) {
 	pid := rt.pid
 	rt.outstanding++
+	if rt.inflight == nil {
+		rt.inflight = map[*routeAsk]struct{}{}
+	}
 	rt.inflight[a] = struct{}{}
 	if pid.Address != ctx.Self().Address && !pid.Equal(rt.watched) {
 		// A room on another node: if that node dies, Terminated comes long
@@ -143,6 +146,9 @@ func (c *conn) sendAsk(ctx actor.Context, rt *route, a *routeAsk) {
 			return
 		}
 		delete(rt.inflight, a)
+		if len(rt.inflight) == 0 {
+			rt.inflight = nil // an idle route keeps no map
+		}
 		rt.outstanding--
 		defer c.settleRoute(ctx, a.room, rt)
 		if errors.Is(err, actor.ErrDeadLetter) && a.attempt == 0 {

@@ -232,9 +232,9 @@ func (n *Node) OpenConn(sink Sink, info ConnInfo) (*ConnHandle, error) {
 	// Unique in the cluster: a random id per node process, then a counter.
 	clientID := n.nodeID + "-" + strconv.FormatUint(n.nextConn.Add(1), 16)
 	done := make(chan struct{})
-	limiter := newConnLimiter(n.cfg.Conn, sink, n.counters)
+	limiter := newConnLimiter(&n.cfg.Conn, sink, n.counters)
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &conn{node: n, cfg: n.cfg.Conn, sink: sink, info: info, clientID: clientID, done: done}
+		return &conn{node: n, cfg: &n.cfg.Conn, sink: sink, info: info, clientID: clientID, done: done}
 	}, actor.WithReceiverMiddleware(limiter.middleware), actor.WithMailbox(actor.Unbounded(&n.counters.Mailboxes.Conn)))
 	pid := n.conns.SpawnPrefix(props, "conn")
 	n.system.Root.Send(n.relays[relayShard(pid.Id, len(n.relays))], registerConn{id: pid.Id, sink: sink})

@@ -21,7 +21,7 @@ type inbound struct {
 // as receive middleware of the connection actor, so a flood is refused before
 // the actor does any work, on the actor's own goroutine.
 type connLimiter struct {
-	cfg      ConnConfig
+	cfg      *ConnConfig // the node's, shared
 	sink     Sink
 	counters *telemetry.Counters
 	commands *rate.Limiter
@@ -30,7 +30,7 @@ type connLimiter struct {
 	closed   bool
 }
 
-func newConnLimiter(cfg ConnConfig, sink Sink, c *telemetry.Counters) *connLimiter {
+func newConnLimiter(cfg *ConnConfig, sink Sink, c *telemetry.Counters) *connLimiter {
 	l := &connLimiter{cfg: cfg, sink: sink, counters: c}
 	if cfg.CommandRate > 0 {
 		l.commands = rate.NewLimiter(rate.Limit(cfg.CommandRate), cfg.CommandBurst)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -85,7 +86,7 @@ type (
 type localConn struct {
 	id    string
 	sink  Sink
-	rooms map[string]struct{}
+	rooms []string // the rooms it is a member of here, usually few
 }
 
 // roomMember is one local connection's membership of one room: where the
@@ -184,7 +185,7 @@ func (r *relay) Receive(ctx actor.Context) {
 	case shardUnsubscribe:
 		r.onUnsubscribe(msg.msg)
 	case registerConn:
-		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink, rooms: map[string]struct{}{}}
+		r.conns[msg.id] = &localConn{id: msg.id, sink: msg.sink}
 	case unregisterConn:
 		r.onUnregister(msg.id)
 	case relayProbe:
@@ -412,7 +413,9 @@ func (r *relay) onSubscribe(msg *nodev1.RelaySubscribe) {
 		msg.GetReply().Alias = r.aliases.acquire(msg.GetRoom())
 	}
 	subs[msg.GetActorId()] = m
-	c.rooms[msg.GetRoom()] = struct{}{}
+	if !slices.Contains(c.rooms, msg.GetRoom()) {
+		c.rooms = append(c.rooms, msg.GetRoom())
+	}
 	r.send(c, &hubbubv1.ServerFrame{Id: msg.GetRequestId(), Body: &hubbubv1.ServerFrame_Join{Join: msg.GetReply()}, TraceId: traceID(msg.GetTrace())})
 }
 
@@ -428,7 +431,9 @@ func (r *relay) onUnsubscribe(msg *nodev1.RelayUnsubscribe) {
 }
 
 func (r *relay) drop(room, id string, c *localConn) {
-	delete(c.rooms, room)
+	if i := slices.Index(c.rooms, room); i >= 0 {
+		c.rooms = slices.Delete(c.rooms, i, i+1)
+	}
 	if subs := r.rooms[room]; subs != nil {
 		if m := subs[id]; m != nil && m.compact {
 			r.aliases.release(room)
@@ -445,7 +450,7 @@ func (r *relay) onUnregister(id string) {
 	if !ok {
 		return
 	}
-	for room := range c.rooms {
+	for _, room := range slices.Clone(c.rooms) {
 		r.drop(room, id, c)
 	}
 	delete(r.conns, id)

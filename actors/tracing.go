@@ -77,6 +77,9 @@ func (c *conn) beginCommand(f *hubbubv1.ClientFrame, room string) map[string]str
 	if old, ok := c.spans[f.GetId()]; ok {
 		old.End()
 	}
+	if c.spans == nil {
+		c.spans = map[uint64]trace.Span{}
+	}
 	c.spans[f.GetId()] = span
 	return telemetry.Inject(ctx)
 }
@@ -87,7 +90,9 @@ func (c *conn) endCommand(id uint64, reply *hubbubv1.ServerFrame) {
 	if !ok {
 		return
 	}
-	delete(c.spans, id)
+	if delete(c.spans, id); len(c.spans) == 0 {
+		c.spans = nil // between commands an idle connection keeps no map
+	}
 	if reply != nil {
 		reply.TraceId = span.SpanContext().TraceID().String()
 		if e := reply.GetError(); e != nil {

@@ -21,18 +21,20 @@ const usersID = "hubbub/users"
 // (NodeDisconnect), which may come from any node.
 type users struct {
 	node  *Node
-	count map[string]int                   // connection slots held per user
-	conns map[string]map[string]*connEntry // user -> connection actor id -> entry
-	byID  map[string]*connEntry            // connection actor id -> entry
+	count map[string]int          // connection slots held per user
+	conns map[string][]*connEntry // user -> the user's connections on this node
+	byID  map[string]*connEntry   // connection actor id -> entry
 }
 
-// connEntry is what the registry knows of one connection.
+// connEntry is what the registry knows of one connection. It is kept small:
+// a node holds one per connection, most of them idle.
 type connEntry struct {
-	pid      *actor.PID
-	info     *nodev1.NodeConn
-	sink     Sink
-	rooms    map[string]bool
-	clientID string
+	pid         *actor.PID
+	sink        Sink
+	user        string
+	clientID    string
+	connectedMs int64
+	rooms       []string // joined rooms, usually few
 }
 
 // acquireUser asks for one of the user's slots; the answer is a bool.
@@ -70,7 +72,7 @@ type kick struct {
 
 func usersProps(n *Node) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &users{node: n, count: map[string]int{}, conns: map[string]map[string]*connEntry{}, byID: map[string]*connEntry{}}
+		return &users{node: n, count: map[string]int{}, conns: map[string][]*connEntry{}, byID: map[string]*connEntry{}}
 	})
 }
 
@@ -87,26 +89,27 @@ func (u *users) Receive(ctx actor.Context) {
 			delete(u.count, msg.user)
 		}
 	case connUp:
-		e := &connEntry{pid: msg.pid, sink: msg.sink, rooms: map[string]bool{}, clientID: msg.clientID,
-			info: &nodev1.NodeConn{ClientId: msg.clientID, User: msg.user, ConnectedUnixMs: time.Now().UnixMilli()}}
-		if u.conns[msg.user] == nil {
-			u.conns[msg.user] = map[string]*connEntry{}
-		}
-		u.conns[msg.user][msg.pid.Id] = e
+		e := &connEntry{pid: msg.pid, sink: msg.sink, user: msg.user, clientID: msg.clientID, connectedMs: time.Now().UnixMilli()}
+		u.conns[msg.user] = append(u.conns[msg.user], e)
 		u.byID[msg.pid.Id] = e
 	case connDown:
 		if e := u.byID[msg.pid.Id]; e != nil {
 			delete(u.byID, msg.pid.Id)
-			if delete(u.conns[e.info.GetUser()], msg.pid.Id); len(u.conns[e.info.GetUser()]) == 0 {
-				delete(u.conns, e.info.GetUser())
+			list := slices.DeleteFunc(u.conns[e.user], func(o *connEntry) bool { return o == e })
+			if len(list) == 0 {
+				delete(u.conns, e.user)
+			} else {
+				u.conns[e.user] = list
 			}
 		}
 	case connRoom:
 		if e := u.byID[msg.pid.Id]; e != nil {
-			if msg.joined {
-				e.rooms[msg.room] = true
-			} else {
-				delete(e.rooms, msg.room)
+			i := slices.Index(e.rooms, msg.room)
+			switch {
+			case msg.joined && i < 0:
+				e.rooms = append(e.rooms, msg.room)
+			case !msg.joined && i >= 0:
+				e.rooms = slices.Delete(e.rooms, i, i+1)
 			}
 		}
 	case *nodev1.NodeInspect:
@@ -154,14 +157,12 @@ func (u *users) report(ctx actor.Context, msg *nodev1.NodeInspect) *nodev1.NodeR
 // slowest lists the n connections with the most bytes queued (at least one).
 func (u *users) slowest(n int) []*nodev1.NodeConn {
 	var out []*nodev1.NodeConn
-	for user, conns := range u.conns {
-		for _, e := range conns {
-			q, ok := e.sink.(interface{ QueuedBytes() int })
-			if !ok || q.QueuedBytes() == 0 {
-				continue
-			}
-			out = append(out, u.describe(user, e, q.QueuedBytes()))
+	for _, e := range u.byID {
+		q, ok := e.sink.(interface{ QueuedBytes() int })
+		if !ok || q.QueuedBytes() == 0 {
+			continue
 		}
+		out = append(out, u.describe(e.user, e, q.QueuedBytes()))
 	}
 	slices.SortFunc(out, func(a, b *nodev1.NodeConn) int {
 		if a.GetQueuedBytes() != b.GetQueuedBytes() {
@@ -173,11 +174,8 @@ func (u *users) slowest(n int) []*nodev1.NodeConn {
 }
 
 func (u *users) describe(user string, e *connEntry, queued int) *nodev1.NodeConn {
-	c := &nodev1.NodeConn{ClientId: e.info.GetClientId(), User: user, ConnectedUnixMs: e.info.GetConnectedUnixMs(), QueuedBytes: uint64(queued)}
-	for room := range e.rooms {
-		c.Rooms = append(c.Rooms, room)
-	}
-	slices.Sort(c.Rooms)
+	c := &nodev1.NodeConn{ClientId: e.clientID, User: user, ConnectedUnixMs: e.connectedMs, QueuedBytes: uint64(queued)}
+	c.Rooms = slices.Sorted(slices.Values(e.rooms))
 	return c
 }
 
@@ -185,9 +183,7 @@ func (u *users) describe(user string, e *connEntry, queued int) *nodev1.NodeConn
 func (u *users) disconnect(ctx actor.Context, msg *nodev1.NodeDisconnect) uint32 {
 	var targets []*connEntry
 	if msg.GetUser() != "" {
-		for _, e := range u.conns[msg.GetUser()] {
-			targets = append(targets, e)
-		}
+		targets = slices.Clone(u.conns[msg.GetUser()])
 	} else {
 		for _, e := range u.byID {
 			targets = append(targets, e)

@@ -347,13 +347,17 @@ func Rooms(ctx context.Context, o Options) (Result, error) {
 // Idle opens N idle connections (each joined to a room) and reports server RSS per connection.
 func Idle(ctx context.Context, o Options) (Result, error) {
 	o = o.withDefaults()
-	r := Result{Scenario: "idle", Params: fmt.Sprintf("conns=%d", o.Conns), Conns: o.Conns}
+	r := Result{Scenario: "idle", Params: fmt.Sprintf("conns=%d connect_only=%t", o.Conns, o.ConnectOnly), Conns: o.Conns}
 	before, err := readProc(o.ServerPID)
 	if err != nil {
 		return r, err
 	}
+	join := func(i int, c *lconn) error { return c.join(fmt.Sprint("idle-", i%100)) }
+	if o.ConnectOnly {
+		join = nil
+	}
 	start := time.Now()
-	conns, err := openMany(ctx, o, o.Conns, "idle", func(i int, c *lconn) error { return c.join(fmt.Sprint("idle-", i%100)) })
+	conns, err := openMany(ctx, o, o.Conns, "idle", join)
 	if err != nil {
 		return r, err
 	}

@@ -39,7 +39,6 @@ type wsConn struct {
 	pingDue    atomic.Bool            // the shared pinger asked for a ping
 	pong       atomic.Pointer[[]byte] // a peer's ping to answer
 	closeReq   atomic.Pointer[closeRequest]
-	closeCh    chan struct{} // closed once closeReq is set
 	readerDone chan struct{} // closed when the read loop returns
 	peerCode   atomic.Int32  // close code the peer sent, if any
 
@@ -68,7 +67,7 @@ type closeRequest struct {
 func newWSConn(ws *websocket.Conn, enc wire.Encoding, cfg *Config, log *slog.Logger, c *telemetry.Counters) *wsConn {
 	w := &wsConn{
 		ws: ws, nc: ws.NetConn(), enc: enc, opcode: opBinary, cfg: cfg, log: log, counters: c,
-		closeCh: make(chan struct{}), readerDone: make(chan struct{}), pumpExit: make(chan struct{}, 1),
+		readerDone: make(chan struct{}), pumpExit: make(chan struct{}, 1),
 	}
 	if enc == wire.JSON {
 		w.opcode = opText
@@ -130,7 +129,6 @@ func (c *wsConn) requestClose(code int, reason string, drain bool) {
 
 func (c *wsConn) setClose(req *closeRequest) {
 	if c.closeReq.CompareAndSwap(nil, req) {
-		close(c.closeCh)
 		c.kick()
 	}
 }

@@ -36,8 +36,7 @@ type pushResult struct {
 // keep the newest push per key.
 type outQueue struct {
 	mu       sync.Mutex
-	items    []item
-	spare    []item
+	items    []item // nil while empty: an idle connection holds no slice
 	bytes    int
 	maxBytes int
 	closed   bool
@@ -77,6 +76,9 @@ func (q *outQueue) push(it item) (bool, pushResult, error) {
 			res.dropped++
 			return false, res, actors.ErrDropped
 		}
+	}
+	if q.items == nil {
+		q.items = (*itemSlices.Get().(*[]item))[:0]
 	}
 	q.items = append(q.items, it)
 	q.bytes += len(it.b)
@@ -123,23 +125,24 @@ func (q *outQueue) take() []item {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	batch := q.items
-	q.items, q.spare = q.spare[:0], nil
+	q.items = nil
 	q.bytes = 0
 	q.latest = nil
 	return batch
 }
 
+// itemSlices holds written batches' slices for any connection's next push,
+// so that busy connections do not allocate one per batch and idle ones keep none.
+var itemSlices = sync.Pool{New: func() any { s := make([]item, 0, 8); return &s }}
+
 // recycle returns a written batch's slice for reuse, dropping its references.
 func (q *outQueue) recycle(batch []item) {
+	if cap(batch) == 0 || cap(batch) > 1024 {
+		return // do not keep a burst's large slice
+	}
 	clear(batch)
-	if cap(batch) > 1024 {
-		return // do not keep a burst's large slice on an idle connection
-	}
-	q.mu.Lock()
-	if q.spare == nil {
-		q.spare = batch[:0]
-	}
-	q.mu.Unlock()
+	batch = batch[:0]
+	itemSlices.Put(&batch)
 }
 
 // close stops accepting frames; drop also discards what is queued.

@@ -41,6 +41,7 @@ func bench(args []string) int {
 	f.Float64Var(&o.RatePerRoom, "rate-per-room", 1, "rooms: publishes per second per room")
 	f.IntVar(&o.Conns, "conns", 1000, "idle, storm, bigroom: connections; churn: stable subscribers")
 	f.IntVar(&o.Dialers, "dialers", 50, "concurrent dialers")
+	f.BoolVar(&o.ConnectOnly, "connect-only", false, "idle: connections join no room (by default each joins one of 100)")
 	f.IntVar(&o.Workers, "workers", 20, "churn: connect/join/leave/disconnect loops")
 	f.BoolVar(&o.Compression, "compression", false, "offer permessage-deflate (the server needs --compression)")
 	encoding := f.String("encoding", "proto", "fanout, maxtp: the subscribers' encoding, proto or json")
