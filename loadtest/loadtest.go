@@ -37,12 +37,12 @@ type Options struct {
 	RoomsPerConn int     // rooms: memberships per subscriber connection (100)
 	RatePerRoom  float64 // rooms: publishes per second per room (1)
 
-	Conns   int // idle, storm: connections (1000); churn: stable subscribers (10)
+	Conns int // idle, storm: connections (1000); churn: stable subscribers (10)
 	// idle: connect only, joining no room (by default each connection joins
 	// one of 100 rooms).
 	ConnectOnly bool
-	Dialers int // concurrent dialers (50)
-	Workers int // churn: connect/join/leave/disconnect loops (20)
+	Dialers     int // concurrent dialers (50)
+	Workers     int // churn: connect/join/leave/disconnect loops (20)
 
 	Compression bool // offer permessage-deflate
 
