@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"github.com/hubbub-chat/hubbub/internal/workers"
 	"io"
 	"log/slog"
 	"runtime"
@@ -24,31 +25,33 @@ import (
 // Node is one Hubbub node's actor system: its relay, its rooms (through a
 // Placement) and the connection actors of its sockets.
 type Node struct {
-	cfg       Config
-	log       *slog.Logger
-	counters  *telemetry.Counters
-	system    *actor.ActorSystem
-	conns     *actor.RootContext // spawns connection actors: a panic stops only that actor
-	relay     *actor.PID
-	placement Placement
-	probes    *localPlacement // the health room of readiness probes
-	stalls    *stallWatch     // notices that this process was frozen
-	cluster   *cluster.Cluster
-	users     *actor.PID
-	auth      *auth.Authenticator
-	hooks     *hooks.Client   // the backend's hooks; nil when off
-	notifier  *actor.PID      // sends leave and disconnect notifications; nil without hooks
-	relays    []*actor.PID    // the relay's shards; relay is the first
-	fanouts   *fanoutRecorder // makes the relays' fan-out spans; nil when tracing is off
-	tracing   *telemetry.Tracing
-	inject    func(kind string, msg any)
-	nodeID    string
-	rooms     *roomIndex // the rooms running here, for the server API
-	ledger    *ledger    // the delivery ledger; nil when off
-	started   time.Time
-	nextConn  atomic.Uint64
-	stopped   atomic.Bool
-	stopOnce  sync.Once
+	cfg        Config
+	workers    *workers.Pool    // goroutines for mailbox runs
+	dispatcher actor.Dispatcher // runs mailboxes on workers
+	log        *slog.Logger
+	counters   *telemetry.Counters
+	system     *actor.ActorSystem
+	conns      *actor.RootContext // spawns connection actors: a panic stops only that actor
+	relay      *actor.PID
+	placement  Placement
+	probes     *localPlacement // the health room of readiness probes
+	stalls     *stallWatch     // notices that this process was frozen
+	cluster    *cluster.Cluster
+	users      *actor.PID
+	auth       *auth.Authenticator
+	hooks      *hooks.Client   // the backend's hooks; nil when off
+	notifier   *actor.PID      // sends leave and disconnect notifications; nil without hooks
+	relays     []*actor.PID    // the relay's shards; relay is the first
+	fanouts    *fanoutRecorder // makes the relays' fan-out spans; nil when tracing is off
+	tracing    *telemetry.Tracing
+	inject     func(kind string, msg any)
+	nodeID     string
+	rooms      *roomIndex // the rooms running here, for the server API
+	ledger     *ledger    // the delivery ledger; nil when off
+	started    time.Time
+	nextConn   atomic.Uint64
+	stopped    atomic.Bool
+	stopOnce   sync.Once
 }
 
 // Options are a node's collaborators. The zero value discards logs and
@@ -105,6 +108,9 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing,
 		inject: opts.Inject, rooms: newRoomIndex(), started: time.Now(), hooks: opts.Hooks}
+	// Mailbox runs of connections, rooms and relays go to kept goroutines.
+	n.workers = workers.New(64 * runtime.GOMAXPROCS(0))
+	n.dispatcher = workers.Dispatcher{Pool: n.workers, N: mailboxThroughput}
 	if cfg.Ledger {
 		n.ledger = newLedger()
 	}
@@ -148,7 +154,8 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	for i := range n.relays {
 		n.relays[i] = actor.NewPID(system.Address(), relayShardID(i))
 	}
-	deps := relayDeps{log: log, counters: n.counters, tracing: n.tracing, recorder: n.fanouts, aliases: newAliasTable(), ledger: n.ledger}
+	deps := relayDeps{log: log, counters: n.counters, tracing: n.tracing, recorder: n.fanouts, aliases: newAliasTable(), ledger: n.ledger,
+		dispatcher: n.dispatcher}
 	for i := shards - 1; i >= 0; i-- { // the first shard, which hands on to the others, last
 		n.relays[i], _ = keep.SpawnNamed(relayProps(deps, i, n.relays), relayShardID(i))
 	}
@@ -186,7 +193,8 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 
 // roomDeps are what every room of this node shares.
 func (n *Node) roomDeps() roomDeps {
-	return roomDeps{log: n.log, counters: n.counters, tracing: n.tracing, inject: n.inject, stalls: n.stalls, index: n.rooms, outcomes: n.sendOutcome}
+	return roomDeps{log: n.log, counters: n.counters, tracing: n.tracing, inject: n.inject, stalls: n.stalls, index: n.rooms, outcomes: n.sendOutcome,
+		dispatcher: n.dispatcher}
 }
 
 // decide returns a supervisor decider that logs and counts a panic and applies
@@ -235,7 +243,8 @@ func (n *Node) OpenConn(sink Sink, info ConnInfo) (*ConnHandle, error) {
 	limiter := newConnLimiter(&n.cfg.Conn, sink, n.counters)
 	props := actor.PropsFromProducer(func() actor.Actor {
 		return &conn{node: n, cfg: &n.cfg.Conn, sink: sink, info: info, clientID: clientID, done: done}
-	}, actor.WithReceiverMiddleware(limiter.middleware), actor.WithMailbox(actor.Unbounded(&n.counters.Mailboxes.Conn)))
+	}, actor.WithReceiverMiddleware(limiter.middleware), actor.WithMailbox(actor.Unbounded(&n.counters.Mailboxes.Conn)),
+		actor.WithDispatcher(n.dispatcher))
 	pid := n.conns.SpawnPrefix(props, "conn")
 	n.system.Root.Send(n.relays[relayShard(pid.Id, len(n.relays))], registerConn{id: pid.Id, sink: sink})
 	return &ConnHandle{pid: pid, root: n.system.Root, done: done}, nil
@@ -286,6 +295,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			n.system.Shutdown() // cluster.Shutdown closed it already
 		}
 		n.stalls.close()
+		n.workers.Close()
 	})
 	return ctx.Err()
 }
@@ -295,3 +305,10 @@ func randomID(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// mailboxThroughput is how many messages a mailbox run handles before it
+// yields (protoactor's default).
+const mailboxThroughput = 300
+
+// IdleWorkers is the number of goroutines kept waiting for mailbox runs.
+func (n *Node) IdleWorkers() int { return n.workers.Idle() }

@@ -53,6 +53,8 @@ type relayDeps struct {
 	recorder *fanoutRecorder // nil when tracing is off
 	aliases  *aliasTable     // rooms' aliases for compact pushes on this node
 	ledger   *ledger         // the delivery ledger; nil when off
+	// runs the shards' mailboxes
+	dispatcher actor.Dispatcher
 }
 
 // relayShard is the shard of the relay that serves a connection actor.
@@ -135,7 +137,7 @@ func relayProps(deps relayDeps, i int, shards []*actor.PID) *actor.Props {
 			r.shards = shards
 		}
 		return r
-	}, actor.WithMailbox(actor.Unbounded(&deps.counters.Mailboxes.Relay)))
+	}, actor.WithMailbox(actor.Unbounded(&deps.counters.Mailboxes.Relay)), actor.WithDispatcher(deps.dispatcher))
 }
 
 // route returns the shard that serves a connection, nil for this one.

@@ -71,6 +71,8 @@ type roomDeps struct {
 	outcomes func(sender string, o *hubbubv1.CommandOutcome) // tells a command's sender its outcome
 	stalls   *stallWatch                                     // the node's stall count
 	index    *roomIndex                                      // the node's running rooms
+	// runs the room's mailbox
+	dispatcher actor.Dispatcher
 }
 
 // idleCheck is the room's own timer message for stopping when idle.
@@ -81,7 +83,7 @@ type idleCheck struct{}
 func roomProps(name string, cfg RoomConfig, deps roomDeps, onStop func(*actor.PID)) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &room{name: name, cfg: cfg, roomDeps: deps, onStop: onStop}
-	}, actor.WithMailbox(actor.Unbounded(&deps.counters.Mailboxes.Room)))
+	}, actor.WithMailbox(actor.Unbounded(&deps.counters.Mailboxes.Room)), actor.WithDispatcher(deps.dispatcher))
 }
 
 func memberKey(m *nodev1.Member) string { return m.GetAddress() + "/" + m.GetActorId() }

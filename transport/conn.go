@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"github.com/hubbub-chat/hubbub/internal/workers"
 	"io"
 	"log/slog"
 	"net"
@@ -55,6 +56,7 @@ type wsConn struct {
 	lastRead  atomic.Int64       // Unix nanoseconds of the last input, for the keep-alive check
 	h         *actors.ConnHandle // the connection actor's handle, for polled reads
 	ended     func()             // the server's end of a polled connection
+	run       *workers.Pool      // the server's goroutines for pumps and polled reads
 }
 
 type closeRequest struct {
@@ -144,7 +146,7 @@ func (c *wsConn) ping() {
 func (c *wsConn) kick() {
 	if c.pumping.CompareAndSwap(false, true) {
 		c.pumps.Add(1)
-		go c.pump() // owner: the connection's handler, which waits on c.pumps
+		c.run.Go(c.pump) // owner: the connection's handler, which waits on c.pumps
 	}
 }
 
@@ -217,7 +219,7 @@ func (c *wsConn) readMessage(h *actors.ConnHandle) bool {
 // schedule starts a reader goroutine for a polled connection unless one runs.
 func (c *wsConn) schedule() {
 	if c.reading.CompareAndSwap(false, true) {
-		go c.readSome() // owner: the connection's poller registration; ends when the socket has nothing buffered
+		c.run.Go(c.readSome) // owner: the connection's poller registration; ends when the socket has nothing buffered
 	}
 }
 

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/hubbub-chat/hubbub/internal/workers"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +46,9 @@ type Server struct {
 	poll                   *poller   // nil: a goroutine reads each connection
 	readers                sync.Pool // *bufio.Reader of ReadBufferBytes, lent to polled connections while they read
 	pollUpgrader           websocket.Upgrader
+	// run keeps goroutines for write pumps and polled reads, whose stacks
+	// then need not grow again at every start
+	run *workers.Pool
 }
 
 // pollHijacker hands gorilla a buffered reader of ours on the hijacked
@@ -104,6 +109,7 @@ func NewServer(node *actors.Node, cfg Config, log *slog.Logger) *Server {
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("/readyz", s.serveReady)
 	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.run = workers.New(128 * runtime.GOMAXPROCS(0))
 	s.pingerStop, s.pingerDone = make(chan struct{}), make(chan struct{})
 	go s.pinger() // owner: the server; joined by Shutdown
 	return s
@@ -262,6 +268,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c := newWSConn(ws, enc, &s.cfg, s.log, s.counters)
+	c.run = s.run
 	c.deflate = s.cfg.Compression && offersDeflate(r)
 	s.open.Add(1)
 	h := s.openConn(c, info)
@@ -278,7 +285,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 					// came with the handshake, or hand the buffer back.
 					if c.reading.CompareAndSwap(false, true) {
 						if hj.br.Buffered() > 0 {
-							go c.readSome() // owner: the connection's poller registration
+							c.run.Go(c.readSome) // owner: the connection's poller registration
 						} else {
 							c.returnBuffer()
 							c.reading.Store(false)
@@ -395,6 +402,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.poll != nil {
 			s.poll.close()
 		}
+		s.run.Close()
 		if err := s.node.Shutdown(ctx); err != nil && s.stopErr == nil {
 			s.stopErr = err
 		}
