@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -71,5 +72,74 @@ func TestRelayTurnsStreamGapsIntoResync(t *testing.T) {
 				t.Fatalf("gaps counted %d", n)
 			}
 		})
+	}
+}
+
+// Pushes a shard holds back and delivers member by member keep every
+// member's order, including across rooms, and joins and leaves that arrive
+// between pushes take effect exactly there.
+func TestRelayRunsKeepOrderAcrossJoinsLeavesAndRooms(t *testing.T) {
+	node := NewNode(Config{}, Options{})
+	defer func() { _ = node.Shutdown(context.Background()) }()
+	msg := func(room string, off uint64) *nodev1.RelayDeliver {
+		f := &hubbubv1.ServerFrame{Body: &hubbubv1.ServerFrame_Message{Message: &hubbubv1.Message{Room: room, Offset: off, Epoch: "E"}}}
+		b, _ := proto.Marshal(f)
+		return &nodev1.RelayDeliver{Room: room, Offset: off, Epoch: "E", ProtoFrame: b, Kind: "message"}
+	}
+	open := func() (*recordingSink, *ConnHandle) {
+		s := &recordingSink{enc: wire.Proto}
+		h, err := node.OpenConn(s, ConnInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, h
+	}
+	a, ha := open()
+	b, hb := open()
+	defer ha.Close(time.Second)
+	defer hb.Close(time.Second)
+	root := node.system.Root
+	sub := func(h *ConnHandle, room string, at uint64) {
+		root.Send(node.relay, wrap(&nodev1.RelaySubscribe{Room: room, ActorId: h.pid.Id, RequestId: 1,
+			Reply: &hubbubv1.JoinReply{Room: room, Position: &hubbubv1.StreamPosition{Offset: at, Epoch: "E"}}}))
+	}
+	send := func(ds ...*nodev1.RelayDeliver) {
+		for _, d := range ds {
+			root.Send(node.relay, wrap(d))
+		}
+	}
+	sub(ha, "r", 5)
+	sub(ha, "s", 0)
+	send(msg("r", 6), msg("r", 7), msg("s", 1), msg("r", 8))
+	sub(hb, "r", 8)
+	send(msg("r", 9), msg("s", 2), msg("r", 10))
+	root.Send(node.relay, wrap(&nodev1.RelayUnsubscribe{Room: "r", ActorId: ha.pid.Id}))
+	send(msg("r", 11), msg("r", 12))
+	for _, pid := range node.relays {
+		if _, err := root.RequestFuture(pid, relayProbe{}, time.Second).Result(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := func(s *recordingSink) string {
+		frames, err := s.snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for _, f := range frames {
+			if m := f.GetMessage(); m != nil {
+				out += fmt.Sprintf("%s%d ", m.GetRoom(), m.GetOffset())
+			}
+		}
+		return out
+	}
+	if got, want := seen(a), "r6 r7 s1 r8 r9 s2 r10 "; got != want {
+		t.Fatalf("first member got %q, want %q", got, want)
+	}
+	if got, want := seen(b), "r9 r10 r11 r12 "; got != want {
+		t.Fatalf("second member got %q, want %q", got, want)
+	}
+	if n := node.counters.StreamGaps.Load(); n != 0 {
+		t.Fatalf("gaps %d", n)
 	}
 }
