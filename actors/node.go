@@ -109,7 +109,7 @@ func StartNode(cfg Config, opts Options) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, counters: opts.Counters, system: system, nodeID: randomID(4), auth: opts.Auth, tracing: opts.Tracing,
 		inject: opts.Inject, rooms: newRoomIndex(), started: time.Now(), hooks: opts.Hooks}
 	// Mailbox runs of connections, rooms and relays go to kept goroutines.
-	n.workers = workers.New(64 * runtime.GOMAXPROCS(0))
+	n.workers = workers.New(16 * runtime.GOMAXPROCS(0))
 	n.dispatcher = workers.Dispatcher{Pool: n.workers, N: mailboxThroughput}
 	if cfg.Ledger {
 		n.ledger = newLedger()

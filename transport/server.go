@@ -109,7 +109,7 @@ func NewServer(node *actors.Node, cfg Config, log *slog.Logger) *Server {
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("/readyz", s.serveReady)
 	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
-	s.run = workers.New(128 * runtime.GOMAXPROCS(0))
+	s.run = workers.New(32 * runtime.GOMAXPROCS(0))
 	s.pingerStop, s.pingerDone = make(chan struct{}), make(chan struct{})
 	go s.pinger() // owner: the server; joined by Shutdown
 	return s
