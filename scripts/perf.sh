@@ -111,6 +111,7 @@ run hooks-on-storm hubbub storm --conns 5000 --dialers 50
 run hooks-on-ack hubbub fanout --subscribers 10 --publishers 10 --rate 5000 --size 128 --duration 5s
 serve_flags=()
 run hubbub-idle hubbub idle --conns 10000 --duration 5s
+run hubbub-idle-connect-only hubbub idle --conns 10000 --duration 5s --connect-only
 run hubbub-storm hubbub storm --conns 10000 --dialers 50
 serve_flags=(--reader goroutine)
 run hubbub-goroutine-reader-idle hubbub idle --conns 10000 --duration 5s
@@ -121,6 +122,7 @@ run hubbub-bigroom-19k hubbub bigroom --conns 19000 --dialers 50
 run gorillahub-bigroom-10k gorilla bigroom --conns 10000 --dialers 50
 run gorillahub-fanout-1M gorilla fanout --subscribers 1000 --publishers 10 --rate 1000 --size 128 --duration 10s
 run gorillahub-idle gorilla idle --conns 10000 --duration 5s
+run gorillahub-idle-connect-only gorilla idle --conns 10000 --duration 5s --connect-only
 run gorillahub-storm gorilla storm --conns 10000 --dialers 50
 python3 - "$out/results.jsonl" <<'PY'
 import json, sys, statistics, collections
