@@ -23,7 +23,8 @@ type Config struct {
 	// PongTimeout is how long past a ping interval a silent peer is kept
 	// before it is considered dead. Default 10s.
 	PongTimeout time.Duration
-	// WriteTimeout bounds every write to a socket. Default 10s.
+	// WriteTimeout bounds every write to a socket (each gets at least three
+	// quarters of it: the deadline moves once per quarter). Default 10s.
 	WriteTimeout time.Duration
 	// SlowConsumerGrace is how long a connection closed as a slow consumer
 	// has to take the write in progress, the Disconnect push and the 4000

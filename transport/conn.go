@@ -57,6 +57,8 @@ type wsConn struct {
 	h         *actors.ConnHandle // the connection actor's handle, for polled reads
 	ended     func()             // the server's end of a polled connection
 	run       *workers.Pool      // the server's goroutines for pumps and polled reads
+	// when the pump last moved the write deadline (Unix nanoseconds); the pump's own
+	deadlineSet int64
 }
 
 type closeRequest struct {
@@ -452,7 +454,14 @@ func (c *wsConn) flush() error {
 		}
 		opcode |= rsv1Bit
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	// Moving the socket's deadline is a runtime timer update (and deep
+	// enough to grow a fresh goroutine's stack): at fan-out rates it is done
+	// once per quarter of the write timeout, so a write always has at least
+	// three quarters of it.
+	if now := time.Now().UnixNano(); now-c.deadlineSet > int64(c.cfg.WriteTimeout/4) {
+		_ = c.nc.SetWriteDeadline(time.Unix(0, now).Add(c.cfg.WriteTimeout))
+		c.deadlineSet = now
+	}
 	n, err := writeFrames(c.nc, opcode, frames)
 	outcome := actors.OutcomeWritten
 	if err != nil {
