@@ -42,11 +42,11 @@ type conn struct {
 	handle func(actor.Context, *hubbubv1.ClientFrame)
 	held   bool
 	stash  []*hubbubv1.ClientFrame
-	routes map[string]*route      // where requests to each room go, in order
-	seq    uint64                 // commands sent to rooms so far
-	member *nodev1.Member         // set by connect
-	rooms  map[string]*joinedRoom // joined or joining
-	markQs map[string]*markQueue  // marks waiting for the one on its way, by room
+	routes roomMap[*route]       // where requests to each room go, in order
+	seq    uint64                // commands sent to rooms so far
+	member *nodev1.Member        // set by connect
+	rooms  roomMap[*joinedRoom]  // joined or joining
+	markQs map[string]*markQueue // marks waiting for the one on its way, by room
 	// The newest offset this connection acked per room, for the delivery
 	// ledger (which counts an ack of exactly a delivered offset).
 	ledgerAcks map[string]uint64
@@ -76,8 +76,6 @@ type tokenExpired struct{ gen int }
 func (c *conn) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		c.rooms = map[string]*joinedRoom{}
-		c.routes = map[string]*route{}
 		c.handle = c.awaitingConnect
 		c.armConnectTimeout(ctx)
 	case connGone:
@@ -123,9 +121,9 @@ func (c *conn) Receive(ctx actor.Context) {
 // onStopping leaves every room; a stop the transport did not ask for is a failure.
 func (c *conn) onStopping(ctx actor.Context) {
 	if c.member != nil {
-		for name, jr := range c.rooms {
+		for name, jr := range c.rooms.all() {
 			pid := jr.pid
-			if rt := c.routes[name]; pid == nil && rt != nil && rt.outstanding > 0 {
+			if rt := c.routes.get(name); pid == nil && rt != nil && rt.outstanding > 0 {
 				pid = rt.pid // the join is on its way there
 			}
 			if pid != nil { // without a PID the join was never sent
@@ -138,7 +136,7 @@ func (c *conn) onStopping(ctx actor.Context) {
 	}
 	if c.member != nil {
 		ctx.Send(c.node.users, connDown{pid: ctx.Self()})
-		for name, jr := range c.rooms {
+		for name, jr := range c.rooms.all() {
 			if jr.joined {
 				c.notify(ctx, hooksv1.Notification_KIND_LEAVE, name, "disconnect", true)
 			}
@@ -399,7 +397,7 @@ func roomOf(f *hubbubv1.ClientFrame) string {
 // and rejoin with its last positions, and learns from the join replies
 // whether its messages were recovered.
 func (c *conn) onRoomTerminated(who *actor.PID) {
-	for _, jr := range c.rooms {
+	for _, jr := range c.rooms.all() {
 		if jr.joined && jr.pid != nil && jr.pid.Equal(who) {
 			c.node.counters.RoomsLost.Add(1)
 			c.sink.Close(wire.CloseRoomMoved, wire.CloseReason(wire.CloseRoomMoved))

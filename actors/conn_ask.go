@@ -66,10 +66,10 @@ func (c *conn) ask(ctx actor.Context, room string, msg proto.Message, id uint64,
 }
 
 func (c *conn) routeOf(room string) *route {
-	rt := c.routes[room]
+	rt := c.routes.get(room)
 	if rt == nil {
 		rt = &route{}
-		c.routes[room] = rt
+		c.routes.set(room, rt)
 	}
 	return rt
 }
@@ -114,7 +114,7 @@ func (c *conn) lookup(ctx actor.Context, room string, rt *route) {
 
 // onRoomPlaced sends what waited for the room's actor, in order.
 func (c *conn) onRoomPlaced(ctx actor.Context, msg roomPlaced) {
-	rt := c.routes[msg.room]
+	rt := c.routes.get(msg.room)
 	if rt == nil || !rt.looking {
 		return
 	}
@@ -178,18 +178,18 @@ func (c *conn) sendAsk(ctx actor.Context, rt *route, a *routeAsk) {
 // settleRoute looks the room up again when requests wait, and forgets a
 // route with nothing in flight for a room the connection has not joined.
 func (c *conn) settleRoute(ctx actor.Context, room string, rt *route) {
-	if c.routes[room] != rt {
+	if c.routes.get(room) != rt {
 		return
 	}
 	if len(rt.waiting) > 0 {
 		c.lookup(ctx, room, rt)
 		return
 	}
-	if rt.outstanding == 0 && !rt.looking && c.rooms[room] == nil {
+	if rt.outstanding == 0 && !rt.looking && c.rooms.get(room) == nil {
 		if rt.watched != nil {
 			ctx.Unwatch(rt.watched)
 		}
-		delete(c.routes, room)
+		c.routes.del(room)
 	}
 }
 
@@ -200,7 +200,7 @@ func (c *conn) settleRoute(ctx actor.Context, room string, rt *route) {
 // request timeout. The room may have handled a request before it died, so
 // it is not sent again here.
 func (c *conn) onRouteTerminated(ctx actor.Context, who *actor.PID) {
-	for room, rt := range c.routes {
+	for room, rt := range c.routes.all() {
 		if !who.Equal(rt.watched) {
 			continue
 		}

@@ -77,11 +77,11 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 		// the join goes ahead with recovered false and no messages.
 		since = nil
 	}
-	if _, ok := c.rooms[name]; ok {
+	if c.rooms.has(name) {
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_ALREADY_JOINED, false, "already joined %q", name)
 		return
 	}
-	if len(c.rooms) >= c.cfg.MaxRooms {
+	if c.rooms.len() >= c.cfg.MaxRooms {
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED, false, "at most %d rooms per connection", c.cfg.MaxRooms)
 		return
 	}
@@ -108,20 +108,20 @@ func (c *conn) onJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.
 func (c *conn) sendJoin(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1.JoinRequest, since *hubbubv1.StreamPosition, data *structpb.Value) {
 	name := req.GetRoom()
 	jr := &joinedRoom{}
-	c.rooms[name] = jr
+	c.rooms.set(name, jr)
 	msg := &nodev1.RoomJoin{Room: name, Member: c.member, Since: since, PresenceSince: req.GetPresenceSince(), Receipts: req.GetReceipts(),
 		MayPublish: c.identity.Can(auth.Publish, name), RequestId: f.GetId(), Trace: f.GetTrace(), HookData: data}
 	c.ask(ctx, name, msg, f.GetId(), func(pid *actor.PID, rr *nodev1.RoomReply, err error) {
-		if c.rooms[name] != jr {
+		if c.rooms.get(name) != jr {
 			return // left meanwhile
 		}
 		switch {
 		case err != nil:
-			delete(c.rooms, name)
+			c.rooms.del(name)
 			// The room may still process the join late; undo it.
 			ctx.Send(pid, wrap(&nodev1.RoomLeave{Room: name, Member: c.member, Disconnect: true}))
 		case rr.GetFrame().GetError() != nil:
-			delete(c.rooms, name)
+			c.rooms.del(name)
 			c.forward(f.GetId(), rr.GetFrame())
 		default:
 			jr.joined, jr.pid = true, pid // the join reply itself reaches the client through the relay
@@ -141,7 +141,7 @@ func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1
 	if !c.checkRoom(f.GetId(), name) {
 		return
 	}
-	jr, ok := c.rooms[name]
+	jr, ok := c.rooms.lookup(name)
 	if !ok {
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, false, "not joined to %q", name)
 		return
@@ -149,7 +149,7 @@ func (c *conn) onLeave(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv1
 	if jr.joined && jr.pid != nil {
 		ctx.Unwatch(jr.pid)
 	}
-	delete(c.rooms, name)
+	c.rooms.del(name)
 	ctx.Send(c.node.users, connRoom{pid: ctx.Self(), room: name})
 	c.notify(ctx, hooksv1.Notification_KIND_LEAVE, name, "leave", false)
 	msg := &nodev1.RoomLeave{Room: name, Member: c.member, RequestId: f.GetId(), Trace: f.GetTrace()}
@@ -248,7 +248,7 @@ func (c *conn) onTyping(ctx actor.Context, f *hubbubv1.ClientFrame, req *hubbubv
 	if !c.checkRoom(f.GetId(), req.GetRoom()) {
 		return
 	}
-	if _, ok := c.rooms[req.GetRoom()]; !ok {
+	if !c.rooms.has(req.GetRoom()) {
 		c.replyErr(f.GetId(), hubbubv1.ErrorCode_ERROR_CODE_NOT_JOINED, false, "not joined to %q", req.GetRoom())
 		return
 	}

@@ -30,7 +30,7 @@ func (c *conn) onMarkCommand(ctx actor.Context, f *hubbubv1.ClientFrame, room st
 	if !c.checkRoom(id, room) {
 		return
 	}
-	if jr := c.rooms[room]; (jr == nil || !jr.joined) && !c.permit(id, auth.Read, room) {
+	if jr := c.rooms.get(room); (jr == nil || !jr.joined) && !c.permit(id, auth.Read, room) {
 		return
 	}
 	msg := &nodev1.RoomMark{Room: room, RequestId: id, User: c.identity.User, ClientId: c.clientID, Ack: offset, Epoch: epoch, Trace: f.GetTrace()}
