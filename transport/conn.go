@@ -59,6 +59,8 @@ type wsConn struct {
 	run       *workers.Pool      // the server's goroutines for pumps and polled reads
 	// when the pump last moved the write deadline (Unix nanoseconds); the pump's own
 	deadlineSet int64
+	// when the reader last read a burst of input (Unix nanoseconds); the reader's own
+	lastBurst int64
 }
 
 type closeRequest struct {
@@ -235,7 +237,13 @@ func (c *wsConn) readSome() {
 			c.ended() // reading stays true: no reader after the end
 			return
 		}
-		if c.awaitInput() {
+		// A connection that sent within the last wait keeps its reader for
+		// the next input; one whose input is a single burst (a connect, a
+		// device's report) hands the socket back at once.
+		now := time.Now().UnixNano()
+		busy := c.lastBurst != 0 && now-c.lastBurst < int64(c.idleWait())
+		c.lastBurst = now
+		if busy && c.awaitInput() {
 			continue // a busy connection keeps its reader
 		}
 		c.returnBuffer()
@@ -252,19 +260,24 @@ func (c *wsConn) readSome() {
 
 // idleReaderAfter is how long a polled connection's reader waits for more
 // input (in the runtime's own poller, at no extra latency) before it hands
-// the socket to the epoll set. Connections that send often (publishers)
-// keep a reader; idle ones hold none. A wake from the epoll set passes
+// the socket to the epoll set, when the connection also sent within the
+// previous such wait. Connections that send often (publishers) keep a
+// reader; idle ones hold none, and one that sends a single burst (a connect)
+// does not hold a reader (and a timer) for the wait either. A wake from the epoll set passes
 // through one more thread and the scheduler's run queue, which under load
 // costs milliseconds, so only idle connections take that path.
 const idleReaderAfter = 500 * time.Millisecond
 
+func (c *wsConn) idleWait() time.Duration {
+	if c.cfg.idleReaderAfter > 0 {
+		return c.cfg.idleReaderAfter
+	}
+	return idleReaderAfter
+}
+
 // awaitInput waits up to idleReaderAfter for input; false when none came.
 func (c *wsConn) awaitInput() bool {
-	wait := idleReaderAfter
-	if c.cfg.idleReaderAfter > 0 {
-		wait = c.cfg.idleReaderAfter
-	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(wait))
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.idleWait()))
 	_, err := c.br.Peek(1)
 	var ne net.Error
 	return !errors.As(err, &ne) || !ne.Timeout() // input, or an end readAvailable reports
