@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"github.com/hubbub-chat/hubbub/internal/workers"
 	"io"
 	"log/slog"
 	"runtime"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/hubbub-chat/hubbub/auth"
 	"github.com/hubbub-chat/hubbub/hooks"
+	"github.com/hubbub-chat/hubbub/internal/workers"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/telemetry"
 )

@@ -147,7 +147,7 @@ func (u *users) report(ctx actor.Context, msg *nodev1.NodeInspect) *nodev1.NodeR
 			if q, ok := e.sink.(interface{ QueuedBytes() int }); ok {
 				queued = q.QueuedBytes()
 			}
-			r.ConnList = append(r.ConnList, u.describe(user, e, queued))
+			r.ConnList = append(r.ConnList, u.describe(e, queued))
 		}
 		slices.SortFunc(r.ConnList, func(a, b *nodev1.NodeConn) int { return strings.Compare(a.GetClientId(), b.GetClientId()) })
 	}
@@ -162,7 +162,7 @@ func (u *users) slowest(n int) []*nodev1.NodeConn {
 		if !ok || q.QueuedBytes() == 0 {
 			continue
 		}
-		out = append(out, u.describe(e.user, e, q.QueuedBytes()))
+		out = append(out, u.describe(e, q.QueuedBytes()))
 	}
 	slices.SortFunc(out, func(a, b *nodev1.NodeConn) int {
 		if a.GetQueuedBytes() != b.GetQueuedBytes() {
@@ -173,8 +173,8 @@ func (u *users) slowest(n int) []*nodev1.NodeConn {
 	return out[:min(n, len(out))]
 }
 
-func (u *users) describe(user string, e *connEntry, queued int) *nodev1.NodeConn {
-	c := &nodev1.NodeConn{ClientId: e.clientID, User: user, ConnectedUnixMs: e.connectedMs, QueuedBytes: uint64(queued)}
+func (u *users) describe(e *connEntry, queued int) *nodev1.NodeConn {
+	c := &nodev1.NodeConn{ClientId: e.clientID, User: e.user, ConnectedUnixMs: e.connectedMs, QueuedBytes: uint64(queued)}
 	c.Rooms = slices.Sorted(slices.Values(e.rooms))
 	return c
 }

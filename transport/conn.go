@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"github.com/hubbub-chat/hubbub/internal/workers"
 	"io"
 	"log/slog"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/hubbub-chat/hubbub/actors"
+	"github.com/hubbub-chat/hubbub/internal/workers"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
 	"github.com/hubbub-chat/hubbub/telemetry"
 	"github.com/hubbub-chat/hubbub/wire"

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"github.com/hubbub-chat/hubbub/internal/workers"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/hubbub-chat/hubbub/actors"
+	"github.com/hubbub-chat/hubbub/internal/workers"
 	"github.com/hubbub-chat/hubbub/telemetry"
 	"github.com/hubbub-chat/hubbub/wire"
 )
