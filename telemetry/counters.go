@@ -14,6 +14,7 @@ type Counters struct {
 	FramesOut           atomic.Int64
 	BytesIn             atomic.Int64
 	BytesOut            atomic.Int64
+	SocketWrites        atomic.Int64 // socket writes (one writev each) that carried outbound frames
 	MalformedFrames     atomic.Int64
 	ErrorReplies        atomic.Int64
 	SlowConsumers       atomic.Int64

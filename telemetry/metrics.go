@@ -68,6 +68,7 @@ func (m *Metrics) observeCounters(c *Counters) error {
 		{"hubbub.upgrades.refused", "{request}", "WebSocket upgrades refused (subprotocol, origin, limits)", &c.UpgradesRefused, nil},
 		{"hubbub.frames", "{frame}", "WebSocket frames", &c.FramesIn, dir("receive")},
 		{"hubbub.frames", "{frame}", "WebSocket frames", &c.FramesOut, dir("transmit")},
+		{"hubbub.socket.writes", "{write}", "socket writes (one system call each) that carried outbound frames; frames transmitted per write is how well writes are batched", &c.SocketWrites, nil},
 		{"hubbub.io", "By", "WebSocket payload bytes", &c.BytesIn, dir("receive")},
 		{"hubbub.io", "By", "WebSocket payload bytes", &c.BytesOut, dir("transmit")},
 		{"hubbub.frames.malformed", "{frame}", "client frames that did not decode or were too big", &c.MalformedFrames, nil},

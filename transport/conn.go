@@ -482,6 +482,7 @@ func (c *wsConn) flush() error {
 	}
 	resolveAll(batch, outcome)
 	c.counters.FramesOut.Add(int64(len(*payloads)))
+	c.counters.SocketWrites.Add(1)
 	c.counters.BytesOut.Add(int64(n))
 	clear(*payloads)
 	if cap(*payloads) <= 4096 {

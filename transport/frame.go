@@ -25,12 +25,16 @@ func appendHeader(b []byte, opcode byte, n int) []byte {
 	}
 }
 
-// frameWriter turns a batch of payloads into WebSocket frames written with as
-// few system calls as possible: one writev on TCP, one copied buffer otherwise.
+// frameWriter turns a batch of payloads into WebSocket frames written with one
+// system call. Small payloads are copied next to their headers into one
+// buffer: the kernel's send path pays per iovec (a copy call, a page-fragment
+// check and accounting for each), so a batch of 60 pushes of 200 bytes costs
+// far less as one 12 KB iovec than as 120 small ones; copying them here is a
+// few nanoseconds each. Large payloads are not copied but written from where
+// they are, between the buffer's runs.
 type frameWriter struct {
-	headers []byte
-	iov     net.Buffers
-	flat    []byte
+	iov  net.Buffers
+	flat []byte
 }
 
 var writerPool = sync.Pool{New: func() any { return &frameWriter{} }}
@@ -38,24 +42,40 @@ var writerPool = sync.Pool{New: func() any { return &frameWriter{} }}
 // maxHeaderBytes is the longest header appendHeader writes.
 const maxHeaderBytes = 10
 
+// copyMax is the largest payload copied into the write buffer; larger ones
+// are written from their own memory.
+const copyMax = 4096
+
 // writeFrames writes every payload as one data frame to nc.
 func writeFrames(nc net.Conn, opcode byte, payloads [][]byte) (int, error) {
 	w := writerPool.Get().(*frameWriter)
 	defer w.release()
-	if _, ok := nc.(*net.TCPConn); !ok {
-		for _, p := range payloads {
-			w.flat = appendHeader(w.flat, opcode, len(p))
-			w.flat = append(w.flat, p...)
+	_, vectored := nc.(*net.TCPConn)
+	need := 0
+	for _, p := range payloads {
+		need += maxHeaderBytes
+		if len(p) <= copyMax || !vectored {
+			need += len(p)
 		}
+	}
+	if cap(w.flat) < need {
+		w.flat = make([]byte, 0, need)
+	}
+	run := 0 // where the buffer's current run starts
+	for _, p := range payloads {
+		w.flat = appendHeader(w.flat, opcode, len(p))
+		if len(p) <= copyMax || !vectored {
+			w.flat = append(w.flat, p...)
+			continue
+		}
+		w.iov = append(w.iov, w.flat[run:len(w.flat):len(w.flat)], p)
+		run = len(w.flat)
+	}
+	if len(w.iov) == 0 {
 		return nc.Write(w.flat)
 	}
-	if need := len(payloads) * maxHeaderBytes; cap(w.headers) < need {
-		w.headers = make([]byte, 0, need)
-	}
-	for _, p := range payloads {
-		start := len(w.headers)
-		w.headers = appendHeader(w.headers, opcode, len(p))
-		w.iov = append(w.iov, w.headers[start:len(w.headers):len(w.headers)], p)
+	if run < len(w.flat) {
+		w.iov = append(w.iov, w.flat[run:])
 	}
 	iov := w.iov // WriteTo consumes the slice header
 	n, err := iov.WriteTo(nc)
@@ -63,10 +83,10 @@ func writeFrames(nc net.Conn, opcode byte, payloads [][]byte) (int, error) {
 }
 
 func (w *frameWriter) release() {
-	if cap(w.flat) > 64<<10 || cap(w.iov) > 4096 {
+	if cap(w.flat) > 256<<10 || cap(w.iov) > 4096 {
 		return // let a burst's buffers go
 	}
 	clear(w.iov)
-	w.iov, w.headers, w.flat = w.iov[:0], w.headers[:0], w.flat[:0]
+	w.iov, w.flat = w.iov[:0], w.flat[:0]
 	writerPool.Put(w)
 }

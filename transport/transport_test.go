@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -198,7 +199,7 @@ func testPumpFrames(t *testing.T, compress bool) {
 }
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(b *testing.B) (net.Conn, net.Conn) {
+func tcpPair(b testing.TB) (net.Conn, net.Conn) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -213,6 +214,67 @@ func tcpPair(b *testing.B) (net.Conn, net.Conn) {
 		b.Fatal(err)
 	}
 	return c1, c2
+}
+
+// TestWriteFramesMixedSizes writes a batch that mixes payloads copied into the
+// write buffer with ones written from their own memory, over TCP (writev)
+// and over a pipe (one buffer), and reads every frame back intact and in order.
+func TestWriteFramesMixedSizes(t *testing.T) {
+	sizes := []int{0, 5, 125, 126, copyMax, copyMax + 1, 10, 70000, 65535, 65536, 3, copyMax + 1, copyMax + 1, 1}
+	payloads := make([][]byte, len(sizes))
+	total := 0
+	for i, n := range sizes {
+		payloads[i] = make([]byte, n)
+		for j := range payloads[i] {
+			payloads[i][j] = byte(i*31 + j)
+		}
+		total += n
+	}
+	tcpW, tcpR := tcpPair(t)
+	pipeW, pipeR := net.Pipe()
+	for _, pair := range [][2]net.Conn{{tcpW, tcpR}, {pipeW, pipeR}} {
+		w, r := pair[0], pair[1]
+		errc := make(chan error, 1)
+		go func() { // owner: this test; ends after one batch
+			_, err := writeFrames(w, opBinary, payloads)
+			errc <- err
+		}()
+		for i, want := range payloads {
+			var h [2]byte
+			if _, err := io.ReadFull(r, h[:]); err != nil {
+				t.Fatal(err)
+			}
+			if h[0] != finBit|opBinary || h[1]&0x80 != 0 {
+				t.Fatalf("frame %d: header %x", i, h)
+			}
+			n := int(h[1])
+			switch n {
+			case 126:
+				var ext [2]byte
+				_, _ = io.ReadFull(r, ext[:])
+				n = int(ext[0])<<8 | int(ext[1])
+			case 127:
+				var ext [8]byte
+				_, _ = io.ReadFull(r, ext[:])
+				n = 0
+				for _, b := range ext {
+					n = n<<8 | int(b)
+				}
+			}
+			got := make([]byte, n)
+			if _, err := io.ReadFull(r, got); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%T frame %d: %d bytes, want %d (or different content)", w, i, n, len(want))
+			}
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		_ = w.Close()
+		_ = r.Close()
+	}
 }
 
 // BenchmarkWriteFrames measures the write path: a batch of shared 128-byte
