@@ -109,11 +109,20 @@ func NewServer(node *actors.Node, cfg Config, log *slog.Logger) *Server {
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("/readyz", s.serveReady)
 	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
-	s.run = workers.New(32 * runtime.GOMAXPROCS(0))
+	// A fan-out kicks a write pump on every member's connection at once, and
+	// again a few milliseconds later: the goroutines of one burst are kept
+	// (with their grown stacks) while bursts recur, and trimmed to a few per
+	// core within seconds of the last.
+	s.run = workers.New(maxKeptRunners)
+	s.run.Trim(32*runtime.GOMAXPROCS(0), time.Second)
 	s.pingerStop, s.pingerDone = make(chan struct{}), make(chan struct{})
 	go s.pinger() // owner: the server; joined by Shutdown
 	return s
 }
+
+// maxKeptRunners bounds the goroutines kept idle for pumps and polled reads
+// between bursts.
+const maxKeptRunners = 1 << 14
 
 // pinger pings every connection once per PingInterval from one goroutine and
 // one ticker, instead of a ticker per connection.

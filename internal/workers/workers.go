@@ -12,6 +12,7 @@ package workers
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Pool runs functions on kept goroutines. The zero value is not usable; use New.
@@ -23,6 +24,13 @@ type Pool struct {
 	mu      sync.RWMutex // orders starting a worker before Close's wait
 	closed  bool
 	running sync.WaitGroup
+
+	// Trimming (see Trim): the fewest goroutines idle since the last trim,
+	// how many are always kept, and the timer of the next trim.
+	low   atomic.Int32
+	floor int32
+	every time.Duration
+	timer *time.Timer
 }
 
 // New returns a pool that keeps at most maxIdle goroutines waiting (at least one).
@@ -59,12 +67,45 @@ func (p *Pool) worker(fn func()) {
 		}
 		select {
 		case fn = <-p.work:
-			p.idle.Add(-1)
+			if n := p.idle.Add(-1); n < p.low.Load() {
+				p.low.Store(n) // a race may lose a lower count; trimming is approximate
+			}
+			if fn == nil {
+				return // trimmed
+			}
 		case <-p.quit:
 			p.idle.Add(-1)
 			return
 		}
 	}
+}
+
+// Trim lets idle goroutines beyond floor end when they were not needed: every
+// interval, as many as stayed idle through the whole interval (the fewest
+// idle at any moment of it) end, down to floor. A burst's goroutines are kept
+// while bursts recur (a fan-out's write pumps every few milliseconds), so
+// they keep their grown stacks, and end a little after the bursts stop, so an
+// idle server holds few. Call it once, before the pool is used.
+func (p *Pool) Trim(floor int, interval time.Duration) {
+	p.floor, p.every = int32(floor), interval
+	p.low.Store(p.idle.Load())
+	p.timer = time.AfterFunc(interval, p.trim)
+}
+
+func (p *Pool) trim() {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return
+	}
+	for n := p.low.Swap(p.idle.Load()) - p.floor; n > 0; n-- {
+		select {
+		case p.work <- nil: // an idle goroutine takes it and ends
+		default:
+			n = 0
+		}
+	}
+	p.timer.Reset(p.every)
 }
 
 // Idle is the number of goroutines waiting for work.
@@ -77,6 +118,9 @@ func (p *Pool) Close() {
 	if !p.closed {
 		p.closed = true
 		close(p.quit)
+		if p.timer != nil {
+			p.timer.Stop()
+		}
 	}
 	p.mu.Unlock()
 	p.running.Wait()

@@ -80,3 +80,47 @@ func TestCloseWaitsForRunning(t *testing.T) {
 		t.Fatal("Close returned before the running function finished")
 	}
 }
+
+func TestTrimEndsGoroutinesThatStayIdle(t *testing.T) {
+	p := New(1000)
+	p.Trim(2, 50*time.Millisecond)
+	defer p.Close()
+	burst := func() {
+		var wg sync.WaitGroup
+		release := make(chan struct{})
+		for range 100 {
+			wg.Add(1)
+			p.Go(func() { <-release; wg.Done() })
+		}
+		close(release)
+		wg.Wait()
+	}
+	burst()
+	deadline := time.Now().Add(2 * time.Second)
+	for p.Idle() < 50 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := p.Idle(); n < 50 {
+		t.Fatalf("idle %d after a burst of 100, want most of them kept", n)
+	}
+	// Bursts that recur within the interval keep the goroutines.
+	for range 6 {
+		burst()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := p.Idle(); n < 50 {
+		t.Fatalf("idle %d while bursts recur, want them kept", n)
+	}
+	// Once the bursts stop, all but the floor end.
+	deadline = time.Now().Add(5 * time.Second)
+	for p.Idle() > 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := p.Idle(); n != 2 {
+		t.Fatalf("idle %d after the bursts stopped, want the floor of 2", n)
+	}
+	// The pool still runs work.
+	done := make(chan struct{})
+	p.Go(func() { close(done) })
+	<-done
+}
