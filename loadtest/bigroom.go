@@ -153,8 +153,8 @@ func (c *lconn) request(f *hubbubv1.ClientFrame, timeout time.Duration) (*hubbub
 		return nil, err
 	}
 	id := c.nextID
-	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-	defer func() { _ = c.ws.SetReadDeadline(time.Time{}) }()
+	c.setReadDeadline(time.Now().Add(timeout))
+	defer c.setReadDeadline(time.Time{})
 	for {
 		r, err := c.readFrame()
 		var ne interface{ Timeout() bool }

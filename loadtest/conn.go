@@ -21,7 +21,8 @@ import (
 // lconn is one load-generating connection (protobuf frames unless a
 // subscriber was asked to speak JSON).
 type lconn struct {
-	ws     *websocket.Conn
+	ws     *websocket.Conn // nil with raw
+	raw    *rawConn
 	enc    wire.Encoding
 	wmu    sync.Mutex
 	nextID uint64
@@ -34,6 +35,7 @@ type dialOpts struct {
 	enc      wire.Encoding // zero: protobuf
 	compact  bool          // ask for compact pushes
 	user     string        // connect as this user (development mode) with its personal stream
+	raw      bool          // use the raw client (see rawConn); not with compress
 }
 
 var dialer = &websocket.Dialer{
@@ -51,26 +53,35 @@ func open(ctx context.Context, url, name string, o dialOpts) (*lconn, error) {
 	if o.enc == 0 {
 		o.enc = wire.Proto
 	}
-	d.Subprotocols = []string{o.enc.String()}
-	ws, resp, err := d.DialContext(ctx, url, nil)
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
+	c := &lconn{enc: o.enc}
+	if o.raw && !o.compress {
+		raw, err := dialRaw(ctx, url, o.enc.String())
+		if err != nil {
+			return nil, err
+		}
+		c.raw = raw
+	} else {
+		d.Subprotocols = []string{o.enc.String()}
+		ws, resp, err := d.DialContext(ctx, url, nil)
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.ws = ws
 	}
-	if err != nil {
-		return nil, err
-	}
-	c := &lconn{ws: ws, enc: o.enc}
 	req := &hubbubv1.ConnectRequest{Name: name, Compact: o.compact}
 	if o.user != "" {
 		req.Name, req.UserStream = o.user, true
 	}
 	if err := c.send(&hubbubv1.ClientFrame{Command: &hubbubv1.ClientFrame_Connect{Connect: req}}); err != nil {
-		ws.Close()
+		c.closeSocket()
 		return nil, err
 	}
 	f, err := c.readFrame()
 	if err != nil || f.GetConnect() == nil {
-		ws.Close()
+		c.closeSocket()
 		return nil, fmt.Errorf("connect: %v %v", f, err)
 	}
 	return c, nil
@@ -89,11 +100,17 @@ func (c *lconn) send(f *hubbubv1.ClientFrame) error {
 	if c.enc == wire.JSON {
 		mt = websocket.TextMessage
 	}
+	if c.raw != nil {
+		return c.raw.write(byte(mt), b)
+	}
 	return c.ws.WriteMessage(mt, b)
 }
 
 // read returns the next frame's bytes, valid until the next read.
 func (c *lconn) read() ([]byte, error) {
+	if c.raw != nil {
+		return c.raw.next()
+	}
 	_, r, err := c.ws.NextReader()
 	if err != nil {
 		return nil, err
@@ -132,10 +149,31 @@ func (c *lconn) join(room string) error {
 }
 
 func (c *lconn) close() {
+	if c.raw != nil {
+		c.raw.close()
+		return
+	}
 	c.wmu.Lock()
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	c.wmu.Unlock()
 	_ = c.ws.Close()
+}
+
+func (c *lconn) closeSocket() {
+	if c.raw != nil {
+		_ = c.raw.nc.Close()
+		return
+	}
+	_ = c.ws.Close()
+}
+
+// setReadDeadline bounds the next reads.
+func (c *lconn) setReadDeadline(t time.Time) {
+	if c.raw != nil {
+		_ = c.raw.nc.SetReadDeadline(t)
+		return
+	}
+	_ = c.ws.SetReadDeadline(t)
 }
 
 // payload is a publish body: send time, publisher, sequence, padding.

@@ -217,7 +217,7 @@ func Fanout(ctx context.Context, o Options) (Result, error) {
 		o.Subscribers, o.Publishers, o.Rate, o.Size, o.Duration, o.SlowReaders, o.Encoding, o.Compact, o.Ack)}
 	room := fmt.Sprintf("fanout-%d", time.Now().UnixNano())
 	progress(o, "opening %d subscribers", o.Subscribers)
-	conns, err := openManyWith(ctx, o, dialOpts{compress: o.Compression, enc: o.Encoding, compact: o.Compact}, o.Subscribers, "sub",
+	conns, err := openManyWith(ctx, o, dialOpts{compress: o.Compression, enc: o.Encoding, compact: o.Compact, raw: true}, o.Subscribers, "sub",
 		func(_ int, c *lconn) error { return c.join(room) })
 	if err != nil {
 		return r, err
