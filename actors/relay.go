@@ -49,6 +49,10 @@ type relay struct {
 	flushQueued bool
 	runCompact  map[*nodev1.RelayDeliver][2][]byte
 	runScratch  []runSlot
+	runFrames   [][]byte // one member's share of a run, for a RunSink
+	runInfos    []PushInfo
+	runIdx      []int // the run position of each of runFrames
+	runErrs     []error
 }
 
 // runSlot is one push of a run: its ledger entry and how many members got it.
@@ -281,6 +285,10 @@ func (r *relay) deliverRun(run []shardDeliver) {
 		slots = append(slots, runSlot{entry: r.ledgerEntry(d.msg, len(subs))})
 	}
 	for _, m := range subs {
+		if rs, ok := m.conn.sink.(RunSink); ok && len(run) > 1 {
+			r.pushRun(rs, m, run, slots)
+			continue
+		}
 		gap := false
 		for k, d := range run {
 			if gap { // closed at the gap: the rest of the run is not its
@@ -303,6 +311,69 @@ func (r *relay) deliverRun(run []shardDeliver) {
 	}
 	clear(slots)
 	r.runScratch = slots[:0]
+}
+
+// pushRun hands a member its share of a run in one call: what deliver does
+// push by push (the stream check, the frame, the ledger), with the queue
+// locked once. A gap queues the pushes before it, then closes the member;
+// the gap's push and the rest of the run count as gone.
+func (r *relay) pushRun(rs RunSink, m *roomMember, run []shardDeliver, slots []runSlot) {
+	frames, infos, idx := r.runFrames[:0], r.runInfos[:0], r.runIdx[:0]
+	gapAt := -1
+	for k, d := range run {
+		msg, e := d.msg, slots[k].entry
+		if !m.stream.continues(msg) {
+			gapAt = k
+			break
+		}
+		frame := r.frameFor(msg, m)
+		if len(frame) == 0 {
+			if e != nil {
+				e.gone.Add(1)
+			}
+			continue
+		}
+		if e != nil {
+			e.queued.Add(1)
+		}
+		frames = append(frames, frame)
+		infos = append(infos, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy(), Ledger: e})
+		idx = append(idx, k)
+	}
+	if cap(r.runErrs) < len(frames) {
+		r.runErrs = make([]error, len(frames))
+	}
+	errs := r.runErrs[:len(frames)]
+	if len(frames) > 0 {
+		rs.PushRun(frames, infos, errs)
+	}
+	for j, err := range errs {
+		k := idx[j]
+		if err == nil {
+			slots[k].delivered++
+			continue
+		}
+		if e := slots[k].entry; e != nil {
+			e.queued.Add(-1) // not queued
+			if errors.Is(err, ErrDropped) {
+				e.dropped.Add(1)
+			} else {
+				e.gone.Add(1)
+			}
+		}
+	}
+	if gapAt >= 0 {
+		r.streamGap(run[gapAt].msg, m)
+		for k := gapAt; k < len(run); k++ {
+			if e := slots[k].entry; e != nil {
+				e.gone.Add(1)
+			}
+		}
+	}
+	clear(frames)
+	clear(infos)
+	clear(errs)
+	r.runFrames, r.runInfos, r.runIdx, r.runErrs = frames[:0], infos[:0], idx[:0], errs[:0]
 }
 
 func (r *relay) onDeliverAny(ctx actor.Context, msg *nodev1.RelayDeliver, t *pushTally) {
@@ -432,20 +503,10 @@ func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember, e *LedgerEntry)
 func (r *relay) push(msg *nodev1.RelayDeliver, m *roomMember, e *LedgerEntry) error {
 	c := m.conn
 	if !m.stream.continues(msg) {
-		r.counters.StreamGaps.Add(1)
-		r.log.Warn("relay: a message does not continue a member's stream; closing it to resync", "room", msg.GetRoom(),
-			"conn", c.id, "stream_epoch", m.stream.epoch, "stream_offset", m.stream.offset, "epoch", msg.GetEpoch(), "offset", msg.GetOffset())
-		r.drop(msg.GetRoom(), c.id, c)
-		c.sink.Close(wire.CloseRoomMoved, wire.CloseReason(wire.CloseRoomMoved))
+		r.streamGap(msg, m)
 		return errStreamGap
 	}
-	frame := msg.GetProtoFrame()
-	if c.sink.Encoding() == wire.JSON {
-		frame = msg.GetJsonFrame()
-	}
-	if m.compact && msg.GetOffset() > 0 {
-		frame = r.compactFrame(msg, c.sink.Encoding())
-	}
+	frame := r.frameFor(msg, m)
 	if len(frame) == 0 {
 		return errNoFrame
 	}
@@ -458,6 +519,29 @@ func (r *relay) push(msg *nodev1.RelayDeliver, m *roomMember, e *LedgerEntry) er
 		return err
 	}
 	return c.sink.Push(frame, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy()})
+}
+
+// streamGap counts and logs a push that does not continue a member's stream,
+// and closes the member (4004) to resync.
+func (r *relay) streamGap(msg *nodev1.RelayDeliver, m *roomMember) {
+	c := m.conn
+	r.counters.StreamGaps.Add(1)
+	r.log.Warn("relay: a message does not continue a member's stream; closing it to resync", "room", msg.GetRoom(),
+		"conn", c.id, "stream_epoch", m.stream.epoch, "stream_offset", m.stream.offset, "epoch", msg.GetEpoch(), "offset", msg.GetOffset())
+	r.drop(msg.GetRoom(), c.id, c)
+	c.sink.Close(wire.CloseRoomMoved, wire.CloseReason(wire.CloseRoomMoved))
+}
+
+// frameFor is the push's frame for one member: its encoding, full or compact.
+func (r *relay) frameFor(msg *nodev1.RelayDeliver, m *roomMember) []byte {
+	enc := m.conn.sink.Encoding()
+	if m.compact && msg.GetOffset() > 0 {
+		return r.compactFrame(msg, enc)
+	}
+	if enc == wire.JSON {
+		return msg.GetJsonFrame()
+	}
+	return msg.GetProtoFrame()
 }
 
 // compactFrame returns a message's compact push for this node: the room's

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,50 +36,79 @@ func TestRelayTurnsStreamGapsIntoResync(t *testing.T) {
 		{"repeated offset", msg("E", 6)},
 		{"other epoch", msg("F", 7)},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			node := NewNode(Config{}, Options{})
-			defer func() { _ = node.Shutdown(context.Background()) }()
-			sink := &recordingSink{enc: wire.Proto}
-			h, err := node.OpenConn(sink, ConnInfo{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.Close(time.Second)
-			root := node.system.Root
-			root.Send(node.relay, wrap(&nodev1.RelaySubscribe{Room: "r", ActorId: h.pid.Id, RequestId: 1,
-				Reply: &hubbubv1.JoinReply{Room: "r", Position: &hubbubv1.StreamPosition{Offset: 5, Epoch: "E"}}}))
-			for _, d := range []*nodev1.RelayDeliver{msg("E", 6), presence(), msg("E", 7), tc.bad, msg("E", 8)} {
-				root.Send(node.relay, wrap(d))
-			}
-			for _, pid := range node.relays { // the first shard hands on to the others before it answers
-				if _, err := root.RequestFuture(pid, relayProbe{}, time.Second).Result(); err != nil {
+		for _, runs := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/runsink=%v", tc.name, runs), func(t *testing.T) {
+				node := NewNode(Config{}, Options{})
+				defer func() { _ = node.Shutdown(context.Background()) }()
+				sink := &recordingSink{enc: wire.Proto}
+				h, err := node.OpenConn(withRuns(sink, runs), ConnInfo{})
+				if err != nil {
 					t.Fatal(err)
 				}
-			}
-			frames, _ := sink.snapshot()
-			var offsets []uint64
-			for _, f := range frames {
-				if m := f.GetMessage(); m != nil {
-					offsets = append(offsets, m.GetOffset())
+				defer h.Close(time.Second)
+				root := node.system.Root
+				root.Send(node.relay, wrap(&nodev1.RelaySubscribe{Room: "r", ActorId: h.pid.Id, RequestId: 1,
+					Reply: &hubbubv1.JoinReply{Room: "r", Position: &hubbubv1.StreamPosition{Offset: 5, Epoch: "E"}}}))
+				for _, d := range []*nodev1.RelayDeliver{msg("E", 6), presence(), msg("E", 7), tc.bad, msg("E", 8)} {
+					root.Send(node.relay, wrap(d))
 				}
-			}
-			sink.mu.Lock()
-			closed := sink.closed
-			sink.mu.Unlock()
-			if len(offsets) != 2 || offsets[0] != 6 || offsets[1] != 7 || closed != wire.CloseRoomMoved {
-				t.Fatalf("delivered %v, closed %d", offsets, closed)
-			}
-			if n := node.counters.StreamGaps.Load(); n != 1 {
-				t.Fatalf("gaps counted %d", n)
-			}
-		})
+				for _, pid := range node.relays { // the first shard hands on to the others before it answers
+					if _, err := root.RequestFuture(pid, relayProbe{}, time.Second).Result(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				frames, _ := sink.snapshot()
+				var offsets []uint64
+				for _, f := range frames {
+					if m := f.GetMessage(); m != nil {
+						offsets = append(offsets, m.GetOffset())
+					}
+				}
+				sink.mu.Lock()
+				closed := sink.closed
+				sink.mu.Unlock()
+				if len(offsets) != 2 || offsets[0] != 6 || offsets[1] != 7 || closed != wire.CloseRoomMoved {
+					t.Fatalf("delivered %v, closed %d", offsets, closed)
+				}
+				if n := node.counters.StreamGaps.Load(); n != 1 {
+					t.Fatalf("gaps counted %d", n)
+				}
+			})
+		}
 	}
+}
+
+// runRecordingSink is a recordingSink that also takes runs (RunSink), push
+// by push, and counts the runs.
+type runRecordingSink struct {
+	*recordingSink
+	runs atomic.Int64
+}
+
+func (s *runRecordingSink) PushRun(frames [][]byte, infos []PushInfo, errs []error) {
+	s.runs.Add(1)
+	for k, b := range frames {
+		errs[k] = s.Push(b, infos[k])
+	}
+}
+
+func withRuns(s *recordingSink, runs bool) Sink {
+	if runs {
+		return &runRecordingSink{recordingSink: s}
+	}
+	return s
 }
 
 // Pushes a shard holds back and delivers member by member keep every
 // member's order, including across rooms, and joins and leaves that arrive
 // between pushes take effect exactly there.
 func TestRelayRunsKeepOrderAcrossJoinsLeavesAndRooms(t *testing.T) {
+	for _, runs := range []bool{false, true} {
+		t.Run(fmt.Sprintf("runsink=%v", runs), func(t *testing.T) { testRelayRunsKeepOrder(t, runs) })
+	}
+}
+
+func testRelayRunsKeepOrder(t *testing.T, runs bool) {
 	node := NewNode(Config{}, Options{})
 	defer func() { _ = node.Shutdown(context.Background()) }()
 	msg := func(room string, off uint64) *nodev1.RelayDeliver {
@@ -86,9 +116,13 @@ func TestRelayRunsKeepOrderAcrossJoinsLeavesAndRooms(t *testing.T) {
 		b, _ := proto.Marshal(f)
 		return &nodev1.RelayDeliver{Room: room, Offset: off, Epoch: "E", ProtoFrame: b, Kind: "message"}
 	}
-	open := func() (*recordingSink, *ConnHandle) {
-		s := &recordingSink{enc: wire.Proto}
-		h, err := node.OpenConn(s, ConnInfo{})
+	open := func() (*runRecordingSink, *ConnHandle) {
+		s := &runRecordingSink{recordingSink: &recordingSink{enc: wire.Proto}}
+		var sink Sink = s.recordingSink
+		if runs {
+			sink = s
+		}
+		h, err := node.OpenConn(sink, ConnInfo{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +154,7 @@ func TestRelayRunsKeepOrderAcrossJoinsLeavesAndRooms(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	seen := func(s *recordingSink) string {
+	seen := func(s *runRecordingSink) string {
 		frames, err := s.snapshot()
 		if err != nil {
 			t.Fatal(err)
@@ -141,5 +175,10 @@ func TestRelayRunsKeepOrderAcrossJoinsLeavesAndRooms(t *testing.T) {
 	}
 	if n := node.counters.StreamGaps.Load(); n != 0 {
 		t.Fatalf("gaps %d", n)
+	}
+	if runs {
+		if n := a.runs.Load() + b.runs.Load(); n == 0 {
+			t.Fatal("no run reached the sinks in one call")
+		}
 	}
 }

@@ -34,6 +34,14 @@ const (
 	OverflowConflate   = nodev1.OverflowPolicy_OVERFLOW_POLICY_CONFLATE
 )
 
+// RunSink is a Sink that takes several pushes of one room at once: a relay
+// run's pushes for one member. Each gets the outcome Push would give it, in
+// order (errs[k] for frames[k]); the queue's lock is taken once for all.
+type RunSink interface {
+	Sink
+	PushRun(frames [][]byte, infos []PushInfo, errs []error)
+}
+
 // PushInfo describes a push for the outbound queue's overflow policy.
 type PushInfo struct {
 	Room   string

@@ -101,15 +101,28 @@ func (c *wsConn) Push(frame []byte, p actors.PushInfo) error {
 	return c.enqueue(item{b: frame, room: p.Room, key: p.Key, policy: p.Policy, ledger: p.Ledger})
 }
 
+// PushRun implements actors.RunSink: a run of one room's pushes queued under
+// one lock.
+func (c *wsConn) PushRun(frames [][]byte, infos []actors.PushInfo, errs []error) {
+	wake, res, slow := c.q.pushRun(frames, infos, errs)
+	c.queued(wake, res, slow)
+}
+
 func (c *wsConn) enqueue(it item) error {
 	wake, res, err := c.q.push(it)
+	c.queued(wake, res, errors.Is(err, ErrSlowConsumer))
+	return err
+}
+
+// queued counts what a push did and wakes the pump or closes a slow consumer.
+func (c *wsConn) queued(wake bool, res pushResult, slow bool) {
 	if res.dropped > 0 {
 		c.counters.OverflowDropped.Add(int64(res.dropped))
 	}
 	if res.conflated > 0 {
 		c.counters.Conflated.Add(int64(res.conflated))
 	}
-	if errors.Is(err, ErrSlowConsumer) {
+	if slow {
 		c.counters.SlowConsumers.Add(1)
 		c.requestClose(wire.CloseSlowConsumer, wire.CloseReason(wire.CloseSlowConsumer), false)
 		// A pump stuck writing to a peer that does not read gets a short
@@ -117,12 +130,11 @@ func (c *wsConn) enqueue(it item) error {
 		// and the 4000 close frame; one that does not is dropped (TCP close),
 		// as a write cut off mid-frame leaves nothing else to send.
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.SlowConsumerGrace))
-		return err
+		return
 	}
 	if wake {
 		c.kick()
 	}
-	return err
 }
 
 // Close implements actors.Sink: queued frames are written, then a Disconnect

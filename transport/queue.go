@@ -50,8 +50,31 @@ func (q *outQueue) push(it item) (bool, pushResult, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var res pushResult
+	err := q.pushLocked(it, &res)
+	return err == nil && len(q.items) == 1, res, err
+}
+
+// pushRun queues a run of one room's pushes under one lock, each as push
+// would (errs[k] is frames[k]'s outcome). It reports whether the queue went
+// from empty to not, what overflow policies did, and whether the queue
+// closed as a slow consumer.
+func (q *outQueue) pushRun(frames [][]byte, infos []actors.PushInfo, errs []error) (wake bool, res pushResult, slow bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	empty := len(q.items) == 0
+	for k, b := range frames {
+		p := &infos[k]
+		errs[k] = q.pushLocked(item{b: b, room: p.Room, key: p.Key, policy: p.Policy, ledger: p.Ledger}, &res)
+		if errs[k] == ErrSlowConsumer {
+			slow = true
+		}
+	}
+	return empty && len(q.items) > 0, res, slow
+}
+
+func (q *outQueue) pushLocked(it item, res *pushResult) error {
 	if q.closed {
-		return false, res, ErrClosed
+		return ErrClosed
 	}
 	ck := ""
 	if it.policy == actors.OverflowConflate && it.key != "" {
@@ -69,12 +92,12 @@ func (q *outQueue) push(it item) (bool, pushResult, error) {
 			q.closed = true
 			resolveAll(q.items, actors.OutcomeGone)
 			q.items, q.bytes, q.latest = nil, 0, nil
-			return false, res, ErrSlowConsumer
+			return ErrSlowConsumer
 		}
 		res.dropped += q.evict(it.room, q.bytes+len(it.b)-q.maxBytes)
 		if q.bytes+len(it.b) > q.maxBytes {
 			res.dropped++
-			return false, res, actors.ErrDropped
+			return actors.ErrDropped
 		}
 	}
 	if q.items == nil {
@@ -88,7 +111,7 @@ func (q *outQueue) push(it item) (bool, pushResult, error) {
 		}
 		q.latest[ck] = len(q.items) - 1
 	}
-	return len(q.items) == 1, res, nil
+	return nil
 }
 
 // evict drops the oldest queued pushes of the room (never replies, never

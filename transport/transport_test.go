@@ -57,6 +57,54 @@ func TestOutQueueBoundsBytes(t *testing.T) {
 	}
 }
 
+// A run pushed at once gets, push by push, what single pushes would: the
+// wake-up once, conflation within the run, drop-oldest, and under the
+// disconnect policy the overflow and then a closed queue.
+func TestOutQueuePushRunMatchesPushes(t *testing.T) {
+	infos := func(policy actors.Overflow, keys ...string) []actors.PushInfo {
+		out := make([]actors.PushInfo, len(keys))
+		for i, k := range keys {
+			out[i] = actors.PushInfo{Room: "r", Key: k, Policy: policy}
+		}
+		return out
+	}
+	frames := func(ss ...string) [][]byte {
+		out := make([][]byte, len(ss))
+		for i, s := range ss {
+			out[i] = []byte(s)
+		}
+		return out
+	}
+	q := outQueue{maxBytes: 10}
+	errs := make([]error, 3)
+	wake, res, slow := q.pushRun(frames("a1", "b1", "a2"), infos(actors.OverflowConflate, "a", "b", "a"), errs)
+	if !wake || slow || res.conflated != 1 || errs[0] != nil || errs[1] != nil || errs[2] != nil {
+		t.Fatalf("conflate run: wake %v slow %v %+v %v", wake, slow, res, errs)
+	}
+	if wake, _, _ := q.pushRun(frames("c1"), infos(actors.OverflowConflate, "c"), errs[:1]); wake {
+		t.Fatal("a run onto a queue that holds pushes woke the pump again")
+	}
+	if got := texts(q.take()); got != "b1,a2,c1" {
+		t.Fatalf("conflated run left %q", got)
+	}
+	q = outQueue{maxBytes: 6}
+	_, res, _ = q.pushRun(frames("aaa", "bbb", "ccc"), infos(actors.OverflowDropOldest, "", "", ""), errs)
+	if res.dropped != 1 || errs[2] != nil {
+		t.Fatalf("drop-oldest run: %+v %v", res, errs)
+	}
+	if got := texts(q.take()); got != "bbb,ccc" {
+		t.Fatalf("drop-oldest run left %q", got)
+	}
+	q = outQueue{maxBytes: 6}
+	_, _, slow = q.pushRun(frames("aaa", "bbb", "ccc"), infos(actors.OverflowDisconnect, "", "", ""), errs)
+	if !slow || errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], ErrSlowConsumer) {
+		t.Fatalf("disconnect run: slow %v %v", slow, errs)
+	}
+	if _, _, _ = q.pushRun(frames("d"), infos(actors.OverflowDisconnect, ""), errs[:1]); !errors.Is(errs[0], ErrClosed) {
+		t.Fatalf("after the overflow: %v", errs[0])
+	}
+}
+
 func texts(batch []item) string {
 	var out []string
 	for _, it := range batch {
