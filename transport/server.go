@@ -159,7 +159,9 @@ func (s *Server) Handler() http.Handler { return s.mux }
 
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	err := s.http.Serve(l)
+	u := newUpgradeListener(l, s)
+	go u.acceptLoop() // owner: the server; ends when the listener closes (Shutdown closes it)
+	err := s.http.Serve(u)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
