@@ -44,14 +44,15 @@ func newUpgradeListener(l net.Listener, s *Server) *upgradeListener {
 }
 
 // acceptLoop accepts until the listener closes; it retries temporary errors
-// as net/http does.
+// (out of file descriptors) with a growing pause, as net/http does.
 func (u *upgradeListener) acceptLoop() {
 	var delay time.Duration
 	for {
 		c, err := u.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			// Out of descriptors (EMFILE, ENFILE) and the like pass: wait and retry.
+			var tmp interface{ Temporary() bool }
+			if errors.As(err, &tmp) && tmp.Temporary() {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				select {
 				case <-time.After(delay):
