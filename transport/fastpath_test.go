@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/hubbub-chat/hubbub/actors"
 	hubbubv1 "github.com/hubbub-chat/hubbub/proto/hubbub/v1"
+	"github.com/hubbub-chat/hubbub/wire"
 )
 
 // serveTransport runs a Server on a real listener through Serve, the way the
@@ -115,4 +118,121 @@ func TestServeUpgradesAndPlainHTTPOnOnePort(t *testing.T) {
 	if _, err := idle.Read(make([]byte, 1)); err == nil {
 		t.Fatal("the silent socket is still open after Shutdown")
 	}
+}
+
+// The server's upgrade checks see the same request through Serve as through
+// net/http: the client's address for the per-IP limit (429 with Retry-After),
+// the connection cap (503), and the subprotocol that picks JSON.
+func TestServeUpgradeChecks(t *testing.T) {
+	srv, addr, _ := serveTransport(t, Config{ConnectRatePerIP: 0.001, ConnectBurstPerIP: 2, MaxConnections: 1})
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	dial := func(proto string) (*websocket.Conn, *http.Response, error) {
+		return (&websocket.Dialer{Subprotocols: []string{proto}}).Dial("ws://"+addr+"/ws", nil)
+	}
+	ws, _, err := dial(wire.SubprotocolJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if ws.Subprotocol() != wire.SubprotocolJSON {
+		t.Fatalf("subprotocol %q", ws.Subprotocol())
+	}
+	b, _ := wire.Marshal(&hubbubv1.ClientFrame{Id: 1, Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "j"}}}, wire.JSON)
+	if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		t.Fatal(err)
+	}
+	if mt, reply, err := ws.ReadMessage(); err != nil || mt != websocket.TextMessage || !strings.Contains(string(reply), `"connect"`) {
+		t.Fatalf("JSON connect reply: %d %s %v", mt, reply, err)
+	}
+	// The second attempt is within the burst but over the connection cap.
+	if _, resp, err := dial(wire.SubprotocolProto); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("over the cap: %v %v", resp, err)
+	}
+	// The third is over the address's rate.
+	_, resp, err := dial(wire.SubprotocolProto)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("over the rate: %v %v", resp, err)
+	}
+	if n := srv.counters.RateLimited.Load(); n != 1 {
+		t.Fatalf("rate limited %d", n)
+	}
+}
+
+// FuzzUpgradeRequest feeds arbitrary bytes to the upgrade listener as a
+// client's first bytes: it never panics or hangs, and whatever it answers
+// is an HTTP/1.1 response (an upgrade, an error reply) or nothing.
+func FuzzUpgradeRequest(f *testing.F) {
+	for _, seed := range []string{
+		"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: hubbub.v1.proto\r\n\r\n",
+		"GET /ws?token=abc HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nno colon\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+		"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /ws",
+		"\x00\x01\x02",
+		"",
+	} {
+		f.Add([]byte(seed))
+	}
+	node := actors.NewNode(actors.Config{}, actors.Options{})
+	srv := NewServer(node, Config{}, nil)
+	srv.http.ReadHeaderTimeout = time.Second
+	u := newUpgradeListener(nil, srv)
+	drained := make(chan struct{})
+	go func() { // owner: this fuzz target; ends when u.done closes
+		defer close(drained)
+		for {
+			select {
+			case c := <-u.other: // plain requests: net/http's, not served here
+				_ = c.Close()
+			case <-u.done:
+				return
+			}
+		}
+	}()
+	f.Cleanup(func() {
+		u.once.Do(func() { close(u.done) })
+		<-drained
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = l.Close() })
+	f.Fuzz(func(t *testing.T, data []byte) {
+		client, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		server, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan struct{})
+		go func() { defer close(served); u.serve(server) }() // owner: this iteration
+		_ = client.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := client.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		_ = client.(*net.TCPConn).CloseWrite() // the request ends here
+		head := make([]byte, 9)
+		n, _ := io.ReadFull(client, head)
+		if n > 0 && string(head[:n]) != "HTTP/1.1 "[:n] {
+			t.Fatalf("answer starts %q", head[:n])
+		}
+		_ = client.Close()
+		select {
+		case <-served:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the upgrade listener did not finish with a closed client")
+		}
+	})
 }

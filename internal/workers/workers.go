@@ -87,6 +87,8 @@ func (p *Pool) worker(fn func()) {
 // they keep their grown stacks, and end a little after the bursts stop, so an
 // idle server holds few. Call it once, before the pool is used.
 func (p *Pool) Trim(floor int, interval time.Duration) {
+	p.mu.Lock() // trim reads the timer under the read lock
+	defer p.mu.Unlock()
 	p.floor, p.every = int32(floor), interval
 	p.low.Store(p.idle.Load())
 	p.timer = time.AfterFunc(interval, p.trim)
