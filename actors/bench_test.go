@@ -23,7 +23,7 @@ type countingSink struct {
 
 func (s *countingSink) Encoding() wire.Encoding         { return wire.Proto }
 func (s *countingSink) Close(int, string)               {}
-func (s *countingSink) Push(b []byte, _ PushInfo) error { return s.Send(b) }
+func (s *countingSink) Push(b []byte, _ *PushInfo) error { return s.Send(b) }
 func (s *countingSink) Send([]byte) error {
 	if s.n.Add(1) == s.target.Load() {
 		close(s.done)

@@ -42,7 +42,7 @@ func (s *recordingSink) Send(b []byte) error {
 	return nil
 }
 
-func (s *recordingSink) Push(b []byte, _ PushInfo) error { return s.Send(b) }
+func (s *recordingSink) Push(b []byte, _ *PushInfo) error { return s.Send(b) }
 
 func (s *recordingSink) Close(code int, _ string) {
 	s.mu.Lock()

@@ -50,14 +50,14 @@ type relay struct {
 	runCompact  map[*nodev1.RelayDeliver][2][]byte
 	runScratch  []runSlot
 	runFrames   [][]byte // one member's share of a run, for a RunSink
-	runInfos    []PushInfo
+	runInfos    []*PushInfo
 	runIdx      []int // the run position of each of runFrames
 	runErrs     []error
 }
 
 // runSlot is one push of a run: its ledger entry and how many members got it.
 type runSlot struct {
-	entry     *LedgerEntry
+	info      *PushInfo // its Ledger is the push's ledger entry, if any
 	delivered int
 }
 
@@ -288,7 +288,7 @@ func (r *relay) deliverRun(run []shardDeliver) {
 	subs := r.rooms[room]
 	slots := r.runScratch[:0]
 	for _, d := range run {
-		slots = append(slots, runSlot{entry: r.ledgerEntry(d.msg, len(subs))})
+		slots = append(slots, runSlot{info: pushInfo(d.msg, r.ledgerEntry(d.msg, len(subs)))})
 	}
 	for _, m := range subs {
 		if rs, ok := m.conn.sink.(RunSink); ok && len(run) > 1 {
@@ -298,12 +298,12 @@ func (r *relay) deliverRun(run []shardDeliver) {
 		gap := false
 		for k, d := range run {
 			if gap { // closed at the gap: the rest of the run is not its
-				if e := slots[k].entry; e != nil {
+				if e := slots[k].info.Ledger; e != nil {
 					e.gone.Add(1)
 				}
 				continue
 			}
-			err := r.deliver(d.msg, m, slots[k].entry)
+			err := r.deliver(d.msg, m, slots[k].info)
 			switch {
 			case err == nil:
 				slots[k].delivered++
@@ -327,7 +327,8 @@ func (r *relay) pushRun(rs RunSink, m *roomMember, run []shardDeliver, slots []r
 	frames, infos, idx := r.runFrames[:0], r.runInfos[:0], r.runIdx[:0]
 	gapAt := -1
 	for k, d := range run {
-		msg, e := d.msg, slots[k].entry
+		msg, info := d.msg, slots[k].info
+		e := info.Ledger
 		if !m.stream.continues(msg) {
 			gapAt = k
 			break
@@ -343,7 +344,7 @@ func (r *relay) pushRun(rs RunSink, m *roomMember, run []shardDeliver, slots []r
 			e.queued.Add(1)
 		}
 		frames = append(frames, frame)
-		infos = append(infos, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy(), Ledger: e})
+		infos = append(infos, info)
 		idx = append(idx, k)
 	}
 	if cap(r.runErrs) < len(frames) {
@@ -359,7 +360,7 @@ func (r *relay) pushRun(rs RunSink, m *roomMember, run []shardDeliver, slots []r
 			slots[k].delivered++
 			continue
 		}
-		if e := slots[k].entry; e != nil {
+		if e := slots[k].info.Ledger; e != nil {
 			e.queued.Add(-1) // not queued
 			if errors.Is(err, ErrDropped) {
 				e.dropped.Add(1)
@@ -371,7 +372,7 @@ func (r *relay) pushRun(rs RunSink, m *roomMember, run []shardDeliver, slots []r
 	if gapAt >= 0 {
 		r.streamGap(run[gapAt].msg, m)
 		for k := gapAt; k < len(run); k++ {
-			if e := slots[k].entry; e != nil {
+			if e := slots[k].info.Ledger; e != nil {
 				e.gone.Add(1)
 			}
 		}
@@ -401,10 +402,11 @@ func (r *relay) onDeliver(msg *nodev1.RelayDeliver, t *pushTally) {
 	delivered, recipients := 0, len(subs)
 	if msg.GetKind() == kindReceipts { // only to the members that asked
 		recipients = 0
+		info := pushInfo(msg, nil)
 		for _, m := range subs {
 			if m.receipts {
 				recipients++
-				if r.deliver(msg, m, nil) == nil {
+				if r.deliver(msg, m, info) == nil {
 					delivered++
 				}
 			}
@@ -412,9 +414,9 @@ func (r *relay) onDeliver(msg *nodev1.RelayDeliver, t *pushTally) {
 		r.finish(msg, t, recipients, delivered, nil)
 		return
 	}
-	e := r.ledgerEntry(msg, len(subs))
+	info := pushInfo(msg, r.ledgerEntry(msg, len(subs)))
 	for _, m := range subs {
-		if r.deliver(msg, m, e) == nil {
+		if r.deliver(msg, m, info) == nil {
 			delivered++
 		}
 	}
@@ -490,8 +492,9 @@ var errStreamGap = errors.New("message does not continue the member's stream")
 // activation, a push lost between nodes, anything) is never delivered;
 // the member is unsubscribed and closed with 4004, so it rejoins with its
 // last position and recovers exactly what it missed.
-func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember, e *LedgerEntry) error {
-	err := r.push(msg, m, e)
+func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember, info *PushInfo) error {
+	err := r.push(msg, m, info)
+	e := info.Ledger
 	if e != nil {
 		switch {
 		case err == nil:
@@ -506,7 +509,7 @@ func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember, e *LedgerEntry)
 
 // push hands a push to one member's queue; with a ledger entry the queue
 // counts it queued and resolves it later.
-func (r *relay) push(msg *nodev1.RelayDeliver, m *roomMember, e *LedgerEntry) error {
+func (r *relay) push(msg *nodev1.RelayDeliver, m *roomMember, info *PushInfo) error {
 	c := m.conn
 	if !m.stream.continues(msg) {
 		r.streamGap(msg, m)
@@ -516,15 +519,20 @@ func (r *relay) push(msg *nodev1.RelayDeliver, m *roomMember, e *LedgerEntry) er
 	if len(frame) == 0 {
 		return errNoFrame
 	}
-	if e != nil {
+	if e := info.Ledger; e != nil {
 		e.queued.Add(1)
-		err := c.sink.Push(frame, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy(), Ledger: e})
+		err := c.sink.Push(frame, info)
 		if err != nil {
 			e.queued.Add(-1) // not queued: the caller counts where it went
 		}
 		return err
 	}
-	return c.sink.Push(frame, PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy()})
+	return c.sink.Push(frame, info)
+}
+
+// pushInfo is what every recipient's queue is told of a push.
+func pushInfo(msg *nodev1.RelayDeliver, e *LedgerEntry) *PushInfo {
+	return &PushInfo{Room: msg.GetRoom(), Key: msg.GetKey(), Policy: msg.GetPolicy(), Ledger: e}
 }
 
 // streamGap counts and logs a push that does not continue a member's stream,
@@ -581,8 +589,9 @@ func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver, t *pushTally, address 
 	subs := r.rooms[msg.GetRoom()]
 	e := r.ledgerEntry(msg, len(subs))
 	n.ledger = e
+	info := pushInfo(msg, e)
 	for _, m := range subs {
-		err := r.deliver(msg, m, e)
+		err := r.deliver(msg, m, info)
 		switch {
 		case errors.Is(err, ErrSlowConsumer):
 			n.events = append(n.events, deliveryEvent{name: "hubbub.slow_consumer", client: m.conn.id, at: time.Now()})

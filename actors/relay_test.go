@@ -85,7 +85,7 @@ type runRecordingSink struct {
 	runs atomic.Int64
 }
 
-func (s *runRecordingSink) PushRun(frames [][]byte, infos []PushInfo, errs []error) {
+func (s *runRecordingSink) PushRun(frames [][]byte, infos []*PushInfo, errs []error) {
 	s.runs.Add(1)
 	for k, b := range frames {
 		errs[k] = s.Push(b, infos[k])

@@ -14,11 +14,11 @@ type Sink interface {
 	// modified. It returns an error when the connection is closing or its
 	// queue overflowed (the sink then closes itself as a slow consumer).
 	Send(frame []byte) error
-	// Push queues one encoded push of a room. The slice is shared with other
-	// recipients. When the queue is full the room's overflow policy applies:
+	// Push queues one encoded push of a room. The slice and the info are
+	// shared with the push's other recipients and must not be modified. When the queue is full the room's overflow policy applies:
 	// disconnect (ErrSlowConsumer), or drop the room's oldest queued pushes
 	// (ErrDropped when even the new one did not fit), or conflate by key.
-	Push(frame []byte, p PushInfo) error
+	Push(frame []byte, p *PushInfo) error
 	// Close sends a Disconnect push and closes the socket with the code. It is
 	// idempotent and never blocks; frames queued before it are written first.
 	Close(code int, reason string)
@@ -39,10 +39,11 @@ const (
 // order (errs[k] for frames[k]); the queue's lock is taken once for all.
 type RunSink interface {
 	Sink
-	PushRun(frames [][]byte, infos []PushInfo, errs []error)
+	PushRun(frames [][]byte, infos []*PushInfo, errs []error)
 }
 
-// PushInfo describes a push for the outbound queue's overflow policy.
+// PushInfo describes a push for the outbound queue's overflow policy. One
+// is made per push and shared by all its recipients on a relay shard.
 type PushInfo struct {
 	Room   string
 	Key    string // conflation key

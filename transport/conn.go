@@ -97,13 +97,13 @@ func (c *wsConn) Send(frame []byte) error {
 }
 
 // Push implements actors.Sink: it queues a room's push under the room's overflow policy.
-func (c *wsConn) Push(frame []byte, p actors.PushInfo) error {
-	return c.enqueue(item{b: frame, room: p.Room, key: p.Key, policy: p.Policy, ledger: p.Ledger})
+func (c *wsConn) Push(frame []byte, p *actors.PushInfo) error {
+	return c.enqueue(item{b: frame, info: p})
 }
 
 // PushRun implements actors.RunSink: a run of one room's pushes queued under
 // one lock.
-func (c *wsConn) PushRun(frames [][]byte, infos []actors.PushInfo, errs []error) {
+func (c *wsConn) PushRun(frames [][]byte, infos []*actors.PushInfo, errs []error) {
 	wake, res, slow := c.q.pushRun(frames, infos, errs)
 	c.queued(wake, res, slow)
 }
@@ -471,7 +471,7 @@ func (c *wsConn) flush() error {
 		for _, it := range batch {
 			switch {
 			case it.b == nil:
-			case it.room != "": // a room's push: the same bytes go to every member
+			case it.room() != "": // a room's push: the same bytes go to every member
 				frames = append(frames, pushZ.get(it.b, c.cfg.CompressionLevel, d))
 			default:
 				frames = append(frames, d.compressOne(it.b))

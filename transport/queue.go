@@ -14,13 +14,40 @@ var (
 	ErrSlowConsumer = actors.ErrSlowConsumer
 )
 
-// item is one queued frame. A nil b is a conflated item's tombstone.
+// item is one queued frame: a reply (no info) or a room's push, whose info
+// (room, overflow policy, delivery ledger entry) its other recipients share.
+// A nil b is a conflated item's tombstone, with no info.
 type item struct {
-	b      []byte
-	room   string
-	key    string
-	policy actors.Overflow
-	ledger *actors.LedgerEntry // the push's delivery ledger entry, resolved when it leaves the queue
+	b    []byte
+	info *actors.PushInfo
+}
+
+func (it *item) room() string {
+	if it.info == nil {
+		return ""
+	}
+	return it.info.Room
+}
+
+func (it *item) key() string {
+	if it.info == nil {
+		return ""
+	}
+	return it.info.Key
+}
+
+func (it *item) policy() actors.Overflow {
+	if it.info == nil {
+		return actors.OverflowDisconnect
+	}
+	return it.info.Policy
+}
+
+// resolve settles the push's delivery in its ledger, if it has one.
+func (it *item) resolve(o actors.Outcome) {
+	if it.info != nil {
+		it.info.Ledger.Resolve(o)
+	}
 }
 
 // pushResult reports what an overflow policy did.
@@ -58,13 +85,12 @@ func (q *outQueue) push(it item) (bool, pushResult, error) {
 // would (errs[k] is frames[k]'s outcome). It reports whether the queue went
 // from empty to not, what overflow policies did, and whether the queue
 // closed as a slow consumer.
-func (q *outQueue) pushRun(frames [][]byte, infos []actors.PushInfo, errs []error) (wake bool, res pushResult, slow bool) {
+func (q *outQueue) pushRun(frames [][]byte, infos []*actors.PushInfo, errs []error) (wake bool, res pushResult, slow bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	empty := len(q.items) == 0
 	for k, b := range frames {
-		p := &infos[k]
-		errs[k] = q.pushLocked(item{b: b, room: p.Room, key: p.Key, policy: p.Policy, ledger: p.Ledger}, &res)
+		errs[k] = q.pushLocked(item{b: b, info: infos[k]}, &res)
 		if errs[k] == ErrSlowConsumer {
 			slow = true
 		}
@@ -77,24 +103,24 @@ func (q *outQueue) pushLocked(it item, res *pushResult) error {
 		return ErrClosed
 	}
 	ck := ""
-	if it.policy == actors.OverflowConflate && it.key != "" {
-		ck = it.room + "\x00" + it.key
+	if it.policy() == actors.OverflowConflate && it.key() != "" {
+		ck = it.room() + "\x00" + it.key()
 		if i, ok := q.latest[ck]; ok {
 			q.bytes -= len(q.items[i].b)
 			q.items[i].b = nil // tombstone: the newer value goes to the back
-			q.items[i].ledger.Resolve(actors.OutcomeConflated)
-			q.items[i].ledger = nil
+			q.items[i].resolve(actors.OutcomeConflated)
+			q.items[i].info = nil
 			res.conflated++
 		}
 	}
 	if q.bytes+len(it.b) > q.maxBytes {
-		if it.policy == actors.OverflowDisconnect {
+		if it.policy() == actors.OverflowDisconnect {
 			q.closed = true
 			resolveAll(q.items, actors.OutcomeGone)
 			q.items, q.bytes, q.latest = nil, 0, nil
 			return ErrSlowConsumer
 		}
-		res.dropped += q.evict(it.room, q.bytes+len(it.b)-q.maxBytes)
+		res.dropped += q.evict(it.room(), q.bytes+len(it.b)-q.maxBytes)
 		if q.bytes+len(it.b) > q.maxBytes {
 			res.dropped++
 			return actors.ErrDropped
@@ -120,10 +146,10 @@ func (q *outQueue) evict(room string, need int) int {
 	dropped, freed := 0, 0
 	kept := q.items[:0]
 	for _, it := range q.items {
-		if freed < need && it.b != nil && it.room == room && it.policy != actors.OverflowDisconnect {
+		if freed < need && it.b != nil && it.room() == room && it.policy() != actors.OverflowDisconnect {
 			freed += len(it.b)
 			dropped++
-			it.ledger.Resolve(actors.OutcomeDropped)
+			it.resolve(actors.OutcomeDropped)
 			continue
 		}
 		kept = append(kept, it)
@@ -133,11 +159,11 @@ func (q *outQueue) evict(room string, need int) int {
 	q.bytes -= freed
 	q.latest = nil // indexes moved
 	for i, it := range q.items {
-		if it.policy == actors.OverflowConflate && it.key != "" && it.b != nil {
+		if it.policy() == actors.OverflowConflate && it.key() != "" && it.b != nil {
 			if q.latest == nil {
 				q.latest = map[string]int{}
 			}
-			q.latest[it.room+"\x00"+it.key] = i
+			q.latest[it.room()+"\x00"+it.key()] = i
 		}
 	}
 	return dropped
@@ -181,8 +207,8 @@ func (q *outQueue) close(drop bool) {
 
 // resolveAll moves the deliveries of items to an outcome in their ledger.
 func resolveAll(items []item, o actors.Outcome) {
-	for _, it := range items {
-		it.ledger.Resolve(o)
+	for i := range items {
+		items[i].resolve(o)
 	}
 }
 

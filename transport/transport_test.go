@@ -61,10 +61,10 @@ func TestOutQueueBoundsBytes(t *testing.T) {
 // wake-up once, conflation within the run, drop-oldest, and under the
 // disconnect policy the overflow and then a closed queue.
 func TestOutQueuePushRunMatchesPushes(t *testing.T) {
-	infos := func(policy actors.Overflow, keys ...string) []actors.PushInfo {
-		out := make([]actors.PushInfo, len(keys))
+	infos := func(policy actors.Overflow, keys ...string) []*actors.PushInfo {
+		out := make([]*actors.PushInfo, len(keys))
 		for i, k := range keys {
-			out[i] = actors.PushInfo{Room: "r", Key: k, Policy: policy}
+			out[i] = &actors.PushInfo{Room: "r", Key: k, Policy: policy}
 		}
 		return out
 	}
@@ -118,7 +118,7 @@ func texts(batch []item) string {
 func TestOutQueueDropOldest(t *testing.T) {
 	q := outQueue{maxBytes: 7}
 	push := func(room, s string) (pushResult, error) {
-		_, res, err := q.push(item{b: []byte(s), room: room, policy: actors.OverflowDropOldest})
+		_, res, err := q.push(item{b: []byte(s), info: &actors.PushInfo{Room: room, Policy: actors.OverflowDropOldest}})
 		return res, err
 	}
 	_, _, _ = q.push(item{b: []byte("R1")}) // a reply: never evicted
@@ -139,7 +139,7 @@ func TestOutQueueDropOldest(t *testing.T) {
 func TestOutQueueConflate(t *testing.T) {
 	q := outQueue{maxBytes: 1 << 10}
 	push := func(key, s string) pushResult {
-		_, res, err := q.push(item{b: []byte(s), room: "m", key: key, policy: actors.OverflowConflate})
+		_, res, err := q.push(item{b: []byte(s), info: &actors.PushInfo{Room: "m", Key: key, Policy: actors.OverflowConflate}})
 		if err != nil {
 			t.Fatal(err)
 		}
