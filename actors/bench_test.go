@@ -21,8 +21,8 @@ type countingSink struct {
 	done   chan struct{}
 }
 
-func (s *countingSink) Encoding() wire.Encoding         { return wire.Proto }
-func (s *countingSink) Close(int, string)               {}
+func (s *countingSink) Encoding() wire.Encoding          { return wire.Proto }
+func (s *countingSink) Close(int, string)                {}
 func (s *countingSink) Push(b []byte, _ *PushInfo) error { return s.Send(b) }
 func (s *countingSink) Send([]byte) error {
 	if s.n.Add(1) == s.target.Load() {
