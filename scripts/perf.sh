@@ -37,10 +37,10 @@ start_server() { # kind, extra flags...
 	if [ "$kind" = hubbub ]; then
 		rm -rf "$out/data"
 		[ -z "$redis_port" ] || redis-cli -p "$redis_port" flushall >/dev/null
-		"$out/hubbub" serve --listen "127.0.0.1:$port" --log-level warn --command-rate -1 --byte-rate -1 \
+		${server_pin[@]+"${server_pin[@]}"} "$out/hubbub" serve --listen "127.0.0.1:$port" --log-level warn --command-rate -1 --byte-rate -1 \
 			--data-dir "$out/data" ${serve_flags[@]+"${serve_flags[@]}"} "$@" 2>>"$out/server.log" &
 	else
-		"$out/gorillahub" --listen "127.0.0.1:$port" 2>>"$out/server.log" &
+		${server_pin[@]+"${server_pin[@]}"} "$out/gorillahub" --listen "127.0.0.1:$port" 2>>"$out/server.log" &
 	fi
 	server_pid=$!
 	for _ in $(seq 50); do
@@ -51,12 +51,14 @@ start_server() { # kind, extra flags...
 }
 stop_server() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
 
+server_pin=()
+tool_pin=()
 run() { # label, kind, scenario, bench flags...
 	local label=$1 kind=$2 scenario=$3; shift 3
 	if [ "$only" != all ] && [ "$only" != "$scenario" ]; then return; fi
 	for i in $(seq "$RUNS"); do
 		start_server "$kind"
-		"$out/hubbub" bench "$scenario" --url "ws://127.0.0.1:$port/ws" --server-pid "$server_pid" --json "$@" \
+		${tool_pin[@]+"${tool_pin[@]}"} "$out/hubbub" bench "$scenario" --url "ws://127.0.0.1:$port/ws" --server-pid "$server_pid" --json "$@" \
 			| sed "s/^{/{\"label\":\"$label\",\"run\":$i,/" >>"$out/results.jsonl" || echo "$label run $i failed" >&2
 		stop_server
 		sleep 1
@@ -109,6 +111,18 @@ run hooks-off-ack hubbub fanout --subscribers 10 --publishers 10 --rate 5000 --s
 serve_flags=(--history-store memory --hook-url http://127.0.0.1:18098)
 run hooks-on-storm hubbub storm --conns 5000 --dialers 50
 run hooks-on-ack hubbub fanout --subscribers 10 --publishers 10 --rate 5000 --size 128 --duration 5s
+# The server pinned to one core and the load tool to the other: deliveries
+# per server CPU-second at saturation (the fixture cannot go past 200 k/s).
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+	server_pin=(taskset -c 0)
+	tool_pin=(taskset -c 1)
+	serve_flags=(--history-store memory)
+	run hubbub-pinned-fanout-2.9M hubbub fanout --subscribers 1000 --publishers 10 --rate 2900 --size 128 --duration 8s
+	run hubbub-pinned-fanout-3.3M hubbub fanout --subscribers 1000 --publishers 10 --rate 3300 --size 128 --duration 8s
+	run gorillahub-pinned-fanout-200k gorilla fanout --subscribers 1000 --publishers 10 --rate 200 --size 128 --duration 8s
+	server_pin=()
+	tool_pin=()
+fi
 serve_flags=()
 run hubbub-idle hubbub idle --conns 10000 --duration 5s
 run hubbub-idle-connect-only hubbub idle --conns 10000 --duration 5s --connect-only
