@@ -31,6 +31,15 @@ func (s *countingSink) Send([]byte) error {
 	return nil
 }
 
+// PushRun takes a relay run at once, as the WebSocket connection does.
+func (s *countingSink) PushRun(frames [][]byte, _ []*PushInfo, errs []error) {
+	k := int64(len(frames))
+	if n, t := s.n.Add(k), s.target.Load(); n >= t && n-k < t {
+		close(s.done)
+	}
+	clear(errs)
+}
+
 // BenchmarkRoomFanout measures one room publishing to N members on one node:
 // the room encodes once, the relay hands the same bytes to every member's sink.
 func BenchmarkRoomFanout(b *testing.B) {

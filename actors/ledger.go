@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,20 @@ func (e *LedgerEntry) Resolve(o Outcome) {
 	case OutcomeConflated:
 		e.conflated.Add(1)
 	default:
+		e.gone.Add(1)
+	}
+}
+
+// fail moves a delivery the relay counted queued, but that did not reach the
+// queue, to its outcome: dropped by an overflow policy, or gone.
+func (e *LedgerEntry) fail(err error) {
+	if e == nil {
+		return
+	}
+	e.queued.Add(-1)
+	if errors.Is(err, ErrDropped) {
+		e.dropped.Add(1)
+	} else {
 		e.gone.Add(1)
 	}
 }

@@ -53,6 +53,9 @@ type relay struct {
 	runInfos    []*PushInfo
 	runIdx      []int // the run position of each of runFrames
 	runErrs     []error
+	runAll      []*PushInfo // the run's infos, shared by its members
+	runShared   [2][][]byte // the run's frames per encoding (proto, JSON), shared by its full-push members
+	runSharedOK [2]int8     // 0 not built, 1 built, -1 built with a frame missing
 }
 
 // runSlot is one push of a run: its ledger entry and how many members got it.
@@ -282,14 +285,22 @@ func (r *relay) flushDelivers() {
 }
 
 // deliverRun delivers consecutive pushes of one room: member by member, each
-// member gets the whole run in order.
+// member gets the whole run in order. Each push's ledger entry counts all
+// its members queued at once; a delivery that fails moves to its outcome.
 func (r *relay) deliverRun(run []shardDeliver) {
 	room := run[0].msg.GetRoom()
 	subs := r.rooms[room]
-	slots := r.runScratch[:0]
+	slots, all := r.runScratch[:0], r.runAll[:0]
 	for _, d := range run {
-		slots = append(slots, runSlot{info: pushInfo(d.msg, r.ledgerEntry(d.msg, len(subs)))})
+		e := r.ledgerEntry(d.msg, len(subs))
+		if e != nil {
+			e.queued.Add(int64(len(subs)))
+		}
+		info := pushInfo(d.msg, e)
+		slots = append(slots, runSlot{info: info})
+		all = append(all, info)
 	}
+	r.runAll = all
 	for _, m := range subs {
 		if rs, ok := m.conn.sink.(RunSink); ok && len(run) > 1 {
 			r.pushRun(rs, m, run, slots)
@@ -298,12 +309,10 @@ func (r *relay) deliverRun(run []shardDeliver) {
 		gap := false
 		for k, d := range run {
 			if gap { // closed at the gap: the rest of the run is not its
-				if e := slots[k].info.Ledger; e != nil {
-					e.gone.Add(1)
-				}
+				slots[k].info.Ledger.fail(nil)
 				continue
 			}
-			err := r.deliver(d.msg, m, slots[k].info)
+			err := r.deliver(d.msg, m, slots[k].info, true)
 			switch {
 			case err == nil:
 				slots[k].delivered++
@@ -316,36 +325,45 @@ func (r *relay) deliverRun(run []shardDeliver) {
 		r.finish(d.msg, d.tally, len(subs), slots[k].delivered, nil)
 	}
 	clear(slots)
-	r.runScratch = slots[:0]
+	clear(all)
+	r.runScratch, r.runAll = slots[:0], all[:0]
+	for i := range r.runShared {
+		clear(r.runShared[i])
+		r.runShared[i], r.runSharedOK[i] = r.runShared[i][:0], 0
+	}
 }
 
 // pushRun hands a member its share of a run in one call: what deliver does
 // push by push (the stream check, the frame, the ledger), with the queue
 // locked once. A gap queues the pushes before it, then closes the member;
-// the gap's push and the rest of the run count as gone.
+// the gap's push and the rest of the run count as gone. Members that take
+// full pushes share the run's frames and infos.
 func (r *relay) pushRun(rs RunSink, m *roomMember, run []shardDeliver, slots []runSlot) {
-	frames, infos, idx := r.runFrames[:0], r.runInfos[:0], r.runIdx[:0]
-	gapAt := -1
+	n := len(run) // the pushes that continue the member's stream
 	for k, d := range run {
-		msg, info := d.msg, slots[k].info
-		e := info.Ledger
-		if !m.stream.continues(msg) {
-			gapAt = k
+		if !m.stream.continues(d.msg) {
+			n = k
 			break
 		}
-		frame := r.frameFor(msg, m)
-		if len(frame) == 0 {
-			if e != nil {
-				e.gone.Add(1)
+	}
+	var frames [][]byte
+	var infos []*PushInfo
+	var idx []int // the run position of each frame; nil when they are the run's own
+	if shared := r.sharedFrames(run, m); shared != nil {
+		frames, infos = shared[:n], r.runAll[:n]
+	} else {
+		frames, infos, idx = r.runFrames[:0], r.runInfos[:0], r.runIdx[:0]
+		for k, d := range run[:n] {
+			frame := r.frameFor(d.msg, m)
+			if len(frame) == 0 {
+				slots[k].info.Ledger.fail(errNoFrame)
+				continue
 			}
-			continue
+			frames = append(frames, frame)
+			infos = append(infos, slots[k].info)
+			idx = append(idx, k)
 		}
-		if e != nil {
-			e.queued.Add(1)
-		}
-		frames = append(frames, frame)
-		infos = append(infos, info)
-		idx = append(idx, k)
+		r.runFrames, r.runInfos, r.runIdx = frames, infos, idx
 	}
 	if cap(r.runErrs) < len(frames) {
 		r.runErrs = make([]error, len(frames))
@@ -355,32 +373,60 @@ func (r *relay) pushRun(rs RunSink, m *roomMember, run []shardDeliver, slots []r
 		rs.PushRun(frames, infos, errs)
 	}
 	for j, err := range errs {
-		k := idx[j]
+		k := j
+		if idx != nil {
+			k = idx[j]
+		}
 		if err == nil {
 			slots[k].delivered++
 			continue
 		}
-		if e := slots[k].info.Ledger; e != nil {
-			e.queued.Add(-1) // not queued
-			if errors.Is(err, ErrDropped) {
-				e.dropped.Add(1)
-			} else {
-				e.gone.Add(1)
-			}
+		slots[k].info.Ledger.fail(err)
+	}
+	if n < len(run) {
+		r.streamGap(run[n].msg, m)
+		for k := n; k < len(run); k++ {
+			slots[k].info.Ledger.fail(errStreamGap)
 		}
 	}
-	if gapAt >= 0 {
-		r.streamGap(run[gapAt].msg, m)
-		for k := gapAt; k < len(run); k++ {
-			if e := slots[k].info.Ledger; e != nil {
-				e.gone.Add(1)
-			}
-		}
-	}
-	clear(frames)
-	clear(infos)
 	clear(errs)
-	r.runFrames, r.runInfos, r.runIdx, r.runErrs = frames[:0], infos[:0], idx[:0], errs[:0]
+	if idx != nil {
+		clear(r.runFrames)
+		clear(r.runInfos)
+		r.runFrames, r.runInfos, r.runIdx = r.runFrames[:0], r.runInfos[:0], r.runIdx[:0]
+	}
+}
+
+// sharedFrames is the run's frames in the member's encoding, built once per
+// run; nil for a member that takes compact pushes, or when a push has no
+// frame in that encoding.
+func (r *relay) sharedFrames(run []shardDeliver, m *roomMember) [][]byte {
+	if m.compact {
+		return nil
+	}
+	i := 0
+	if m.conn.sink.Encoding() == wire.JSON {
+		i = 1
+	}
+	if r.runSharedOK[i] == 0 {
+		fs := r.runShared[i][:0]
+		r.runSharedOK[i] = 1
+		for _, d := range run {
+			f := d.msg.GetProtoFrame()
+			if i == 1 {
+				f = d.msg.GetJsonFrame()
+			}
+			if len(f) == 0 {
+				r.runSharedOK[i] = -1
+			}
+			fs = append(fs, f)
+		}
+		r.runShared[i] = fs
+	}
+	if r.runSharedOK[i] < 0 {
+		return nil
+	}
+	return r.runShared[i]
 }
 
 func (r *relay) onDeliverAny(ctx actor.Context, msg *nodev1.RelayDeliver, t *pushTally) {
@@ -406,7 +452,7 @@ func (r *relay) onDeliver(msg *nodev1.RelayDeliver, t *pushTally) {
 		for _, m := range subs {
 			if m.receipts {
 				recipients++
-				if r.deliver(msg, m, info) == nil {
+				if r.deliver(msg, m, info, false) == nil {
 					delivered++
 				}
 			}
@@ -416,7 +462,7 @@ func (r *relay) onDeliver(msg *nodev1.RelayDeliver, t *pushTally) {
 	}
 	info := pushInfo(msg, r.ledgerEntry(msg, len(subs)))
 	for _, m := range subs {
-		if r.deliver(msg, m, info) == nil {
+		if r.deliver(msg, m, info, false) == nil {
 			delivered++
 		}
 	}
@@ -492,25 +538,21 @@ var errStreamGap = errors.New("message does not continue the member's stream")
 // activation, a push lost between nodes, anything) is never delivered;
 // the member is unsubscribed and closed with 4004, so it rejoins with its
 // last position and recovers exactly what it missed.
-func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember, info *PushInfo) error {
-	err := r.push(msg, m, info)
+func (r *relay) deliver(msg *nodev1.RelayDeliver, m *roomMember, info *PushInfo, counted bool) error {
 	e := info.Ledger
-	if e != nil {
-		switch {
-		case err == nil:
-		case errors.Is(err, ErrDropped):
-			e.dropped.Add(1)
-		default:
-			e.gone.Add(1)
-		}
+	if e != nil && !counted {
+		e.queued.Add(1) // before the sink can resolve it
+	}
+	err := r.push(msg, m, info)
+	if err != nil {
+		e.fail(err)
 	}
 	return err
 }
 
 // push hands a push to one member's queue; with a ledger entry the queue
-// counts it queued and resolves it later.
+// resolves it later.
 func (r *relay) push(msg *nodev1.RelayDeliver, m *roomMember, info *PushInfo) error {
-	c := m.conn
 	if !m.stream.continues(msg) {
 		r.streamGap(msg, m)
 		return errStreamGap
@@ -519,15 +561,7 @@ func (r *relay) push(msg *nodev1.RelayDeliver, m *roomMember, info *PushInfo) er
 	if len(frame) == 0 {
 		return errNoFrame
 	}
-	if e := info.Ledger; e != nil {
-		e.queued.Add(1)
-		err := c.sink.Push(frame, info)
-		if err != nil {
-			e.queued.Add(-1) // not queued: the caller counts where it went
-		}
-		return err
-	}
-	return c.sink.Push(frame, info)
+	return m.conn.sink.Push(frame, info)
 }
 
 // pushInfo is what every recipient's queue is told of a push.
@@ -591,7 +625,7 @@ func (r *relay) onDeliverTraced(msg *nodev1.RelayDeliver, t *pushTally, address 
 	n.ledger = e
 	info := pushInfo(msg, e)
 	for _, m := range subs {
-		err := r.deliver(msg, m, info)
+		err := r.deliver(msg, m, info, false)
 		switch {
 		case errors.Is(err, ErrSlowConsumer):
 			n.events = append(n.events, deliveryEvent{name: "hubbub.slow_consumer", client: m.conn.id, at: time.Now()})

@@ -37,6 +37,8 @@ const (
 // RunSink is a Sink that takes several pushes of one room at once: a relay
 // run's pushes for one member. Each gets the outcome Push would give it, in
 // order (errs[k] for frames[k]); the queue's lock is taken once for all.
+// The slices are the relay's and shared by members: PushRun keeps none of
+// them (it may keep their elements).
 type RunSink interface {
 	Sink
 	PushRun(frames [][]byte, infos []*PushInfo, errs []error)

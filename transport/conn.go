@@ -529,10 +529,14 @@ func (c *wsConn) finishClose() {
 	}}}
 	if b, err := wire.Marshal(disc, c.enc); err == nil {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := writeFrames(c.nc, c.opcode, [][]byte{b}); err != nil {
+		n, err := writeFrames(c.nc, c.opcode, [][]byte{b})
+		if err != nil {
 			c.abort()
 			return
 		}
+		c.counters.FramesOut.Add(1)
+		c.counters.SocketWrites.Add(1)
+		c.counters.BytesOut.Add(int64(n))
 	}
 	reason := req.reason
 	if len(reason) > 120 {
