@@ -404,18 +404,15 @@ func (r *relay) sharedFrames(run []shardDeliver, m *roomMember) [][]byte {
 	if m.compact {
 		return nil
 	}
-	i := 0
-	if m.conn.sink.Encoding() == wire.JSON {
+	enc, i := m.conn.sink.Encoding(), 0
+	if enc == wire.JSON {
 		i = 1
 	}
 	if r.runSharedOK[i] == 0 {
 		fs := r.runShared[i][:0]
 		r.runSharedOK[i] = 1
 		for _, d := range run {
-			f := d.msg.GetProtoFrame()
-			if i == 1 {
-				f = d.msg.GetJsonFrame()
-			}
+			f := fullFrame(d.msg, enc)
 			if len(f) == 0 {
 				r.runSharedOK[i] = -1
 			}
@@ -586,6 +583,11 @@ func (r *relay) frameFor(msg *nodev1.RelayDeliver, m *roomMember) []byte {
 	if m.compact && msg.GetOffset() > 0 {
 		return r.compactFrame(msg, enc)
 	}
+	return fullFrame(msg, enc)
+}
+
+// fullFrame is a push's full frame in an encoding.
+func fullFrame(msg *nodev1.RelayDeliver, enc wire.Encoding) []byte {
 	if enc == wire.JSON {
 		return msg.GetJsonFrame()
 	}
