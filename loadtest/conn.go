@@ -36,6 +36,7 @@ type dialOpts struct {
 	compact  bool          // ask for compact pushes
 	user     string        // connect as this user (development mode) with its personal stream
 	raw      bool          // use the raw client (see rawConn); not with compress
+	small    bool          // with raw: a 4 KB read buffer (connections that only connect)
 }
 
 var dialer = &websocket.Dialer{
@@ -55,7 +56,11 @@ func open(ctx context.Context, url, name string, o dialOpts) (*lconn, error) {
 	}
 	c := &lconn{enc: o.enc}
 	if o.raw && !o.compress {
-		raw, err := dialRaw(ctx, url, o.enc.String())
+		size := rawReadBuffer
+		if o.small {
+			size = 4 << 10
+		}
+		raw, err := dialRaw(ctx, url, o.enc.String(), size)
 		if err != nil {
 			return nil, err
 		}

@@ -34,8 +34,9 @@ type rawConn struct {
 
 const rawReadBuffer = 64 << 10
 
-// dialRaw opens a WebSocket with the given subprotocol.
-func dialRaw(ctx context.Context, url, subprotocol string) (*rawConn, error) {
+// dialRaw opens a WebSocket with the given subprotocol, read through a
+// buffer of size bytes.
+func dialRaw(ctx context.Context, url, subprotocol string, size int) (*rawConn, error) {
 	u, err := neturl.Parse(url)
 	if err != nil {
 		return nil, err
@@ -58,7 +59,7 @@ func dialRaw(ctx context.Context, url, subprotocol string) (*rawConn, error) {
 		nc.Close()
 		return nil, err
 	}
-	br := bufio.NewReaderSize(nc, rawReadBuffer)
+	br := bufio.NewReaderSize(nc, size)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		nc.Close()

@@ -46,10 +46,10 @@ func TestRawConnReadsFramesAnswersPingsAndCloses(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := dialRaw(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", "hubbub.v1.json"); err == nil {
+	if _, err := dialRaw(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", "hubbub.v1.json", rawReadBuffer); err == nil {
 		t.Fatal("a subprotocol the server did not choose was accepted")
 	}
-	c, err := dialRaw(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", "hubbub.v1.proto")
+	c, err := dialRaw(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", "hubbub.v1.proto", rawReadBuffer)
 	if err != nil {
 		t.Fatal(err)
 	}

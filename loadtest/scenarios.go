@@ -381,7 +381,9 @@ func Storm(ctx context.Context, o Options) (Result, error) {
 	r := Result{Scenario: "storm", Params: fmt.Sprintf("conns=%d dialers=%d", o.Conns, o.Dialers), Conns: o.Conns}
 	before, _ := readProc(o.ServerPID)
 	start := time.Now()
-	conns, err := openMany(ctx, o, o.Conns, "storm", nil)
+	// The tool's own side of the storm (a raw client without compression)
+	// costs as little as it can: it shares the machine with the server.
+	conns, err := openManyWith(ctx, o, dialOpts{compress: o.Compression, raw: true, small: true}, o.Conns, "storm", nil)
 	if err != nil {
 		return r, err
 	}

@@ -260,13 +260,30 @@ func (c *wsConn) readSome() {
 		}
 		c.returnBuffer()
 		c.reading.Store(false) // before re-arming, so the next report starts a reader
-		if c.poll.Load().rearm(c) == nil {
+		if c.poll.Load().arm(c) == nil {
 			return
 		}
 		// The socket was closed: read again to see the end.
 		if !c.reading.CompareAndSwap(false, true) {
 			return
 		}
+	}
+}
+
+// readFirst serves a connection just upgraded. Its first input, the
+// connect, is due within a round trip, so the upgrading goroutine waits for
+// it in the runtime's own poller and reads it; the socket joins the epoll set
+// only after that. A connection then costs no re-arm and no wake through the
+// poller's thread on its way in.
+func (c *wsConn) readFirst() {
+	if c.br.Buffered() > 0 || c.awaitInput() {
+		c.readSome()
+		return
+	}
+	c.returnBuffer()
+	c.reading.Store(false)
+	if c.poll.Load().arm(c) != nil && c.reading.CompareAndSwap(false, true) {
+		c.readSome() // closed meanwhile: read to see the end
 	}
 }
 

@@ -5,7 +5,6 @@ package transport
 import (
 	"errors"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,15 +71,19 @@ func (p *poller) loop() {
 	}
 }
 
-// add registers a connection whose socket is raw; its first report comes
-// when input arrives.
-func (p *poller) add(c *wsConn, raw syscall.RawConn) error {
+// arm asks for the connection's next report (when input arrives), adding
+// its socket (c.raw) to the epoll set the first time. It fails once the
+// socket is closed. Only the connection's reader calls it.
+func (p *poller) arm(c *wsConn) error {
+	if c.pollToken != 0 {
+		return p.ctl(c, unix.EPOLL_CTL_MOD)
+	}
 	p.mu.Lock()
 	tok := p.next
 	p.next++
 	p.conns[tok] = c
 	p.mu.Unlock()
-	c.pollToken, c.raw = tok, raw
+	c.pollToken = tok
 	if err := p.ctl(c, unix.EPOLL_CTL_ADD); err != nil {
 		p.remove(c)
 		return err
@@ -88,12 +91,11 @@ func (p *poller) add(c *wsConn, raw syscall.RawConn) error {
 	return nil
 }
 
-// rearm asks for the connection's next report. It fails once the socket is
-// closed.
-func (p *poller) rearm(c *wsConn) error { return p.ctl(c, unix.EPOLL_CTL_MOD) }
-
 // remove forgets a connection; its socket leaves the epoll set when closed.
 func (p *poller) remove(c *wsConn) {
+	if c.pollToken == 0 {
+		return // never added
+	}
 	_ = p.ctl(c, unix.EPOLL_CTL_DEL)
 	p.mu.Lock()
 	delete(p.conns, c.pollToken)

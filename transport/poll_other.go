@@ -2,10 +2,7 @@
 
 package transport
 
-import (
-	"errors"
-	"syscall"
-)
+import "errors"
 
 // poller is Linux-only (epoll); elsewhere every connection reads on a
 // goroutine of its own.
@@ -13,7 +10,6 @@ type poller struct{}
 
 func newPoller() (*poller, error) { return nil, errors.New("no epoll on this system") }
 
-func (p *poller) add(*wsConn, syscall.RawConn) error { return errors.New("no epoll on this system") }
-func (p *poller) rearm(*wsConn) error                { return errors.New("no epoll on this system") }
-func (p *poller) remove(*wsConn)                     {}
-func (p *poller) close()                             {}
+func (p *poller) arm(*wsConn) error { return errors.New("no epoll on this system") }
+func (p *poller) remove(*wsConn)    {}
+func (p *poller) close()            {}

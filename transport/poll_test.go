@@ -142,6 +142,40 @@ func TestPolledIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	}
 }
 
+// A freshly upgraded connection waits for its connect on the upgrading
+// goroutine; one whose connect comes later than that wait goes to the epoll
+// set without a goroutine and is still served when the connect comes, and
+// one that goes away before connecting is ended.
+func TestPolledLateConnect(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("epoll is Linux-only")
+	}
+	srv, url := startTransport(t, Config{idleReaderAfter: 20 * time.Millisecond})
+	const n = 50
+	base := runtime.NumGoroutine()
+	conns := make([]*websocket.Conn, n)
+	for i := range conns {
+		ws, _, err := (&websocket.Dialer{Subprotocols: []string{wire.SubprotocolProto}}).Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ws.Close() })
+		conns[i] = ws
+	}
+	kept := func() int { return srv.run.Idle() + srv.node.IdleWorkers() }
+	waitUntil(t, "unconnected sockets to hold no goroutine", func() bool { return runtime.NumGoroutine()-kept()-base < n/4 })
+	for i, ws := range conns[:n-1] {
+		writeCommand(t, ws, &hubbubv1.ClientFrame{Id: uint64(i + 1), Command: &hubbubv1.ClientFrame_Connect{Connect: &hubbubv1.ConnectRequest{Name: "late"}}})
+	}
+	for i, ws := range conns[:n-1] {
+		if f := readServerFrame(t, ws); f.GetConnect() == nil || f.GetId() != uint64(i+1) {
+			t.Fatalf("late connect: %v", f)
+		}
+	}
+	_ = conns[n-1].UnderlyingConn().Close() // gone before connecting
+	waitUntil(t, "the unconnected socket to end", func() bool { return srv.open.Load() == n-1 })
+}
+
 // A frame that arrives a byte at a time, and a ping split likewise, are
 // read whole.
 func TestPolledSplitFrames(t *testing.T) {

@@ -288,29 +288,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			if raw, err := sc.SyscallConn(); err == nil {
 				// No goroutine while idle: the poller starts a reader when
 				// input arrives, and the last reader ends the connection.
-				c.br, c.brLent, c.readers, c.h, c.ended = hj.br, hj.lent, &s.readers, h, func() { s.endConn(c, h) }
+				c.br, c.brLent, c.readers, c.h, c.raw, c.ended = hj.br, hj.lent, &s.readers, h, raw, func() { s.endConn(c, h) }
 				c.setHandlers()
+				c.reading.Store(true)
 				c.poll.Store(s.poll)
-				if s.poll.add(c, raw) == nil {
-					// Unless a report started a reader already: read what
-					// came with the handshake, or hand the buffer back.
-					if c.reading.CompareAndSwap(false, true) {
-						if hj.br.Buffered() > 0 {
-							c.run.Go(c.readSome) // owner: the connection's poller registration
-						} else {
-							c.returnBuffer()
-							c.reading.Store(false)
-							if s.poll.rearm(c) != nil { // a report taken meanwhile is not lost
-								c.schedule()
-							}
-						}
-					}
-					return
-				}
-				if !c.reading.CompareAndSwap(false, true) {
-					return // aborted meanwhile: the reader it started ends the connection
-				}
-				c.poll.Store(nil) // reading stays true: no polled reader from now on
+				c.readFirst()
+				return
 			}
 		}
 	}

@@ -514,7 +514,10 @@ func serve(args []string) int {
 	if !web.Built() {
 		log.Warn("this binary was built without its web pages (chat page, admin console): run ./scripts/build-web.sh, then build again")
 	}
-	l, err := net.Listen("tcp", cfg.listen)
+	// No TCP keep-alive on the WebSocket listener: the server's own pings
+	// find a silent peer (PingInterval, PongTimeout), and turning it on costs
+	// four system calls per accepted connection.
+	l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", cfg.listen)
 	if err != nil {
 		log.Error("listen", "addr", cfg.listen, "err", err)
 		_ = srv.Shutdown(context.Background())
