@@ -20,6 +20,7 @@ import (
 	"github.com/hubbub-chat/hubbub/api"
 	"github.com/hubbub-chat/hubbub/auth"
 	"github.com/hubbub-chat/hubbub/hooks"
+	"github.com/hubbub-chat/hubbub/internal/gcfloor"
 	"github.com/hubbub-chat/hubbub/server"
 	"github.com/hubbub-chat/hubbub/store"
 	"github.com/hubbub-chat/hubbub/telemetry"
@@ -55,6 +56,7 @@ type serveConfig struct {
 	typing          bool
 	configFile      string
 	printConfig     bool
+	gcHeapFloor     int // MiB
 	apiListen       string
 	apiKeyFile      string
 	hooks           hooks.Config
@@ -85,6 +87,8 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.str(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.boolean(&c.server.Metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 	f.boolean(&c.server.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (for profiling; keep it off in production)")
+	f.integer(&c.gcHeapFloor, "gc-heap-floor", 64, "MiB the Go heap may reach before its collector runs, while the live heap is small (a node just started, taking its clients' reconnects); 0 leaves GOGC alone. GOGC and GOMEMLIMIT apply as usual")
+	f.nonNegative("gc-heap-floor", func() float64 { return float64(c.gcHeapFloor) })
 
 	f.group("Server API")
 	f.str(&c.apiListen, "api-listen", "", "address of the server API for backends (gRPC, gRPC-Web and HTTP+JSON), e.g. 127.0.0.1:8081; off when empty. TLS with --tls-cert")
@@ -457,6 +461,7 @@ func serve(args []string) int {
 	if err != nil {
 		return usageError("serve", err)
 	}
+	defer gcfloor.Keep(uint64(cfg.gcHeapFloor) << 20).Stop()
 	authn, err := auth.New(cfg.auth)
 	if err != nil {
 		return usageError("serve", err)

@@ -1,0 +1,106 @@
+package gcfloor
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+func readMetric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+var sink [][]byte
+
+// churn allocates n bytes of garbage in 1 KB pieces and returns how many
+// collections ran meanwhile.
+func churn(n int) uint64 {
+	before := readMetric("/gc/cycles/total:gc-cycles")
+	for i := 0; i < n/1024; i++ {
+		sink = append(sink[:0], make([]byte, 1024))
+	}
+	sink = nil
+	return readMetric("/gc/cycles/total:gc-cycles") - before
+}
+
+// With a small live heap, the floor holds the goal up: garbage below the
+// floor causes no collection, where GOGC alone collects several times.
+func TestFloorHoldsTheGoalUpWhileTheHeapIsSmall(t *testing.T) {
+	runtime.GC()
+	without := churn(48 << 20)
+	if without < 2 {
+		t.Fatalf("without a floor, 48 MB of garbage caused %d collections; the test needs a small live heap", without)
+	}
+	f := Keep(256 << 20)
+	defer f.Stop()
+	runtime.GC()
+	if p := f.Percent(); p <= 100 {
+		t.Fatalf("percent %d with a small live heap and a 256 MB floor", p)
+	}
+	if goal := readMetric("/gc/heap/goal:bytes"); goal < 200<<20 {
+		t.Fatalf("heap goal %d MB under a 256 MB floor", goal>>20)
+	}
+	if with := churn(48 << 20); with != 0 {
+		t.Fatalf("with the floor, 48 MB of garbage caused %d collections (%d without)", with, without)
+	}
+	f.Stop()
+	if p := debug.SetGCPercent(100); p != 100 {
+		t.Fatalf("Stop left the percent at %d", p)
+	}
+}
+
+// Once the live heap is large enough, the floor lets go: the percentage
+// returns to GOGC's after the next collection.
+func TestFloorLetsGoOfALargeHeap(t *testing.T) {
+	f := Keep(32 << 20)
+	defer f.Stop()
+	runtime.GC()
+	if p := f.Percent(); p <= 100 {
+		t.Fatalf("percent %d with a small live heap", p)
+	}
+	live := make([][]byte, 0, 40<<10)
+	for range 40 << 10 { // 40 MB kept live
+		live = append(live, make([]byte, 1024))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for f.Percent() != 100 {
+		if time.Now().After(deadline) {
+			t.Fatalf("percent %d with 40 MB live and a 32 MB floor", f.Percent())
+		}
+		runtime.GC() // the finalizer adjusts after the cycle
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.KeepAlive(live)
+	live = nil
+	// And takes hold again when the heap shrinks.
+	for f.Percent() == 100 {
+		if time.Now().After(deadline) {
+			t.Fatal("the floor did not take hold again once the heap shrank")
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// No floor when it is zero or the collector is off.
+func TestFloorOff(t *testing.T) {
+	f := Keep(0)
+	f.Stop()
+	if p := f.Percent(); p != 100 {
+		t.Fatalf("percent %d with no floor", p)
+	}
+	old := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(old)
+	f = Keep(1 << 30)
+	if p := f.Percent(); p != -1 {
+		t.Fatalf("percent %d with GOGC off", p)
+	}
+	f.Stop()
+	if p := debug.SetGCPercent(-1); p != -1 {
+		t.Fatalf("a floor changed GOGC=off to %d", p)
+	}
+}
