@@ -41,15 +41,26 @@ type Floor struct {
 
 type sentinel struct{ f *Floor }
 
+// active is set while a floor runs: the GC percentage is the process's, so
+// one floor at most tunes it.
+var active atomic.Bool
+
 // Keep starts a floor of floor bytes under the heap goal. It does nothing
-// (and Stop is a no-op) when floor is zero or GOGC turns the collector off;
-// a GOGC other than 100 is the percentage it returns to.
+// (and Stop is a no-op) when floor is zero, GOGC turns the collector off or
+// another floor runs; a GOGC other than 100 is the percentage it returns to.
 func Keep(floor uint64) *Floor {
-	base := debug.SetGCPercent(100)
-	debug.SetGCPercent(base)
-	f := &Floor{floor: floor, base: base, percent: base, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
-	if floor == 0 || base < 0 {
+	f := &Floor{floor: floor, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	if floor == 0 || !active.CompareAndSwap(false, true) {
+		f.base, f.percent = -2, -2 // not tuning: Percent reports that
 		f.stopped.Store(true)
+		return f
+	}
+	f.base = debug.SetGCPercent(100)
+	debug.SetGCPercent(f.base)
+	f.percent = f.base
+	if f.base < 0 {
+		f.stopped.Store(true)
+		active.Store(false)
 		return f
 	}
 	f.adjust()
@@ -89,7 +100,8 @@ func (f *Floor) adjust() {
 	}
 }
 
-// Percent is the GC percentage the floor set last.
+// Percent is the GC percentage the floor set last (-2 when it is not
+// tuning: no floor, or another floor runs).
 func (f *Floor) Percent() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -105,4 +117,5 @@ func (f *Floor) Stop() {
 	}
 	debug.SetGCPercent(f.base)
 	f.percent = f.base
+	active.Store(false)
 }

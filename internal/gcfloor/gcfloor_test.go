@@ -86,12 +86,25 @@ func TestFloorLetsGoOfALargeHeap(t *testing.T) {
 	}
 }
 
-// No floor when it is zero or the collector is off.
+// No floor when it is zero, the collector is off or another floor runs.
 func TestFloorOff(t *testing.T) {
 	f := Keep(0)
 	f.Stop()
-	if p := f.Percent(); p != 100 {
+	if p := f.Percent(); p != -2 {
 		t.Fatalf("percent %d with no floor", p)
+	}
+	first := Keep(1 << 30)
+	second := Keep(1 << 20)
+	if p := second.Percent(); p != -2 {
+		t.Fatalf("a second floor tunes too: percent %d", p)
+	}
+	second.Stop()
+	if p := first.Percent(); p <= 100 {
+		t.Fatalf("the first floor's percent %d after the second stopped", p)
+	}
+	first.Stop()
+	if p := debug.SetGCPercent(100); p != 100 {
+		t.Fatalf("percent %d after both stopped", p)
 	}
 	old := debug.SetGCPercent(-1)
 	defer debug.SetGCPercent(old)
