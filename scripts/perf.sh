@@ -119,6 +119,7 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
 	serve_flags=(--history-store memory)
 	run hubbub-pinned-fanout-2.9M hubbub fanout --subscribers 1000 --publishers 10 --rate 2900 --size 128 --duration 8s
 	run hubbub-pinned-fanout-3.3M hubbub fanout --subscribers 1000 --publishers 10 --rate 3300 --size 128 --duration 8s
+	run hubbub-pinned-fanout-5M hubbub fanout --subscribers 1000 --publishers 10 --rate 5000 --size 128 --duration 8s
 	run gorillahub-pinned-fanout-200k gorilla fanout --subscribers 1000 --publishers 10 --rate 200 --size 128 --duration 8s
 	server_pin=()
 	tool_pin=()
@@ -127,6 +128,10 @@ serve_flags=()
 run hubbub-idle hubbub idle --conns 10000 --duration 5s
 run hubbub-idle-connect-only hubbub idle --conns 10000 --duration 5s --connect-only
 run hubbub-storm hubbub storm --conns 10000 --dialers 50
+# Without the heap floor (GOGC alone from a fresh node's few megabytes).
+serve_flags=(--gc-heap-floor 0)
+run hubbub-no-heap-floor-idle-connect-only hubbub idle --conns 10000 --duration 5s --connect-only
+run hubbub-no-heap-floor-storm hubbub storm --conns 10000 --dialers 50
 serve_flags=(--reader goroutine)
 run hubbub-goroutine-reader-idle hubbub idle --conns 10000 --duration 5s
 run hubbub-goroutine-reader-storm hubbub storm --conns 10000 --dialers 50
