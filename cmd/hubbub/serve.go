@@ -87,7 +87,7 @@ func parseServe(args []string) (*serveConfig, error) {
 	f.str(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.boolean(&c.server.Metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 	f.boolean(&c.server.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ (for profiling; keep it off in production)")
-	f.integer(&c.gcHeapFloor, "gc-heap-floor", 64, "MiB the Go heap may reach before its collector runs, while the live heap is small (a node just started, taking its clients' reconnects); 0 leaves GOGC alone. GOGC and GOMEMLIMIT apply as usual")
+	f.integer(&c.gcHeapFloor, "gc-heap-floor", 128, "MiB the Go heap may reach before its collector runs, while the live heap is small (a node just started, taking its clients' reconnects); at most a quarter of the memory the process may use (GOMEMLIMIT, cgroup limit, machine); 0 leaves GOGC alone. GOGC and GOMEMLIMIT apply as usual")
 	f.nonNegative("gc-heap-floor", func() float64 { return float64(c.gcHeapFloor) })
 
 	f.group("Server API")
@@ -461,7 +461,8 @@ func serve(args []string) int {
 	if err != nil {
 		return usageError("serve", err)
 	}
-	defer gcfloor.Keep(uint64(cfg.gcHeapFloor) << 20).Stop()
+	heapFloor := gcfloor.Keep(uint64(cfg.gcHeapFloor) << 20)
+	defer heapFloor.Stop()
 	authn, err := auth.New(cfg.auth)
 	if err != nil {
 		return usageError("serve", err)
@@ -533,7 +534,7 @@ func serve(args []string) int {
 		scheme = "wss"
 	}
 	log.Info("hubbub listening", "version", versionString(), "url", fmt.Sprintf("%s://%s/ws", scheme, l.Addr()), "auth", authn.Enabled(), "tracing", tracing.Enabled,
-		"history", cfg.historyStore)
+		"history", cfg.historyStore, "gc_heap_floor_mib", heapFloor.Floor()>>20)
 	if authn.AnonymousOpen() && !isLoopback(l.Addr()) {
 		log.Warn("anonymous access is open on a non-loopback address; configure a JWT key (--jwt-alg with --jwt-hmac-secret-file, --jwt-public-key-file or --jwks-file) for production",
 			"addr", l.Addr().String(), "anonymous_rooms", cfg.auth.AnonymousRooms)

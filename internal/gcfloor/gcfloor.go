@@ -19,15 +19,22 @@
 package gcfloor
 
 import (
+	"bufio"
+	"bytes"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
 
-// maxPercent bounds the percentage set while the live heap is tiny.
-const maxPercent = 100_000
+// heapMinimum is the runtime's smallest heap goal at GOGC=100 (4 MB); it
+// scales with the percentage, so the percentage that makes the floor the
+// goal of a tiny heap is floor/heapMinimum*100, not the live heap's ratio.
+const heapMinimum = 4 << 20
 
 // Floor is a running floor; Stop restores the GC percentage it found.
 type Floor struct {
@@ -45,10 +52,15 @@ type sentinel struct{ f *Floor }
 // one floor at most tunes it.
 var active atomic.Bool
 
-// Keep starts a floor of floor bytes under the heap goal. It does nothing
-// (and Stop is a no-op) when floor is zero, GOGC turns the collector off or
+// Keep starts a floor of floor bytes under the heap goal, at most a quarter
+// of the memory the process may use (see Available), so a small container
+// is not run out of memory by garbage the floor kept. It does nothing (and
+// Stop is a no-op) when floor is zero, GOGC turns the collector off or
 // another floor runs; a GOGC other than 100 is the percentage it returns to.
 func Keep(floor uint64) *Floor {
+	if avail := Available(); avail > 0 {
+		floor = min(floor, avail/4)
+	}
 	f := &Floor{floor: floor, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
 	if floor == 0 || !active.CompareAndSwap(false, true) {
 		f.base, f.percent = -2, -2 // not tuning: Percent reports that
@@ -86,13 +98,16 @@ func (f *Floor) adjust() {
 		return
 	}
 	metrics.Read(f.sample)
-	live := f.sample[0].Value.Uint64()
+	live := f.sample[0].Value.Uint64() // 0 before the first collection
 	p := f.base
-	if live == 0 {
-		live = 1
-	}
 	if goal := live + live*uint64(f.base)/100; goal < f.floor {
-		p = int(min((f.floor-live)*100/live, maxPercent))
+		// The runtime's goal is the larger of live*(1+p/100) and
+		// heapMinimum*p/100: keep both at or under the floor.
+		q := f.floor * 100 / heapMinimum
+		if live > 0 {
+			q = min(q, (f.floor-live)*100/live)
+		}
+		p = max(int(q), f.base)
 	}
 	if p != f.percent {
 		debug.SetGCPercent(p)
@@ -118,4 +133,55 @@ func (f *Floor) Stop() {
 	debug.SetGCPercent(f.base)
 	f.percent = f.base
 	active.Store(false)
+}
+
+// Floor is the floor in bytes (after the cap Keep applies).
+func (f *Floor) Floor() uint64 { return f.floor }
+
+// Available is the memory the process may use: the smallest of GOMEMLIMIT,
+// its cgroup's memory limit (v2 or v1) and the machine's memory; 0 when
+// none is known.
+func Available() uint64 {
+	var avail uint64
+	take := func(v uint64) {
+		if v > 0 && v < 1<<60 && (avail == 0 || v < avail) {
+			avail = v
+		}
+	}
+	take(uint64(debug.SetMemoryLimit(-1)))
+	for _, path := range cgroupLimitFiles() {
+		if b, err := os.ReadFile(path); err == nil {
+			if v, err := strconv.ParseUint(string(bytes.TrimSpace(b)), 10, 64); err == nil {
+				take(v) // "max" (no limit) does not parse
+			}
+		}
+	}
+	if f, err := os.Open("/proc/meminfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+				if kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64); err == nil {
+					take(kb << 10)
+				}
+				break
+			}
+		}
+		_ = f.Close()
+	}
+	return avail
+}
+
+// cgroupLimitFiles are where the process's cgroup memory limit may be read:
+// cgroup v2 at the root of the namespace's view and under the process's own
+// path, and cgroup v1's memory controller.
+func cgroupLimitFiles() []string {
+	files := []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if path, ok := strings.CutPrefix(line, "0::"); ok && path != "/" && !strings.Contains(path, "..") {
+				files = append(files, "/sys/fs/cgroup"+path+"/memory.max")
+			}
+		}
+	}
+	return files
 }

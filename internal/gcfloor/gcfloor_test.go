@@ -41,8 +41,10 @@ func TestFloorHoldsTheGoalUpWhileTheHeapIsSmall(t *testing.T) {
 	if p := f.Percent(); p <= 100 {
 		t.Fatalf("percent %d with a small live heap and a 256 MB floor", p)
 	}
-	if goal := readMetric("/gc/heap/goal:bytes"); goal < 200<<20 {
-		t.Fatalf("heap goal %d MB under a 256 MB floor", goal>>20)
+	// The goal is the floor: not less, and not more either (the runtime's
+	// minimum goal grows with the percentage).
+	if goal := readMetric("/gc/heap/goal:bytes"); goal < 200<<20 || goal > 270<<20 {
+		t.Fatalf("heap goal %d MB with a 256 MB floor", goal>>20)
 	}
 	if with := churn(48 << 20); with != 0 {
 		t.Fatalf("with the floor, 48 MB of garbage caused %d collections (%d without)", with, without)
@@ -115,5 +117,27 @@ func TestFloorOff(t *testing.T) {
 	f.Stop()
 	if p := debug.SetGCPercent(-1); p != -1 {
 		t.Fatalf("a floor changed GOGC=off to %d", p)
+	}
+}
+
+// The floor is capped at a quarter of the memory the process may use, and
+// GOMEMLIMIT counts.
+func TestFloorCappedByAvailableMemory(t *testing.T) {
+	if runtime.GOOS == "linux" && Available() == 0 {
+		t.Fatal("no memory size found on Linux (/proc/meminfo)")
+	}
+	old := debug.SetMemoryLimit(200 << 20)
+	defer debug.SetMemoryLimit(old)
+	if a := Available(); a > 200<<20 {
+		t.Fatalf("available %d MB under GOMEMLIMIT=200MiB", a>>20)
+	}
+	f := Keep(1 << 30)
+	defer f.Stop()
+	if got := f.Floor(); got > 50<<20 {
+		t.Fatalf("floor %d MB with 200 MiB available", got>>20)
+	}
+	runtime.GC()
+	if goal := readMetric("/gc/heap/goal:bytes"); goal > 60<<20 {
+		t.Fatalf("heap goal %d MB with a floor capped at 50 MB", goal>>20)
 	}
 }
