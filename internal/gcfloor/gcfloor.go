@@ -63,7 +63,7 @@ func Keep(floor uint64) *Floor {
 	}
 	f := &Floor{floor: floor, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
 	if floor == 0 || !active.CompareAndSwap(false, true) {
-		f.base, f.percent = -2, -2 // not tuning: Percent reports that
+		f.floor, f.base, f.percent = 0, -2, -2 // not tuning: Floor and Percent report that
 		f.stopped.Store(true)
 		return f
 	}
@@ -71,6 +71,7 @@ func Keep(floor uint64) *Floor {
 	debug.SetGCPercent(f.base)
 	f.percent = f.base
 	if f.base < 0 {
+		f.floor = 0
 		f.stopped.Store(true)
 		active.Store(false)
 		return f
@@ -135,7 +136,8 @@ func (f *Floor) Stop() {
 	active.Store(false)
 }
 
-// Floor is the floor in bytes (after the cap Keep applies).
+// Floor is the floor in bytes (after the cap Keep applies); 0 when it is
+// not tuning.
 func (f *Floor) Floor() uint64 { return f.floor }
 
 // Available is the memory the process may use: the smallest of GOMEMLIMIT,

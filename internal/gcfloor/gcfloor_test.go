@@ -97,8 +97,8 @@ func TestFloorOff(t *testing.T) {
 	}
 	first := Keep(1 << 30)
 	second := Keep(1 << 20)
-	if p := second.Percent(); p != -2 {
-		t.Fatalf("a second floor tunes too: percent %d", p)
+	if p, fl := second.Percent(), second.Floor(); p != -2 || fl != 0 {
+		t.Fatalf("a second floor tunes too: percent %d, floor %d", p, fl)
 	}
 	second.Stop()
 	if p := first.Percent(); p <= 100 {
@@ -111,8 +111,8 @@ func TestFloorOff(t *testing.T) {
 	old := debug.SetGCPercent(-1)
 	defer debug.SetGCPercent(old)
 	f = Keep(1 << 30)
-	if p := f.Percent(); p != -1 {
-		t.Fatalf("percent %d with GOGC off", p)
+	if p, fl := f.Percent(), f.Floor(); p != -1 || fl != 0 {
+		t.Fatalf("percent %d, floor %d with GOGC off", p, fl)
 	}
 	f.Stop()
 	if p := debug.SetGCPercent(-1); p != -1 {
